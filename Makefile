@@ -1,0 +1,39 @@
+# coda.c build. Targets:
+#   make test        build test_coda and run it (CPU tests always; GPU tests when a GPU is present)
+#   make test_coda   build the test binary only
+# Flags: PRECISION=BF16|FP32 (GPU build precision), GPU_ARCH=90a (sm_90a: H100/H200), NVCC=path.
+
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+GPU_ARCH ?= 90a
+PRECISION ?= BF16
+ifeq ($(PRECISION),FP32)
+  PRECISION_FLAG = -DENABLE_FP32
+else ifeq ($(PRECISION),BF16)
+  PRECISION_FLAG = -DENABLE_BF16
+else
+  $(error PRECISION must be BF16 or FP32, not '$(PRECISION)')
+endif
+
+# Host code: -O2 (the CPU reference must stay IEEE-exact: no fast-math), OpenMP over rows.
+NVCC_FLAGS = -O2 -std=c++17 -gencode arch=compute_$(GPU_ARCH),code=sm_$(GPU_ARCH) \
+             -Xcompiler -fopenmp,-Wall,-Wno-unused-function $(PRECISION_FLAG) -I.
+NVCC_LIBS = -lcublas -lcublasLt -lgomp
+
+HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h)
+
+.PHONY: all test check-toolchain clean
+all: test_coda
+
+check-toolchain:
+	@if [ -z "$(NVCC)" ]; then \
+	  echo "error: nvcc not found (looked on PATH and in /usr/local/cuda/bin)."; \
+	  echo "       Install the CUDA 13 toolkit, or pass NVCC=/path/to/nvcc."; exit 1; fi
+
+test_coda: test_coda.cu $(HEADERS) | check-toolchain
+	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+
+test: test_coda
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./test_coda
+
+clean:
+	rm -f test_coda train_coda infer_coda

@@ -1,0 +1,64 @@
+// test_config.h — config validation and the data-driven parameter table.
+#pragma once
+#include "../../llmc/config.h"
+#include "../../llmc/params.h"
+
+TEST(param_table_mistral7b_shapes_and_count) {
+    ModelConfig c = config_default();  // Mistral-7B-v0.3 architecture
+    c.vocab_size = 32768;
+    ParamTable t;
+    param_table_build(&t, &c, DT_BF16);
+    // 7,248,023,552 parameters in Mistral-7B-v0.3 (HF reports 7.25B)
+    CHECK(t.total == 7248023552ull, "total %zu", t.total);
+    CHECK(t.n == 2 + 32 * 9 + 1, "n %d", t.n);
+    const ParamTensor* k = param_find(&t, PK_K, 31);
+    CHECK(k && strcmp(k->name, "model.layers.31.self_attn.k_proj.weight") == 0, "%s", k ? k->name : "null");
+    CHECK(k && k->shape[0] == 1024 && k->shape[1] == 4096, "");
+    CHECK(param_find(&t, PK_THETA, 0) == NULL, "GQA model has no theta");
+    CHECK(strcmp(t.tensors[t.n - 1].name, "lm_head.weight") == 0, "");
+    // offsets are contiguous in table order
+    size_t off = 0;
+    for (int i = 0; i < t.n; i++) { CHECK(t.tensors[i].offset == off, "%s", t.tensors[i].name); off += t.tensors[i].numel; }
+    param_table_free(&t);
+}
+
+TEST(param_table_coda_bounded_adds_adapter_tensors) {
+    ModelConfig c = config_default();
+    c.differential = 1; c.bounded = 1; c.head_norm = HEAD_NORM_FULL;
+    ParamTable t;
+    param_table_build(&t, &c, DT_F32);
+    const ParamTensor* th = param_find(&t, PK_THETA, 3);
+    CHECK(th && th->shape[0] == 32 && th->shape[1] == 64, "theta [H, Dh/2]");
+    CHECK(param_find(&t, PK_LAMBDA_W, 3)->shape[1] == 4096, "");
+    CHECK(param_find(&t, PK_HEAD_NORM, 3)->numel == 128, "");
+    CHECK(param_find(&t, PK_WRITE_W, 3)->numel == 4096, "");
+    CHECK(param_find(&t, PK_ETA, 3)->numel == 8, "one eta per KV head");
+    // Phase-1/2 policy: adapters trainable, base frozen (PROTOCOL §1.3)
+    param_table_set_trainable(&t, TRAIN_ATTENTION);
+    CHECK(!param_find(&t, PK_EMBED, 0)->trainable && !param_find(&t, PK_GATE, 5)->trainable, "");
+    CHECK(param_find(&t, PK_Q, 5)->trainable && param_find(&t, PK_THETA, 5)->trainable, "");
+    c.head_norm = HEAD_NORM_IDENTITY;
+    ParamTable t2;
+    param_table_build(&t2, &c, DT_F32);
+    param_table_set_trainable(&t2, TRAIN_ATTENTION);
+    // PROTOCOL §1.3: Phase-1 trainable = 1,346,438,144 (q/k/v/o + lambda_proj + theta) ...
+    size_t phase2 = param_table_trainable_count(&t2);
+    size_t extra = 32 * (4096 + 1 + 8);  // ... plus write_proj and eta in Phase 2
+    CHECK(phase2 == 1346438144ull + extra, "trainable %zu", phase2);
+    param_table_free(&t);
+    param_table_free(&t2);
+}
+
+TEST(config_validate_rejects_bad_fields) {
+    CodaError err;
+    ModelConfig c = config_default();
+    CHECK(config_validate(&c, &err) == 0, "%s", err.msg);
+    c.n_kv_heads = 5;
+    CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "num_key_value_heads"), "%s", err.msg);
+    c = config_default();
+    c.head_dim = 7;
+    CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "head_dim"), "%s", err.msg);
+    c = config_default();
+    c.bounded = 1; c.window = 0;
+    CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "window"), "%s", err.msg);
+}

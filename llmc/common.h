@@ -1,0 +1,139 @@
+// common.h — error reporting, checked allocation, bf16/fp16 conversion, small string helpers.
+// Plain C (also compiles as C++ under nvcc). Library code never exits: it reports into a CodaError
+// and returns -1, so tests can assert on the message and callers lose nothing. Programs (train,
+// infer, tools) turn an error into a message on stderr and a non-zero exit with coda_fatal().
+#pragma once
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char msg[1024];
+} CodaError;
+
+// Formats the message into err (if non-NULL) and returns -1, so `return coda_errorf(err, ...)` reads well.
+static inline int coda_errorf(CodaError* err, const char* fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static inline void coda_fatal(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(1);
+}
+
+// Allocation that names the request on failure (out-of-memory must say what was asked for).
+static inline void* coda_malloc_or_die(size_t bytes, const char* what) {
+    void* p = malloc(bytes ? bytes : 1);
+    if (!p) coda_fatal("out of host memory allocating %zu bytes for %s", bytes, what);
+    return p;
+}
+static inline void* coda_calloc_or_die(size_t n, size_t size, const char* what) {
+    void* p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) coda_fatal("out of host memory allocating %zu x %zu bytes for %s", n, size, what);
+    return p;
+}
+
+// ---- element types used by files and buffers ----
+typedef enum { DT_F32 = 0, DT_F64, DT_BF16, DT_F16, DT_I32, DT_I64, DT_U8, DT_U16, DT_U32, DT_BOOL, DT_COUNT } DType;
+
+static inline size_t dtype_size(DType t) {
+    static const size_t sizes[DT_COUNT] = {4, 8, 2, 2, 4, 8, 1, 2, 4, 1};
+    return (t >= 0 && t < DT_COUNT) ? sizes[t] : 0;
+}
+// Names as safetensors spells them.
+static inline const char* dtype_name(DType t) {
+    static const char* names[DT_COUNT] = {"F32", "F64", "BF16", "F16", "I32", "I64", "U8", "U16", "U32", "BOOL"};
+    return (t >= 0 && t < DT_COUNT) ? names[t] : "?";
+}
+static inline int dtype_from_name(const char* s, DType* out) {
+    for (int t = 0; t < DT_COUNT; t++)
+        if (strcmp(s, dtype_name((DType)t)) == 0) { *out = (DType)t; return 0; }
+    return -1;
+}
+
+// ---- bf16 / fp16 <-> fp32 (round to nearest even, NaN preserved) ----
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+// Rounds a float to the nearest bf16 value (used to emulate the reference's bf16 arithmetic).
+static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0) {
+        if (man == 0) u = sign;
+        else {  // subnormal: normalise
+            int e = -1;
+            do { e++; man <<= 1; } while (!(man & 0x400));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) u = sign | 0x7f800000u | (man << 13);
+    else u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000, exp = (u >> 23) & 0xff, man = u & 0x7fffff;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
+    int e = (int)exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;
+        man |= 0x800000;
+        int shift = 14 - e;
+        uint32_t half = man >> shift, rem = man & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (half & 1))) half++;
+        return (uint16_t)(sign | half);
+    }
+    uint32_t half = sign | ((uint32_t)e << 10) | (man >> 13), rem = man & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (half & 1))) half++;
+    return (uint16_t)half;
+}
+
+// Converts n elements between float-like dtypes (F32, F64, BF16, F16). Returns -1 for other types.
+static inline int convert_floats(void* dst, DType dt, const void* src, DType st, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        double v;
+        switch (st) {
+            case DT_F32: v = ((const float*)src)[i]; break;
+            case DT_F64: v = ((const double*)src)[i]; break;
+            case DT_BF16: v = bf16_to_f32(((const uint16_t*)src)[i]); break;
+            case DT_F16: v = f16_to_f32(((const uint16_t*)src)[i]); break;
+            default: return -1;
+        }
+        switch (dt) {
+            case DT_F32: ((float*)dst)[i] = (float)v; break;
+            case DT_F64: ((double*)dst)[i] = v; break;
+            case DT_BF16: ((uint16_t*)dst)[i] = f32_to_bf16((float)v); break;
+            case DT_F16: ((uint16_t*)dst)[i] = f32_to_f16((float)v); break;
+            default: return -1;
+        }
+    }
+    return 0;
+}
