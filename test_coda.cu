@@ -5,6 +5,7 @@
 #include "dev/test/harness.h"
 #include "dev/test/test_config.h"
 #include "dev/test/test_io.h"
+#include "dev/test/test_data.h"
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
 static int gpu_available(char* reason, size_t len) {
