@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include "dev/test/harness.h"
 #include "dev/test/test_config.h"
+#include "dev/test/test_cpu_model.h"
 #include "dev/test/test_io.h"
 #include "dev/test/test_data.h"
 

@@ -54,31 +54,30 @@ typedef struct {
     InitKind init;
     ParamGroup group;
     ParamRole role;
-    int weight_decay_ok; // decoupled weight decay may apply (matrices; not norms, biases, angles)
 } ParamKindInfo;
 
 // The table. Order = order in the flat buffer and in exported files.
 static const ParamKindInfo PARAM_KINDS[PK_COUNT] = {
-    {PK_EMBED, "model.embed_tokens.weight", 0, SZ_V, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE, 1},
-    {PK_ATTN_NORM, "model.layers.%d.input_layernorm.weight", 1, SZ_D, SZ_NONE, WHEN_ALWAYS, INIT_ONES, GROUP_NORM, ROLE_BASE, 0},
-    {PK_Q, "model.layers.%d.self_attn.q_proj.weight", 1, SZ_QD, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ, 1},
-    {PK_K, "model.layers.%d.self_attn.k_proj.weight", 1, SZ_KVD, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ, 1},
-    {PK_V, "model.layers.%d.self_attn.v_proj.weight", 1, SZ_KVD, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ, 1},
-    {PK_O, "model.layers.%d.self_attn.o_proj.weight", 1, SZ_D, SZ_QD, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ, 1},
-    {PK_THETA, "model.layers.%d.self_attn.theta", 1, SZ_H, SZ_DH2, WHEN_DIFF, INIT_THETA, GROUP_CODA, ROLE_CODA_NEW, 0},
-    {PK_LAMBDA_W, "model.layers.%d.self_attn.lambda_proj.weight", 1, SZ_H, SZ_D, WHEN_DIFF, INIT_FANIN_UNIFORM, GROUP_CODA, ROLE_CODA_NEW, 0},
-    {PK_LAMBDA_B, "model.layers.%d.self_attn.lambda_proj.bias", 1, SZ_H, SZ_NONE, WHEN_DIFF, INIT_LAMBDA_BIAS, GROUP_CODA, ROLE_CODA_NEW, 0},
-    {PK_HEAD_NORM, "model.layers.%d.self_attn.head_norm.weight", 1, SZ_DH, SZ_NONE, WHEN_HEAD_NORM, INIT_ONES, GROUP_CODA, ROLE_CODA_NEW, 0},
+    {PK_EMBED, "model.embed_tokens.weight", 0, SZ_V, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE},
+    {PK_ATTN_NORM, "model.layers.%d.input_layernorm.weight", 1, SZ_D, SZ_NONE, WHEN_ALWAYS, INIT_ONES, GROUP_NORM, ROLE_BASE},
+    {PK_Q, "model.layers.%d.self_attn.q_proj.weight", 1, SZ_QD, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ},
+    {PK_K, "model.layers.%d.self_attn.k_proj.weight", 1, SZ_KVD, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ},
+    {PK_V, "model.layers.%d.self_attn.v_proj.weight", 1, SZ_KVD, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ},
+    {PK_O, "model.layers.%d.self_attn.o_proj.weight", 1, SZ_D, SZ_QD, WHEN_ALWAYS, INIT_NORMAL, GROUP_ATTN_PROJ, ROLE_ATTN_PROJ},
+    {PK_THETA, "model.layers.%d.self_attn.theta", 1, SZ_H, SZ_DH2, WHEN_DIFF, INIT_THETA, GROUP_CODA, ROLE_CODA_NEW},
+    {PK_LAMBDA_W, "model.layers.%d.self_attn.lambda_proj.weight", 1, SZ_H, SZ_D, WHEN_DIFF, INIT_FANIN_UNIFORM, GROUP_CODA, ROLE_CODA_NEW},
+    {PK_LAMBDA_B, "model.layers.%d.self_attn.lambda_proj.bias", 1, SZ_H, SZ_NONE, WHEN_DIFF, INIT_LAMBDA_BIAS, GROUP_CODA, ROLE_CODA_NEW},
+    {PK_HEAD_NORM, "model.layers.%d.self_attn.head_norm.weight", 1, SZ_DH, SZ_NONE, WHEN_HEAD_NORM, INIT_ONES, GROUP_CODA, ROLE_CODA_NEW},
     // write gate and eta sit in the projection group, as in the reference's optimizer (SPEC §5.2)
-    {PK_WRITE_W, "model.layers.%d.self_attn.write_proj.weight", 1, SZ_ONE, SZ_D, WHEN_BOUNDED, INIT_ZEROS, GROUP_ATTN_PROJ, ROLE_CODA_NEW, 1},
-    {PK_WRITE_B, "model.layers.%d.self_attn.write_proj.bias", 1, SZ_ONE, SZ_NONE, WHEN_BOUNDED, INIT_WRITE_BIAS, GROUP_ATTN_PROJ, ROLE_CODA_NEW, 1},
-    {PK_ETA, "model.layers.%d.self_attn.summary_eta_logit", 1, SZ_HKV, SZ_NONE, WHEN_BOUNDED, INIT_ETA, GROUP_ATTN_PROJ, ROLE_CODA_NEW, 1},
-    {PK_MLP_NORM, "model.layers.%d.post_attention_layernorm.weight", 1, SZ_D, SZ_NONE, WHEN_ALWAYS, INIT_ONES, GROUP_NORM, ROLE_BASE, 0},
-    {PK_GATE, "model.layers.%d.mlp.gate_proj.weight", 1, SZ_F, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE, 1},
-    {PK_UP, "model.layers.%d.mlp.up_proj.weight", 1, SZ_F, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE, 1},
-    {PK_DOWN, "model.layers.%d.mlp.down_proj.weight", 1, SZ_D, SZ_F, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE, 1},
-    {PK_FINAL_NORM, "model.norm.weight", 0, SZ_D, SZ_NONE, WHEN_ALWAYS, INIT_ONES, GROUP_NORM, ROLE_BASE, 0},
-    {PK_LM_HEAD, "lm_head.weight", 0, SZ_V, SZ_D, WHEN_UNTIED, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE, 1},
+    {PK_WRITE_W, "model.layers.%d.self_attn.write_proj.weight", 1, SZ_ONE, SZ_D, WHEN_BOUNDED, INIT_ZEROS, GROUP_ATTN_PROJ, ROLE_CODA_NEW},
+    {PK_WRITE_B, "model.layers.%d.self_attn.write_proj.bias", 1, SZ_ONE, SZ_NONE, WHEN_BOUNDED, INIT_WRITE_BIAS, GROUP_ATTN_PROJ, ROLE_CODA_NEW},
+    {PK_ETA, "model.layers.%d.self_attn.summary_eta_logit", 1, SZ_HKV, SZ_NONE, WHEN_BOUNDED, INIT_ETA, GROUP_ATTN_PROJ, ROLE_CODA_NEW},
+    {PK_MLP_NORM, "model.layers.%d.post_attention_layernorm.weight", 1, SZ_D, SZ_NONE, WHEN_ALWAYS, INIT_ONES, GROUP_NORM, ROLE_BASE},
+    {PK_GATE, "model.layers.%d.mlp.gate_proj.weight", 1, SZ_F, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE},
+    {PK_UP, "model.layers.%d.mlp.up_proj.weight", 1, SZ_F, SZ_D, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE},
+    {PK_DOWN, "model.layers.%d.mlp.down_proj.weight", 1, SZ_D, SZ_F, WHEN_ALWAYS, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE},
+    {PK_FINAL_NORM, "model.norm.weight", 0, SZ_D, SZ_NONE, WHEN_ALWAYS, INIT_ONES, GROUP_NORM, ROLE_BASE},
+    {PK_LM_HEAD, "lm_head.weight", 0, SZ_V, SZ_D, WHEN_UNTIED, INIT_NORMAL, GROUP_MATRIX, ROLE_BASE},
 };
 
 typedef struct {
