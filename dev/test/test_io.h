@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "../../llmc/json.h"
+#include "../../llmc/safetensors.h"
+#include "../../llmc/hf_model.h"
+#include "../../llmc/rand.h"
 
 // ---- helpers ----
 
@@ -264,4 +267,586 @@ TEST(json_parse_file_names_the_file) {
     snprintf(path, sizeof(path), "%s/missing.json", dir);
     CHECK(json_parse_file(path, &v, &err) != 0 && strstr(err.msg, path) && strstr(err.msg, "cannot open"), "%s", err.msg);
     rmdir(dir);
+}
+
+// ---- file helpers for the safetensors / HF tests ----
+
+// A scratch directory under /tmp, removed (with everything in it) by io_rmtree.
+static void io_mkdtemp(char* dir, size_t n) {
+    snprintf(dir, n, "/tmp/coda_io_XXXXXX");
+    if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
+}
+static void io_rmtree(const char* path) {
+    DIR* d = opendir(path);
+    if (!d) { unlink(path); return; }
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char child[4096];
+        snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
+        io_rmtree(child);
+    }
+    closedir(d);
+    rmdir(path);
+}
+static int io_count_files(const char* dir) {
+    DIR* d = opendir(dir);
+    int n = 0;
+    struct dirent* e;
+    while (d && (e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n;
+}
+static void io_write_bytes(const char* path, const void* bytes, size_t n) {
+    FILE* f = fopen(path, "wb");
+    if (!f || fwrite(bytes, 1, n, f) != n) { perror(path); exit(2); }
+    fclose(f);
+}
+static void io_write_text(const char* path, const char* text) { io_write_bytes(path, text, strlen(text)); }
+// A raw safetensors file: the given header length (or its true length when hlen < 0), header, data.
+static void io_write_raw_st(const char* path, const char* header, long long hlen, const void* data, size_t n) {
+    size_t h = strlen(header);
+    uint64_t len = hlen < 0 ? (uint64_t)h : (uint64_t)hlen;
+    uint8_t* bytes = (uint8_t*)malloc(8 + h + n + 1);
+    for (int i = 0; i < 8; i++) bytes[i] = (uint8_t)(len >> (8 * i));
+    memcpy(bytes + 8, header, h);
+    if (n) memcpy(bytes + 8 + h, data, n);
+    io_write_bytes(path, bytes, 8 + h + n);
+    free(bytes);
+}
+// Opens a file that must be rejected; checks the message names the file and contains `what`.
+static void io_expect_st_error(const char* path, const char* what) {
+    SafeTensors st;
+    CodaError err;
+    err.msg[0] = '\0';
+    CHECK(st_open(&st, path, &err) != 0, "accepted a bad file (expected: %s)", what);
+    CHECK(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
+    CHECK(strstr(err.msg, what) != NULL, "expected '%s' in: %s", what, err.msg);
+}
+
+// ---- safetensors ----
+
+TEST(safetensors_round_trip_all_dtypes_exact) {
+    char dir[64], path[128];
+    io_mkdtemp(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/t.safetensors", dir);
+    float f32[6] = {1.0f, -2.5f, 3.14159274f, 1e-30f, -0.0f, 65504.0f};
+    // bf16 bit patterns: 1, -0, smallest subnormal, +inf, a NaN with payload, max finite, 0.1-ish
+    uint16_t bf16[7] = {0x3f80, 0x8000, 0x0001, 0x7f80, 0x7fc1, 0x7f7f, 0x3dcd};
+    uint16_t f16[3] = {0x3c00, 0x0001, 0xfbff};
+    double f64[2] = {0.1, -1e300};
+    int64_t i64[2] = {INT64_MIN, 42};
+    uint8_t u8[5] = {0, 1, 127, 128, 255};
+    float scalar = 7.0f;
+    int64_t s_f32[2] = {2, 3}, s_bf16[1] = {7}, s_f16[1] = {3}, s_f64[1] = {2}, s_i64[1] = {2}, s_u8[1] = {5}, s_empty[2] = {0, 3};
+    StWriteTensor ts[8] = {
+        {"a.f32", DT_F32, 2, s_f32, f32}, {"b.bf16", DT_BF16, 1, s_bf16, bf16}, {"c.f16", DT_F16, 1, s_f16, f16},
+        {"d.u8", DT_U8, 1, s_u8, u8},  // odd size: the tensors after it are misaligned in the file
+        {"e.f64", DT_F64, 1, s_f64, f64}, {"f.i64", DT_I64, 1, s_i64, i64}, {"g.scalar", DT_F32, 0, NULL, &scalar},
+        {"h.empty", DT_F32, 2, s_empty, NULL},
+    };
+    StMeta meta[2] = {{"format", "pt"}, {"note", "a \"quoted\" caf\xc3\xa9\n"}};
+    CodaError err;
+    CHECK(st_write(path, ts, 8, meta, 2, &err) == 0, "%s", err.msg);
+    CHECK(io_count_files(dir) == 1, "temporary file left behind");
+    SafeTensors st;
+    CHECK(st_open(&st, path, &err) == 0, "%s", err.msg);
+    if (st.file) {
+        CHECK((8 + st.header_len) % 8 == 0, "header padded to 8 bytes: %zu", st.header_len);
+        CHECK(st.n == 8, "%d tensors", st.n);
+        for (int i = 0; i < 8; i++) {
+            const StTensor* t = st_find(&st, ts[i].name);
+            CHECK(t != NULL, "%s missing", ts[i].name);
+            if (!t) continue;
+            CHECK(t->dtype == ts[i].dtype && t->ndim == ts[i].ndim, "%s", ts[i].name);
+            size_t numel = 1;
+            for (int d = 0; d < t->ndim; d++) { CHECK(t->shape[d] == ts[i].shape[d], "%s dim %d", ts[i].name, d); numel *= (size_t)ts[i].shape[d]; }
+            CHECK(t->numel == numel && t->nbytes == numel * dtype_size(ts[i].dtype), "%s", ts[i].name);
+            if (numel) CHECK(memcmp(t->data, ts[i].data, t->nbytes) == 0, "%s bytes differ", ts[i].name);
+        }
+        CHECK(st_find(&st, "nope") == NULL, "");
+        CHECK(st.n_meta == 2 && strcmp(st_meta_get(&st, "format"), "pt") == 0, "");
+        CHECK(st_meta_get(&st, "note") && strcmp(st_meta_get(&st, "note"), meta[1].value) == 0, "metadata escapes round-trip");
+        st_close(&st);
+    }
+    io_rmtree(dir);
+}
+
+TEST(safetensors_rejects_every_kind_of_bad_file) {
+    char dir[64], p[128];
+    io_mkdtemp(dir, sizeof(dir));
+    snprintf(p, sizeof(p), "%s/bad.safetensors", dir);
+    float data[4] = {1, 2, 3, 4};
+    io_write_bytes(p, "\x05\0\0\0\0", 5);
+    io_expect_st_error(p, "file is too short to be safetensors (5 bytes");
+    io_write_raw_st(p, "{}", 1000, NULL, 0);
+    io_expect_st_error(p, "header length 1000 runs past the end of the file (2 bytes after the 8-byte length");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\",}}", -1, data, 4);
+    io_expect_st_error(p, "malformed safetensors header: JSON parse error at line 1:23: expected '\"' to start an object key");
+    io_write_raw_st(p, "[1, 2]", -1, NULL, 0);
+    io_expect_st_error(p, "safetensors header must be a JSON object, found array");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"Q7\", \"shape\": [1], \"data_offsets\": [0, 4]}}", -1, data, 4);
+    io_expect_st_error(p, "tensor 'w': unknown or unsupported dtype 'Q7'");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [-2, 1], \"data_offsets\": [0, 8]}}", -1, data, 8);
+    io_expect_st_error(p, "tensor 'w': negative dimension shape[0] = -2");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 4]}}", -1, data, 4);
+    io_expect_st_error(p, "tensor 'w': shape[0] is not an integer");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}}", -1, data, 12);
+    io_expect_st_error(p, "tensor 'w': data_offsets [0, 16] run past the end of the data section (12 bytes");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", -1, data, 16);
+    io_expect_st_error(p, "tensor 'w': data_offsets [0, 8] span 8 bytes but shape x F32 needs 12");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [8, 4]}}", -1, data, 16);
+    io_expect_st_error(p, "tensor 'w': data_offsets [8, 4] end before they begin");
+    io_write_raw_st(p, "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, "
+                       "\"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}", -1, data, 16);
+    io_expect_st_error(p, "tensors 'a' [0, 8) and 'b' [4, 12) overlap");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [1]}}", -1, data, 4);
+    io_expect_st_error(p, "tensor 'w': \"data_offsets\" must be an array [begin, end]");
+    io_write_raw_st(p, "{\"w\": {\"shape\": [1], \"data_offsets\": [0, 4]}}", -1, data, 4);
+    io_expect_st_error(p, "tensor 'w': missing or non-string \"dtype\"");
+    io_write_raw_st(p, "{\"w\": 3}", -1, data, 4);
+    io_expect_st_error(p, "tensor 'w': header entry must be an object, found number");
+    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, "
+                       "\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", -1, data, 8);
+    io_expect_st_error(p, "tensor 'w' appears twice");
+    io_write_raw_st(p, "{\"__metadata__\": {\"n\": 1}}", -1, NULL, 0);
+    io_expect_st_error(p, "__metadata__ value of 'n' must be a string, found number");
+    // a good file cut short in its data section: the last tensor runs past the end
+    float big[64] = {0};
+    int64_t shape[1] = {64};
+    StWriteTensor ts[2] = {{"first", DT_F32, 1, shape, big}, {"second.weight", DT_F32, 1, shape, big}};
+    CodaError err;
+    CHECK(st_write(p, ts, 2, NULL, 0, &err) == 0, "%s", err.msg);
+    SafeTensors st;
+    CHECK(st_open(&st, p, &err) == 0, "%s", err.msg);
+    st_close(&st);
+    struct stat sb;
+    stat(p, &sb);
+    CHECK(truncate(p, sb.st_size - 4) == 0, "truncate");
+    io_expect_st_error(p, "tensor 'second.weight': data_offsets [256, 512] run past the end of the data section (508 bytes");
+    snprintf(p, sizeof(p), "%s/absent.safetensors", dir);
+    io_expect_st_error(p, "cannot open");
+    io_rmtree(dir);
+}
+
+// ---- Hugging Face config.json ----
+
+// Every CoDA option at a value different from config_default(), on a tiny architecture.
+static ModelConfig io_tiny_config(void) {
+    ModelConfig c = config_default();
+    c.vocab_size = 64; c.dim = 16; c.ffn_dim = 32; c.n_layers = 2; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 4;
+    c.max_seq_len = 1024; c.norm_eps = 1e-6f; c.rope_theta = 500000.0; c.tie_embeddings = 0; c.init_std = 0.01f;
+    c.bos_id = 5; c.eos_id = 6;
+    c.differential = 1; c.bounded = 1; c.rope_layout = ROPE_INTERLEAVED; c.rope_theta_override = 10000.0;
+    c.rope_bf16_positions = 1; c.head_norm = HEAD_NORM_FULL; c.head_norm_eps = 1e-5f; c.theta_init = 1.5707964f;
+    c.lambda_init_bias = -5.5f; c.window = 64; c.n_exact = 16; c.n_summary = 8; c.block_size = 32;
+    c.write_policy = WRITE_POLICY_NONE; c.write_gate_init_bias = -1.5f; c.gate_threshold_exact = 0.2f;
+    c.gate_threshold_summary = 0.07f; c.exact_match_threshold = 0.85f; c.exact_novelty_threshold = 0.6f;
+    c.exact_refresh_on_hit = 1; c.exact_candidates_per_block = 4; c.summary_candidates_per_block = 32;
+    c.eta_init_logit = -2.5f; c.summary_overwrite_on_insert = 0; c.mem_init = MEM_INIT_ZEROS;
+    c.mask_unused_memory = 0; c.detach_evicted = 0; c.cross_block_grad = 0;
+    return c;
+}
+
+// Field-by-field comparison written out by hand (not through HF_CODA_FIELDS, which it checks).
+static void io_check_config_equal(const ModelConfig* a, const ModelConfig* b) {
+#define SAME(f) CHECK(a->f == b->f, "field " #f " differs: %g vs %g", (double)a->f, (double)b->f)
+    SAME(vocab_size); SAME(dim); SAME(ffn_dim); SAME(n_layers); SAME(n_heads); SAME(n_kv_heads); SAME(head_dim);
+    SAME(max_seq_len); SAME(norm_eps); SAME(rope_theta); SAME(tie_embeddings); SAME(init_std); SAME(bos_id); SAME(eos_id);
+    SAME(differential); SAME(bounded); SAME(rope_layout); SAME(rope_theta_override); SAME(rope_bf16_positions);
+    SAME(head_norm); SAME(head_norm_eps); SAME(theta_init); SAME(lambda_init_bias); SAME(window); SAME(n_exact);
+    SAME(n_summary); SAME(block_size); SAME(write_policy); SAME(write_gate_init_bias); SAME(gate_threshold_exact);
+    SAME(gate_threshold_summary); SAME(exact_match_threshold); SAME(exact_novelty_threshold); SAME(exact_refresh_on_hit);
+    SAME(exact_candidates_per_block); SAME(summary_candidates_per_block); SAME(eta_init_logit);
+    SAME(summary_overwrite_on_insert); SAME(mem_init); SAME(mask_unused_memory); SAME(detach_evicted); SAME(cross_block_grad);
+#undef SAME
+}
+
+TEST(hf_config_round_trip_keeps_every_coda_option) {
+    char dir[64], path[128];
+    io_mkdtemp(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    ModelConfig c = io_tiny_config(), back;
+    memset(&back, 0, sizeof(back));
+    CodaError err;
+    CHECK(HF_N_CODA_FIELDS == 28, "every CoDA option of ModelConfig has a row (%d)", HF_N_CODA_FIELDS);
+    CHECK(config_write_hf_dtype(path, &c, DT_F32, &err) == 0, "%s", err.msg);
+    CHECK(config_read_hf(path, &back, &err) == 0, "%s", err.msg);
+    io_check_config_equal(&c, &back);
+    // what transformers needs to see, and keys sorted like save_pretrained
+    JsonValue* j = NULL;
+    CHECK(json_parse_file(path, &j, &err) == 0, "%s", err.msg);
+    if (j) {
+        CHECK(strcmp(json_get(j, "model_type")->string, "mistral") == 0, "");
+        CHECK(strcmp(json_get(j, "architectures")->items[0].string, "MistralForCausalLM") == 0, "");
+        CHECK(strcmp(json_get(j, "torch_dtype")->string, "float32") == 0, "");
+        CHECK((float)json_get(j, "rms_norm_eps")->number == 1e-6f, "shortest float form read back");
+        CHECK(json_get(j, "head_dim")->integer == 4 && json_get(j, "tie_word_embeddings")->boolean == 0, "");
+        CHECK(strcmp(json_get(json_get(j, "coda"), "rope_layout")->string, "interleaved") == 0, "");
+        for (size_t i = 1; i < j->count; i++) CHECK(strcmp(j->keys[i - 1], j->keys[i]) < 0, "key order %s %s", j->keys[i - 1], j->keys[i]);
+    }
+    json_free(j);
+    // default options survive too, and config_write_hf records bf16 weights
+    ModelConfig d = config_default();
+    CHECK(config_write_hf(path, &d, &err) == 0, "%s", err.msg);
+    CHECK(config_read_hf(path, &back, &err) == 0, "%s", err.msg);
+    io_check_config_equal(&d, &back);
+    CHECK(json_parse_file(path, &j, &err) == 0 && strcmp(json_get(j, "torch_dtype")->string, "bfloat16") == 0, "");
+    json_free(j);
+    CHECK(io_count_files(dir) == 1, "no temporary file left");
+    io_rmtree(dir);
+}
+
+// config.json of Mistral-7B-v0.3 as transformers 4.x writes it.
+static const char* IO_MISTRAL_CONFIG =
+    "{\n  \"architectures\": [\n    \"MistralForCausalLM\"\n  ],\n  \"attention_dropout\": 0.0,\n  \"bos_token_id\": 1,\n"
+    "  \"eos_token_id\": 2,\n  \"head_dim\": null,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": 4096,\n"
+    "  \"initializer_range\": 0.02,\n  \"intermediate_size\": 14336,\n  \"max_position_embeddings\": 32768,\n"
+    "  \"model_type\": \"mistral\",\n  \"num_attention_heads\": 32,\n  \"num_hidden_layers\": 32,\n"
+    "  \"num_key_value_heads\": 8,\n  \"rms_norm_eps\": 1e-05,\n  \"rope_theta\": 1000000.0,\n  \"sliding_window\": null,\n"
+    "  \"tie_word_embeddings\": false,\n  \"torch_dtype\": \"bfloat16\",\n  \"transformers_version\": \"4.42.0.dev0\",\n"
+    "  \"use_cache\": true,\n  \"vocab_size\": 32768\n}\n";
+
+// The same in transformers-5 style: rope_parameters, explicit head_dim, "dtype", an eos list.
+static const char* IO_MISTRAL_CONFIG_V5 =
+    "{\"architectures\": [\"MistralForCausalLM\"], \"bos_token_id\": 1, \"eos_token_id\": [2, 7], \"head_dim\": 128,"
+    " \"hidden_act\": \"silu\", \"hidden_size\": 5120, \"intermediate_size\": 14336, \"max_position_embeddings\": 131072,"
+    " \"model_type\": \"mistral\", \"num_attention_heads\": 32, \"num_hidden_layers\": 40, \"num_key_value_heads\": 8,"
+    " \"rms_norm_eps\": 1e-05, \"rope_parameters\": {\"rope_theta\": 1000000.0, \"rope_type\": \"default\"},"
+    " \"sliding_window\": null, \"tie_word_embeddings\": false, \"dtype\": \"bfloat16\", \"vocab_size\": 131072,"
+    " \"coda\": {\"differential\": true, \"window\": 128}}";
+
+TEST(hf_config_reads_mistral_as_transformers_writes_it) {
+    char dir[64], path[128];
+    io_mkdtemp(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    io_write_text(path, IO_MISTRAL_CONFIG);
+    ModelConfig c;
+    CodaError err;
+    CHECK(config_read_hf(path, &c, &err) == 0, "%s", err.msg);
+    CHECK(c.dim == 4096 && c.ffn_dim == 14336 && c.n_layers == 32 && c.n_heads == 32 && c.n_kv_heads == 8, "");
+    CHECK(c.head_dim == 128, "head_dim null -> hidden/heads = %d", c.head_dim);
+    CHECK(c.vocab_size == 32768 && c.max_seq_len == 32768 && c.rope_theta == 1e6 && c.norm_eps == 1e-5f, "");
+    CHECK(c.init_std == 0.02f && c.bos_id == 1 && c.eos_id == 2 && c.tie_embeddings == 0, "");
+    ModelConfig d = config_default();  // absent "coda": every option at its default
+    CHECK(c.differential == d.differential && c.bounded == d.bounded && c.window == d.window &&
+          c.lambda_init_bias == d.lambda_init_bias && c.mem_init == d.mem_init, "");
+    io_write_text(path, IO_MISTRAL_CONFIG_V5);
+    CHECK(config_read_hf(path, &c, &err) == 0, "%s", err.msg);
+    CHECK(c.dim == 5120 && c.head_dim == 128, "explicit head_dim %d (not hidden/heads = 160)", c.head_dim);
+    CHECK(c.rope_theta == 1e6, "rope_parameters.rope_theta: %g", c.rope_theta);
+    CHECK(c.eos_id == 2, "first of an eos list");
+    CHECK(c.differential == 1 && c.window == 128 && c.bounded == 0 && c.n_exact == d.n_exact, "partial coda object");
+    io_rmtree(dir);
+}
+
+// Writes `text` as config.json and expects config_read_hf to fail naming the file and saying `what`.
+static void io_expect_config_error(const char* path, const char* text, const char* what) {
+    io_write_text(path, text);
+    ModelConfig c;
+    CodaError err;
+    err.msg[0] = '\0';
+    CHECK(config_read_hf(path, &c, &err) != 0, "accepted a bad config (expected: %s)", what);
+    CHECK(strstr(err.msg, path) != NULL, "message does not name the file: %s", err.msg);
+    CHECK(strstr(err.msg, what) != NULL, "expected '%s' in: %s", what, err.msg);
+}
+
+// IO_MISTRAL_CONFIG with the first occurrence of `from` replaced by `to`.
+static void io_expect_config_edit_error(const char* path, const char* from, const char* to, const char* what) {
+    const char* at = strstr(IO_MISTRAL_CONFIG, from);
+    CHECK(at != NULL, "test bug: '%s' not in the config", from);
+    if (!at) return;
+    char text[4096];
+    snprintf(text, sizeof(text), "%.*s%s%s", (int)(at - IO_MISTRAL_CONFIG), IO_MISTRAL_CONFIG, to, at + strlen(from));
+    io_expect_config_error(path, text, what);
+}
+
+TEST(hf_config_rejects_malformed_and_wrong_fields) {
+    char dir[64], path[128];
+    io_mkdtemp(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    io_expect_config_edit_error(path, "\"hidden_size\": 4096,", "\"hidden_size\": 4096", "JSON parse error at line 11:3: expected ',' or '}'");
+    io_expect_config_edit_error(path, "\"hidden_size\": 4096,", "", "missing required field 'hidden_size'");
+    io_expect_config_edit_error(path, "\"num_key_value_heads\": 8,", "", "missing required field 'num_key_value_heads'");
+    io_expect_config_edit_error(path, "\"hidden_size\": 4096", "\"hidden_size\": \"4096\"", "field 'hidden_size' must be an integer, found string \"4096\"");
+    io_expect_config_edit_error(path, "\"num_hidden_layers\": 32", "\"num_hidden_layers\": 32.5", "field 'num_hidden_layers' must be an integer, found 32.5");
+    io_expect_config_edit_error(path, "\"tie_word_embeddings\": false", "\"tie_word_embeddings\": 0", "field 'tie_word_embeddings' must be true or false, found 0");
+    io_expect_config_edit_error(path, "\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": null", "required field 'rms_norm_eps' is null");
+    io_expect_config_edit_error(path, "\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": [1]", "field 'rms_norm_eps' must be a number, found array");
+    io_expect_config_edit_error(path, "\"rope_theta\": 1000000.0,", "", "missing required field 'rope_theta'");
+    io_expect_config_edit_error(path, "\"rope_theta\": 1000000.0,", "\"rope_parameters\": {\"rope_theta\": \"big\"},",
+                                "field 'rope_parameters.rope_theta' must be a number, found string \"big\"");
+    io_expect_config_edit_error(path, "\"sliding_window\": null,", "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0},",
+                                "rope_scaling.rope_type = string \"llama3\" is not supported");
+    io_expect_config_edit_error(path, "\"model_type\": \"mistral\"", "\"model_type\": \"qwen2\"", "model_type = string \"qwen2\" is not supported");
+    io_expect_config_edit_error(path, "\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\"", "hidden_act = string \"gelu\" is not supported");
+    io_expect_config_edit_error(path, "\"num_key_value_heads\": 8", "\"num_key_value_heads\": 5",
+                                "num_attention_heads (32) must be a multiple of num_key_value_heads (5)");
+    io_expect_config_edit_error(path, "\"num_attention_heads\": 32", "\"num_attention_heads\": 3",
+                                "head_dim is not given and hidden_size (4096) is not a multiple of num_attention_heads (3)");
+    io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": [1],", "field 'coda' must be an object, found array");
+    io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"windw\": 64},", "unknown CoDA option 'coda.windw'");
+    io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"rope_layout\": \"rotated\"},",
+                                "field 'coda.rope_layout' must be one of \"half_split\", \"interleaved\", found string \"rotated\"");
+    io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"bounded\": \"yes\"},",
+                                "field 'coda.bounded' must be true or false, found string \"yes\"");
+    io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"bounded\": true, \"window\": 0},",
+                                "window (W) must be > 0");
+    io_expect_config_error(path, "[]", "config must be a JSON object, found array");
+    ModelConfig c;
+    CodaError err;
+    snprintf(path, sizeof(path), "%s/absent.json", dir);
+    CHECK(config_read_hf(path, &c, &err) != 0 && strstr(err.msg, path) && strstr(err.msg, "cannot open"), "%s", err.msg);
+    io_rmtree(dir);
+}
+
+// ---- Hugging Face weight directories ----
+
+// A table and an F32 buffer with distinct random values.
+static float* io_random_params(const ModelConfig* c, ParamTable* t, uint64_t seed) {
+    param_table_build(t, c, DT_F32);
+    float* p = (float*)malloc(t->total * sizeof(float));
+    Rng r;
+    rng_seed(&r, seed);
+    for (size_t i = 0; i < t->total; i++) p[i] = (float)rng_normal(&r);
+    return p;
+}
+
+// Writes model.safetensors (F32) with the table's tensors, except those named like an extra (the
+// extra replaces them) or equal to `drop`, then the extras.
+static void io_write_model_file(const char* path, const ParamTable* t, const float* buf, const char* drop,
+                                const StWriteTensor* extra, int n_extra) {
+    StWriteTensor* ts = (StWriteTensor*)calloc((size_t)(t->n + n_extra), sizeof(StWriteTensor));
+    int n = 0;
+    for (int i = 0; i < t->n; i++) {
+        const ParamTensor* p = &t->tensors[i];
+        int replaced = drop && strcmp(drop, p->name) == 0;
+        for (int k = 0; k < n_extra; k++) replaced |= strcmp(extra[k].name, p->name) == 0;
+        if (replaced) continue;
+        StWriteTensor w = {p->name, DT_F32, p->ndim, p->shape, buf + p->offset};
+        ts[n++] = w;
+    }
+    for (int k = 0; k < n_extra; k++) ts[n++] = extra[k];
+    CodaError err;
+    if (st_write(path, ts, n, NULL, 0, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(2); }
+    free(ts);
+}
+
+TEST(hf_params_sharded_and_single_round_trip) {
+    char dir[64], model[128], path[256];
+    io_mkdtemp(dir, sizeof(dir));
+    snprintf(model, sizeof(model), "%s/out/model", dir);  // save creates the directories
+    ModelConfig c = io_tiny_config();
+    ParamTable t;
+    float* src = io_random_params(&c, &t, 1);
+    float* back = (float*)malloc(t.total * sizeof(float));
+    CodaError err;
+    HfLoadReport rep;
+    // 4 KiB shards: the embedding (64x16 f32 = 4 KiB) fills one alone; many shards in all
+    CHECK(hf_save_params(model, &t, src, DT_F32, DT_F32, 4096, &err) == 0, "%s", err.msg);
+    snprintf(path, sizeof(path), "%s/" HF_INDEX_NAME, model);
+    JsonValue* index = NULL;
+    CHECK(json_parse_file(path, &index, &err) == 0, "%s", err.msg);
+    int n_shards = 0;
+    if (index) {
+        const JsonValue* wm = json_get(index, "weight_map");
+        CHECK(json_get(json_get(index, "metadata"), "total_size")->integer == (int64_t)(t.total * 4), "total_size");
+        CHECK(wm && wm->count == (size_t)t.n, "weight_map has every tensor");
+        for (size_t i = 1; wm && i < wm->count; i++) CHECK(strcmp(wm->keys[i - 1], wm->keys[i]) < 0, "weight_map sorted");
+        const char* of = wm ? strstr(wm->items[0].string, "-of-") : NULL;
+        n_shards = of ? atoi(of + 4) : 0;
+        CHECK(n_shards > 3, "%d shards", n_shards);
+        for (size_t i = 0; wm && i < wm->count; i++) {
+            snprintf(path, sizeof(path), "%s/%s", model, wm->items[i].string);
+            CHECK(hf__exists(path), "%s", path);
+        }
+    }
+    json_free(index);
+    CHECK(io_count_files(model) == n_shards + 1, "shards + index only, no temporaries: %d files", io_count_files(model));
+    memset(back, 0xff, t.total * sizeof(float));
+    CHECK(hf_load_params(model, &t, back, DT_F32, &rep, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(back, src, t.total * sizeof(float)) == 0, "sharded F32 round trip is exact");
+    CHECK(rep.n_loaded == t.n && rep.n_files == n_shards && rep.n_coda_missing == 0 && rep.n_unexpected == 0, "");
+    // Re-save unsharded as bf16 over the same directory: the stale shards and index must go.
+    CHECK(hf_save_params(model, &t, src, DT_F32, DT_BF16, HF_DEFAULT_SHARD_BYTES, &err) == 0, "%s", err.msg);
+    CHECK(io_count_files(model) == 1, "only model.safetensors left: %d files", io_count_files(model));
+    CHECK(hf_load_params(model, &t, back, DT_F32, &rep, &err) == 0, "%s", err.msg);
+    int same = 1;
+    for (size_t i = 0; i < t.total; i++) same &= back[i] == round_bf16(src[i]);
+    CHECK(same && rep.n_files == 1, "bf16 file holds the rounded values");
+    // bf16 -> bf16 keeps every bit, in both directions
+    uint16_t* b16 = (uint16_t*)malloc(t.total * 2);
+    uint16_t* b16_back = (uint16_t*)malloc(t.total * 2);
+    for (size_t i = 0; i < t.total; i++) b16[i] = (uint16_t)(f32_to_bf16(src[i]) ^ (i & 1));  // odd mantissa bits too
+    CHECK(hf_save_params(model, &t, b16, DT_BF16, DT_BF16, 2048, &err) == 0, "%s", err.msg);
+    CHECK(hf_load_params(model, &t, b16_back, DT_BF16, &rep, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(b16, b16_back, t.total * 2) == 0 && rep.n_files > 1, "bf16 bits preserved through shards");
+    snprintf(path, sizeof(path), "%s/" HF_SINGLE_NAME, model);
+    CHECK(!hf__exists(path), "stale single file removed when sharding");
+    free(b16);
+    free(b16_back);
+    free(src);
+    free(back);
+    param_table_free(&t);
+    io_rmtree(dir);
+}
+
+TEST(hf_params_plain_mistral_into_coda_table_leaves_new_tensors) {
+    char dir[64];
+    io_mkdtemp(dir, sizeof(dir));
+    ModelConfig coda = io_tiny_config(), plain = coda;
+    plain.differential = 0; plain.bounded = 0;
+    ParamTable tp, tc;
+    float* src = io_random_params(&plain, &tp, 2);
+    param_table_build(&tc, &coda, DT_F32);
+    CodaError err;
+    CHECK(hf_save_params(dir, &tp, src, DT_F32, DT_F32, 0, &err) == 0, "%s", err.msg);
+    float* dst = (float*)malloc(tc.total * sizeof(float));
+    for (size_t i = 0; i < tc.total; i++) dst[i] = 7.0f;  // what "the caller initialised" them to
+    HfLoadReport rep;
+    CHECK(hf_load_params(dir, &tc, dst, DT_F32, &rep, &err) == 0, "%s", err.msg);
+    // 7 new tensors per layer: theta, lambda_proj w/b, head_norm, write_proj w/b, eta
+    CHECK(rep.n_coda_missing == 7 * coda.n_layers, "%d missing", rep.n_coda_missing);
+    CHECK(rep.n_loaded == tp.n && rep.n_unexpected == 0, "");
+    for (int i = 0; i < tc.n; i++) {
+        const ParamTensor* p = &tc.tensors[i];
+        const ParamTensor* q = param_find_by_name(&tp, p->name);
+        int ok = 1;
+        for (size_t k = 0; k < p->numel; k++) ok &= q ? dst[p->offset + k] == src[q->offset + k] : dst[p->offset + k] == 7.0f;
+        CHECK(ok, "%s %s", p->name, q ? "not loaded" : "overwritten");
+    }
+    free(src);
+    free(dst);
+    param_table_free(&tp);
+    param_table_free(&tc);
+    io_rmtree(dir);
+}
+
+TEST(hf_params_report_unexpected_and_ignore_buffers) {
+    char dir[64], path[128];
+    io_mkdtemp(dir, sizeof(dir));
+    ModelConfig c = io_tiny_config();
+    c.tie_embeddings = 1;  // table has no lm_head; a file that has one is fine (HF ignores it)
+    ParamTable t;
+    float* src = io_random_params(&c, &t, 3);
+    float junk[64] = {0};
+    int64_t s64[1] = {64}, s2[1] = {2};
+    StWriteTensor extra[7] = {
+        {"lm_head.weight", DT_F32, 1, s64, junk}, {"model.layers.0.self_attn.rotary_emb.inv_freq", DT_F32, 1, s2, junk},
+        {"extra.a", DT_F32, 1, s2, junk}, {"extra.b", DT_F32, 1, s2, junk}, {"extra.c", DT_F32, 1, s2, junk},
+        {"extra.d", DT_F32, 1, s2, junk}, {"extra.e", DT_I64, 1, s2, junk},
+    };
+    snprintf(path, sizeof(path), "%s/" HF_SINGLE_NAME, dir);
+    io_write_model_file(path, &t, src, NULL, extra, 7);
+    float* dst = (float*)malloc(t.total * sizeof(float));
+    HfLoadReport rep;
+    CodaError err;
+    CHECK(hf_load_params(dir, &t, dst, DT_F32, &rep, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(dst, src, t.total * sizeof(float)) == 0, "");
+    CHECK(rep.n_ignored == 2, "lm_head (tied) and inv_freq ignored: %d", rep.n_ignored);
+    CHECK(rep.n_unexpected == 5, "%d unexpected", rep.n_unexpected);
+    CHECK(strcmp(rep.unexpected[0], "extra.a") == 0 && strcmp(rep.unexpected[HF_REPORT_NAMES - 1], "extra.d") == 0, "");
+    free(src);
+    free(dst);
+    param_table_free(&t);
+    io_rmtree(dir);
+}
+
+// Expects hf_load_params on dir to fail with a message containing each of what1 and what2.
+static void io_expect_load_error(const char* dir, const ParamTable* t, const char* what1, const char* what2) {
+    float* dst = (float*)malloc(t->total * sizeof(float));
+    HfLoadReport rep;
+    CodaError err;
+    err.msg[0] = '\0';
+    CHECK(hf_load_params(dir, t, dst, DT_F32, &rep, &err) != 0, "accepted a bad model (expected: %s)", what1);
+    CHECK(strstr(err.msg, what1) != NULL, "expected '%s' in: %s", what1, err.msg);
+    CHECK(strstr(err.msg, what2) != NULL, "expected '%s' in: %s", what2, err.msg);
+    free(dst);
+}
+
+TEST(hf_params_reject_bad_checkpoints_naming_file_and_tensor) {
+    char dir[64], path[256], shard2[256], index_path[256];
+    io_mkdtemp(dir, sizeof(dir));
+    ModelConfig c = io_tiny_config();
+    ParamTable t;
+    float* src = io_random_params(&c, &t, 4);
+    snprintf(path, sizeof(path), "%s/" HF_SINGLE_NAME, dir);
+    snprintf(index_path, sizeof(index_path), "%s/" HF_INDEX_NAME, dir);
+    io_expect_load_error(dir, &t, dir, "no model.safetensors or model.safetensors.index.json");
+    // dtype: an integer tensor under a parameter's name
+    int64_t ids[64 * 16] = {0};
+    int64_t s_embed[2] = {64, 16};
+    StWriteTensor bad_dtype = {"model.embed_tokens.weight", DT_I64, 2, s_embed, ids};
+    io_write_model_file(path, &t, src, NULL, &bad_dtype, 1);
+    io_expect_load_error(dir, &t, path, "tensor 'model.embed_tokens.weight' has dtype I64; parameters must be F32, F64, BF16 or F16");
+    // shape: k_proj as if the file had 4 KV heads
+    float kbig[16 * 16] = {0};
+    int64_t s_k[2] = {16, 16};
+    StWriteTensor bad_shape = {"model.layers.1.self_attn.k_proj.weight", DT_F32, 2, s_k, kbig};
+    io_write_model_file(path, &t, src, NULL, &bad_shape, 1);
+    io_expect_load_error(dir, &t, path, "tensor 'model.layers.1.self_attn.k_proj.weight' has shape [16, 16] but the config expects [8, 16]");
+    int64_t s_flat[1] = {8 * 16};
+    StWriteTensor bad_rank = {"model.layers.0.self_attn.k_proj.weight", DT_F32, 1, s_flat, kbig};
+    io_write_model_file(path, &t, src, NULL, &bad_rank, 1);
+    io_expect_load_error(dir, &t, path, "has shape [128] but the config expects [8, 16]");
+    // a required (base) tensor missing; a missing CoDA tensor alone would be fine
+    io_write_model_file(path, &t, src, "model.layers.1.mlp.up_proj.weight", NULL, 0);
+    io_expect_load_error(dir, &t, path, "missing tensor 'model.layers.1.mlp.up_proj.weight' that the config requires (1 required tensor missing");
+    // a truncated single file
+    io_write_model_file(path, &t, src, NULL, NULL, 0);
+    struct stat sb;
+    stat(path, &sb);
+    CHECK(truncate(path, sb.st_size - 1) == 0, "truncate");
+    io_expect_load_error(dir, &t, path, "lm_head.weight': data_offsets");
+    // sharded: a shard the index points to is gone
+    CodaError err;
+    CHECK(hf_save_params(dir, &t, src, DT_F32, DT_F32, 4096, &err) == 0, "%s", err.msg);
+    JsonValue* index = NULL;
+    CHECK(json_parse_file(index_path, &index, &err) == 0, "%s", err.msg);
+    char shard1_name[64] = "";
+    if (index) {
+        const char* first = json_get(json_get(index, "weight_map"), "model.embed_tokens.weight")->string;
+        snprintf(shard1_name, sizeof(shard1_name), "%s", first);
+        snprintf(shard2, sizeof(shard2), "%s/model-00002-of-%.5s.safetensors", dir, strstr(first, "-of-") + 4);
+    }
+    json_free(index);
+    char moved[300];
+    snprintf(moved, sizeof(moved), "%s.moved", shard2);
+    CHECK(rename(shard2, moved) == 0, "%s", shard2);
+    io_expect_load_error(dir, &t, index_path, "in shard 'model-00002-of-");
+    io_expect_load_error(dir, &t, shard2, "does not exist");
+    CHECK(rename(moved, shard2) == 0, "");
+    // the index promises a tensor its shard does not hold
+    char* text = NULL;
+    size_t len = 0;
+    CHECK(json__read_file(index_path, &text, &len, &err) == 0, "%s", err.msg);
+    char* entry = strstr(text, "\"model.layers.0.input_layernorm.weight\": \"model-");
+    CHECK(entry != NULL, "");
+    if (entry) {
+        char* shard_digit = entry + strlen("\"model.layers.0.input_layernorm.weight\": \"model-0000");
+        char keep = *shard_digit;
+        *shard_digit = keep == '1' ? '3' : '1';  // send it to a different (existing) shard
+        io_write_text(index_path, text);
+        io_expect_load_error(dir, &t, "weight_map puts tensor 'model.layers.0.input_layernorm.weight' in", "that file has no such tensor");
+        *shard_digit = keep;
+        io_write_text(index_path, text);
+    }
+    free(text);
+    // malformed index files
+    io_write_text(index_path, "{\"metadata\": {}, \"weight_map\": {\"a\": \"model-00001-of-00002.safetensors\",}}");
+    io_expect_load_error(dir, &t, index_path, "JSON parse error at line 1:");
+    io_write_text(index_path, "{\"metadata\": {\"total_size\": 1}}");
+    io_expect_load_error(dir, &t, index_path, "malformed index: missing \"weight_map\" object");
+    io_write_text(index_path, "{\"weight_map\": {\"model.norm.weight\": 3}}");
+    io_expect_load_error(dir, &t, index_path, "malformed index: weight_map[\"model.norm.weight\"] must be a shard file name, found 3");
+    io_write_text(index_path, "{\"weight_map\": {\"model.norm.weight\": \"../x.safetensors\"}}");
+    io_expect_load_error(dir, &t, index_path, "must be a shard file name");
+    // an index with only some shards listed: the tensors of the others are missing
+    char partial[256];
+    snprintf(partial, sizeof(partial), "{\"weight_map\": {\"model.embed_tokens.weight\": \"%s\"}}", shard1_name);
+    io_write_text(index_path, partial);
+    io_expect_load_error(dir, &t, index_path, "missing tensor 'model.layers.0.input_layernorm.weight'");
+    free(src);
+    param_table_free(&t);
+    io_rmtree(dir);
 }
