@@ -191,3 +191,263 @@ TEST(gradcheck_gqa_bounded_through_evictions) {
     c.detach_evicted = 0; c.block_size = 3; c.window = 5;
     run_gradcheck(c, 16);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Properties (SPEC §7 "worth adding")
+
+static double max_rel_diff_f32(const float* a, const float* b, size_t n) {
+    double mx = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs((double)b[i]));
+    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)a[i] - (double)b[i]));
+    return mx / (scale > 0 ? scale : 1);
+}
+
+// Logits of a training-mode forward (bounded layers: fresh zero state per row).
+static float* forward_logits_f32(Model_f32* m, const int* tok, int B, int T) {
+    model_forward_f32(m, tok, NULL, B, T, NULL);
+    size_t n = (size_t)B * T * m->cfg.vocab_size;
+    float* out = (float*)malloc(sizeof(float) * n);
+    memcpy(out, m->logits, sizeof(float) * n);
+    return out;
+}
+
+TEST(bounded_equals_unbounded_without_evictions) {
+    // SPEC §2.3: with L <= W (any block size) or L <= block (any W) nothing is evicted before a block
+    // needs it, so bounded attention is exactly causal attention.
+    int B = 2, T = 16;
+    int tok[32];
+    random_tokens(tok, B * T, 29, 5);
+    ModelConfig cu = tiny_config(1, 0);
+    Model_f32 mu;
+    model_init_f32(&mu, &cu, 21);
+    perturb_params_f32(&mu, 22, 0.3);
+    float* ref = forward_logits_f32(&mu, tok, B, T);
+    struct { int W, block; } cases[] = {{16, 1}, {16, 3}, {16, 5}, {16, 16}, {20, 32}, {2, 16}, {1, 32}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ModelConfig cb = cu;
+        cb.bounded = 1; cb.window = cases[i].W; cb.block_size = cases[i].block;
+        Model_f32 mb;
+        model_init_f32(&mb, &cb, 99);
+        CHECK(model_copy_matching_f32(&mb, &mu) == mu.table.n, "every unbounded tensor copied");
+        float* got = forward_logits_f32(&mb, tok, B, T);
+        double d = max_rel_diff_f32(got, ref, (size_t)B * T * cu.vocab_size);
+        CHECK(d <= 1e-6, "W=%d block=%d: max rel diff %.3g", cases[i].W, cases[i].block, d);
+        free(got);
+        model_free_f32(&mb);
+    }
+    // and with evictions they do differ (the property is not vacuous)
+    ModelConfig cb = cu;
+    cb.bounded = 1; cb.window = 4; cb.block_size = 4;
+    Model_f32 mb;
+    model_init_f32(&mb, &cb, 99);
+    model_copy_matching_f32(&mb, &mu);
+    float* got = forward_logits_f32(&mb, tok, B, T);
+    CHECK(max_rel_diff_f32(got, ref, (size_t)B * T * cu.vocab_size) > 1e-4, "evictions must change the output");
+    free(got);
+    model_free_f32(&mb);
+    free(ref);
+    model_free_f32(&mu);
+}
+
+TEST(decode_step_equals_prefill_for_first_window) {
+    // SPEC §7: for positions < W, decoding token by token (write, then attend) equals prefilling the
+    // same tokens: no token has been evicted yet, so both attend to the whole causal prefix.
+    ModelConfig c = tiny_config(1, 1);
+    c.window = 12; c.block_size = 5; c.head_norm = HEAD_NORM_FULL;
+    Model_f32 m;
+    model_init_f32(&m, &c, 31);
+    perturb_params_f32(&m, 32, 0.3);
+    int B = 2, T = 12, tok[24];
+    random_tokens(tok, B * T, c.vocab_size, 33);
+    int L = c.n_layers;
+    BankState_f32* st = (BankState_f32*)calloc((size_t)L * B, sizeof(BankState_f32));
+    for (int i = 0; i < L * B; i++) { bank_alloc_f32(&st[i], &c); bank_reset_f32(&st[i], MEM_INIT_RANDOM_NORMAL, 7 + i); }
+    model_forward_f32(&m, tok, NULL, B, T, st);
+    float* prefill = (float*)malloc(sizeof(float) * B * T * c.vocab_size);
+    memcpy(prefill, m.logits, sizeof(float) * B * T * c.vocab_size);
+    for (int i = 0; i < L * B; i++) bank_reset_f32(&st[i], MEM_INIT_RANDOM_NORMAL, 7 + i);
+    float* step = (float*)malloc(sizeof(float) * B * c.vocab_size);
+    for (int t = 0; t < T; t++) {
+        int tb[2] = {tok[t], tok[T + t]};
+        model_step_f32(&m, st, tb, B, step);
+        for (int b = 0; b < B; b++) {
+            double d = max_rel_diff_f32(step + (size_t)b * c.vocab_size, prefill + ((size_t)b * T + t) * c.vocab_size, c.vocab_size);
+            CHECK(d <= 1e-5, "row %d position %d: max rel diff %.3g", b, t, d);
+        }
+    }
+    CHECK(st[0].pos == T && st[0].recent_filled == T, "pos %lld filled %d", (long long)st[0].pos, st[0].recent_filled);
+    for (int i = 0; i < L * B; i++) bank_free_f32(&st[i]);
+    free(st); free(prefill); free(step);
+    model_free_f32(&m);
+}
+
+TEST(training_forward_keeps_summary_lf_band_zero_and_is_deterministic) {
+    ModelConfig c = tiny_config(1, 1);
+    c.n_summary = 3;
+    Model_f32 m;
+    model_init_f32(&m, &c, 41);
+    perturb_params_f32(&m, 42, 0.3);
+    int B = 2, T = 29, tok[58];
+    random_tokens(tok, B * T, c.vocab_size, 43);
+    float* a = forward_logits_f32(&m, tok, B, T);
+    int lf = c.head_dim / 2, s0 = c.window + c.n_exact, used = 0;
+    for (int l = 0; l < c.n_layers; l++)
+        for (int i = 0; i < B * m.attn[l].n_blocks; i++) {
+            const BankState_f32* s = &m.attn[l].snap[i];
+            for (int g = 0; g < c.n_kv_heads; g++)
+                for (int k = 0; k < c.n_summary; k++) {
+                    used += s->allowed[s0 + k];
+                    for (int d = 0; d < lf; d++) CHECK(bank_k_f32(s, g, s0 + k)[d] == 0.0f, "summary key dim %d not zero", d);
+                }
+        }
+    CHECK(used > 0, "summary bank never used");
+    float* b = forward_logits_f32(&m, tok, B, T);
+    CHECK(memcmp(a, b, sizeof(float) * B * T * c.vocab_size) == 0, "two identical forwards differ");
+    free(a); free(b);
+    model_free_f32(&m);
+}
+
+TEST(coda_with_zero_lambda_and_theta_equals_gqa) {
+    // The Phase-1 swap (PROTOCOL §1.2): q/k/v/o copied from a GQA model, theta = 0 (noise query =
+    // signal query) and lambda ~ 0 reproduce the GQA model, bounded or not (the 2x2's "GQA" cells).
+    for (int bounded = 0; bounded <= 1; bounded++) {
+        ModelConfig cg = tiny_config(0, bounded), cc = tiny_config(1, bounded);
+        cc.theta_init = 0.0f; cc.lambda_init_bias = -40.0f;  // sigmoid(-40) ~ 4e-18
+        Model_f32 mg, mc;
+        model_init_f32(&mg, &cg, 51);
+        perturb_params_f32(&mg, 52, 0.3);
+        model_init_f32(&mc, &cc, 53);
+        model_copy_matching_f32(&mc, &mg);
+        int B = 2, T = 15, tok[30];
+        random_tokens(tok, B * T, cg.vocab_size, 54);
+        float* lg = forward_logits_f32(&mg, tok, B, T);
+        float* lc = forward_logits_f32(&mc, tok, B, T);
+        double d = max_rel_diff_f32(lc, lg, (size_t)B * T * cg.vocab_size);
+        CHECK(d <= 1e-6, "bounded=%d: max rel diff %.3g", bounded, d);
+        free(lg); free(lc);
+        model_free_f32(&mg);
+        model_free_f32(&mc);
+    }
+}
+
+TEST(fp32_and_fp64_builds_agree) {
+    ModelConfig c = tiny_config(1, 1);
+    c.head_norm = HEAD_NORM_FULL; c.detach_evicted = 0;
+    Model_f32 m32;
+    Model_f64 m64;
+    model_init_f32(&m32, &c, 61);
+    perturb_params_f32(&m32, 62, 0.3);
+    model_init_f64(&m64, &c, 61);
+    for (size_t i = 0; i < m32.table.total; i++) m64.params[i] = m32.params[i];
+    int B = 2, T = 13, tok[26], tgt[26];
+    random_tokens(tok, B * T, c.vocab_size, 63);
+    random_tokens(tgt, B * T, c.vocab_size, 64);
+    double l32 = model_forward_f32(&m32, tok, tgt, B, T, NULL), l64 = model_forward_f64(&m64, tok, tgt, B, T, NULL);
+    CHECK_CLOSE(l32, l64, 0, 1e-5);
+    model_zero_grad_f32(&m32);
+    model_zero_grad_f64(&m64);
+    model_backward_f32(&m32, 1.0f);
+    model_backward_f64(&m64, 1.0);
+    double gmax = 0, dmax = 0;
+    for (size_t i = 0; i < m32.table.total; i++) {
+        gmax = fmax(gmax, fabs(m64.grads[i]));
+        dmax = fmax(dmax, fabs(m32.grads[i] - m64.grads[i]));
+    }
+    CHECK(dmax <= 1e-4 * gmax, "gradient max diff %.3g (max grad %.3g)", dmax, gmax);
+    model_free_f32(&m32);
+    model_free_f64(&m64);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Optimizer and training
+
+static AdamWConfig test_adamw(void) {
+    AdamWConfig o;
+    memset(&o, 0, sizeof(o));
+    for (int g = 0; g < GROUP_COUNT; g++) { o.lr[g] = 1e-2; o.weight_decay[g] = 0.0; }
+    o.lr[GROUP_CODA] = 3e-2;
+    o.weight_decay[GROUP_ATTN_PROJ] = 0.1;
+    o.beta1 = 0.9; o.beta2 = 0.999; o.eps = 1e-8; o.grad_clip = 0;
+    return o;
+}
+
+TEST(adamw_groups_frozen_and_clipping) {
+    ModelConfig c = tiny_config(1, 0);
+    Model_f64 m;
+    model_init_f64(&m, &c, 71);
+    param_table_set_trainable(&m.table, TRAIN_ATTENTION);
+    Rng r;
+    rng_seed(&r, 72);
+    for (size_t i = 0; i < m.table.total; i++) m.grads[i] = rng_normal(&r);
+    double* before = (double*)malloc(sizeof(double) * m.table.total);
+    memcpy(before, m.params, sizeof(double) * m.table.total);
+    AdamWConfig o = test_adamw();
+    double norm = model_adamw_step_f64(&m, &o, 0.5);
+    CHECK(norm > 0, "");
+    for (int i = 0; i < m.table.n; i++) {
+        const ParamTensor* t = &m.table.tensors[i];
+        size_t j = t->offset;
+        if (!t->trainable) { CHECK(m.params[j] == before[j], "frozen %s changed", t->name); continue; }
+        // first step: m_hat = g, v_hat = g^2  =>  p' = p (1 - lr wd) - lr * g / (|g| + eps)
+        ParamGroup grp = PARAM_KINDS[t->kind].group;
+        double lr = o.lr[grp] * 0.5, g = m.grads[j];
+        double want = before[j] * (1 - lr * o.weight_decay[grp]) - lr * g / (fabs(g) + o.eps);
+        CHECK_CLOSE(m.params[j], want, 1e-12, 1e-9);
+    }
+    // clipping: a clipped step equals an unclipped step on gradients pre-scaled by clip / (norm + 1e-6).
+    // Two steps, because Adam's first step does not depend on the gradient scale.
+    Model_f64 a, b;
+    model_init_f64(&a, &c, 73);
+    model_init_f64(&b, &c, 73);
+    AdamWConfig oc = test_adamw();
+    oc.grad_clip = 0.01;
+    for (int step = 0; step < 2; step++) {
+        for (size_t i = 0; i < a.table.total; i++) a.grads[i] = b.grads[i] = rng_normal(&r) * (step + 1);
+        double na = model_grad_norm_f64(&a);
+        CHECK(na > oc.grad_clip, "gradient norm %g must exceed the clip", na);
+        for (size_t i = 0; i < b.table.total; i++) b.grads[i] *= oc.grad_clip / (na + 1e-6);
+        CHECK_CLOSE(model_adamw_step_f64(&a, &oc, 1.0), na, 0, 1e-12);
+        model_adamw_step_f64(&b, &o, 1.0);
+    }
+    double d = 0;
+    for (size_t i = 0; i < a.table.total; i++) d = fmax(d, fabs(a.params[i] - b.params[i]));
+    CHECK(d < 1e-12, "clipped and pre-scaled steps differ by %g", d);
+    free(before);
+    model_free_f64(&m);
+    model_free_f64(&a);
+    model_free_f64(&b);
+}
+
+// Trains on a fixed periodic token stream; the loss must fall well below its start.
+static void train_tiny(ModelConfig c, int steps, double* first, double* last) {
+    Model_f32 m;
+    model_init_f32(&m, &c, 81);
+    AdamWConfig o = test_adamw();
+    int B = 4, T = 24, period = 7, tok[96], tgt[96];
+    int cycle[7];
+    random_tokens(cycle, period, c.vocab_size, 82);
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            tok[b * T + t] = cycle[(b * 3 + t) % period];
+            tgt[b * T + t] = cycle[(b * 3 + t + 1) % period];
+        }
+    for (int s = 0; s < steps; s++) {
+        model_zero_grad_f32(&m);
+        double loss = model_forward_f32(&m, tok, tgt, B, T, NULL);
+        model_backward_f32(&m, 1.0f);
+        model_adamw_step_f32(&m, &o, 1.0);
+        if (s == 0) *first = loss;
+        *last = loss;
+    }
+    model_free_f32(&m);
+}
+
+TEST(tiny_training_loss_falls) {
+    double first, last;
+    train_tiny(tiny_config(0, 0), 60, &first, &last);
+    CHECK(last < 0.25 * first, "GQA: loss %.3f -> %.3f", first, last);
+    ModelConfig c = tiny_config(1, 1);
+    c.detach_evicted = 0;
+    train_tiny(c, 60, &first, &last);
+    CHECK(last < 0.25 * first, "CoDA bounded: loss %.3f -> %.3f", first, last);
+}
