@@ -37,3 +37,17 @@ test: test_coda
 
 clean:
 	rm -f test_coda train_coda infer_coda
+
+# ---- data pipeline (dev/data/README.md) ----
+# tokenize_coda: text files -> token shard. Plain C, CPU only.
+tokenize_coda: dev/data/tokenize_coda.c llmc/tokenizer.h llmc/json.h llmc/shard.h llmc/common.h
+	$(CC) -O2 -Wall -Wno-unused-function -I. -o $@ $< -lm
+
+# shards: fetch Brown, FOLDOC and the tokenizer, then write data/shards/{brown_train,brown_val,foldoc}.bin
+shards:
+	dev/data/make_shards.sh
+
+clean: clean-tokenize_coda
+clean-tokenize_coda:
+	rm -f tokenize_coda
+.PHONY: shards clean-tokenize_coda
