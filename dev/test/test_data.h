@@ -10,14 +10,14 @@
 // ---- helpers ----
 typedef struct {
     char dir[256];
-} TmpDir;
+} DataTmpDir;
 
-static int tmpdir_make(TmpDir* d) {
+static int dt_tmpdir_make(DataTmpDir* d) {
     snprintf(d->dir, sizeof(d->dir), "/tmp/coda_test_data_XXXXXX");
     return mkdtemp(d->dir) ? 0 : -1;
 }
-static void tmpdir_path(const TmpDir* d, const char* name, char* out, size_t n) { snprintf(out, n, "%s/%s", d->dir, name); }
-static void tmpdir_remove(TmpDir* d) {  // the tests create only plain files in it
+static void dt_path(const DataTmpDir* d, const char* name, char* out, size_t n) { snprintf(out, n, "%s/%s", d->dir, name); }
+static void dt_tmpdir_remove(DataTmpDir* d) {  // the tests create only plain files in it
     DIR* dp = opendir(d->dir);
     if (dp) {
         struct dirent* e;
@@ -31,36 +31,36 @@ static void tmpdir_remove(TmpDir* d) {  // the tests create only plain files in 
     }
     rmdir(d->dir);
 }
-static int file_exists(const char* p) { return access(p, F_OK) == 0; }
+static int dt_exists(const char* p) { return access(p, F_OK) == 0; }
 
 // Tokens 0..n-1 mod vocab: every position is recognisable from its value.
-static int32_t* make_ramp(size_t n, int32_t vocab) {
+static int32_t* dt_ramp(size_t n, int32_t vocab) {
     int32_t* t = (int32_t*)malloc(n * sizeof(int32_t));
     for (size_t i = 0; i < n; i++) t[i] = (int32_t)(i % (size_t)vocab);
     return t;
 }
 // Writes raw bytes (a hand-made header and payload) to path.
-static void write_bytes(const char* path, const void* p, size_t n) {
+static void dt_write_bytes(const char* path, const void* p, size_t n) {
     FILE* f = fopen(path, "wb");
     if (f) { fwrite(p, 1, n, f); fclose(f); }
 }
-static long file_size(const char* path) {
+static long dt_file_size(const char* path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
 // ---- shard format ----
 TEST(shard_header_round_trip_uint16) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; tmpdir_path(&d, "a.bin", p, sizeof(p));
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; dt_path(&d, "a.bin", p, sizeof(p));
     const int32_t V = 32000;
-    int32_t* t = make_ramp(100000, V);
+    int32_t* t = dt_ramp(100000, V);
     t[7] = V - 1;  // largest id survives the 16-bit store
     CodaError err = {{0}};
     CHECK(shard_write(p, t, 100000, V, 1, 2, SHARD_PACK_JOINED, 3, &err) == 0, "%s", err.msg);
-    CHECK(file_size(p) == SHARD_HEADER_BYTES + 100000 * 2, "size %ld", file_size(p));
+    CHECK(dt_file_size(p) == SHARD_HEADER_BYTES + 100000 * 2, "size %ld", dt_file_size(p));
     char tmp[600]; snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-    CHECK(!file_exists(tmp), "temp file left behind");
+    CHECK(!dt_exists(tmp), "temp file left behind");
     ShardHeader h; int32_t* back = NULL;
     CHECK(shard_load(p, &h, &back, &err) == 0, "%s", err.msg);
     CHECK(h.magic == SHARD_MAGIC && h.version == SHARD_VERSION, "");
@@ -75,20 +75,20 @@ TEST(shard_header_round_trip_uint16) {
     CHECK(raw[0] == SHARD_MAGIC && raw[1] == SHARD_VERSION && raw[2] == V && raw[3] == 100000 && raw[4] == 0 && raw[5] == 2, "");
     CHECK(raw[6] == 1 && raw[7] == 2 && raw[8] == 0 && raw[9] == 3 && raw[10] == 0 && raw[11] == 0 && raw[255] == 0, "");
     CHECK(tok[1] == 1 && tok[7] == V - 1, "");
-    free(t); free(back); tmpdir_remove(&d);
+    free(t); free(back); dt_tmpdir_remove(&d);
 }
 
 TEST(shard_header_round_trip_uint32_and_64bit_count) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; tmpdir_path(&d, "b.bin", p, sizeof(p));
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; dt_path(&d, "b.bin", p, sizeof(p));
     // 65536 is the largest vocab that fits uint16 (ids 0..65535); 65537 needs uint32
     CHECK(shard_token_bytes_for_vocab(65536) == 2 && shard_token_bytes_for_vocab(65537) == 4, "");
     const int32_t V = 131072;
-    int32_t* t = make_ramp(1000, V);
+    int32_t* t = dt_ramp(1000, V);
     t[5] = 70000; t[6] = V - 1;
     CodaError err = {{0}};
     CHECK(shard_write(p, t, 1000, V, 1, -1, SHARD_PACK_BOS_PER_DOC, 9, &err) == 0, "%s", err.msg);
-    CHECK(file_size(p) == SHARD_HEADER_BYTES + 1000 * 4, "size %ld", file_size(p));
+    CHECK(dt_file_size(p) == SHARD_HEADER_BYTES + 1000 * 4, "size %ld", dt_file_size(p));
     ShardHeader h; int32_t* back = NULL;
     CHECK(shard_load(p, &h, &back, &err) == 0, "%s", err.msg);
     CHECK(h.token_bytes == 4 && h.eos_id == -1 && h.packing == SHARD_PACK_BOS_PER_DOC, "");
@@ -100,12 +100,12 @@ TEST(shard_header_round_trip_uint32_and_64bit_count) {
     ShardHeader un;
     CHECK(shard_header_unpack(raw, &un, "x", &err) == 0, "%s", err.msg);
     CHECK(un.n_tokens == 5000000000ll && un.n_docs == 4300000000ll, "%lld", (long long)un.n_tokens);
-    free(t); free(back); tmpdir_remove(&d);
+    free(t); free(back); dt_tmpdir_remove(&d);
 }
 
 TEST(shard_writer_rejects_out_of_vocab_ids_and_leaves_no_file) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; tmpdir_path(&d, "w.bin", p, sizeof(p));
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; dt_path(&d, "w.bin", p, sizeof(p));
     int32_t t[4] = {1, 2, 300, 4};
     CodaError err = {{0}};
     CHECK(shard_write(p, t, 4, 300, 1, 2, SHARD_PACK_JOINED, 1, &err) != 0, "id 300 with vocab 300 accepted");
@@ -114,66 +114,66 @@ TEST(shard_writer_rejects_out_of_vocab_ids_and_leaves_no_file) {
     CHECK(shard_write(p, neg, 2, 300, 1, 2, SHARD_PACK_JOINED, 1, &err) != 0, "negative id accepted");
     CHECK(strstr(err.msg, "token id -5"), "%s", err.msg);
     char tmp[600]; snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-    CHECK(!file_exists(p) && !file_exists(tmp), "a failed write left a file");
-    tmpdir_remove(&d);
+    CHECK(!dt_exists(p) && !dt_exists(tmp), "a failed write left a file");
+    dt_tmpdir_remove(&d);
 }
 
 // Writes a good 1000-token shard, then the damaged variants; each must fail with its own message.
 TEST(shard_bad_inputs_give_clear_errors) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char good[512], p[512]; tmpdir_path(&d, "good.bin", good, sizeof(good));
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char good[512], p[512]; dt_path(&d, "good.bin", good, sizeof(good));
     const int32_t V = 1000;
-    int32_t* t = make_ramp(1000, V);
+    int32_t* t = dt_ramp(1000, V);
     CodaError err = {{0}};
     CHECK(shard_write(good, t, 1000, V, 1, 2, SHARD_PACK_JOINED, 1, &err) == 0, "%s", err.msg);
-    long n = file_size(good);
+    long n = dt_file_size(good);
     uint8_t* bytes = (uint8_t*)malloc((size_t)n);
     FILE* f = fopen(good, "rb"); CHECK(f && fread(bytes, 1, (size_t)n, f) == (size_t)n, ""); if (f) fclose(f);
     int32_t* hdr = (int32_t*)bytes;
     ShardHeader h; DataLoader dl;
 
     // wrong magic
-    tmpdir_path(&d, "magic.bin", p, sizeof(p));
-    hdr[0] = 12345; write_bytes(p, bytes, (size_t)n); hdr[0] = SHARD_MAGIC;
+    dt_path(&d, "magic.bin", p, sizeof(p));
+    hdr[0] = 12345; dt_write_bytes(p, bytes, (size_t)n); hdr[0] = SHARD_MAGIC;
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "magic.bin: not a coda.c token shard: bad magic 12345"), "%s", err.msg);
     CHECK(dataloader_init(&dl, p, 1, 8, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "bad magic 12345"), "%s", err.msg);
     // an llm.c GPT-2 shard is named as such
-    hdr[0] = 20240520; write_bytes(p, bytes, (size_t)n); hdr[0] = SHARD_MAGIC;
+    hdr[0] = 20240520; dt_write_bytes(p, bytes, (size_t)n); hdr[0] = SHARD_MAGIC;
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "llm.c shard"), "%s", err.msg);
     // wrong version
-    tmpdir_path(&d, "version.bin", p, sizeof(p));
-    hdr[1] = 7; write_bytes(p, bytes, (size_t)n); hdr[1] = SHARD_VERSION;
+    dt_path(&d, "version.bin", p, sizeof(p));
+    hdr[1] = 7; dt_write_bytes(p, bytes, (size_t)n); hdr[1] = SHARD_VERSION;
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "version.bin: unsupported shard version 7"), "%s", err.msg);
     CHECK(dataloader_init(&dl, p, 1, 8, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "unsupported shard version 7"), "%s", err.msg);
     // truncated payload: the size disagrees with the count
-    tmpdir_path(&d, "trunc.bin", p, sizeof(p));
-    write_bytes(p, bytes, (size_t)n - 3);
+    dt_path(&d, "trunc.bin", p, sizeof(p));
+    dt_write_bytes(p, bytes, (size_t)n - 3);
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "trunc.bin: truncated token shard: header says 1000 tokens"), "%s", err.msg);
     CHECK(dataloader_init(&dl, p, 1, 8, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "truncated token shard"), "%s", err.msg);
     // truncated inside the header, and an empty file
-    write_bytes(p, bytes, 100);
+    dt_write_bytes(p, bytes, 100);
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "truncated token shard: 100 bytes, shorter than the 1024-byte header"), "%s", err.msg);
-    write_bytes(p, bytes, 0);
+    dt_write_bytes(p, bytes, 0);
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "truncated token shard: 0 bytes"), "%s", err.msg);
     // trailing garbage is also a size mismatch
-    tmpdir_path(&d, "long.bin", p, sizeof(p));
+    dt_path(&d, "long.bin", p, sizeof(p));
     f = fopen(p, "wb"); if (f) { fwrite(bytes, 1, (size_t)n, f); fputc(0, f); fputc(0, f); fclose(f); }
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "long.bin: corrupt token shard: header says 1000 tokens"), "%s", err.msg);
     // token width that does not match the vocab
-    tmpdir_path(&d, "width.bin", p, sizeof(p));
-    hdr[5] = 4; write_bytes(p, bytes, (size_t)n); hdr[5] = 2;
+    dt_path(&d, "width.bin", p, sizeof(p));
+    hdr[5] = 4; dt_write_bytes(p, bytes, (size_t)n); hdr[5] = 2;
     CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "token width 4 bytes, but vocab size 1000 needs 2"), "%s", err.msg);
     // token id >= vocab: the header is fine, so it is caught when the tokens are loaded
-    tmpdir_path(&d, "vocab.bin", p, sizeof(p));
+    dt_path(&d, "vocab.bin", p, sizeof(p));
     uint16_t* toks = (uint16_t*)(bytes + SHARD_HEADER_BYTES);
-    toks[777] = 1000; write_bytes(p, bytes, (size_t)n); toks[777] = 777;
+    toks[777] = 1000; dt_write_bytes(p, bytes, (size_t)n); toks[777] = 777;
     CHECK(shard_open(p, &h, NULL, &err) == 0, "%s", err.msg);
     int32_t* back = NULL;
     CHECK(shard_load(p, &h, &back, &err) != 0 && strstr(err.msg, "vocab.bin: token id 1000 at position 777 is >= the vocab size 1000"), "%s", err.msg);
     CHECK(back == NULL, "");
     CHECK(dataloader_init(&dl, p, 1, 8, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "token id 1000 at position 777"), "%s", err.msg);
     // fewer tokens than one row of T+1
-    tmpdir_path(&d, "short.bin", p, sizeof(p));
+    dt_path(&d, "short.bin", p, sizeof(p));
     CHECK(shard_write(p, t, 8, V, 1, 2, SHARD_PACK_JOINED, 1, &err) == 0, "%s", err.msg);
     CHECK(dataloader_init(&dl, p, 1, 8, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "short.bin: too few tokens: 8, but one row needs T+1 = 9"), "%s", err.msg);
     CHECK(dataloader_init(&dl, p, 1, 7, 0, 1, 0, 1, &err) == 0, "8 tokens make one row of T+1 = 8: %s", err.msg);
@@ -181,16 +181,16 @@ TEST(shard_bad_inputs_give_clear_errors) {
     // enough for a row but not for a global batch
     CHECK(dataloader_init(&dl, good, 4, 100, 0, 4, 0, 1, &err) != 0 && strstr(err.msg, "9 rows of T+1 = 101 tokens, but one global batch needs n_ranks*B = 16 rows"), "%s", err.msg);
     // missing file
-    tmpdir_path(&d, "nope.bin", p, sizeof(p));
+    dt_path(&d, "nope.bin", p, sizeof(p));
     CHECK(dataloader_init(&dl, p, 1, 8, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "nope.bin: cannot open token shard"), "%s", err.msg);
-    free(t); free(bytes); tmpdir_remove(&d);
+    free(t); free(bytes); dt_tmpdir_remove(&d);
 }
 
 // ---- dataloader ----
 // A shard of n tokens whose value at position i is i % V: a row's first input tells where it starts.
-static int write_ramp_shard(TmpDir* d, const char* name, size_t n, int32_t V, char* path, size_t len) {
-    tmpdir_path(d, name, path, len);
-    int32_t* t = make_ramp(n, V);
+static int dt_write_ramp_shard(DataTmpDir* d, const char* name, size_t n, int32_t V, char* path, size_t len) {
+    dt_path(d, name, path, len);
+    int32_t* t = dt_ramp(n, V);
     CodaError err = {{0}};
     int rc = shard_write(path, t, n, V, 1, 2, SHARD_PACK_JOINED, 1, &err);
     free(t);
@@ -198,8 +198,8 @@ static int write_ramp_shard(TmpDir* d, const char* name, size_t n, int32_t V, ch
 }
 
 TEST(dataloader_rows_are_overlapping_windows_of_T_plus_1) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; CHECK(write_ramp_shard(&d, "r.bin", 1000, 60000, p, sizeof(p)) == 0, "");
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; CHECK(dt_write_ramp_shard(&d, "r.bin", 1000, 60000, p, sizeof(p)) == 0, "");
     DataLoader dl; CodaError err = {{0}};
     const int B = 3, T = 16;
     CHECK(dataloader_init(&dl, p, B, T, 0, 1, 42, 1, &err) == 0, "%s", err.msg);
@@ -213,11 +213,11 @@ TEST(dataloader_rows_are_overlapping_windows_of_T_plus_1) {
         }
     }
     dataloader_free(&dl);
-    tmpdir_remove(&d);
+    dt_tmpdir_remove(&d);
 }
 
 // Runs `steps` batches and returns the concatenated batch_rows (caller frees).
-static uint64_t* collect_rows(DataLoader* dl, int steps) {
+static uint64_t* dt_collect_rows(DataLoader* dl, int steps) {
     uint64_t* out = (uint64_t*)malloc((size_t)steps * dl->B * sizeof(uint64_t));
     CodaError err = {{0}};
     for (int s = 0; s < steps; s++) {
@@ -228,16 +228,16 @@ static uint64_t* collect_rows(DataLoader* dl, int steps) {
 }
 
 TEST(dataloader_same_seed_same_rows_different_seed_different_rows) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; CHECK(write_ramp_shard(&d, "s.bin", 4097, 60000, p, sizeof(p)) == 0, "");
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; CHECK(dt_write_ramp_shard(&d, "s.bin", 4097, 60000, p, sizeof(p)) == 0, "");
     DataLoader a, b, c; CodaError err = {{0}};
     CHECK(dataloader_init(&a, p, 4, 16, 0, 1, 1234, 1, &err) == 0, "%s", err.msg);  // 256 rows, 64 batches
     CHECK(dataloader_init(&b, p, 4, 16, 0, 1, 1234, 1, &err) == 0, "%s", err.msg);
     CHECK(dataloader_init(&c, p, 4, 16, 0, 1, 1235, 1, &err) == 0, "%s", err.msg);
     const int steps = 200;  // crosses three epoch boundaries
-    uint64_t* ra = collect_rows(&a, steps);
-    uint64_t* rb = collect_rows(&b, steps);
-    uint64_t* rc = collect_rows(&c, steps);
+    uint64_t* ra = dt_collect_rows(&a, steps);
+    uint64_t* rb = dt_collect_rows(&b, steps);
+    uint64_t* rc = dt_collect_rows(&c, steps);
     CHECK(memcmp(ra, rb, steps * 4 * sizeof(uint64_t)) == 0, "same seed gave different rows");
     int same = 0;
     for (int i = 0; i < steps * 4; i++) same += ra[i] == rc[i];
@@ -251,13 +251,13 @@ TEST(dataloader_same_seed_same_rows_different_seed_different_rows) {
     CHECK(memcmp(ra, ra + 256, 256 * sizeof(uint64_t)) != 0, "epoch 1 repeats epoch 0's order");
     free(ra); free(rb); free(rc);
     dataloader_free(&a); dataloader_free(&b); dataloader_free(&c);
-    tmpdir_remove(&d);
+    dt_tmpdir_remove(&d);
 }
 
 TEST(dataloader_permutation_covers_each_row_once_per_epoch) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
     // 3001 tokens, T = 10 -> 300 rows; B = 7 -> 42 batches (294 rows) per epoch, 6 left over
-    char p[512]; CHECK(write_ramp_shard(&d, "c.bin", 3001, 60000, p, sizeof(p)) == 0, "");
+    char p[512]; CHECK(dt_write_ramp_shard(&d, "c.bin", 3001, 60000, p, sizeof(p)) == 0, "");
     DataLoader dl; CodaError err = {{0}};
     CHECK(dataloader_init(&dl, p, 7, 10, 0, 1, 99, 1, &err) == 0, "%s", err.msg);
     CHECK(dl.n_rows == 300 && dl.batches_per_epoch == 42, "");
@@ -279,12 +279,12 @@ TEST(dataloader_permutation_covers_each_row_once_per_epoch) {
         CHECK(ok, "epoch %d permutation is not a permutation", epoch);
     }
     dataloader_free(&dl);
-    tmpdir_remove(&d);
+    dt_tmpdir_remove(&d);
 }
 
 TEST(dataloader_rank_slices_partition_the_global_batch) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; CHECK(write_ramp_shard(&d, "k.bin", 10001, 60000, p, sizeof(p)) == 0, "");
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; CHECK(dt_write_ramp_shard(&d, "k.bin", 10001, 60000, p, sizeof(p)) == 0, "");
     const int R = 4, B = 3, T = 20;  // 500 rows, global batch 12 -> 41 steps per epoch
     DataLoader single, ranks[4]; CodaError err = {{0}};
     // one rank with B' = R*B sees the whole global batch in rank order
@@ -306,41 +306,41 @@ TEST(dataloader_rank_slices_partition_the_global_batch) {
     }
     dataloader_free(&single);
     for (int r = 0; r < R; r++) dataloader_free(&ranks[r]);
-    tmpdir_remove(&d);
+    dt_tmpdir_remove(&d);
 }
 
 TEST(dataloader_resume_from_saved_position_equals_continuing) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; CHECK(write_ramp_shard(&d, "m.bin", 2001, 60000, p, sizeof(p)) == 0, "");
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; CHECK(dt_write_ramp_shard(&d, "m.bin", 2001, 60000, p, sizeof(p)) == 0, "");
     DataLoader a, b; CodaError err = {{0}};
     const int B = 5, T = 10;  // 200 rows, 40 steps per epoch
     CHECK(dataloader_init(&a, p, B, T, 1, 2, 5, 1, &err) == 0, "%s", err.msg);
-    uint64_t* warm = collect_rows(&a, 33);  // into epoch 1 (20 steps per epoch with 2 ranks)
+    uint64_t* warm = dt_collect_rows(&a, 33);  // into epoch 1 (20 steps per epoch with 2 ranks)
     DataPosition saved = dataloader_position(&a);
     CHECK(saved.epoch == 1 && saved.index == 13 * 10, "epoch %llu index %llu", (unsigned long long)saved.epoch, (unsigned long long)saved.index);
-    uint64_t* cont = collect_rows(&a, 50);
+    uint64_t* cont = dt_collect_rows(&a, 50);
     // a fresh loader (a restarted process) seeks to the saved position
     CHECK(dataloader_init(&b, p, B, T, 1, 2, 5, 1, &err) == 0, "%s", err.msg);
     CHECK(dataloader_seek(&b, saved, &err) == 0, "%s", err.msg);
-    uint64_t* resumed = collect_rows(&b, 50);
+    uint64_t* resumed = dt_collect_rows(&b, 50);
     CHECK(memcmp(cont, resumed, 50 * B * sizeof(uint64_t)) == 0, "resumed run differs");
     CHECK(memcmp(a.inputs, b.inputs, B * T * sizeof(int32_t)) == 0 && memcmp(a.targets, b.targets, B * T * sizeof(int32_t)) == 0, "");
     // seeking back to the start replays the warm-up
     DataPosition zero = {0, 0};
     CHECK(dataloader_seek(&b, zero, &err) == 0, "%s", err.msg);
-    uint64_t* again = collect_rows(&b, 33);
+    uint64_t* again = dt_collect_rows(&b, 33);
     CHECK(memcmp(warm, again, 33 * B * sizeof(uint64_t)) == 0, "replay from {0,0} differs");
     // a position beyond the shard (a different shard or T) is refused
     DataPosition bad = {0, 100000};
     CHECK(dataloader_seek(&b, bad, &err) != 0 && strstr(err.msg, "cannot resume at row index 100000"), "%s", err.msg);
     free(warm); free(cont); free(resumed); free(again);
     dataloader_free(&a); dataloader_free(&b);
-    tmpdir_remove(&d);
+    dt_tmpdir_remove(&d);
 }
 
 TEST(dataloader_sequential_eval_mode) {
-    TmpDir d; CHECK(tmpdir_make(&d) == 0, "mkdtemp");
-    char p[512]; CHECK(write_ramp_shard(&d, "e.bin", 1001, 60000, p, sizeof(p)) == 0, "");
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; CHECK(dt_write_ramp_shard(&d, "e.bin", 1001, 60000, p, sizeof(p)) == 0, "");
     DataLoader dl; CodaError err = {{0}};
     const int B = 4, T = 10;  // 100 rows, 25 batches, nothing left over
     CHECK(dataloader_init(&dl, p, B, T, 0, 1, 12345, 0, &err) == 0, "%s", err.msg);
@@ -361,5 +361,229 @@ TEST(dataloader_sequential_eval_mode) {
     CHECK(dataloader_next(&r1, &err) == 0 && r1.batch_rows[0] == 6 && r1.batch_rows[1] == 7, "");
     dataloader_free(&r1);
     dataloader_free(&dl);
-    tmpdir_remove(&d);
+    dt_tmpdir_remove(&d);
+}
+
+// ---- tokenize_coda: text files -> shard, end to end ----
+#define TOKENIZE_CODA_NO_MAIN
+#include "../data/tokenize_coda.c"
+
+// Writes a small SentencePiece-style tokenizer.json (Mistral's normalizer, pre-tokenizer and
+// decoder; byte fallback; ids 3..258 = <0x00>..<0xFF>) whose merges span spaces ("▁▁", "▁ab") so
+// that a chunk split in the wrong place would change the ids. bad_newline_merge adds a merge of the
+// newline's byte piece, which makes chunked encoding inexact: the packer must refuse it.
+static int dt_write_toy_tokenizer(const char* path, int bad_newline_merge) {
+    FILE* f = fopen(path, "wb");
+    if (!f) return -1;
+    fprintf(f, "{\"version\":\"1.0\",\"added_tokens\":[");
+    const char* sp[3] = {"<unk>", "<s>", "</s>"};
+    for (int i = 0; i < 3; i++)
+        fprintf(f, "%s{\"id\":%d,\"content\":\"%s\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
+                "\"normalized\":false,\"special\":true}", i ? "," : "", i, sp[i]);
+    fprintf(f, "],\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xE2\x96\x81\"},"
+               "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xE2\x96\x81\"}]},\"pre_tokenizer\":null,"
+               "\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+               "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\",\"ids\":[1],"
+               "\"tokens\":[\"<s>\"]}}},\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Replace\",\"pattern\":"
+               "{\"String\":\"\xE2\x96\x81\"},\"content\":\" \"},{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"},{\"type\":\"Strip\","
+               "\"content\":\" \",\"start\":1,\"stop\":0}]},\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":\"<unk>\","
+               "\"continuing_subword_prefix\":null,\"end_of_word_suffix\":null,\"fuse_unk\":true,\"byte_fallback\":true,\"vocab\":{");
+    fprintf(f, "\"<unk>\":0,\"<s>\":1,\"</s>\":2");
+    for (int b = 0; b < 256; b++) fprintf(f, ",\"<0x%02X>\":%d", b, 3 + b);
+    // 259.. : single characters, then merge results
+    const char* pieces[] = {"\xE2\x96\x81", "a", "b", "c", "\xE2\x96\x81\xE2\x96\x81", "\xE2\x96\x81" "a", "ab",
+                            "\xE2\x96\x81" "ab", "ca", "\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81\xE2\x96\x81", "bc", "abc"};
+    int n_pieces = (int)(sizeof(pieces) / sizeof(pieces[0]));
+    for (int i = 0; i < n_pieces; i++) fprintf(f, ",\"%s\":%d", pieces[i], 259 + i);
+    if (bad_newline_merge) fprintf(f, ",\"<0x0A>a\":%d", 259 + n_pieces);
+    fprintf(f, "},\"merges\":[\"\xE2\x96\x81 \xE2\x96\x81\",\"\xE2\x96\x81 a\",\"a b\",\"\xE2\x96\x81" "a b\",\"c a\","
+               "\"\xE2\x96\x81\xE2\x96\x81 \xE2\x96\x81\xE2\x96\x81\",\"b c\",\"ab c\"%s]}}",
+            bad_newline_merge ? ",\"<0x0A> a\"" : "");
+    fclose(f);
+    return 0;
+}
+
+// Random documents over a small alphabet that exercises the merges, spaces, tabs, non-ASCII (byte
+// fallback) and newlines inside documents; written as files where documents are separated by one
+// or more blank (or whitespace-only) lines.
+static void dt_make_toy_corpus(Rng* r, int n_docs, char*** docs_out) {
+    const char* alphabet[] = {"a", "b", "c", " ", " ", "  ", "x", "\t", "\xC3\xA9", "ab", "ca"};
+    char** docs = (char**)malloc((size_t)n_docs * sizeof(char*));
+    for (int d = 0; d < n_docs; d++) {
+        int n_lines = 1 + (int)rng_below(r, 4);
+        char* s = (char*)calloc(4096, 1);
+        for (int l = 0; l < n_lines; l++) {
+            if (l) strcat(s, "\n");
+            int len = 1 + (int)rng_below(r, 30);
+            strcat(s, "a");  // starts with a non-blank so the line is never whitespace-only
+            for (int k = 0; k < len; k++) strcat(s, alphabet[rng_below(r, sizeof(alphabet) / sizeof(alphabet[0]))]);
+        }
+        docs[d] = s;
+    }
+    *docs_out = docs;
+}
+
+static void dt_write_docs(const char* path, char** docs, int from, int to) {
+    FILE* f = fopen(path, "wb");
+    for (int d = from; d < to; d++) {
+        fputs(docs[d], f);
+        fputs(d % 3 == 0 ? "\n\n" : d % 3 == 1 ? "\n \t\n\n" : "\n\r\n", f);  // blank-line variants
+    }
+    fclose(f);
+}
+
+// Tokenizes files into a shard and loads it back (tokens malloc'd into *ids).
+static int dt_pack_and_load(const Tokenizer* tok, const char** files, int n_files, const char* out, ShardPackOptions opt,
+                         int32_t** ids, ShardHeader* h, CodaError* err) {
+    int64_t n_tokens, n_docs, n_chunks;
+    if (tokenize_files(tok, files, n_files, out, opt, NULL, &n_tokens, &n_docs, &n_chunks, err) != 0) return -1;
+    if (shard_load(out, h, ids, err) != 0) return -1;
+    if (h->n_tokens != n_tokens || h->n_docs != n_docs) return coda_errorf(err, "header counts disagree");
+    return 0;
+}
+
+TEST(tokenize_coda_packing_and_chunking_equal_whole_string_encoding) {
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char tj[512], f1[512], f2[512], out[512];
+    dt_path(&d, "tokenizer.json", tj, sizeof(tj));
+    dt_path(&d, "a.txt", f1, sizeof(f1));
+    dt_path(&d, "b.txt", f2, sizeof(f2));
+    dt_path(&d, "out.bin", out, sizeof(out));
+    CHECK(dt_write_toy_tokenizer(tj, 0) == 0, "");
+    Tokenizer tok; CodaError err = {{0}};
+    if (tokenizer_load(&tok, tj, &err) != 0) { CHECK(0, "%s", err.msg); dt_tmpdir_remove(&d); return; }
+    Rng r; rng_seed(&r, 2026);
+    const int N = 40;
+    char** docs; dt_make_toy_corpus(&r, N, &docs);
+    dt_write_docs(f1, docs, 0, 25);
+    dt_write_docs(f2, docs, 25, N);
+    const char* files[2] = {f1, f2};
+    // the paper's packing, built independently: documents joined with "\n\n", one BOS
+    TcTextBuf joined = {NULL, 0, 0};
+    for (int i = 0; i < N; i++) { if (i) tc_textbuf_append(&joined, "\n\n", 2); tc_textbuf_append(&joined, docs[i], strlen(docs[i])); }
+    int32_t* want; size_t n_want;
+    CHECK(tokenizer_encode(&tok, joined.p, joined.len, 1, &want, &n_want, &err) == 0, "%s", err.msg);
+    size_t sizes[] = {1, 2, 3, 5, 17, 64, 1000, 1 << 20};
+    for (size_t si = 0; si < sizeof(sizes) / sizeof(sizes[0]); si++) {
+        ShardPackOptions opt; memset(&opt, 0, sizeof(opt));
+        opt.chunk_bytes = sizes[si];
+        int32_t* got = NULL; ShardHeader h;
+        if (dt_pack_and_load(&tok, files, 2, out, opt, &got, &h, &err) != 0) { CHECK(0, "chunk %zu: %s", sizes[si], err.msg); continue; }
+        CHECK(h.n_docs == N && h.packing == SHARD_PACK_JOINED && h.bos_id == 1 && h.eos_id == 2 && h.vocab_size == tok.vocab_size, "");
+        CHECK((size_t)h.n_tokens == n_want && memcmp(got, want, n_want * sizeof(int32_t)) == 0,
+              "chunk %zu bytes: %lld tokens vs %zu whole", sizes[si], (long long)h.n_tokens, n_want);
+        free(got);
+    }
+    // the ids decode back to exactly the joined text; exactly one BOS, at the start
+    char* text; size_t len;
+    CHECK(tokenizer_decode(&tok, want, n_want, &text, &len, &err) == 0, "%s", err.msg);
+    CHECK(len == joined.len && memcmp(text, joined.p, len) == 0, "decoded text differs from the joined documents");
+    int n_bos = 0;
+    for (size_t i = 0; i < n_want; i++) n_bos += want[i] == 1;
+    CHECK(want[0] == 1 && n_bos == 1, "%d BOS", n_bos);
+    free(text); free(want);
+
+    // --verify agrees, with a tiny chunk
+    ShardPackOptions vopt; memset(&vopt, 0, sizeof(vopt));
+    vopt.chunk_bytes = 7; vopt.verify = 1;
+    int64_t nt, nd, nc;
+    CHECK(tokenize_files(&tok, files, 2, out, vopt, NULL, &nt, &nd, &nc, &err) == 0, "%s", err.msg);
+    CHECK(nc > 50, "only %lld chunks", (long long)nc);
+
+    // --bos-per-doc: each document encoded alone with its BOS, concatenated
+    TcIdVec per = {NULL, 0, 0};
+    for (int i = 0; i < N; i++) {
+        int32_t* ids; size_t n;
+        CHECK(tokenizer_encode(&tok, docs[i], strlen(docs[i]), 1, &ids, &n, &err) == 0, "%s", err.msg);
+        tc_idvec_append(&per, ids, n);
+        free(ids);
+    }
+    ShardPackOptions bopt; memset(&bopt, 0, sizeof(bopt));
+    bopt.bos_per_doc = 1; bopt.chunk_bytes = 4;
+    int32_t* got = NULL; ShardHeader h;
+    CHECK(dt_pack_and_load(&tok, files, 2, out, bopt, &got, &h, &err) == 0, "%s", err.msg);
+    CHECK(h.packing == SHARD_PACK_BOS_PER_DOC && h.n_docs == N, "");
+    CHECK(got && (size_t)h.n_tokens == per.n && memcmp(got, per.ids, per.n * sizeof(int32_t)) == 0, "bos-per-doc differs");
+    free(got); free(per.ids);
+
+    // --rows: every non-blank line is a document with its "\n", joined with "\n\n" (HF WikiText rows)
+    TcTextBuf rows = {NULL, 0, 0};
+    int n_rows = 0;
+    for (int i = 0; i < N; i++) {
+        const char* s = docs[i];
+        while (*s) {
+            const char* e = strchr(s, '\n');
+            size_t l = e ? (size_t)(e - s) : strlen(s);
+            if (n_rows++) tc_textbuf_append(&rows, "\n\n", 2);
+            tc_textbuf_append(&rows, s, l);
+            tc_textbuf_append(&rows, "\n", 1);  // every line in the files ends with "\n"
+            s += l + (e ? 1 : 0);
+        }
+    }
+    CHECK(tokenizer_encode(&tok, rows.p, rows.len, 1, &want, &n_want, &err) == 0, "%s", err.msg);
+    ShardPackOptions ropt; memset(&ropt, 0, sizeof(ropt));
+    ropt.rows = 1; ropt.chunk_bytes = 9;
+    CHECK(dt_pack_and_load(&tok, files, 2, out, ropt, &got, &h, &err) == 0, "%s", err.msg);
+    CHECK(h.n_docs == n_rows && (size_t)h.n_tokens == n_want && memcmp(got, want, n_want * sizeof(int32_t)) == 0, "rows mode differs");
+    free(got); free(want); free(rows.p); free(joined.p);
+    for (int i = 0; i < N; i++) free(docs[i]);
+    free(docs);
+    tokenizer_free(&tok);
+    dt_tmpdir_remove(&d);
+}
+
+TEST(tokenize_coda_errors) {
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char tj[512], bad[512], f1[512], out[512], tmp[600];
+    dt_path(&d, "tokenizer.json", tj, sizeof(tj));
+    dt_path(&d, "bad.json", bad, sizeof(bad));
+    dt_path(&d, "blank.txt", f1, sizeof(f1));
+    dt_path(&d, "out.bin", out, sizeof(out));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", out);
+    CHECK(dt_write_toy_tokenizer(tj, 0) == 0 && dt_write_toy_tokenizer(bad, 1) == 0, "");
+    Tokenizer tok, tokbad; CodaError err = {{0}};
+    CHECK(tokenizer_load(&tok, tj, &err) == 0, "%s", err.msg);
+    CHECK(tokenizer_load(&tokbad, bad, &err) == 0, "%s", err.msg);
+    ShardPackOptions opt; memset(&opt, 0, sizeof(opt));
+    int64_t nt, nd, nc;
+    // a tokenizer that can merge across a newline cannot be encoded in chunks: refused up front
+    dt_write_bytes(f1, "ab\n\nab\n", 7);
+    const char* files[1] = {f1};
+    CHECK(tokenize_files(&tokbad, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 &&
+          strstr(err.msg, "contains the newline piece \"<0x0A>\""), "%s", err.msg);
+    CHECK(!dt_exists(out) && !dt_exists(tmp), "a refused run left a file");
+    // no documents
+    dt_write_bytes(f1, "\n  \n\t\n", 6);
+    CHECK(tokenize_files(&tok, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 && strstr(err.msg, "no documents"), "%s", err.msg);
+    CHECK(!dt_exists(out) && !dt_exists(tmp), "a failed run left a file");
+    // a missing input is named
+    dt_path(&d, "missing.txt", f1, sizeof(f1));
+    CHECK(tokenize_files(&tok, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 && strstr(err.msg, "missing.txt: cannot open"), "%s", err.msg);
+    CHECK(!dt_exists(out) && !dt_exists(tmp), "");
+    tokenizer_free(&tok); tokenizer_free(&tokbad);
+    dt_tmpdir_remove(&d);
+}
+
+// The same check on real text with the real Mistral tokenizer, when `make shards` (or the fetch
+// scripts) have put them under data/: Brown validation, chunks of 4 KB vs one whole encoding.
+// CI machines have no data/ and report that this part did not run.
+TEST(tokenize_coda_real_text_chunked_equals_whole) {
+    const char* tj = "data/tokenizers/mistral-v0.3/tokenizer.json";
+    const char* txt = "data/brown/val.txt";
+    if (!dt_exists(tj) || !dt_exists(txt)) {
+        printf("    (not run: needs %s and %s; run `make shards`)\n", tj, txt);
+        return;
+    }
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char out[512]; dt_path(&d, "val.bin", out, sizeof(out));
+    Tokenizer tok; CodaError err = {{0}};
+    CHECK(tokenizer_load(&tok, tj, &err) == 0, "%s", err.msg);
+    ShardPackOptions opt; memset(&opt, 0, sizeof(opt));
+    opt.chunk_bytes = 4096; opt.verify = 1;
+    const char* files[1] = {txt};
+    int64_t nt, nd, nc;
+    CHECK(tokenize_files(&tok, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) == 0, "%s", err.msg);
+    CHECK(nd == 41 && nc > 100 && nt > 100000, "docs %lld chunks %lld tokens %lld", (long long)nd, (long long)nc, (long long)nt);
+    tokenizer_free(&tok);
+    dt_tmpdir_remove(&d);
 }
