@@ -451,3 +451,64 @@ TEST(tiny_training_loss_falls) {
     train_tiny(c, 60, &first, &last);
     CHECK(last < 0.25 * first, "CoDA bounded: loss %.3f -> %.3f", first, last);
 }
+
+// ---------------------------------------------------------------------------------------------
+// RoPE conventions and the reference-defect switches (SPEC §1.3, PROTOCOL §8.1-8.2)
+
+TEST(rope_layouts_match_their_definitions) {
+    int Dh = 8, half = 4, T = 3;
+    float cs[12], sn[12];
+    rope_tables_f32(cs, sn, 5, T, Dh, 10000.0, 0);
+    for (int i = 0; i < half; i++) {  // inv_freq = base^(-2i/Dh) in fp32, angle = position * inv_freq
+        float f = 1.0f / powf(10000.0f, (float)(2 * i) / Dh);
+        CHECK(cs[half + i] == cosf(6.0f * f) && sn[half + i] == sinf(6.0f * f), "table at position 6, pair %d", i);
+    }
+    Rng r;
+    rng_seed(&r, 3);
+    float x[8], hs[8], il[8];
+    for (int d = 0; d < Dh; d++) x[d] = hs[d] = il[d] = (float)rng_normal(&r);
+    rope_apply_f32(hs, cs, sn, 1, 1, Dh, ROPE_HALF_SPLIT, +1);
+    rope_apply_f32(il, cs, sn, 1, 1, Dh, ROPE_INTERLEAVED, +1);
+    for (int d = 0; d < Dh; d++) {
+        // HF: x * cos + rotate_half(x) * sin, rotate_half(x) = [-x[half:], x[:half]]
+        float rot = d < half ? -x[d + half] : x[d - half];
+        CHECK_CLOSE(hs[d], x[d] * cs[d % half] + rot * sn[d % half], 1e-6, 1e-6);
+        // interleaved: pairs (2i, 2i+1)
+        int i = d / 2;
+        float want = d % 2 == 0 ? x[d] * cs[i] - x[d + 1] * sn[i] : x[d - 1] * sn[i] + x[d] * cs[i];
+        CHECK_CLOSE(il[d], want, 1e-6, 1e-6);
+    }
+    rope_apply_f32(hs, cs, sn, 1, 1, Dh, ROPE_HALF_SPLIT, -1);  // the backward rotation undoes it
+    for (int d = 0; d < Dh; d++) CHECK_CLOSE(hs[d], x[d], 1e-6, 1e-6);
+}
+
+TEST(rope_bf16_positions_and_base_override_reproduce_reference_defects) {
+    // bf16 holds integers exactly only up to 256: positions 256 and 257 get the same angles.
+    int Dh = 8;
+    float c0[4], s0[4], c1[4], s1[4];
+    rope_tables_f32(c0, s0, 256, 1, Dh, 1e6, 1);
+    rope_tables_f32(c1, s1, 257, 1, Dh, 1e6, 1);
+    CHECK(memcmp(c0, c1, sizeof(c0)) == 0 && memcmp(s0, s1, sizeof(s0)) == 0, "bf16 positions 256/257 must coincide");
+    rope_tables_f32(c0, s0, 256, 1, Dh, 1e6, 0);
+    rope_tables_f32(c1, s1, 257, 1, Dh, 1e6, 0);
+    CHECK(c0[0] != c1[0], "fp32 positions must differ");
+    // the override replaces the config's base (the reference's hard-coded 10,000 for bounded layers)
+    ModelConfig c = config_default();
+    CHECK(config_rope_base(&c) == 1e6, "");
+    c.rope_theta_override = 10000.0;
+    CHECK(config_rope_base(&c) == 10000.0, "");
+    // and it reaches the model: same weights, different base -> different logits
+    ModelConfig a = tiny_config(1, 0), b = a;
+    b.rope_theta_override = 500000.0;
+    Model_f32 ma, mb;
+    model_init_f32(&ma, &a, 91);
+    model_init_f32(&mb, &b, 91);
+    int tok[16];
+    random_tokens(tok, 16, a.vocab_size, 92);
+    float* la = forward_logits_f32(&ma, tok, 1, 16);
+    float* lb = forward_logits_f32(&mb, tok, 1, 16);
+    CHECK(max_rel_diff_f32(la, lb, (size_t)16 * a.vocab_size) > 1e-6, "the RoPE base must change the output");
+    free(la); free(lb);
+    model_free_f32(&ma);
+    model_free_f32(&mb);
+}
