@@ -345,6 +345,7 @@ static void tc_usage(void) {
             "  --rows          each non-blank line is a document and keeps its \"\\n\" (WikiText wiki.*.raw)\n"
             "  --chunk-mb N    encode about N MB of text per call (default 4; memory stays bounded)\n"
             "  --verify        also encode each whole string in one call and check the chunks equal it\n"
+            "                  (holds the whole text in memory; for checking, not for 0.5 GB corpora)\n"
             "  -q              no progress bar\n");
     exit(2);
 }
