@@ -8,6 +8,7 @@
 #pragma once
 #include "common.h"
 #include "config.h"
+#include <math.h>
 
 typedef enum {
     PK_EMBED,        // model.embed_tokens.weight              [V, D]
@@ -204,7 +205,7 @@ static inline size_t param_table_trainable_count(const ParamTable* t) {
     return n;
 }
 
-// Value a freshly created tensor element gets (except the random kinds, drawn by the caller).
+// Value a freshly created tensor element gets for the constant init kinds.
 static inline double param_init_constant(const ModelConfig* c, InitKind k) {
     switch (k) {
         case INIT_ONES: return 1.0;
@@ -214,4 +215,16 @@ static inline double param_init_constant(const ModelConfig* c, InitKind k) {
         case INIT_ETA: return c->eta_init_logit;
         default: return 0.0;
     }
+}
+
+// Initial value of the next element of tensor t (HF Mistral: matrices ~ N(0, init_std), norms 1; CoDA:
+// theta, lambda bias, write bias, eta logit constants from the config; lambda weight uniform
+// +-1/sqrt(fan_in) like nn.Linear's default). Draws from rng only for the random kinds, so a
+// tensor-by-tensor walk in table order is deterministic in the seed.
+#include "rand.h"
+static inline double param_init_value(const ModelConfig* c, const ParamTensor* t, Rng* rng) {
+    InitKind k = PARAM_KINDS[t->kind].init;
+    if (k == INIT_NORMAL) return c->init_std * rng_normal(rng);
+    if (k == INIT_FANIN_UNIFORM) return (2.0 * rng_uniform(rng) - 1.0) / sqrt((double)t->shape[1]);
+    return param_init_constant(c, k);
 }

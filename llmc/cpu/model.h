@@ -45,20 +45,6 @@ static FN(AttnWeights) FN(model_attn_weights)(const FN(Model)* m, REAL* buf, int
     return w;
 }
 
-// Fresh tensor values from the table's init kinds (HF Mistral: matrices ~ N(0, init_std), norms 1;
-// CoDA: theta, lambda bias, write bias, eta logit constants from the config; lambda weight uniform
-// +-1/sqrt(D) like nn.Linear's default). Deterministic in the seed, tensor by tensor in table order.
-static void FN(init_tensor)(const FN(Model)* m, const ParamTensor* t, REAL* dst, Rng* rng) {
-    InitKind k = PARAM_KINDS[t->kind].init;
-    for (size_t i = 0; i < t->numel; i++) {
-        double x;
-        if (k == INIT_NORMAL) x = m->cfg.init_std * rng_normal(rng);
-        else if (k == INIT_FANIN_UNIFORM) x = (2.0 * rng_uniform(rng) - 1.0) / sqrt((double)t->shape[1]);
-        else x = param_init_constant(&m->cfg, k);
-        dst[i] = (REAL)x;
-    }
-}
-
 static void FN(model_init)(FN(Model)* m, const ModelConfig* c, uint64_t seed) {
     memset(m, 0, sizeof(*m));
     m->cfg = *c;
@@ -67,7 +53,10 @@ static void FN(model_init)(FN(Model)* m, const ModelConfig* c, uint64_t seed) {
     m->grads = (REAL*)coda_calloc_or_die(m->table.total, sizeof(REAL), "gradients");
     Rng rng;
     rng_seed(&rng, seed);
-    for (int i = 0; i < m->table.n; i++) FN(init_tensor)(m, &m->table.tensors[i], m->params + m->table.tensors[i].offset, &rng);
+    for (int i = 0; i < m->table.n; i++) {
+        const ParamTensor* t = &m->table.tensors[i];
+        for (size_t j = 0; j < t->numel; j++) m->params[t->offset + j] = (REAL)param_init_value(c, t, &rng);
+    }
 }
 
 // Copies every tensor of src whose name exists in dst with the same shape (e.g. a GQA base model into
