@@ -20,6 +20,7 @@ typedef struct {
 static TestCase g_tests[MAX_TESTS];
 static int g_n_tests = 0;
 static int g_current_failures = 0;  // failed checks in the running test
+static const char* g_current_skip = NULL;  // set by test_skip(): the running test could not run here
 
 struct TestRegistrar {
     TestRegistrar(const char* name, TestFn fn, int needs_gpu) {
@@ -40,6 +41,9 @@ struct TestRegistrar {
     static void test_##name(void);                                    \
     static TestRegistrar registrar_##name(#name, test_##name, 1);     \
     static void test_##name(void)
+
+// Marks the running test as skipped (e.g. its input files are absent), with the reason printed.
+static void test_skip(const char* reason) { g_current_skip = reason; }
 
 static void check_failed(const char* file, int line, const char* expr, const char* fmt, ...) {
     g_current_failures++;
@@ -85,15 +89,17 @@ static int run_tests(const char* filter, int have_gpu, const char* no_gpu_reason
             continue;
         }
         g_current_failures = 0;
+        g_current_skip = NULL;
         double t0 = now_seconds();
         t->fn();
         double dt = now_seconds() - t0;
-        if (g_current_failures == 0) { printf("ok   %-52s %7.2fs\n", t->name, dt); passed++; }
+        if (g_current_skip && g_current_failures == 0) { printf("SKIP %-52s (%s)\n", t->name, g_current_skip); skipped++; }
+        else if (g_current_failures == 0) { printf("ok   %-52s %7.2fs\n", t->name, dt); passed++; }
         else { printf("FAIL %-52s %7.2fs (%d failed checks)\n", t->name, dt, g_current_failures); failed++; }
         fflush(stdout);
     }
     printf("total time %.1fs\n", now_seconds() - t_all);
-    if (skipped) printf("%d GPU tests SKIPPED: %s\n", skipped, no_gpu_reason);
+    if (skipped) printf("%d tests SKIPPED (see SKIP lines above)\n", skipped);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed;
 }

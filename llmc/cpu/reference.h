@@ -9,15 +9,8 @@
 #include "../common.h"
 #include "../config.h"
 #include "../params.h"
+#include "../optim.h"
 #include "../rand.h"
-
-// Optimizer hyper-parameters (precision-independent): one lr and weight decay per ParamGroup.
-typedef struct {
-    double lr[GROUP_COUNT];
-    double weight_decay[GROUP_COUNT];
-    double beta1, beta2, eps;
-    double grad_clip;  // <= 0: no clipping
-} AdamWConfig;
 
 // Index of the two members of RoPE pair i in a head vector (SPEC §1.3).
 static inline void rope_pair(int i, int Dh, RopeLayout layout, int* a, int* b) {
