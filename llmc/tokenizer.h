@@ -34,7 +34,7 @@
 // Memory: encoding allocates about 45 bytes per input byte for the call (scratch for the longest
 // word, or for the whole text when the shortcut is off); encode long corpora in chunks.
 //
-// API: tokenizer_load / tokenizer_free; tokenizer_encode (plain text, optional BOS) and
+// API: tokenizer_load (a file) or tokenizer_load_json (a parsed tree) / tokenizer_free; tokenizer_encode (plain text, optional BOS) and
 // tokenizer_encode_flags (TOKENIZER_PARSE_SPECIAL also matches added tokens such as "[INST]");
 // tokenizer_decode (skips special tokens, like HF's default) and tokenizer_decode_flags;
 // tokenizer_vocab_size, tokenizer_bos_id, tokenizer_eos_id, tokenizer_piece, tokenizer_piece_to_id.
@@ -518,12 +518,10 @@ typedef struct TokScratch TokScratch;
 typedef struct TokIds TokIds;
 static inline void tok__plan_words(Tokenizer* t);
 
-// Loads a tokenizer.json. On failure t is left empty (tokenizer_free is still safe) and err says why.
-static inline int tokenizer_load(Tokenizer* t, const char* tokenizer_json_path, CodaError* err) {
+// Builds a tokenizer from a parsed tokenizer.json (root stays the caller's; nothing in t points
+// into it). `path` only names the source in messages. On failure t is left empty and err says why.
+static inline int tokenizer_load_json(Tokenizer* t, const JsonValue* root, const char* path, CodaError* err) {
     memset(t, 0, sizeof(*t));
-    JsonValue* root = NULL;
-    if (json_parse_file(tokenizer_json_path, &root, err) != 0) return -1;
-    const char* path = tokenizer_json_path;
     int rc = 0;
     const JsonValue* model = json_get(root, "model");
     const JsonValue* type = json_get(model, "type");
@@ -531,7 +529,7 @@ static inline int tokenizer_load(Tokenizer* t, const char* tokenizer_json_path, 
     const JsonValue* merges = json_get(model, "merges");
     const JsonValue* added = json_get(root, "added_tokens");
     const JsonValue* unk = json_get(model, "unk_token");
-    if (root->type != JSON_OBJECT || !model || model->type != JSON_OBJECT)
+    if (!root || root->type != JSON_OBJECT || !model || model->type != JSON_OBJECT)
         rc = coda_errorf(err, "%s: not a tokenizer.json (no \"model\" object)", path);
     else if (!tok__str_is(type, "BPE"))
         rc = coda_errorf(err, "%s: model.type is %s%s%s, but only \"BPE\" (SentencePiece-style, e.g. Mistral, Llama 2) is supported", path,
@@ -572,8 +570,17 @@ static inline int tokenizer_load(Tokenizer* t, const char* tokenizer_json_path, 
     }
     if (rc == 0) tok__find_bos_eos(t, root);
     if (rc == 0) tok__plan_words(t);
-    json_free(root);
     if (rc != 0) tokenizer_free(t);
+    return rc;
+}
+
+// Loads a tokenizer.json file. On failure t is left empty (tokenizer_free is still safe) and err says why.
+static inline int tokenizer_load(Tokenizer* t, const char* tokenizer_json_path, CodaError* err) {
+    memset(t, 0, sizeof(*t));
+    JsonValue* root = NULL;
+    if (json_parse_file(tokenizer_json_path, &root, err) != 0) return -1;
+    int rc = tokenizer_load_json(t, root, tokenizer_json_path, err);
+    json_free(root);
     return rc;
 }
 

@@ -2,6 +2,7 @@
 //   * the 12 expected-id cases of npm mistral-tokenizer-js (fixtures/mistral_js_cases.txt), v0.1 and v0.3;
 //   * every line of Brown and FOLDOC, v0.1 and v0.3, against Hugging Face `tokenizers` (per-line
 //     hashes and whole-corpus digests in fixtures/; how they were made: fixtures/README.md);
+//   * 618 edge cases with HF's ids and decodes, for v0.1, v0.3 and four Metaspace forms;
 //   * round trips of arbitrary bytes, the exactness of the word shortcut, linear-ish time on
 //     adversarial inputs, and a toy tokenizer.json for merge order, ties, byte fallback, special
 //     tokens, the Metaspace variants and every load error.
@@ -288,6 +289,139 @@ TEST(tokenizer_brown_every_line_equals_hf_v01) { tokt_check_corpus("brown", TOKT
 TEST(tokenizer_brown_every_line_equals_hf_v03) { tokt_check_corpus("brown", TOKT_V03, 1); }
 TEST(tokenizer_foldoc_every_line_equals_hf_v01) { tokt_check_corpus("foldoc", TOKT_V01, 0); }
 TEST(tokenizer_foldoc_every_line_equals_hf_v03) { tokt_check_corpus("foldoc", TOKT_V03, 1); }
+
+// ---- edge cases and Metaspace forms against Hugging Face (fixtures/hf_edge_cases.txt) ----
+
+// Undoes the fixture's escaping (\\ \t \n \r \xHH) in place; returns the byte count.
+static size_t tokt_unescape(char* s) {
+    size_t n = 0;
+    for (size_t i = 0; s[i]; i++) {
+        if (s[i] != '\\' || !s[i + 1]) { s[n++] = s[i]; continue; }
+        char c = s[++i];
+        if (c == 'x' && s[i + 1] && s[i + 2]) {
+            char hex[3] = {s[i + 1], s[i + 2], 0};
+            s[n++] = (char)strtol(hex, NULL, 16);
+            i += 2;
+        } else s[n++] = c == 't' ? '\t' : c == 'n' ? '\n' : c == 'r' ? '\r' : c;
+    }
+    s[n] = 0;
+    return n;
+}
+
+// Splits a line at tabs into at most max fields (empty fields kept); returns the count.
+static int tokt_split_tabs(char* line, char** fields, int max) {
+    int n = 0;
+    fields[n++] = line;
+    for (char* p = line; *p && n < max; p++)
+        if (*p == '\t') { *p = 0; fields[n++] = p + 1; }
+    return n;
+}
+
+#define TOKT_MAX_VARIANTS 8
+typedef struct {
+    char name[64];
+    JsonValue* root;  // the base tokenizer.json with the fixture's members replaced
+    Tokenizer tok;
+    int loaded;
+} ToktVariant;
+
+// Applies "variant NAME BASE KEY JSON": parses BASE once per variant, then swaps member KEY's value
+// for the parsed JSON (the old value is freed with the swapped-out tree).
+static int tokt_variant_line(ToktVariant* vars, int* n_vars, char** f) {
+    int k = 0;
+    while (k < *n_vars && strcmp(vars[k].name, f[1]) != 0) k++;
+    if (k == *n_vars) {
+        if (*n_vars == TOKT_MAX_VARIANTS) return -1;
+        ToktVariant* v = &vars[(*n_vars)++];
+        memset(v, 0, sizeof(*v));
+        snprintf(v->name, sizeof(v->name), "%s", f[1]);
+        const char* path = strcmp(f[2], "v0.3") == 0 ? TOKT_V03 : TOKT_V01;
+        if (access(path, R_OK) != 0) { CHECK(0, "%s is missing: run dev/data/fetch_tokenizer.sh", path); return -1; }
+        CodaError err;
+        if (json_parse_file(path, &v->root, &err) != 0) { CHECK(0, "%s", err.msg); return -1; }
+    }
+    if (strcmp(f[3], "-") == 0) return 0;
+    JsonValue* patch = NULL;
+    CodaError err;
+    if (json_parse(f[4], strlen(f[4]), &patch, &err) != 0) { CHECK(0, "variant %s: %s", f[1], err.msg); return -1; }
+    JsonValue* root = vars[k].root;
+    for (size_t i = 0; i < root->count; i++)
+        if (strcmp(root->keys[i], f[3]) == 0) {
+            JsonValue tmp = root->items[i];
+            root->items[i] = *patch;
+            *patch = tmp;
+            json_free(patch);
+            return 0;
+        }
+    json_free(patch);
+    CHECK(0, "variant %s: the base has no member %s", f[1], f[3]);
+    return -1;
+}
+
+TEST(tokenizer_edge_cases_and_metaspace_forms_equal_hf) {
+    size_t len;
+    char* data = tokt_read_file(TOKT_FIXTURES "hf_edge_cases.txt", &len);
+    CHECK(data != NULL, "cannot read " TOKT_FIXTURES "hf_edge_cases.txt");
+    if (!data) return;
+    ToktVariant vars[TOKT_MAX_VARIANTS];
+    int n_vars = 0, cases = 0, failed = 0;
+    char* next;
+    for (char* line = data; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        char* f[6];
+        int nf = tokt_split_tabs(line, f, 6);
+        if (line[0] == '#' || nf < 5) continue;
+        if (strcmp(f[0], "variant") == 0) {
+            if (tokt_variant_line(vars, &n_vars, f) != 0) break;
+            continue;
+        }
+        if (strcmp(f[0], "case") != 0 || nf != 6) { CHECK(0, "malformed fixture line: %s", line); continue; }
+        int k = 0;
+        while (k < n_vars && strcmp(vars[k].name, f[1]) != 0) k++;
+        if (k == n_vars) { CHECK(0, "case for unknown variant %s", f[1]); continue; }
+        CodaError err;
+        if (!vars[k].loaded) {
+            if (tokenizer_load_json(&vars[k].tok, vars[k].root, vars[k].name, &err) != 0) { CHECK(0, "%s", err.msg); break; }
+            vars[k].loaded = 1;
+        }
+        const Tokenizer* t = &vars[k].tok;
+        int flags = (strchr(f[2], 'b') ? TOKENIZER_ADD_BOS : 0) | (strchr(f[2], 's') ? TOKENIZER_PARSE_SPECIAL : 0);
+        size_t text_len = tokt_unescape(f[3]);
+        int32_t want[2048];
+        size_t n_want = 0;
+        for (char* q = f[4]; *q && n_want < 2048;) {
+            char* end;
+            long id = strtol(q, &end, 10);
+            if (end == q) break;
+            want[n_want++] = (int32_t)id;
+            q = end;
+        }
+        int before = g_current_failures;
+        char what[160];
+        snprintf(what, sizeof(what), "%s flags %s text \"%.100s\"", f[1], f[2], f[3]);
+        tokt_expect_ids(t, f[3], text_len, flags, want, n_want, what);
+        // HF's decode of HF's ids (special tokens skipped)
+        size_t want_len = tokt_unescape(f[5]);
+        char* text;
+        size_t got_len;
+        if (tokenizer_decode(t, want, n_want, &text, &got_len, &err) != 0) CHECK(0, "%s: %s", what, err.msg);
+        else {
+            CHECK(got_len == want_len && memcmp(text, f[5], want_len) == 0, "%s: decode gave \"%s\", HF \"%s\"", what, text, f[5]);
+            free(text);
+        }
+        failed += g_current_failures != before;
+        cases++;
+    }
+    CHECK(cases > 600 && n_vars == 6, "read %d cases of %d variants", cases, n_vars);
+    CHECK(failed == 0, "%d of %d edge cases differ from HF", failed, cases);
+    printf("    %d edge cases over %d tokenizer forms, %d differ from HF\n", cases, n_vars, failed);
+    for (int k = 0; k < n_vars; k++) {
+        if (vars[k].loaded) tokenizer_free(&vars[k].tok);
+        json_free(vars[k].root);
+    }
+    free(data);
+}
 
 // ---- properties on the real vocabulary ----
 
