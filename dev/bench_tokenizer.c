@@ -5,6 +5,7 @@
 // dev/test/hf_tokenizer_reference.py does; lines are read into memory first, so only encoding is
 // timed. Prints MB/s (best of N passes), tokens, and the FNV-1a digest of all ids, which must equal
 // the HF digest of the same files (dev/test/fixtures/hf_tokenizer_digests.txt).
+#define _POSIX_C_SOURCE 199309L  // clock_gettime under strict -std=c99
 #include <time.h>
 #include "llmc/tokenizer.h"
 

@@ -326,6 +326,10 @@ static inline int tok__merge_parts(const JsonValue* m, const char** a, size_t* n
     return -1;
 }
 
+static inline int tok__hex_digit(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 // Fills pieces, the piece table and the byte/char tables from (piece, id) entries that cover
 // ids 0..vocab_size-1 (vocab plus added tokens; an id listed twice must name the same piece).
 static inline int tok__build_vocab(Tokenizer* t, const JsonValue* vocab, const JsonValue* added, const char* path, CodaError* err) {
@@ -407,16 +411,11 @@ static inline int tok__build_vocab(Tokenizer* t, const JsonValue* vocab, const J
         }
         // "<0xNN>" byte pieces (HF writes them with upper-case hex)
         t->piece_byte[id] = -1;
-        if (len == 6 && memcmp(p, "<0x", 3) == 0 && p[5] == '>') {
-            int v = 0, ok = 1;
-            for (int k = 3; k < 5; k++) {
-                char c = p[k];
-                v = v * 16 + (c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : (ok = 0));
-            }
-            if (ok) {
-                t->piece_byte[id] = (int16_t)v;
-                if (t->byte_id[v] < 0) t->byte_id[v] = id;
-            }
+        int hi, lo;
+        if (len == 6 && memcmp(p, "<0x", 3) == 0 && p[5] == '>' && (hi = tok__hex_digit(p[3])) >= 0 && (lo = tok__hex_digit(p[4])) >= 0) {
+            int v = hi * 16 + lo;
+            t->piece_byte[id] = (int16_t)v;
+            if (t->byte_id[v] < 0) t->byte_id[v] = id;
         }
         uint32_t cp;
         if (len >= 1 && len <= 3 && tok__utf8_char((const unsigned char*)p, len, &cp) == (int)len && t->bmp_char_id[cp] < 0)
@@ -467,8 +466,8 @@ static inline int tok__build_merges(Tokenizer* t, const JsonValue* merges, const
     return 0;
 }
 
-static inline int tok__build_added(Tokenizer* t, const JsonValue* added, const char* path, CodaError* err) {
-    (void)path; (void)err;
+// Records the added tokens (already validated by tok__build_vocab) and their special flags.
+static inline void tok__build_added(Tokenizer* t, const JsonValue* added) {
     t->n_added = added ? (int)added->count : 0;
     t->added = (TokAdded*)coda_calloc_or_die((size_t)t->n_added, sizeof(TokAdded), "tokenizer added tokens");
     for (int i = 0; i < t->n_added; i++) {
@@ -492,7 +491,6 @@ static inline int tok__build_added(Tokenizer* t, const JsonValue* added, const c
         while (j >= 0 && t->piece_start[t->added[j].id + 1] - t->piece_start[t->added[j].id] < lx) { t->added[j + 1] = t->added[j]; j--; }
         t->added[j + 1] = x;
     }
-    return 0;
 }
 
 // BOS is the special token that the post_processor's single-sequence template puts first (how HF
@@ -553,7 +551,7 @@ static inline int tokenizer_load_json(Tokenizer* t, const JsonValue* root, const
     if (added && added->type == JSON_NULL) added = NULL;
     if (rc == 0) rc = tok__build_vocab(t, vocab, added, path, err);
     if (rc == 0) rc = tok__build_merges(t, merges, path, err);
-    if (rc == 0) rc = tok__build_added(t, added, path, err);
+    if (rc == 0) tok__build_added(t, added);
     if (rc == 0) rc = tok__load_normalizer(t, json_get(root, "normalizer"), path, err);
     if (rc == 0) rc = tok__load_pre_tokenizer(t, json_get(root, "pre_tokenizer"), path, err);
     if (rc == 0) rc = tok__load_decoder(t, json_get(root, "decoder"), path, err);
