@@ -5,6 +5,7 @@
 #include "dev/test/harness.h"
 #include "dev/test/test_config.h"
 #include "dev/test/test_cpu_model.h"
+#include "dev/test/test_spec_reference.h"
 #include "dev/test/test_io.h"
 #include "dev/test/test_data.h"
 #include "dev/test/test_tokenizer.h"
