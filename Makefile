@@ -75,3 +75,13 @@ clean: clean-bench_tokenizer
 clean-bench_tokenizer:
 	rm -f bench_tokenizer
 .PHONY: clean-bench_tokenizer
+
+# ---- inference (infer_coda.cu, dev/test/test_infer.h) ----
+# infer_coda: perplexity (sliding / chunked / streaming), generation, bounded-state save/load.
+# This version runs on the CPU reference model; the GPU inference path is a later issue.
+#   make infer_coda && ./infer_coda --model DIR --ppl data/shards/brown_val.bin --procedure chunked --ctx 2048
+infer_coda: infer_coda.cu $(HEADERS) | check-toolchain
+	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+all: infer_coda
+# test_coda includes infer_coda.cu (with TESTING defined) to test its evaluation functions.
+test_coda: infer_coda.cu

@@ -9,6 +9,12 @@
 #include "dev/test/test_io.h"
 #include "dev/test/test_data.h"
 #include "dev/test/test_tokenizer.h"
+// infer_coda.cu's evaluation, generation and state-file functions (its main() is left out).
+#ifndef TESTING
+#define TESTING
+#endif
+#include "infer_coda.cu"
+#include "dev/test/test_infer.h"
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
 static int gpu_available(char* reason, size_t len) {
