@@ -1,0 +1,461 @@
+// test_gpu_attention.cuh — GPU tests of llmc/coda_attention.cuh and llmc/classifier.cuh against the
+// CPU reference (llmc/cpu/reference.h), included by test_coda.cu (and by the dev/cuda benchmarks
+// for their CPU check).
+//
+// Attention oracle: the reference's own chain, in fp64 (the *_f64 instantiation, so the measured
+// error is the GPU's alone): per batch row noise_rotate -> keyset_build(no prefix, T block keys) ->
+// attend_forward; combine_forward (lambda, head RMSNorm); backward rmsnorm_backward -> split into the
+// streams (d lambda through the sigmoid) -> attend_backward -> keyset_scatter -> noise-rotation
+// backward and d theta, i.e. attn_backward minus projections and RoPE. Inputs are rounded to floatX
+// first, so both sides see the same numbers.
+//
+// Error measure per tensor: ||gpu - ref||_2 / ||ref||_2 (printed for every case); for d lam_logit
+// with a floor against exact cancellation (see ga_check_case).
+// Tolerances: FP32 build 2e-5 (measured worst 3.1e-6, H100, dev/test/GPU_RESULTS.md);
+// BF16 build 2e-2 (measured worst 4.3e-3: bf16 inputs are exact on both sides; the GPU rounds a_sig,
+// a_noise, d o and every output to bf16, about 2^-9 relative each).
+#pragma once
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "../../llmc/coda_attention.cuh"
+#include "../../llmc/classifier.cuh"
+#include "../../llmc/cpu/reference.h"
+#include "harness.h"
+
+static const int ga_is_bf16 = sizeof(floatX) == 2;
+
+static uint64_t ga_rng_next(uint64_t* s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static float ga_uniform(uint64_t* s, float lo, float hi) {
+    return lo + (hi - lo) * (float)((ga_rng_next(s) >> 40) * (1.0 / 16777216.0));
+}
+// Random values, rounded to what floatX can hold.
+static void ga_fill(float* x, size_t n, uint64_t* s, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) {
+        float v = ga_uniform(s, lo, hi);
+        x[i] = ga_is_bf16 ? round_bf16(v) : v;
+    }
+}
+static double ga_rel_l2(const float* g, const double* r, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)g[i] - r[i];
+        if (g[i] != g[i]) return INFINITY;  // NaN (unwritten output) never passes
+        num += d * d;
+        den += r[i] * r[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static double* ga_to_f64(const float* x, size_t n) {
+    double* d = (double*)coda_malloc_or_die(n * sizeof(double) + 8, "test f64 copy");
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+static floatX* ga_upload(const float* x, size_t n) {
+    floatX* d = (floatX*)cuda_malloc_or_die(n * sizeof(floatX) + 16, "test tensor");
+    host_to_floatX(d, x, n);
+    return d;
+}
+static float* ga_download(const floatX* d, size_t n) {
+    float* h = (float*)coda_malloc_or_die(n * sizeof(float) + 8, "test download");
+    floatX_to_host(h, d, n);
+    return h;
+}
+
+typedef struct {
+    CodaAttnShape sh;
+    // host inputs (floatX-representable)
+    float *q, *k, *v, *theta, *lam_logit, *hn, *dout;
+    // device
+    floatX *dq, *dk, *dv, *dlam, *out, *a_sig, *a_noise;
+    floatX *d_theta, *d_lam_logit, *d_hn, *d_dout, *d_q, *d_k, *d_v;
+    float *lse, *hn_rstd, *dtheta, *dhn;
+    void* scratch;
+    size_t scratch_bytes;
+} GaCase;
+
+static void ga_case_init(GaCase* c, CodaAttnShape sh, uint64_t seed) {
+    memset(c, 0, sizeof(*c));
+    c->sh = sh;
+    size_t BT = (size_t)sh.B * sh.T, qd = (size_t)sh.H * sh.Dh, kvd = (size_t)sh.Hkv * sh.Dh;
+    c->q = (float*)coda_malloc_or_die(BT * qd * sizeof(float), "q");
+    c->k = (float*)coda_malloc_or_die(BT * kvd * sizeof(float), "k");
+    c->v = (float*)coda_malloc_or_die(BT * kvd * sizeof(float), "v");
+    c->theta = (float*)coda_malloc_or_die((size_t)sh.H * sh.Dh / 2 * sizeof(float), "theta");
+    c->lam_logit = (float*)coda_malloc_or_die(BT * sh.H * sizeof(float), "lam");
+    c->hn = (float*)coda_malloc_or_die((size_t)sh.Dh * sizeof(float), "hn");
+    c->dout = (float*)coda_malloc_or_die(BT * qd * sizeof(float), "dout");
+    uint64_t s = seed;
+    ga_fill(c->q, BT * qd, &s, -1.5f, 1.5f);
+    ga_fill(c->k, BT * kvd, &s, -1.5f, 1.5f);
+    ga_fill(c->v, BT * kvd, &s, -1.f, 1.f);
+    ga_fill(c->theta, (size_t)sh.H * sh.Dh / 2, &s, -3.1f, 3.1f);
+    ga_fill(c->lam_logit, BT * sh.H, &s, -3.f, 1.f);
+    ga_fill(c->hn, sh.Dh, &s, 0.8f, 1.2f);
+    ga_fill(c->dout, BT * qd, &s, -1.f, 1.f);
+    c->d_q = ga_upload(c->q, BT * qd);
+    c->d_k = ga_upload(c->k, BT * kvd);
+    c->d_v = ga_upload(c->v, BT * kvd);
+    c->d_theta = ga_upload(c->theta, (size_t)sh.H * sh.Dh / 2);
+    c->d_lam_logit = ga_upload(c->lam_logit, BT * sh.H);
+    c->d_hn = ga_upload(c->hn, sh.Dh);
+    c->d_dout = ga_upload(c->dout, BT * qd);
+    const char* w = "attention test buffers";
+    c->out = (floatX*)cuda_malloc_or_die(BT * qd * sizeof(floatX), w);
+    c->a_sig = (floatX*)cuda_malloc_or_die(BT * qd * sizeof(floatX), w);
+    c->a_noise = (floatX*)cuda_malloc_or_die(BT * qd * sizeof(floatX), w);
+    c->dq = (floatX*)cuda_malloc_or_die(BT * qd * sizeof(floatX), w);
+    c->dk = (floatX*)cuda_malloc_or_die(BT * kvd * sizeof(floatX), w);
+    c->dv = (floatX*)cuda_malloc_or_die(BT * kvd * sizeof(floatX), w);
+    c->dlam = (floatX*)cuda_malloc_or_die(BT * sh.H * sizeof(floatX), w);
+    c->lse = (float*)cuda_malloc_or_die(2 * BT * sh.H * sizeof(float), w);
+    c->hn_rstd = (float*)cuda_malloc_or_die(BT * sh.H * sizeof(float), w);
+    c->dtheta = (float*)cuda_malloc_or_die((size_t)sh.H * sh.Dh / 2 * sizeof(float), w);
+    c->dhn = (float*)cuda_malloc_or_die((size_t)sh.Dh * sizeof(float), w);
+    c->scratch_bytes = coda_attention_scratch_bytes(&sh);
+    c->scratch = cuda_malloc_or_die(c->scratch_bytes, "attention scratch");
+}
+
+static void ga_case_free(GaCase* c) {
+    free(c->q); free(c->k); free(c->v); free(c->theta); free(c->lam_logit); free(c->hn); free(c->dout);
+    void* dev[] = {c->d_q, c->d_k, c->d_v, c->d_theta, c->d_lam_logit, c->d_hn, c->d_dout, c->out, c->a_sig, c->a_noise,
+                   c->dq, c->dk, c->dv, c->dlam, c->lse, c->hn_rstd, c->dtheta, c->dhn, c->scratch};
+    for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
+}
+
+// Poisons every output (NaN bytes), zeroes the accumulated gradients, runs forward + backward.
+static void ga_case_run_gpu(GaCase* c, const GpuContext* ctx, int poison) {
+    const CodaAttnShape* sh = &c->sh;
+    size_t BT = (size_t)sh->B * sh->T, qd = (size_t)sh->H * sh->Dh, kvd = (size_t)sh->Hkv * sh->Dh;
+    if (poison) {
+        cudaCheck(cudaMemset(c->out, 0xFF, BT * qd * sizeof(floatX)));
+        cudaCheck(cudaMemset(c->a_sig, 0xFF, BT * qd * sizeof(floatX)));
+        cudaCheck(cudaMemset(c->a_noise, 0xFF, BT * qd * sizeof(floatX)));
+        cudaCheck(cudaMemset(c->dq, 0xFF, BT * qd * sizeof(floatX)));
+        cudaCheck(cudaMemset(c->dk, 0xFF, BT * kvd * sizeof(floatX)));
+        cudaCheck(cudaMemset(c->dv, 0xFF, BT * kvd * sizeof(floatX)));
+        cudaCheck(cudaMemset(c->dlam, 0xFF, BT * sh->H * sizeof(floatX)));
+        cudaCheck(cudaMemset(c->scratch, 0xFF, c->scratch_bytes));
+        cudaCheck(cudaMemset(c->dtheta, 0, (size_t)sh->H * sh->Dh / 2 * sizeof(float)));
+        cudaCheck(cudaMemset(c->dhn, 0, (size_t)sh->Dh * sizeof(float)));
+    }
+    coda_attention_forward(ctx, sh, c->out, c->a_sig, c->a_noise, c->lse, c->hn_rstd, c->d_q, c->d_k, c->d_v, c->d_theta,
+                           c->d_lam_logit, c->d_hn);
+    coda_attention_backward(ctx, sh, c->dq, c->dk, c->dv, c->dlam, c->dtheta, c->dhn, c->d_dout, c->out, c->a_sig,
+                            c->a_noise, c->lse, c->hn_rstd, c->d_q, c->d_k, c->d_v, c->d_theta, c->d_lam_logit, c->d_hn,
+                            c->scratch, c->scratch_bytes);
+    cudaCheck(cudaStreamSynchronize(ctx->stream));
+}
+
+typedef struct { double out, dq, dk, dv, dlam, dtheta, dhn; } GaErrors;
+
+// The fp64 reference chain of attn_forward/attn_backward without projections and RoPE.
+// dlam_abs[t, h] = sum_d |d o * a_noise| * lam (1 - lam): the size of the terms that cancel in dlam.
+static void ga_reference(const GaCase* c, double* out, double* dq, double* dk, double* dv, double* dlam, double* dtheta,
+                         double* dhn, double* dlam_abs) {
+    const CodaAttnShape* sh = &c->sh;
+    const int B = sh->B, T = sh->T, H = sh->H, Hkv = sh->Hkv, Dh = sh->Dh;
+    const size_t BT = (size_t)B * T, qd = (size_t)H * Dh, kvd = (size_t)Hkv * Dh, n = BT * qd;
+    ModelConfig cfg = config_default();
+    cfg.n_heads = H; cfg.n_kv_heads = Hkv; cfg.head_dim = Dh; cfg.dim = H * Dh;
+    cfg.differential = sh->differential;
+    cfg.head_norm = sh->head_norm_full ? HEAD_NORM_FULL : HEAD_NORM_IDENTITY;
+    cfg.head_norm_eps = sh->head_norm_eps;
+    double *q = ga_to_f64(c->q, n), *k = ga_to_f64(c->k, BT * kvd), *v = ga_to_f64(c->v, BT * kvd);
+    double *theta = ga_to_f64(c->theta, (size_t)H * Dh / 2), *hn = ga_to_f64(c->hn, Dh), *dout = ga_to_f64(c->dout, n);
+    double* lam = ga_to_f64(c->lam_logit, BT * H);
+    for (size_t i = 0; i < BT * H; i++) lam[i] = sigmoid_f64(lam[i]);
+    double* buf = (double*)coda_calloc_or_die(9 * n + BT * H, sizeof(double), "reference buffers");
+    double *qn = buf, *as = qn + n, *an = as + n, *o = an + n, *d_o = o + n, *dsig = d_o + n, *dnoise = dsig + n;
+    double *dqn = dnoise + n, *tmp = dqn + n, *rstd = tmp + n;
+    if (sh->differential) noise_rotate_f64(qn, q, theta, (int)BT, H, Dh, +1);
+    for (int b = 0; b < B; b++) {
+        size_t r0 = (size_t)b * T;
+        KeySet_f64 ks;
+        keyset_build_f64(&ks, &cfg, NULL, k + r0 * kvd, v + r0 * kvd, 0, T);
+        attend_forward_f64(&cfg, &ks, q + r0 * qd, qn + r0 * qd, T, as + r0 * qd, an + r0 * qd);
+        keyset_free_f64(&ks);
+    }
+    AttnWeights_f64 w;
+    memset(&w, 0, sizeof(w));
+    w.head_norm = hn;
+    combine_forward_f64(&w, &cfg, as, an, lam, o, rstd, out, (int)BT);
+    // backward
+    memset(dhn, 0, sizeof(double) * Dh);
+    if (sh->differential && sh->head_norm_full)
+        rmsnorm_backward_f64(d_o, dhn, dout, o, hn, rstd, (int)(BT * H), Dh);
+    else
+        memcpy(d_o, dout, sizeof(double) * n);
+    memcpy(dsig, d_o, sizeof(double) * n);
+    for (size_t th = 0; th < BT * H; th++) {
+        double dl = 0, da = 0;
+        for (int e = 0; e < Dh; e++) {
+            size_t i = th * Dh + e;
+            dnoise[i] = -lam[th] * d_o[i];
+            dl -= d_o[i] * an[i];
+            da += fabs(d_o[i] * an[i]);
+        }
+        dlam[th] = sh->differential ? dl * lam[th] * (1 - lam[th]) : 0;
+        dlam_abs[th] = sh->differential ? da * lam[th] * (1 - lam[th]) : 0;
+    }
+    memset(dq, 0, sizeof(double) * n);
+    memset(dk, 0, sizeof(double) * BT * kvd);
+    memset(dv, 0, sizeof(double) * BT * kvd);
+    for (int b = 0; b < B; b++) {
+        size_t r0 = (size_t)b * T;
+        KeySet_f64 ks;
+        keyset_build_f64(&ks, &cfg, NULL, k + r0 * kvd, v + r0 * kvd, 0, T);
+        size_t nk = (size_t)Hkv * T * Dh;
+        double* dK = (double*)coda_calloc_or_die(2 * nk, sizeof(double), "reference dK");
+        attend_backward_f64(&cfg, &ks, q + r0 * qd, qn + r0 * qd, T, dsig + r0 * qd, dnoise + r0 * qd, dq + r0 * qd,
+                            dqn + r0 * qd, dK, dK + nk);
+        keyset_scatter_f64(&cfg, &ks, NULL, 0, 0, 0, dK, dK + nk, dk + r0 * kvd, dv + r0 * kvd, NULL, NULL);
+        free(dK);
+        keyset_free_f64(&ks);
+    }
+    memset(dtheta, 0, sizeof(double) * H * Dh / 2);
+    if (sh->differential) {
+        noise_rotate_f64(tmp, dqn, theta, (int)BT, H, Dh, -1);
+        for (size_t i = 0; i < n; i++) dq[i] += tmp[i];
+        for (size_t t = 0; t < BT; t++)
+            for (int h = 0; h < H; h++)
+                for (int j = 0; j < Dh / 2; j++) {
+                    size_t i = (t * H + h) * Dh + 2 * j;
+                    double th = theta[h * (Dh / 2) + j], cs = cos(th), sn = sin(th), x0 = q[i], x1 = q[i + 1];
+                    dtheta[h * (Dh / 2) + j] += dqn[i] * (-x0 * sn - x1 * cs) + dqn[i + 1] * (x0 * cs - x1 * sn);
+                }
+    }
+    free(q); free(k); free(v); free(theta); free(hn); free(dout); free(lam); free(buf);
+}
+
+// Runs one case on the GPU and the reference; returns the errors (and prints them).
+static GaErrors ga_check_case(const GpuContext* ctx, CodaAttnShape sh, uint64_t seed) {
+    GaCase c;
+    ga_case_init(&c, sh, seed);
+    ga_case_run_gpu(&c, ctx, 1);
+    const size_t BT = (size_t)sh.B * sh.T, qd = (size_t)sh.H * sh.Dh, kvd = (size_t)sh.Hkv * sh.Dh, nth = (size_t)sh.H * sh.Dh / 2;
+    double* ref = (double*)coda_malloc_or_die(sizeof(double) * (2 * BT * qd + 2 * BT * kvd + 2 * BT * sh.H + nth + sh.Dh), "ref");
+    double *r_out = ref, *r_dq = r_out + BT * qd, *r_dk = r_dq + BT * qd, *r_dv = r_dk + BT * kvd, *r_dlam = r_dv + BT * kvd;
+    double *r_dth = r_dlam + BT * sh.H, *r_dhn = r_dth + nth, *r_dlam_abs = r_dhn + sh.Dh;
+    ga_reference(&c, r_out, r_dq, r_dk, r_dv, r_dlam, r_dth, r_dhn, r_dlam_abs);
+    float *g_out = ga_download(c.out, BT * qd), *g_dq = ga_download(c.dq, BT * qd), *g_dk = ga_download(c.dk, BT * kvd);
+    float *g_dv = ga_download(c.dv, BT * kvd), *g_dlam = ga_download(c.dlam, BT * sh.H);
+    float* g_dth = (float*)coda_malloc_or_die(nth * sizeof(float), "dtheta");
+    float* g_dhn = (float*)coda_malloc_or_die(sh.Dh * sizeof(float), "dhn");
+    cudaCheck(cudaMemcpy(g_dth, c.dtheta, nth * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(g_dhn, c.dhn, sh.Dh * sizeof(float), cudaMemcpyDeviceToHost));
+    GaErrors e;
+    memset(&e, 0, sizeof(e));
+    e.out = ga_rel_l2(g_out, r_out, BT * qd);
+    e.dq = ga_rel_l2(g_dq, r_dq, BT * qd);
+    e.dk = ga_rel_l2(g_dk, r_dk, BT * kvd);
+    e.dv = ga_rel_l2(g_dv, r_dv, BT * kvd);
+    if (sh.differential) {
+        // dlam is a sum of Dh terms that can cancel almost exactly: with the head norm at T = 1,
+        // A_sig == A_noise and the RMSNorm is scale-invariant up to eps, so dlam ~ 1e-5 of its terms.
+        // The error is measured against max(||dlam||, 0.01 ||sum of |terms|||): a cancellation floor.
+        double nr = 0, na = 0;
+        for (size_t i = 0; i < BT * sh.H; i++) { nr += r_dlam[i] * r_dlam[i]; na += r_dlam_abs[i] * r_dlam_abs[i]; }
+        nr = sqrt(nr); na = sqrt(na);
+        double floor_ = 0.01 * na;
+        e.dlam = ga_rel_l2(g_dlam, r_dlam, BT * sh.H) * (nr > 0 ? nr : 1.0) / (nr > floor_ ? nr : (floor_ > 0 ? floor_ : 1.0));
+        e.dtheta = ga_rel_l2(g_dth, r_dth, nth);
+        if (sh.head_norm_full) e.dhn = ga_rel_l2(g_dhn, r_dhn, sh.Dh);
+    }
+    printf("    B=%d T=%-4d H=%d Hkv=%d Dh=%-3d diff=%d norm=%d  rel err: out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e\n",
+           sh.B, sh.T, sh.H, sh.Hkv, sh.Dh, sh.differential, sh.head_norm_full, e.out, e.dq, e.dk, e.dv, e.dlam, e.dtheta,
+           e.dhn);
+    free(ref); free(g_out); free(g_dq); free(g_dk); free(g_dv); free(g_dlam); free(g_dth); free(g_dhn);
+    ga_case_free(&c);
+    return e;
+}
+
+static double ga_attn_tol(void) { return ga_is_bf16 ? 2e-2 : 2e-5; }
+
+static void ga_check_errors(const GaErrors* e, double tol, double* worst) {
+    const double v[7] = {e->out, e->dq, e->dk, e->dv, e->dlam, e->dtheta, e->dhn};
+    const char* names[7] = {"out", "dq", "dk", "dv", "dlam_logit", "dtheta", "dhead_norm"};
+    for (int i = 0; i < 7; i++) {
+        CHECK(v[i] <= tol, "%s rel err %.3g > tol %.3g", names[i], v[i], tol);
+        if (worst && v[i] > worst[i]) worst[i] = v[i];
+    }
+}
+
+static void ga_run_grid(int differential, int head_norm_full) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    const int Ts[4] = {1, 17, 64, 300}, Gs[2] = {1, 4}, Dhs[2] = {64, 128};
+    double worst[7] = {0};
+    uint64_t seed = 1234 + 17 * differential + 5 * head_norm_full;
+    for (int ti = 0; ti < 4; ti++)
+        for (int gi = 0; gi < 2; gi++)
+            for (int di = 0; di < 2; di++) {
+                CodaAttnShape sh = {2, Ts[ti], 2 * Gs[gi], 2, Dhs[di], differential, head_norm_full, 1e-6f};
+                GaErrors e = ga_check_case(&ctx, sh, seed++);
+                ga_check_errors(&e, ga_attn_tol(), worst);
+            }
+    printf("    %s worst rel err (tol %.1e): out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e\n", PRECISION_NAME,
+           ga_attn_tol(), worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], worst[6]);
+    gpu_context_free(&ctx);
+}
+
+GPU_TEST(kattn_gqa_vs_cpu_reference) { ga_run_grid(0, 0); }
+GPU_TEST(kattn_coda_headnorm_vs_cpu_reference) { ga_run_grid(1, 1); }
+GPU_TEST(kattn_coda_identity_vs_cpu_reference) { ga_run_grid(1, 0); }
+
+// Two runs on the same inputs give the same bits (no atomics); a second backward doubles the
+// accumulated dtheta / dhead_norm exactly (they are +=).
+GPU_TEST(kattn_deterministic_and_accumulating) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    CodaAttnShape sh = {2, 300, 8, 2, 128, 1, 1, 1e-6f};
+    GaCase c;
+    ga_case_init(&c, sh, 99);
+    const size_t BT = (size_t)sh.B * sh.T, qd = (size_t)sh.H * sh.Dh, kvd = (size_t)sh.Hkv * sh.Dh, nth = (size_t)sh.H * sh.Dh / 2;
+    struct { void* p; size_t bytes; } outs[] = {
+        {c.out, BT * qd * sizeof(floatX)}, {c.a_sig, BT * qd * sizeof(floatX)}, {c.a_noise, BT * qd * sizeof(floatX)},
+        {c.lse, 2 * BT * sh.H * sizeof(float)}, {c.hn_rstd, BT * sh.H * sizeof(float)}, {c.dq, BT * qd * sizeof(floatX)},
+        {c.dk, BT * kvd * sizeof(floatX)}, {c.dv, BT * kvd * sizeof(floatX)}, {c.dlam, BT * sh.H * sizeof(floatX)},
+        {c.dtheta, nth * sizeof(float)}, {c.dhn, sh.Dh * sizeof(float)}};
+    const int nout = sizeof(outs) / sizeof(outs[0]);
+    unsigned char* first[16];
+    ga_case_run_gpu(&c, &ctx, 1);
+    for (int i = 0; i < nout; i++) {
+        first[i] = (unsigned char*)coda_malloc_or_die(outs[i].bytes, "first run");
+        cudaCheck(cudaMemcpy(first[i], outs[i].p, outs[i].bytes, cudaMemcpyDeviceToHost));
+    }
+    ga_case_run_gpu(&c, &ctx, 1);
+    for (int i = 0; i < nout; i++) {
+        unsigned char* again = (unsigned char*)coda_malloc_or_die(outs[i].bytes, "second run");
+        cudaCheck(cudaMemcpy(again, outs[i].p, outs[i].bytes, cudaMemcpyDeviceToHost));
+        CHECK(memcmp(first[i], again, outs[i].bytes) == 0, "output %d differs between two identical runs", i);
+        free(again);
+    }
+    // accumulate: run again without zeroing dtheta/dhead_norm
+    ga_case_run_gpu(&c, &ctx, 0);
+    float* th1 = (float*)first[9];
+    float* hn1 = (float*)first[10];
+    float* th2 = (float*)coda_malloc_or_die(nth * sizeof(float), "dtheta");
+    float* hn2 = (float*)coda_malloc_or_die(sh.Dh * sizeof(float), "dhn");
+    cudaCheck(cudaMemcpy(th2, c.dtheta, nth * sizeof(float), cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(hn2, c.dhn, sh.Dh * sizeof(float), cudaMemcpyDeviceToHost));
+    int bad = 0;
+    for (size_t i = 0; i < nth; i++) bad += th2[i] != 2 * th1[i];
+    for (int i = 0; i < sh.Dh; i++) bad += hn2[i] != 2 * hn1[i];
+    CHECK(bad == 0, "%d accumulated gradients are not exactly doubled", bad);
+    for (int i = 0; i < nout; i++) free(first[i]);
+    free(th2); free(hn2);
+    ga_case_free(&c);
+    gpu_context_free(&ctx);
+}
+
+// ---------------------------------------------------------------------------------------------
+// classifier
+
+// Checks losses, dlogits (in place), ignored rows and the deterministic loss sum for n rows of V.
+static void gce_check(const GpuContext* ctx, int n, int V, uint64_t seed, double* worst_loss, double* worst_dlogits) {
+    uint64_t s = seed;
+    size_t nv = (size_t)n * V;
+    float* logits = (float*)coda_malloc_or_die(nv * sizeof(float), "logits");
+    ga_fill(logits, nv, &s, -8.f, 8.f);
+    int* targets = (int*)coda_malloc_or_die(n * sizeof(int), "targets");
+    for (int r = 0; r < n; r++) targets[r] = (r % 3 == 1) ? -1 : (int)(ga_rng_next(&s) % (uint64_t)V);
+    targets[0] = V - 1;  // last column
+    double* l64 = ga_to_f64(logits, nv);
+    double* rl = (double*)coda_calloc_or_die(n, sizeof(double), "ref losses");
+    double* rd = (double*)coda_calloc_or_die(nv, sizeof(double), "ref dlogits");
+    const float scale = 1.0f / 37.0f;
+    crossentropy_forward_f64(rl, l64, targets, n, V);
+    crossentropy_backward_f64(rd, l64, targets, n, V, (double)scale);
+    floatX* d_logits = ga_upload(logits, nv);
+    float* d_losses = (float*)cuda_malloc_or_die(n * sizeof(float), "losses");
+    int* d_targets = (int*)cuda_malloc_or_die(n * sizeof(int), "targets");
+    float* d_sum = (float*)cuda_malloc_or_die(sizeof(float), "loss sum");
+    cudaCheck(cudaMemcpy(d_targets, targets, n * sizeof(int), cudaMemcpyHostToDevice));
+    // forward only: logits untouched
+    cudaCheck(cudaMemset(d_losses, 0xFF, n * sizeof(float)));
+    crossentropy_fused(ctx, d_logits, d_losses, d_targets, n, V, 0.0f);
+    cudaCheck(cudaStreamSynchronize(ctx->stream));
+    float* back = ga_download(d_logits, nv);
+    CHECK(memcmp(back, logits, nv * sizeof(float)) == 0, "dloss_scale == 0 must leave the logits untouched");
+    free(back);
+    float* gl0 = (float*)coda_malloc_or_die(n * sizeof(float), "losses");
+    cudaCheck(cudaMemcpy(gl0, d_losses, n * sizeof(float), cudaMemcpyDeviceToHost));
+    // forward + backward in place
+    cudaCheck(cudaMemset(d_losses, 0xFF, n * sizeof(float)));
+    crossentropy_fused(ctx, d_logits, d_losses, d_targets, n, V, scale);
+    sum_losses(ctx, d_sum, d_losses, n);
+    cudaCheck(cudaStreamSynchronize(ctx->stream));
+    float* gl = (float*)coda_malloc_or_die(n * sizeof(float), "losses");
+    cudaCheck(cudaMemcpy(gl, d_losses, n * sizeof(float), cudaMemcpyDeviceToHost));
+    float gsum = 0;
+    cudaCheck(cudaMemcpy(&gsum, d_sum, sizeof(float), cudaMemcpyDeviceToHost));
+    float* gd = ga_download(d_logits, nv);
+    CHECK(memcmp(gl, gl0, n * sizeof(float)) == 0, "losses with and without the backward differ");
+    double el = ga_rel_l2(gl, rl, n), ed = ga_rel_l2(gd, rd, nv), rsum = 0;
+    for (int r = 0; r < n; r++) rsum += rl[r];
+    int bad_ignored = 0;
+    for (int r = 0; r < n; r++) {
+        if (targets[r] >= 0) continue;
+        bad_ignored += gl[r] != 0.0f;
+        for (int i = 0; i < V; i++) bad_ignored += gd[(size_t)r * V + i] != 0.0f;
+    }
+    const double tol_l = 1e-5, tol_d = ga_is_bf16 ? 1e-2 : 1e-5;
+    CHECK(el <= tol_l, "n=%d V=%d loss rel err %.3g", n, V, el);
+    CHECK(ed <= tol_d, "n=%d V=%d dlogits rel err %.3g", n, V, ed);
+    CHECK(bad_ignored == 0, "%d nonzero values in ignored rows", bad_ignored);
+    CHECK_CLOSE(gsum, rsum, 1e-4, 1e-5);
+    printf("    n=%d V=%-6d rel err: losses %.2e dlogits %.2e  loss sum %.6f vs %.6f\n", n, V, el, ed, gsum, rsum);
+    if (el > *worst_loss) *worst_loss = el;
+    if (ed > *worst_dlogits) *worst_dlogits = ed;
+    free(logits); free(targets); free(l64); free(rl); free(rd); free(gl0); free(gl); free(gd);
+    cudaCheck(cudaFree(d_logits)); cudaCheck(cudaFree(d_losses)); cudaCheck(cudaFree(d_targets)); cudaCheck(cudaFree(d_sum));
+}
+
+GPU_TEST(kce_fused_crossentropy_vs_cpu_reference) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    double wl = 0, wd = 0;
+    gce_check(&ctx, 7, 32000, 11, &wl, &wd);
+    gce_check(&ctx, 5, 32768, 12, &wl, &wd);
+    gce_check(&ctx, 6, 1001, 13, &wl, &wd);
+    gce_check(&ctx, 4, 50257, 14, &wl, &wd);
+    gce_check(&ctx, 3, 7, 15, &wl, &wd);
+    printf("    %s worst rel err: losses %.2e dlogits %.2e\n", PRECISION_NAME, wl, wd);
+    gpu_context_free(&ctx);
+}
+
+GPU_TEST(kce_deterministic) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    const int n = 64, V = 32000;
+    uint64_t s = 77;
+    float* logits = (float*)coda_malloc_or_die((size_t)n * V * sizeof(float), "logits");
+    ga_fill(logits, (size_t)n * V, &s, -8.f, 8.f);
+    int* targets = (int*)coda_malloc_or_die(n * sizeof(int), "targets");
+    for (int r = 0; r < n; r++) targets[r] = (int)(ga_rng_next(&s) % V);
+    int* d_targets = (int*)cuda_malloc_or_die(n * sizeof(int), "targets");
+    cudaCheck(cudaMemcpy(d_targets, targets, n * sizeof(int), cudaMemcpyHostToDevice));
+    float* d_losses = (float*)cuda_malloc_or_die(n * sizeof(float), "losses");
+    float* d_sum = (float*)cuda_malloc_or_die(sizeof(float), "sum");
+    float *res[2], sums[2];
+    for (int run = 0; run < 2; run++) {
+        floatX* d_logits = ga_upload(logits, (size_t)n * V);
+        crossentropy_fused(&ctx, d_logits, d_losses, d_targets, n, V, 0.5f);
+        sum_losses(&ctx, d_sum, d_losses, n);
+        cudaCheck(cudaStreamSynchronize(ctx.stream));
+        res[run] = ga_download(d_logits, (size_t)n * V);
+        cudaCheck(cudaMemcpy(&sums[run], d_sum, sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaFree(d_logits));
+    }
+    CHECK(memcmp(res[0], res[1], (size_t)n * V * sizeof(float)) == 0, "dlogits differ between runs");
+    CHECK(memcmp(&sums[0], &sums[1], sizeof(float)) == 0, "loss sums differ between runs");
+    free(res[0]); free(res[1]); free(logits); free(targets);
+    cudaCheck(cudaFree(d_targets)); cudaCheck(cudaFree(d_losses)); cudaCheck(cudaFree(d_sum));
+    gpu_context_free(&ctx);
+}

@@ -1,0 +1,675 @@
+// coda_attention.cuh — CoDA two-stream causal attention (SPEC §1), unbounded, forward and backward,
+// for B rows x T tokens. First version: a tiled fp32-FMA kernel (no tensor cores); the fused flash
+// kernel on tensor cores is a later issue. Everything is deterministic (no floating-point atomics):
+// two runs on the same inputs give the same bits.
+//
+// Math (SPEC §1.4, §1.5), per token t, query head h, KV head g = h / G:
+//   qn      = R_theta[h](q)            rotation of interleaved pairs (2j, 2j+1) by theta[h, j]
+//   A_sig   = softmax(q  K^T / sqrt(Dh) + causal) V
+//   A_noise = softmax(qn K^T / sqrt(Dh) + causal) V       (differential only; same K/V tile)
+//   lam     = sigmoid(lam_logit[t, h])
+//   o       = A_sig - lam * A_noise    (A_sig when !differential)
+//   out     = o * rsqrt(mean(o^2) + eps) * head_norm    when differential && head_norm_full
+//             o                                         otherwise (as the CPU reference)
+//
+// Kernel structure (keeps the door open for the bounded key set "prefix slots + causal block" of
+// DESIGN.md: the key loop runs over K/V tiles staged in shared memory, so a later version can put the
+// bank snapshot's tiles in front of the causal block's):
+//   forward  block = (query tile, head h, batch row b); 512 threads = 128 (query, stream) rows x 4
+//            lanes, each lane owning Dh/4 dims (float4 chunks, interleaved so smem reads are
+//            conflict-free broadcasts). BOTH streams of a query tile run in the same block against the
+//            same K/V tile (loaded once into smem, fp32); the noise query is computed on the fly from
+//            q and theta. Online softmax in fp32 (exp2 domain); lse saved per stream.
+//   combine  one warp per (token, head): o, head norm, out; rstd saved.
+//   backward (FlashAttention-2 style recompute from lse)
+//            combine-backward: warp per (token, head): d o (through the head norm), d lam_logit,
+//              delta_s = rowsum(dA_s * A_s); head-norm weight partials per block (fixed order).
+//            dQ: same tiling as the forward; both streams of a query are neighbouring lane groups, so
+//              dq = dq_sig + R_theta^T dq_noise and the theta partials are formed in registers
+//              (one shuffle); theta partials per (query tile, head) reduced in a fixed order.
+//            dK/dV: block = (key tile of 64, KV head g, b); loops over all later query tiles and
+//              the G query heads x 2 streams of the group, accumulating dK, dV in registers: no atomics.
+//   The fixed-order column sums make dtheta / dhead_norm bitwise reproducible.
+//
+// Layouts (row-major, token-major like the projection outputs; t = b*T + i):
+//   q, dq, out, a_sig, a_noise [B*T, H*Dh];  k, v, dk, dv [B*T, Hkv*Dh];  theta [H, Dh/2];
+//   lam_logit, dlam_logit [B*T, H];  head_norm [Dh];  lse [2, B, H, T] fp32 natural-log LSE of
+//   stream s (s = 0 signal, 1 noise);  hn_rstd [B*T*H] fp32 (1.0 when no head norm);
+//   dtheta [H*Dh/2] fp32 and dhead_norm [Dh] fp32 are ACCUMULATED (+=); dq, dk, dv, dlam_logit are
+//   overwritten. Pointers must be 16-byte aligned (cudaMalloc'd bases; row strides are multiples of Dh).
+//
+// Saved tensors: exactly those of the API (a_sig, a_noise, lse, hn_rstd); o is recomputed from
+// a_sig/a_noise/lam in the backward, so out_unused_or_o is not read. With !differential and no head
+// norm, out may alias a_sig (the copy is then skipped); a_noise / theta / lam_logit / dlam_logit may be
+// NULL when !differential, hn_rstd may be NULL when there is no head norm, dhead_norm NULL = frozen.
+// Supported: Dh in {64, 128}, H % Hkv == 0, any T >= 1.
+#pragma once
+#include <math.h>
+#include "cuda_common.cuh"
+
+typedef struct {
+    int B, T, H, Hkv, Dh;
+    int differential;
+    int head_norm_full;
+    float head_norm_eps;
+} CodaAttnShape;
+
+#define CA_LOG2E 1.4426950408889634f
+#define CA_LN2 0.6931471805599453f
+
+// ---------------------------------------------------------------------------------------------
+// small device helpers
+
+__device__ __forceinline__ float4 ca_ld4(const float* p) { return *(const float4*)p; }
+__device__ __forceinline__ float4 ca_ld4(const __nv_bfloat16* p) {
+    uint2 u = *(const uint2*)p;
+    __nv_bfloat162 a = *(const __nv_bfloat162*)&u.x, b = *(const __nv_bfloat162*)&u.y;
+    float2 fa = __bfloat1622float2(a), fb = __bfloat1622float2(b);
+    return make_float4(fa.x, fa.y, fb.x, fb.y);
+}
+__device__ __forceinline__ void ca_st4(float* p, float4 v) { *(float4*)p = v; }
+__device__ __forceinline__ void ca_st4(__nv_bfloat16* p, float4 v) {
+    __nv_bfloat162 a = __floats2bfloat162_rn(v.x, v.y), b = __floats2bfloat162_rn(v.z, v.w);
+    uint2 u;
+    u.x = *(const unsigned*)&a;
+    u.y = *(const unsigned*)&b;
+    *(uint2*)p = u;
+}
+__device__ __forceinline__ float ca_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+// Rounds to floatX and back (what a consumer of a stored floatX value sees).
+__device__ __forceinline__ float ca_roundX(float x) { return to_float(from_float<floatX>(x)); }
+__device__ __forceinline__ float ca_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;  // butterfly: every lane holds the same bits
+}
+// Sum over groups of L consecutive lanes (L = 4 or 8); every lane of the group gets the same bits.
+template <int L>
+__device__ __forceinline__ float ca_group_sum(float v) {
+#pragma unroll
+    for (int o = 1; o < L; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Loads a K or V tile [BK keys][DH] (keys k0.. of KV head g of batch row b) into fp32 smem; rows past
+// T are zero.
+template <int DH, int BK, int THREADS>
+__device__ __forceinline__ void ca_load_kv_tile(float* Ks, float* Vs, const floatX* k, const floatX* v, int b, int T,
+                                                int Hkv, int g, int k0) {
+    const size_t stride = (size_t)Hkv * DH;
+    for (int idx = threadIdx.x; idx < BK * DH / 4; idx += THREADS) {
+        int jj = idx / (DH / 4), d = (idx % (DH / 4)) * 4, j = k0 + jj;
+        float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
+        if (j < T) {
+            size_t off = ((size_t)b * T + j) * stride + (size_t)g * DH + d;
+            kk = ca_ld4(k + off);
+            vv = ca_ld4(v + off);
+        }
+        ca_st4(Ks + jj * DH + d, kk);
+        ca_st4(Vs + jj * DH + d, vv);
+    }
+}
+
+// Rotation of the two pairs (x.x, x.y), (x.z, x.w) by theta[pair0], theta[pair0 + 1] (SPEC §1.4).
+// sign = -1: the inverse (transpose) rotation.
+__device__ __forceinline__ float4 ca_rotate4(float4 x, const floatX* theta_h, int pair0, float sign) {
+    float s0, c0, s1, c1;
+    sincosf(to_float(theta_h[pair0]), &s0, &c0);
+    sincosf(to_float(theta_h[pair0 + 1]), &s1, &c1);
+    s0 *= sign; s1 *= sign;
+    return make_float4(x.x * c0 - x.y * s0, x.x * s0 + x.y * c0, x.z * c1 - x.w * s1, x.z * s1 + x.w * c1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward: attention of both streams. Grid (n_qtiles, H, B), 512 threads.
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(512, 1)
+ca_forward_kernel(CodaAttnShape sh, floatX* a_sig, floatX* a_noise, float* lse, const floatX* q, const floatX* k,
+                  const floatX* v, const floatX* theta) {
+    constexpr int THREADS = 512, L = 4, ROWS = THREADS / L, BQ = ROWS / NS, BK = 32, NC = DH / (4 * L);
+    __shared__ __align__(16) float Ks[BK * DH];
+    __shared__ __align__(16) float Vs[BK * DH];
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, G = H / Hkv;
+    const int qt = gridDim.x - 1 - blockIdx.x;  // heaviest (last) query tiles first
+    const int h = blockIdx.y, b = blockIdx.z, g = h / G;
+    const int tid = threadIdx.x, lane = tid % L, row = tid / L;
+    const int ql = NS == 2 ? row >> 1 : row, s = NS == 2 ? (row & 1) : 0;
+    const int q0 = qt * BQ, i = q0 + ql, ie = min(i, T - 1);  // rows past T compute row T-1, store nothing
+    const float sl2 = (1.0f / sqrtf((float)DH)) * CA_LOG2E;
+
+    float qr[4 * NC], acc[4 * NC];
+    const floatX* qrow = q + ((size_t)b * T + ie) * ((size_t)H * DH) + (size_t)h * DH;
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        int d = 4 * lane + 4 * L * c;
+        float4 x = ca_ld4(qrow + d);
+        if (NS == 2 && s == 1) x = ca_rotate4(x, theta + (size_t)h * (DH / 2), d / 2, 1.0f);
+        qr[4 * c] = x.x * sl2; qr[4 * c + 1] = x.y * sl2; qr[4 * c + 2] = x.z * sl2; qr[4 * c + 3] = x.w * sl2;
+        acc[4 * c] = acc[4 * c + 1] = acc[4 * c + 2] = acc[4 * c + 3] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    const int kend = min(q0 + BQ, T);
+    for (int k0 = 0; k0 < kend; k0 += BK) {
+        __syncthreads();
+        ca_load_kv_tile<DH, BK, THREADS>(Ks, Vs, k, v, b, T, Hkv, g, k0);
+        __syncthreads();
+        float sc[BK];
+        float mt = -INFINITY;
+#pragma unroll
+        for (int jj = 0; jj < BK; jj++) {
+            const float* kr = Ks + jj * DH + 4 * lane;
+            float d = 0.f;
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                float4 kk = ca_ld4(kr + 4 * L * c);
+                d = fmaf(qr[4 * c], kk.x, d); d = fmaf(qr[4 * c + 1], kk.y, d);
+                d = fmaf(qr[4 * c + 2], kk.z, d); d = fmaf(qr[4 * c + 3], kk.w, d);
+            }
+            d = ca_group_sum<L>(d);
+            sc[jj] = (k0 + jj <= ie) ? d : -INFINITY;
+            mt = fmaxf(mt, sc[jj]);
+        }
+        const float mn = fmaxf(m, mt);  // finite: key 0 is in the first tile and visible to every row
+        const float alpha = exp2f(m - mn);
+        l *= alpha;
+#pragma unroll
+        for (int e = 0; e < 4 * NC; e++) acc[e] *= alpha;
+#pragma unroll
+        for (int jj = 0; jj < BK; jj++) {
+            const float p = exp2f(sc[jj] - mn);
+            l += p;
+            const float* vr = Vs + jj * DH + 4 * lane;
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                float4 vv = ca_ld4(vr + 4 * L * c);
+                acc[4 * c] = fmaf(p, vv.x, acc[4 * c]); acc[4 * c + 1] = fmaf(p, vv.y, acc[4 * c + 1]);
+                acc[4 * c + 2] = fmaf(p, vv.z, acc[4 * c + 2]); acc[4 * c + 3] = fmaf(p, vv.w, acc[4 * c + 3]);
+            }
+        }
+        m = mn;
+    }
+    if (i < T) {
+        const float inv = 1.0f / l;
+        floatX* dst = (s ? a_noise : a_sig) + ((size_t)b * T + i) * ((size_t)H * DH) + (size_t)h * DH;
+#pragma unroll
+        for (int c = 0; c < NC; c++)
+            ca_st4(dst + 4 * lane + 4 * L * c,
+                   make_float4(acc[4 * c] * inv, acc[4 * c + 1] * inv, acc[4 * c + 2] * inv, acc[4 * c + 3] * inv));
+        if (lane == 0) lse[(((size_t)s * sh.B + b) * H + h) * T + i] = (m + log2f(l)) * CA_LN2;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// combine forward: one warp per (token, head) row; 8 warps per block.
+
+template <int DH>
+__global__ void __launch_bounds__(256)
+ca_combine_forward_kernel(CodaAttnShape sh, floatX* out, float* hn_rstd, const floatX* a_sig, const floatX* a_noise,
+                          const floatX* lam_logit, const floatX* w) {
+    constexpr int VPL = DH / 32;
+    const size_t nrows = (size_t)sh.B * sh.T * sh.H;
+    const size_t row = (size_t)blockIdx.x * 8 + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (row >= nrows) return;
+    const int norm = sh.differential && sh.head_norm_full;
+    const float lam = sh.differential ? ca_sigmoid(to_float(lam_logit[row])) : 0.f;
+    float o[VPL];
+    float ss = 0.f;
+#pragma unroll
+    for (int e = 0; e < VPL; e++) {
+        size_t idx = row * DH + lane * VPL + e;
+        o[e] = to_float(a_sig[idx]);
+        if (sh.differential) o[e] -= lam * to_float(a_noise[idx]);
+        ss += o[e] * o[e];
+    }
+    float r = 1.0f;
+    if (norm) r = 1.0f / sqrtf(ca_warp_sum(ss) / DH + sh.head_norm_eps);
+#pragma unroll
+    for (int e = 0; e < VPL; e++) {
+        int d = lane * VPL + e;
+        out[row * DH + d] = from_float<floatX>(norm ? o[e] * r * to_float(w[d]) : o[e]);
+    }
+    if (hn_rstd && lane == 0) hn_rstd[row] = r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// combine backward: one warp per (token, head), 32 rows per warp, 256 rows per block (fixed, so the
+// head-norm weight partials are the same on every GPU).
+
+#define CA_CB_ROWS_PER_BLOCK 256
+
+template <int DH>
+__global__ void __launch_bounds__(256)
+ca_combine_backward_kernel(CodaAttnShape sh, floatX* dO, float* delta, floatX* dlam_logit, float* dw_part,
+                           const floatX* dout, const floatX* a_sig, const floatX* a_noise, const float* hn_rstd,
+                           const floatX* lam_logit, const floatX* w) {
+    constexpr int VPL = DH / 32;
+    __shared__ float red[8 * DH];
+    const int H = sh.H, T = sh.T;
+    const size_t nrows = (size_t)sh.B * T * H;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int norm = sh.differential && sh.head_norm_full;
+    float dwacc[VPL];
+#pragma unroll
+    for (int e = 0; e < VPL; e++) dwacc[e] = 0.f;
+    for (int rr = 0; rr < CA_CB_ROWS_PER_BLOCK / 8; rr++) {
+        const size_t row = (size_t)blockIdx.x * CA_CB_ROWS_PER_BLOCK + warp * (CA_CB_ROWS_PER_BLOCK / 8) + rr;
+        if (row >= nrows) break;  // warp-uniform
+        const size_t t = row / H;
+        const int h = (int)(row % H), b = (int)(t / T), i = (int)(t % T);
+        const float lam = sh.differential ? ca_sigmoid(to_float(lam_logit[row])) : 0.f;
+        float as[VPL], an[VPL], go[VPL], d_o[VPL];
+#pragma unroll
+        for (int e = 0; e < VPL; e++) {
+            size_t idx = row * DH + lane * VPL + e;
+            as[e] = to_float(a_sig[idx]);
+            an[e] = sh.differential ? to_float(a_noise[idx]) : 0.f;
+            go[e] = to_float(dout[idx]);
+        }
+        if (norm) {
+            const float r = hn_rstd[row];
+            float nv[VPL], dn[VPL], dot = 0.f;
+#pragma unroll
+            for (int e = 0; e < VPL; e++) {
+                int d = lane * VPL + e;
+                nv[e] = (as[e] - lam * an[e]) * r;
+                dn[e] = go[e] * to_float(w[d]);
+                dot += dn[e] * nv[e];
+                dwacc[e] += go[e] * nv[e];
+            }
+            dot = ca_warp_sum(dot) / DH;
+#pragma unroll
+            for (int e = 0; e < VPL; e++) d_o[e] = r * (dn[e] - nv[e] * dot);
+        } else {
+#pragma unroll
+            for (int e = 0; e < VPL; e++) d_o[e] = go[e];
+        }
+        float ds = 0.f, dn_ = 0.f, dl = 0.f;
+#pragma unroll
+        for (int e = 0; e < VPL; e++) {
+            dO[row * DH + lane * VPL + e] = from_float<floatX>(d_o[e]);
+            float dr = ca_roundX(d_o[e]);  // what the attention kernels will read
+            ds += dr * as[e];
+            dn_ += dr * an[e];
+            dl += d_o[e] * an[e];
+        }
+        ds = ca_warp_sum(ds);
+        if (lane == 0) delta[((size_t)b * H + h) * T + i] = ds;
+        if (sh.differential) {
+            dn_ = ca_warp_sum(dn_);
+            dl = ca_warp_sum(dl);
+            if (lane == 0) {
+                delta[(((size_t)sh.B + b) * H + h) * T + i] = -lam * dn_;
+                if (dlam_logit) dlam_logit[row] = from_float<floatX>(-dl * lam * (1.0f - lam));
+            }
+        }
+    }
+    if (norm && dw_part) {
+#pragma unroll
+        for (int e = 0; e < VPL; e++) red[warp * DH + lane * VPL + e] = dwacc[e];
+        __syncthreads();
+        for (int d = threadIdx.x; d < DH; d += blockDim.x) {
+            float sum = 0.f;
+            for (int wi = 0; wi < 8; wi++) sum += red[wi * DH + d];
+            dw_part[(size_t)blockIdx.x * DH + d] = sum;
+        }
+    }
+}
+
+__global__ void ca_fill_kernel(float* x, float val, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) x[i] = val;
+}
+
+// out[c] += sum_r part[r*C + c], r in [0, R): one block per column, a fixed summation order.
+__global__ void __launch_bounds__(256) ca_colsum_kernel(float* out, const float* part, int R, int C) {
+    __shared__ float red[256];
+    const int c = blockIdx.x;
+    float s = 0.f;
+    for (int r = threadIdx.x; r < R; r += 256) s += part[(size_t)r * C + c];
+    red[threadIdx.x] = s;
+    __syncthreads();
+    for (int o = 128; o > 0; o >>= 1) {
+        if (threadIdx.x < o) red[threadIdx.x] += red[threadIdx.x + o];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[c] += red[0];
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward dQ (+ noise-rotation backward and theta partials). Grid (n_qtiles, H, B), 512 threads,
+// same tiling as the forward.
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(512, 1)
+ca_dq_kernel(CodaAttnShape sh, floatX* dq, float* dtheta_part, const floatX* dO, const float* lse, const float* delta,
+             const floatX* q, const floatX* k, const floatX* v, const floatX* theta, const floatX* lam_logit) {
+    // DH/16 lanes per row (16 dims each: q, dA and dq slices stay in registers without spills)
+    constexpr int THREADS = 512, L = DH / 16, ROWS = THREADS / L, BQ = ROWS / NS, BK = 32, NC = DH / (4 * L);
+    static_assert(BQ * (DH / 2) <= 2 * BK * DH, "theta partials must fit the K/V tile buffer");
+    __shared__ __align__(16) float smem[2 * BK * DH];
+    float* Ks = smem;
+    float* Vs = smem + BK * DH;
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, G = H / Hkv;
+    const int nqt = gridDim.x, qt = nqt - 1 - blockIdx.x;
+    const int h = blockIdx.y, b = blockIdx.z, g = h / G;
+    const int tid = threadIdx.x, lane = tid % L, row = tid / L;
+    const int ql = NS == 2 ? row >> 1 : row, s = NS == 2 ? (row & 1) : 0;
+    const int q0 = qt * BQ, i = q0 + ql, ie = min(i, T - 1);
+    const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
+    const size_t qoff = ((size_t)b * T + ie) * ((size_t)H * DH) + (size_t)h * DH;
+    const float lam = (NS == 2 && s == 1) ? ca_sigmoid(to_float(lam_logit[((size_t)b * T + ie) * H + h])) : 0.f;
+    const float fa = s == 1 ? -lam : 1.0f;  // dA_noise = -lam * d o
+
+    float qr[4 * NC], da[4 * NC], acc[4 * NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        int d = 4 * lane + 4 * L * c;
+        float4 x = ca_ld4(q + qoff + d);
+        if (NS == 2 && s == 1) x = ca_rotate4(x, theta + (size_t)h * (DH / 2), d / 2, 1.0f);
+        float4 y = ca_ld4(dO + qoff + d);
+        qr[4 * c] = x.x * sl2; qr[4 * c + 1] = x.y * sl2; qr[4 * c + 2] = x.z * sl2; qr[4 * c + 3] = x.w * sl2;
+        da[4 * c] = y.x * fa; da[4 * c + 1] = y.y * fa; da[4 * c + 2] = y.z * fa; da[4 * c + 3] = y.w * fa;
+        acc[4 * c] = acc[4 * c + 1] = acc[4 * c + 2] = acc[4 * c + 3] = 0.f;
+    }
+    const size_t li = (((size_t)s * sh.B + b) * H + h) * T + ie;
+    const float lse2 = lse[li] * CA_LOG2E, dl = delta[li];
+    const int kend = min(q0 + BQ, T);
+    for (int k0 = 0; k0 < kend; k0 += BK) {
+        __syncthreads();
+        ca_load_kv_tile<DH, BK, THREADS>(Ks, Vs, k, v, b, T, Hkv, g, k0);
+        __syncthreads();
+#pragma unroll 4
+        for (int jj = 0; jj < BK; jj++) {
+            const float* kr = Ks + jj * DH + 4 * lane;
+            const float* vr = Vs + jj * DH + 4 * lane;
+            float sd = 0.f, pd = 0.f;
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                float4 kk = ca_ld4(kr + 4 * L * c), vv = ca_ld4(vr + 4 * L * c);
+                sd = fmaf(qr[4 * c], kk.x, sd); sd = fmaf(qr[4 * c + 1], kk.y, sd);
+                sd = fmaf(qr[4 * c + 2], kk.z, sd); sd = fmaf(qr[4 * c + 3], kk.w, sd);
+                pd = fmaf(da[4 * c], vv.x, pd); pd = fmaf(da[4 * c + 1], vv.y, pd);
+                pd = fmaf(da[4 * c + 2], vv.z, pd); pd = fmaf(da[4 * c + 3], vv.w, pd);
+            }
+            sd = ca_group_sum<L>(sd);
+            pd = ca_group_sum<L>(pd);
+            const float p = (k0 + jj <= ie) ? exp2f(sd - lse2) : 0.f;
+            const float dsv = p * (pd - dl);
+#pragma unroll
+            for (int c = 0; c < NC; c++) {
+                float4 kk = ca_ld4(kr + 4 * L * c);
+                acc[4 * c] = fmaf(dsv, kk.x, acc[4 * c]); acc[4 * c + 1] = fmaf(dsv, kk.y, acc[4 * c + 1]);
+                acc[4 * c + 2] = fmaf(dsv, kk.z, acc[4 * c + 2]); acc[4 * c + 3] = fmaf(dsv, kk.w, acc[4 * c + 3]);
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < 4 * NC; e++) acc[e] *= scale;
+    floatX* dqrow = dq + ((size_t)b * T + i) * ((size_t)H * DH) + (size_t)h * DH;
+    if constexpr (NS == 1) {
+        if (i < T)
+#pragma unroll
+            for (int c = 0; c < NC; c++)
+                ca_st4(dqrow + 4 * lane + 4 * L * c, make_float4(acc[4 * c], acc[4 * c + 1], acc[4 * c + 2], acc[4 * c + 3]));
+    } else {
+    // NS == 2: the noise row of this query sits L lanes up. dq = dq_sig + R^T dq_noise;
+    // dtheta[h, j] += dqn[2j] * (-x0 sin - x1 cos) + dqn[2j+1] * (x0 cos - x1 sin), x = RoPE'd q.
+    float dn[4 * NC];
+#pragma unroll
+    for (int e = 0; e < 4 * NC; e++) dn[e] = __shfl_xor_sync(0xffffffffu, acc[e], L);
+    __syncthreads();  // smem is reused for the theta partials
+    float* dth = smem;  // [BQ][DH/2]
+    if (s == 0) {
+        const floatX* th = theta + (size_t)h * (DH / 2);
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            int d = 4 * lane + 4 * L * c;
+            float4 x = ca_ld4(q + qoff + d);
+            float xs[4] = {x.x, x.y, x.z, x.w}, out[4];
+#pragma unroll
+            for (int pp = 0; pp < 2; pp++) {
+                float sn, cs;
+                sincosf(to_float(th[d / 2 + pp]), &sn, &cs);
+                float x0 = xs[2 * pp], x1 = xs[2 * pp + 1], n0 = dn[4 * c + 2 * pp], n1 = dn[4 * c + 2 * pp + 1];
+                out[2 * pp] = acc[4 * c + 2 * pp] + (n0 * cs + n1 * sn);
+                out[2 * pp + 1] = acc[4 * c + 2 * pp + 1] + (n1 * cs - n0 * sn);
+                float dt = n0 * (-x0 * sn - x1 * cs) + n1 * (x0 * cs - x1 * sn);
+                dth[ql * (DH / 2) + d / 2 + pp] = i < T ? dt : 0.f;
+            }
+            if (i < T) ca_st4(dqrow + d, make_float4(out[0], out[1], out[2], out[3]));
+        }
+    }
+    __syncthreads();
+    for (int pr = tid; pr < DH / 2; pr += THREADS) {
+        float sum = 0.f;
+        for (int qq = 0; qq < BQ; qq++) sum += dth[qq * (DH / 2) + pr];
+        dtheta_part[(((size_t)b * nqt + qt) * H + h) * (DH / 2) + pr] = sum;
+    }
+    }  // NS == 2
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward dK, dV. Grid (n_ktiles, Hkv, B); 64 keys x (DH/16) lanes per block. Each block walks all
+// query tiles at or after its keys, for the G heads of its KV head and both streams; dK/dV stay in
+// registers: no atomics.
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(64 * (DH / 16), 1)
+ca_dkdv_kernel(CodaAttnShape sh, floatX* dk, floatX* dv, const floatX* dO, const float* lse, const float* delta,
+               const floatX* q, const floatX* k, const floatX* v, const floatX* theta, const floatX* lam_logit) {
+    constexpr int L = DH / 16, BKV = 64, THREADS = BKV * L, BQ = 32, NC = DH / (4 * L);  // NC = 4
+    __shared__ __align__(16) float Qs[BQ * DH];
+    __shared__ __align__(16) float As[BQ * DH];
+    __shared__ float Ls[BQ], Ds[BQ];
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, G = H / Hkv;
+    const int kt = blockIdx.x, g = blockIdx.y, b = blockIdx.z;  // low kt = most work: launched first
+    const int tid = threadIdx.x, lane = tid % L, kr_ = tid / L;
+    const int k0 = kt * BKV, j = k0 + kr_, je = min(j, T - 1);
+    const float sl2 = (1.0f / sqrtf((float)DH)) * CA_LOG2E;
+    const size_t kvoff = ((size_t)b * T + je) * ((size_t)Hkv * DH) + (size_t)g * DH;
+
+    float kr[4 * NC], vr[4 * NC], dka[4 * NC], dva[4 * NC];
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+        int d = 4 * lane + 4 * L * c;
+        float4 x = ca_ld4(k + kvoff + d), y = ca_ld4(v + kvoff + d);
+        kr[4 * c] = x.x; kr[4 * c + 1] = x.y; kr[4 * c + 2] = x.z; kr[4 * c + 3] = x.w;
+        vr[4 * c] = y.x; vr[4 * c + 1] = y.y; vr[4 * c + 2] = y.z; vr[4 * c + 3] = y.w;
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[4 * c + e] = dva[4 * c + e] = 0.f;
+    }
+    for (int q0 = k0; q0 < T; q0 += BQ) {
+        for (int hh = 0; hh < G; hh++) {
+            const int h = g * G + hh;
+            for (int s = 0; s < NS; s++) {
+                __syncthreads();
+                // stage the query tile of (h, s): scaled (noise-rotated) q, dA, lse, delta
+                for (int idx = tid; idx < BQ * DH / 2; idx += THREADS) {
+                    int qi = idx / (DH / 2), pr = idx % (DH / 2), i = q0 + qi;
+                    float x0 = 0.f, x1 = 0.f, o0 = 0.f, o1 = 0.f;
+                    if (i < T) {
+                        size_t off = ((size_t)b * T + i) * ((size_t)H * DH) + (size_t)h * DH + 2 * pr;
+                        x0 = to_float(q[off]); x1 = to_float(q[off + 1]);
+                        o0 = to_float(dO[off]); o1 = to_float(dO[off + 1]);
+                        if (s == 1) {
+                            float sn, cs;
+                            sincosf(to_float(theta[(size_t)h * (DH / 2) + pr]), &sn, &cs);
+                            float r0 = x0 * cs - x1 * sn, r1 = x0 * sn + x1 * cs;
+                            x0 = r0; x1 = r1;
+                            float f = -ca_sigmoid(to_float(lam_logit[((size_t)b * T + i) * H + h]));
+                            o0 *= f; o1 *= f;
+                        }
+                    }
+                    Qs[qi * DH + 2 * pr] = x0 * sl2; Qs[qi * DH + 2 * pr + 1] = x1 * sl2;
+                    As[qi * DH + 2 * pr] = o0; As[qi * DH + 2 * pr + 1] = o1;
+                }
+                for (int qi = tid; qi < BQ; qi += THREADS) {
+                    int i = q0 + qi;
+                    size_t li = (((size_t)s * sh.B + b) * H + h) * T + (i < T ? i : 0);
+                    Ls[qi] = i < T ? lse[li] * CA_LOG2E : 0.f;
+                    Ds[qi] = i < T ? delta[li] : 0.f;
+                }
+                __syncthreads();
+#pragma unroll 2
+                for (int ii = 0; ii < BQ; ii++) {
+                    const int i = q0 + ii;
+                    const float* qs = Qs + ii * DH + 4 * lane;
+                    const float* as = As + ii * DH + 4 * lane;
+                    float sd = 0.f, pd = 0.f;
+#pragma unroll
+                    for (int c = 0; c < NC; c++) {
+                        float4 xq = ca_ld4(qs + 4 * L * c), xa = ca_ld4(as + 4 * L * c);
+                        sd = fmaf(xq.x, kr[4 * c], sd); sd = fmaf(xq.y, kr[4 * c + 1], sd);
+                        sd = fmaf(xq.z, kr[4 * c + 2], sd); sd = fmaf(xq.w, kr[4 * c + 3], sd);
+                        pd = fmaf(xa.x, vr[4 * c], pd); pd = fmaf(xa.y, vr[4 * c + 1], pd);
+                        pd = fmaf(xa.z, vr[4 * c + 2], pd); pd = fmaf(xa.w, vr[4 * c + 3], pd);
+                    }
+                    sd = ca_group_sum<L>(sd);
+                    pd = ca_group_sum<L>(pd);
+                    const float p = (i < T && i >= j) ? exp2f(sd - Ls[ii]) : 0.f;
+                    const float dsv = p * (pd - Ds[ii]);
+#pragma unroll
+                    for (int c = 0; c < NC; c++) {
+                        float4 xq = ca_ld4(qs + 4 * L * c), xa = ca_ld4(as + 4 * L * c);
+                        dva[4 * c] = fmaf(p, xa.x, dva[4 * c]); dva[4 * c + 1] = fmaf(p, xa.y, dva[4 * c + 1]);
+                        dva[4 * c + 2] = fmaf(p, xa.z, dva[4 * c + 2]); dva[4 * c + 3] = fmaf(p, xa.w, dva[4 * c + 3]);
+                        dka[4 * c] = fmaf(dsv, xq.x, dka[4 * c]); dka[4 * c + 1] = fmaf(dsv, xq.y, dka[4 * c + 1]);
+                        dka[4 * c + 2] = fmaf(dsv, xq.z, dka[4 * c + 2]); dka[4 * c + 3] = fmaf(dsv, xq.w, dka[4 * c + 3]);
+                    }
+                }
+            }
+        }
+    }
+    if (j < T) {
+        // Qs held q * scale * log2(e): dK = sum ds * q * scale = dka * ln 2
+        const size_t off = ((size_t)b * T + j) * ((size_t)Hkv * DH) + (size_t)g * DH;
+#pragma unroll
+        for (int c = 0; c < NC; c++) {
+            int d = 4 * lane + 4 * L * c;
+            ca_st4(dk + off + d, make_float4(dka[4 * c] * CA_LN2, dka[4 * c + 1] * CA_LN2, dka[4 * c + 2] * CA_LN2,
+                                             dka[4 * c + 3] * CA_LN2));
+            ca_st4(dv + off + d, make_float4(dva[4 * c], dva[4 * c + 1], dva[4 * c + 2], dva[4 * c + 3]));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// host side
+
+static inline void ca_check_shape(const CodaAttnShape* s) {
+    if (s->B < 1 || s->T < 1 || s->H < 1 || s->Hkv < 1 || s->H % s->Hkv != 0 || (s->Dh != 64 && s->Dh != 128)) {
+        fprintf(stderr, "coda_attention: unsupported shape B=%d T=%d H=%d Hkv=%d Dh=%d (need Dh 64 or 128, H %% Hkv == 0)\n",
+                s->B, s->T, s->H, s->Hkv, s->Dh);
+        exit(1);
+    }
+}
+static inline int ca_fwd_bq(const CodaAttnShape* s) { return s->differential ? 64 : 128; }
+// query tile of the dQ kernel: 512 threads / (Dh/16 lanes) rows, over the streams
+static inline int ca_dq_bq(const CodaAttnShape* s) { return (512 / (s->Dh / 16)) / (s->differential ? 2 : 1); }
+static inline size_t ca_align256(size_t x) { return (x + 255) & ~(size_t)255; }
+
+// Scratch of the backward: d o [B*T, H*Dh] floatX | delta [2, B, H, T] fp32 | theta partials
+// [B * n_qtiles, H, Dh/2] fp32 | head-norm partials [ceil(B*T*H / 256), Dh] fp32.
+size_t coda_attention_scratch_bytes(const CodaAttnShape* s) {
+    ca_check_shape(s);
+    size_t BT = (size_t)s->B * s->T, nqt = (size_t)ceil_div(s->T, ca_dq_bq(s));
+    size_t ncb = ceil_div_sz(BT * s->H, CA_CB_ROWS_PER_BLOCK);
+    return ca_align256(BT * s->H * s->Dh * sizeof(floatX)) + ca_align256(2 * BT * s->H * sizeof(float)) +
+           ca_align256((size_t)s->B * nqt * s->H * (s->Dh / 2) * sizeof(float)) + ca_align256(ncb * s->Dh * sizeof(float));
+}
+
+template <int DH, int NS>
+static void ca_forward_launch(const GpuContext* ctx, const CodaAttnShape* s, floatX* a_sig, floatX* a_noise, float* lse,
+                              const floatX* q, const floatX* k, const floatX* v, const floatX* theta) {
+    dim3 grid(ceil_div(s->T, 128 / NS), s->H, s->B);
+    ca_forward_kernel<DH, NS><<<grid, 512, 0, ctx->stream>>>(*s, a_sig, a_noise, lse, q, k, v, theta);
+    cudaCheckLaunch("ca_forward_kernel");
+}
+
+void coda_attention_forward(const GpuContext* ctx, const CodaAttnShape* s, floatX* out, floatX* a_sig, floatX* a_noise,
+                            float* lse, float* hn_rstd, const floatX* q, const floatX* k, const floatX* v,
+                            const floatX* theta, const floatX* lam_logit, const floatX* head_norm) {
+    ca_check_shape(s);
+    const int norm = s->differential && s->head_norm_full;
+    if (norm && !head_norm) { fprintf(stderr, "coda_attention_forward: head_norm_full needs the head_norm weight\n"); exit(1); }
+    if (s->Dh == 128) {
+        if (s->differential) ca_forward_launch<128, 2>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
+        else ca_forward_launch<128, 1>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
+    } else {
+        if (s->differential) ca_forward_launch<64, 2>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
+        else ca_forward_launch<64, 1>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
+    }
+    if (!s->differential && out == a_sig) {  // GQA without head norm: out is a_sig, nothing to combine
+        if (hn_rstd) {
+            size_t n = (size_t)s->B * s->T * s->H;
+            ca_fill_kernel<<<(unsigned)ceil_div_sz(n, 256), 256, 0, ctx->stream>>>(hn_rstd, 1.0f, n);
+            cudaCheckLaunch("ca_fill_kernel");
+        }
+        return;
+    }
+    size_t rows = (size_t)s->B * s->T * s->H;
+    dim3 grid((unsigned)ceil_div_sz(rows, 8));
+    if (s->Dh == 128) ca_combine_forward_kernel<128><<<grid, 256, 0, ctx->stream>>>(*s, out, hn_rstd, a_sig, a_noise, lam_logit, head_norm);
+    else ca_combine_forward_kernel<64><<<grid, 256, 0, ctx->stream>>>(*s, out, hn_rstd, a_sig, a_noise, lam_logit, head_norm);
+    cudaCheckLaunch("ca_combine_forward_kernel");
+}
+
+void coda_attention_backward(const GpuContext* ctx, const CodaAttnShape* s, floatX* dq, floatX* dk, floatX* dv,
+                             floatX* dlam_logit, float* dtheta, float* dhead_norm, const floatX* dout,
+                             const floatX* out_unused_or_o, const floatX* a_sig, const floatX* a_noise, const float* lse,
+                             const float* hn_rstd, const floatX* q, const floatX* k, const floatX* v, const floatX* theta,
+                             const floatX* lam_logit, const floatX* head_norm, void* scratch, size_t scratch_bytes) {
+    (void)out_unused_or_o;
+    ca_check_shape(s);
+    size_t need = coda_attention_scratch_bytes(s);
+    if (scratch_bytes < need || !scratch) {
+        fprintf(stderr, "coda_attention_backward: scratch of %zu bytes given, %zu needed\n", scratch_bytes, need);
+        exit(1);
+    }
+    const int norm = s->differential && s->head_norm_full;
+    const size_t BT = (size_t)s->B * s->T, rows = BT * s->H;
+    const int bq = ca_dq_bq(s), nqt = ceil_div(s->T, bq), ncb = (int)ceil_div_sz(rows, CA_CB_ROWS_PER_BLOCK);
+    char* p = (char*)scratch;
+    floatX* dO = (floatX*)p;       p += ca_align256(rows * s->Dh * sizeof(floatX));
+    float* delta = (float*)p;      p += ca_align256(2 * rows * sizeof(float));
+    float* dth_part = (float*)p;   p += ca_align256((size_t)s->B * nqt * s->H * (s->Dh / 2) * sizeof(float));
+    float* dw_part = (float*)p;
+    // 1. head norm / stream combination backward
+    if (s->Dh == 128)
+        ca_combine_backward_kernel<128><<<ncb, 256, 0, ctx->stream>>>(*s, dO, delta, dlam_logit, dw_part, dout, a_sig, a_noise,
+                                                                      hn_rstd, lam_logit, head_norm);
+    else
+        ca_combine_backward_kernel<64><<<ncb, 256, 0, ctx->stream>>>(*s, dO, delta, dlam_logit, dw_part, dout, a_sig, a_noise,
+                                                                     hn_rstd, lam_logit, head_norm);
+    cudaCheckLaunch("ca_combine_backward_kernel");
+    if (norm && dhead_norm) {
+        ca_colsum_kernel<<<s->Dh, 256, 0, ctx->stream>>>(dhead_norm, dw_part, ncb, s->Dh);
+        cudaCheckLaunch("ca_colsum_kernel(dhead_norm)");
+    }
+    // 2. dq (+ noise rotation backward, theta partials)
+    dim3 gq(nqt, s->H, s->B);
+    if (s->Dh == 128) {
+        if (s->differential) ca_dq_kernel<128, 2><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
+        else ca_dq_kernel<128, 1><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
+    } else {
+        if (s->differential) ca_dq_kernel<64, 2><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
+        else ca_dq_kernel<64, 1><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
+    }
+    cudaCheckLaunch("ca_dq_kernel");
+    if (s->differential && dtheta) {
+        ca_colsum_kernel<<<s->H * (s->Dh / 2), 256, 0, ctx->stream>>>(dtheta, dth_part, s->B * nqt, s->H * (s->Dh / 2));
+        cudaCheckLaunch("ca_colsum_kernel(dtheta)");
+    }
+    // 3. dk, dv
+    dim3 gk(ceil_div(s->T, 64), s->Hkv, s->B);
+    if (s->Dh == 128) {
+        if (s->differential) ca_dkdv_kernel<128, 2><<<gk, 512, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
+        else ca_dkdv_kernel<128, 1><<<gk, 512, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
+    } else {
+        if (s->differential) ca_dkdv_kernel<64, 2><<<gk, 256, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
+        else ca_dkdv_kernel<64, 1><<<gk, 256, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
+    }
+    cudaCheckLaunch("ca_dkdv_kernel");
+}
