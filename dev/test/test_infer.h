@@ -8,7 +8,9 @@
 //   * a saved state, loaded into a fresh model, continues generation exactly (greedy and sampled);
 //   * unbounded generation (re-run forward) == bounded decode while nothing is evicted;
 //   * state-file errors: missing, wrong magic, wrong version, wrong shape, truncated, trailing bytes;
-//   * command-line parsing and overrides.
+//   * command-line parsing and overrides;
+//   * the synthetic needle test: retained in the ring, then in the exact bank; a background-gated
+//     "needle" is not (negative control).
 // test_coda.cu includes infer_coda.cu (with TESTING defined) before this file.
 #pragma once
 #include <dirent.h>
@@ -472,4 +474,34 @@ TEST(infer_command_line_and_overrides) {
     // window 0 via the struct (the CLI refuses it earlier): config_validate names the field
     CHECK(infer_load_model(dir, &ov, &m, NULL, &err) != 0 && strstr(err.msg, "window") && strstr(err.msg, "overrides"), "%s", err.msg);
     infer_test_rmtree(dir);
+}
+
+TEST(infer_needle_retained_by_ring_and_exact_bank) {
+    InferTestOneThread one_thread;
+    // PROTOCOL §4's synthetic needle test, scaled down (D=128, W=32, Me=Ms=8, block 64). The exact and
+    // summary banks get the same number of candidates (8), so the candidate list is the top-8 by gate
+    // and always holds the needle (see infer_needle's comment on the demo's 8 / 64).
+    InferOverrides ov = infer_no_overrides();
+    ov.window = 32; ov.n_exact = 8; ov.n_summary = 8; ov.block_size = 64; ov.exact_cands = 8; ov.summary_cands = 8;
+    ModelConfig c = infer_needle_config(&ov);
+    c.dim = 128; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 32;
+    CodaError err;
+    int lengths[] = {24, 256, 600};
+    for (int i = 0; i < 3; i++) {
+        InferNeedle r;
+        CHECK(infer_needle(&c, lengths[i], 10, 5.0, 11, &r, &err) == 0, "%s", err.msg);
+        CHECK(r.retained && r.slot_src == 10 && r.best_cos > 0.999999, "length %d: cos %.7f slot %d holds %lld", lengths[i], r.best_cos,
+              r.slot, (long long)r.slot_src);
+        CHECK(r.where == (lengths[i] <= c.window ? 1 : 2), "length %d: found in %d", lengths[i], r.where);
+        CHECK(r.needle_gate > 0.99, "needle gate %.4f", r.needle_gate);
+        CHECK(r.exact_used == (lengths[i] <= c.window ? 0 : 1), "length %d: only the needle enters the exact bank (%d used)", lengths[i],
+              r.exact_used);
+    }
+    // negative control: a "needle" like the background (gate ~ 0.007) is never admitted and is lost
+    // once it leaves the ring
+    InferNeedle r;
+    CHECK(infer_needle(&c, 256, 10, -5.0, 11, &r, &err) == 0, "%s", err.msg);
+    CHECK(!r.retained && r.exact_used == 0 && r.best_cos < 0.99, "background token retained? cos %.6f, %d exact used", r.best_cos,
+          r.exact_used);
+    CHECK(infer_needle(&c, 256, 300, 5.0, 11, &r, &err) != 0 && strstr(err.msg, "outside"), "%s", err.msg);
 }
