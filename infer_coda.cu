@@ -487,7 +487,7 @@ static int infer_sample(const float* logits, int V, const InferSampling* smp, Rn
 // Generates up to max_new tokens into out (returns how many): sample from the pending logits, then
 // feed the token (so the session, and a state saved from it, always holds every token and the
 // logits of the next one: a resumed session continues exactly). Stops after eos_id if eos_id >= 0.
-// An unbounded model skips the last feed (a whole forward) unless keep_fed is set.
+// An unbounded model skips the feed of its last token (a whole forward for nothing).
 typedef void (*InferTokenFn)(int token, void* ctx);
 static int infer_generate(InferSession* s, int max_new, const InferSampling* smp, int eos_id, int* out, InferTokenFn on_token,
                           void* cb_ctx, int* n_out, CodaError* err) {
@@ -1080,6 +1080,16 @@ static int infer_main(int argc, char** argv) {
             fwrite(text, 1, len, stdout);
             pr.printed = len;
             free(text);
+        } else if (have_tok) {
+            // A continuation (loaded state, or a state-less id prompt): decode behind a one-character
+            // piece so that the decoder's strip of one leading space does not eat the first word's space.
+            int anchor = tokenizer_piece_to_id(&tk, "a", 1);
+            if (anchor >= 0) {
+                pr.ids = (int*)coda_malloc_or_die(sizeof(int) * 64, "printer");
+                pr.cap = 64;
+                pr.ids[pr.n++] = anchor;
+                pr.printed = 1;
+            }
         }
         int* out = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(o.max_new + 1), "generated tokens");
         int n_out = 0;
