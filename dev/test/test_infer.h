@@ -148,6 +148,17 @@ TEST(infer_bounded_chunked_equals_unbounded_when_ctx_le_window) {
     CHECK(infer_ppl_chunked(&mb, tok, N, 32, 0, 3, &b, &err) == 0, "%s", err.msg);
     CHECK(infer_ppl_chunked(&mu, tok, N, 32, 0, 3, &u, &err) == 0, "%s", err.msg);
     CHECK(fabs(b.nll_sum - u.nll_sum) > 1e-5 * fabs(u.nll_sum), "ctx 32 > W 16: %.9g vs %.9g", b.nll_sum, u.nll_sum);
+    // with zero-initialised banks the inference path (persistent states, reset per chunk) is the
+    // training forward (a fresh zero state per row), evictions and all
+    mb.cfg.mem_init = MEM_INIT_ZEROS;
+    CHECK(infer_ppl_chunked(&mb, tok, N, 32, 0, 3, &b, &err) == 0, "%s", err.msg);
+    double train_sum = 0;
+    int targets[32];
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < 32; i++) targets[i] = i + 1 < 32 ? tok[32 * k + i + 1] : -1;
+        train_sum += model_forward_f32(&mb, tok + 32 * k, targets, 1, 32, NULL) * 31;
+    }
+    CHECK_CLOSE(b.nll_sum, train_sum, 0.0, 1e-5);
     model_free_f32(&mb);
     model_free_f32(&mu);
     infer_test_rmtree(dir);
