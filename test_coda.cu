@@ -9,6 +9,7 @@
 #include "dev/test/test_io.h"
 #include "dev/test/test_data.h"
 #include "dev/test/test_tokenizer.h"
+#include "dev/test/test_gpu_kernels.cuh"
 #include "dev/test/test_gpu_attention.cuh"
 // infer_coda.cu's evaluation, generation and state-file functions (its main() is left out).
 #ifndef TESTING
