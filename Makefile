@@ -19,21 +19,25 @@ NVCC_FLAGS = -O2 -std=c++17 -gencode arch=compute_$(GPU_ARCH),code=sm_$(GPU_ARCH
              -Xcompiler -fopenmp,-Wall,-Wno-unused-function $(PRECISION_FLAG) -I.
 NVCC_LIBS = -lcublas -lcublasLt -lgomp
 
-HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h)
+HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h dev/test/*.cuh)
 
 .PHONY: all test check-toolchain clean
-all: test_coda
+all: test_coda train_coda
 
 check-toolchain:
 	@if [ -z "$(NVCC)" ]; then \
 	  echo "error: nvcc not found (looked on PATH and in /usr/local/cuda/bin)."; \
 	  echo "       Install the CUDA 13 toolkit, or pass NVCC=/path/to/nvcc."; exit 1; fi
 
-test_coda: test_coda.cu $(HEADERS) | check-toolchain
+# test_coda includes train_coda.cu (with TESTING defined) to test the trainer's own functions.
+test_coda: test_coda.cu train_coda.cu $(HEADERS) | check-toolchain
+	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+
+train_coda: train_coda.cu $(HEADERS) | check-toolchain
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
 
 test: test_coda
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} ./test_coda
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} ./test_coda
 
 clean:
 	rm -f test_coda train_coda infer_coda

@@ -11,6 +11,10 @@
 #include "dev/test/test_tokenizer.h"
 #include "dev/test/test_gpu_kernels.cuh"
 #include "dev/test/test_gpu_attention.cuh"
+// The trainer's own functions (checkpoints, resume) are tested through its source.
+#define TESTING
+#include "train_coda.cu"
+#include "dev/test/test_gpu_model.cuh"
 // infer_coda.cu's evaluation, generation and state-file functions (its main() is left out).
 #ifndef TESTING
 #define TESTING

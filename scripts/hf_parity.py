@@ -13,8 +13,8 @@ import torch
 from transformers import MistralConfig, MistralForCausalLM
 
 SHAPES = {  # hidden, intermediate, layers, heads, kv_heads, vocab
-    "tiny": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=3, num_attention_heads=8,
-                 num_key_value_heads=2, vocab_size=1031),
+    "tiny": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=1031),  # head_dim 64: the GPU attention takes 64 or 128
     "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=32768),
 }

@@ -9,16 +9,20 @@ TEST(param_table_mistral7b_shapes_and_count) {
     ParamTable t;
     param_table_build(&t, &c, DT_BF16);
     // 7,248,023,552 parameters in Mistral-7B-v0.3 (HF reports 7.25B)
-    CHECK(t.total == 7248023552ull, "total %zu", t.total);
+    CHECK(param_table_count(&t) == 7248023552ull, "count %zu", param_table_count(&t));
     CHECK(t.n == 2 + 32 * 9 + 1, "n %d", t.n);
     const ParamTensor* k = param_find(&t, PK_K, 31);
     CHECK(k && strcmp(k->name, "model.layers.31.self_attn.k_proj.weight") == 0, "%s", k ? k->name : "null");
     CHECK(k && k->shape[0] == 1024 && k->shape[1] == 4096, "");
     CHECK(param_find(&t, PK_THETA, 0) == NULL, "GQA model has no theta");
     CHECK(strcmp(t.tensors[t.n - 1].name, "lm_head.weight") == 0, "");
-    // offsets are contiguous in table order
-    size_t off = 0;
-    for (int i = 0; i < t.n; i++) { CHECK(t.tensors[i].offset == off, "%s", t.tensors[i].name); off += t.tensors[i].numel; }
+    // offsets follow table order, aligned, without overlap; the buffer holds them all
+    size_t end = 0;
+    for (int i = 0; i < t.n; i++) {
+        CHECK(t.tensors[i].offset % PARAM_ALIGN_ELEMS == 0 && t.tensors[i].offset >= end, "%s", t.tensors[i].name);
+        end = t.tensors[i].offset + t.tensors[i].numel;
+    }
+    CHECK(end <= t.total && t.total - end < PARAM_ALIGN_ELEMS, "total %zu, last end %zu", t.total, end);
     param_table_free(&t);
 }
 

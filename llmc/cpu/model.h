@@ -49,7 +49,7 @@ static void FN(model_init)(FN(Model)* m, const ModelConfig* c, uint64_t seed) {
     memset(m, 0, sizeof(*m));
     m->cfg = *c;
     param_table_build(&m->table, c, sizeof(REAL) == sizeof(float) ? DT_F32 : DT_F64);
-    m->params = (REAL*)coda_malloc_or_die(sizeof(REAL) * m->table.total, "parameters");
+    m->params = (REAL*)coda_calloc_or_die(m->table.total, sizeof(REAL), "parameters");  // padding stays 0
     m->grads = (REAL*)coda_calloc_or_die(m->table.total, sizeof(REAL), "gradients");
     Rng rng;
     rng_seed(&rng, seed);

@@ -1,0 +1,386 @@
+// model.cuh — the model on one GPU: parameter memory laid out by the ParamTable, activations,
+// forward, backward and the AdamW update. Used by train_coda.cu (training), infer_coda.cu and the
+// GPU tests. Unbounded attention (GQA or CoDA) in this version; bounded attention on the GPU is a
+// later issue.
+//
+// Memory (DESIGN.md numerics policy):
+//   params   floatX, every tensor, table order (frozen tensors exist only here)
+//   master   fp32, trainable tensors only, in a compact layout (train_offset[i] = offset or -1)
+//   grad     fp32, same compact layout (weight gradients straight from cuBLASLt in fp32)
+//   adam_m/v fp32, same compact layout
+// Activations are floatX with fp32 norm statistics and log-sum-exps. With recompute on, all layers
+// share one set of per-layer activations and the backward re-runs each layer's forward first, so
+// only the residual stream entering each layer is kept.
+#pragma once
+#include <math.h>
+#include "adamw.cuh"
+#include "classifier.cuh"
+#include "coda_attention.cuh"
+#include "config.h"
+#include "cuda_common.cuh"
+#include "elementwise.cuh"
+#include "encoder.cuh"
+#include "global_norm.cuh"
+#include "matmul.cuh"
+#include "optim.h"
+#include "params.h"
+#include "rmsnorm.cuh"
+#include "rope.cuh"
+#include "swiglu.cuh"
+
+typedef struct {
+    floatX *hn1, *hn2;            // [BT, D] normed inputs of attention and MLP
+    float *rstd1, *rstd2;         // [BT]
+    floatX *q, *k, *v;            // [BT, H*Dh], [BT, Hkv*Dh] x2 (q, k after RoPE)
+    floatX* lam;                  // [BT, H] lambda logits (before the sigmoid)
+    floatX *a_sig, *a_noise;      // [BT, H*Dh]
+    floatX* attn_out;             // [BT, H*Dh] input of o_proj
+    float *lse, *hn_rstd;         // [2*B*H*T], [BT*H]
+    floatX* resid_mid;            // [BT, D] residual after attention
+    floatX *mlp_gate, *mlp_up, *mlp_act;  // [BT, F]
+} LayerActs;
+
+typedef struct {
+    ModelConfig cfg;
+    ParamTable table;             // dtype = floatX
+    GpuContext ctx;
+    floatX* params;
+    long long* train_offset;      // [table.n] into the fp32 buffers, -1 = frozen
+    size_t n_train;               // elements of the fp32 buffers (trainable tensors, each aligned)
+    float *master, *grad, *adam_m, *adam_v;
+    int adam_step;
+    // activations for B x T
+    int B, T, recompute, chunk_rows;
+    int *tokens, *targets;        // device [BT]
+    floatX* resid;                // [(L+1) * BT * D] residual stream entering each layer; [L] = final
+    LayerActs* layers;            // [L], or [1] with recompute
+    floatX* hf;                   // [BT, D] final-normed hidden
+    float* rstdf;                 // [BT]
+    floatX* logits;               // [chunk_rows, V] logits, then their gradients
+    float* losses;                // [BT]
+    float* scalar;                // device scalar (loss sum, norm)
+    // backward scratch
+    floatX *dres, *dmid, *dh, *dhf, *dq, *dk, *dv, *dlam, *dattn, *dact, *dgate, *dup;
+    void* scratch;                // attention backward / encoder backward
+    size_t scratch_bytes;
+} GpuModel;
+
+static inline floatX* gm_param(const GpuModel* m, ParamKind k, int layer) {
+    const ParamTensor* t = param_find(&m->table, k, layer);
+    return t ? m->params + t->offset : NULL;
+}
+// fp32 gradient of a tensor, NULL if it is frozen or absent.
+static inline float* gm_grad(const GpuModel* m, ParamKind k, int layer) {
+    const ParamTensor* t = param_find(&m->table, k, layer);
+    if (!t) return NULL;
+    long long off = m->train_offset[t - m->table.tensors];
+    return off < 0 ? NULL : m->grad + off;
+}
+
+// Parameter memory for a config; values are set by gpu_model_init_random / gpu_model_load_host.
+static void gpu_model_create(GpuModel* m, const ModelConfig* c, TrainPolicy policy) {
+    memset(m, 0, sizeof(*m));
+    m->cfg = *c;
+    gpu_context_init(&m->ctx);
+    param_table_build(&m->table, c, FLOATX_DTYPE);
+    param_table_set_trainable(&m->table, policy);
+    m->params = (floatX*)cuda_malloc_or_die(sizeof(floatX) * m->table.total, "parameters");
+    m->train_offset = (long long*)coda_malloc_or_die(sizeof(long long) * m->table.n, "trainable offsets");
+    for (int i = 0; i < m->table.n; i++) {
+        const ParamTensor* t = &m->table.tensors[i];
+        m->train_offset[i] = t->trainable ? (long long)m->n_train : -1;
+        if (t->trainable) m->n_train = param_align(m->n_train + t->numel);  // aligned like the parameters
+    }
+    size_t nt = m->n_train ? m->n_train : 1;
+    m->master = (float*)cuda_malloc_or_die(sizeof(float) * nt, "fp32 master weights");
+    m->grad = (float*)cuda_malloc_or_die(sizeof(float) * nt, "fp32 gradients");
+    m->adam_m = (float*)cuda_malloc_or_die(sizeof(float) * nt, "AdamW first moments");
+    m->adam_v = (float*)cuda_malloc_or_die(sizeof(float) * nt, "AdamW second moments");
+    cudaCheck(cudaMemset(m->grad, 0, sizeof(float) * nt));
+    cudaCheck(cudaMemset(m->adam_m, 0, sizeof(float) * nt));
+    cudaCheck(cudaMemset(m->adam_v, 0, sizeof(float) * nt));
+    m->scalar = (float*)cuda_malloc_or_die(sizeof(float), "scalar");
+}
+
+// Masters = the floatX parameters, widened (after init or load).
+static void gpu_model_sync_masters(GpuModel* m) {
+    for (int i = 0; i < m->table.n; i++) {
+        if (m->train_offset[i] < 0) continue;
+        const ParamTensor* t = &m->table.tensors[i];
+        floatX_to_float(&m->ctx, m->master + m->train_offset[i], m->params + t->offset, t->numel);
+    }
+    cudaCheck(cudaStreamSynchronize(m->ctx.stream));
+}
+
+// Loads all parameters from a host fp32 buffer laid out by the table (tests, checkpoint import).
+static void gpu_model_load_host(GpuModel* m, const float* host) {
+    host_to_floatX(m->params, host, m->table.total);
+    gpu_model_sync_masters(m);
+}
+static void gpu_model_read_host(const GpuModel* m, float* host) { floatX_to_host(host, m->params, m->table.total); }
+
+// Random init from the table's init kinds, on the host (deterministic in the seed; fine for models up
+// to a few hundred million parameters: the 7B benchmark path draws on the GPU instead).
+static void gpu_model_init_random(GpuModel* m, uint64_t seed) {
+    float* host = (float*)coda_calloc_or_die(m->table.total, sizeof(float), "host init buffer");
+    Rng rng;
+    rng_seed(&rng, seed);
+    for (int i = 0; i < m->table.n; i++) {
+        const ParamTensor* t = &m->table.tensors[i];
+        for (size_t j = 0; j < t->numel; j++) host[t->offset + j] = (float)param_init_value(&m->cfg, t, &rng);
+    }
+    gpu_model_load_host(m, host);
+    free(host);
+}
+
+static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int B, int T) {
+    size_t D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads;
+    const char* w = "activations";
+    a->hn1 = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
+    a->hn2 = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
+    a->rstd1 = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
+    a->rstd2 = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
+    a->q = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, w);
+    a->k = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * KVD, w);
+    a->v = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * KVD, w);
+    a->lam = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * H, w);
+    a->a_sig = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, w);
+    a->a_noise = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, w);
+    a->attn_out = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, w);
+    a->lse = (float*)cuda_malloc_or_die(sizeof(float) * 2 * (size_t)B * H * T, w);
+    a->hn_rstd = (float*)cuda_malloc_or_die(sizeof(float) * BT * H, w);
+    a->resid_mid = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
+    a->mlp_gate = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
+    a->mlp_up = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
+    a->mlp_act = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
+}
+static void layer_acts_free(LayerActs* a) {
+    void* ptrs[] = {a->hn1, a->hn2, a->rstd1, a->rstd2, a->q, a->k, a->v, a->lam, a->a_sig, a->a_noise, a->attn_out,
+                    a->lse, a->hn_rstd, a->resid_mid, a->mlp_gate, a->mlp_up, a->mlp_act};
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+}
+
+static CodaAttnShape gm_attn_shape(const GpuModel* m) {
+    const ModelConfig* c = &m->cfg;
+    CodaAttnShape s;
+    s.B = m->B; s.T = m->T; s.H = c->n_heads; s.Hkv = c->n_kv_heads; s.Dh = c->head_dim;
+    s.differential = c->differential;
+    s.head_norm_full = c->differential && c->head_norm == HEAD_NORM_FULL;
+    s.head_norm_eps = c->head_norm_eps;
+    return s;
+}
+
+// Activations for B rows of T tokens. chunk_rows: rows of logits materialised at once (0 = all).
+static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int chunk_rows) {
+    const ModelConfig* c = &m->cfg;
+    if (c->bounded) coda_fatal("bounded attention is not implemented on the GPU yet (CPU reference only)");
+    if (c->head_dim != 64 && c->head_dim != 128)
+        coda_fatal("head_dim %d: the GPU attention kernel supports head_dim 64 and 128 (Mistral-7B: 128, SmolLM2: 64)", c->head_dim);
+    m->B = B; m->T = T; m->recompute = recompute;
+    size_t BT = (size_t)B * T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c);
+    m->chunk_rows = (chunk_rows <= 0 || (size_t)chunk_rows > BT) ? (int)BT : chunk_rows;
+    const char* w = "activations";
+    m->tokens = (int*)cuda_malloc_or_die(sizeof(int) * BT, w);
+    m->targets = (int*)cuda_malloc_or_die(sizeof(int) * BT, w);
+    m->resid = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (c->n_layers + 1) * BT * D, "residual stream");
+    int n_sets = recompute ? 1 : c->n_layers;
+    m->layers = (LayerActs*)coda_calloc_or_die((size_t)n_sets, sizeof(LayerActs), w);
+    for (int l = 0; l < n_sets; l++) layer_acts_alloc(&m->layers[l], c, BT, B, T);
+    m->hf = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
+    m->rstdf = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
+    m->logits = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (size_t)m->chunk_rows * c->vocab_size, "logits chunk");
+    m->losses = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
+    const char* g = "activation gradients";
+    m->dres = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, g);
+    m->dmid = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, g);
+    m->dh = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, g);
+    m->dhf = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, g);
+    m->dq = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, g);
+    m->dattn = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, g);
+    m->dk = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * KVD, g);
+    m->dv = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * KVD, g);
+    m->dlam = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * c->n_heads, g);
+    m->dact = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, g);
+    m->dgate = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, g);
+    m->dup = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, g);
+    CodaAttnShape s = gm_attn_shape(m);
+    size_t a = coda_attention_scratch_bytes(&s), e = encoder_backward_scratch_bytes((int)BT, c->vocab_size);
+    m->scratch_bytes = a > e ? a : e;
+    m->scratch = cuda_malloc_or_die(m->scratch_bytes ? m->scratch_bytes : 1, "backward scratch");
+}
+
+static LayerActs* gm_layer_acts(const GpuModel* m, int l) { return &m->layers[m->recompute ? 0 : l]; }
+
+// One transformer layer: resid[l] -> resid[l+1].
+static void gpu_layer_forward(GpuModel* m, int l) {
+    const ModelConfig* c = &m->cfg;
+    const GpuContext* ctx = &m->ctx;
+    LayerActs* a = gm_layer_acts(m, l);
+    int N = m->B * m->T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c);
+    floatX* x = m->resid + (size_t)l * N * D;
+    floatX* next = x + (size_t)N * D;
+    rmsnorm_forward(ctx, a->hn1, a->rstd1, x, gm_param(m, PK_ATTN_NORM, l), N, D, c->norm_eps);
+    matmul_forward(ctx, a->q, a->hn1, gm_param(m, PK_Q, l), NULL, N, D, QD);
+    matmul_forward(ctx, a->k, a->hn1, gm_param(m, PK_K, l), NULL, N, D, KVD);
+    matmul_forward(ctx, a->v, a->hn1, gm_param(m, PK_V, l), NULL, N, D, KVD);
+    if (c->differential) matmul_forward(ctx, a->lam, a->hn1, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), N, D, c->n_heads);
+    double base = config_rope_base(c);
+    rope_apply(ctx, a->q, N, m->T, 0, c->n_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1);
+    rope_apply(ctx, a->k, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1);
+    CodaAttnShape s = gm_attn_shape(m);
+    coda_attention_forward(ctx, &s, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
+                           gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l));
+    matmul_forward(ctx, a->resid_mid, a->attn_out, gm_param(m, PK_O, l), NULL, N, QD, D);
+    residual_add(ctx, a->resid_mid, a->resid_mid, x, (size_t)N * D);
+    rmsnorm_forward(ctx, a->hn2, a->rstd2, a->resid_mid, gm_param(m, PK_MLP_NORM, l), N, D, c->norm_eps);
+    matmul_forward(ctx, a->mlp_gate, a->hn2, gm_param(m, PK_GATE, l), NULL, N, D, F);
+    matmul_forward(ctx, a->mlp_up, a->hn2, gm_param(m, PK_UP, l), NULL, N, D, F);
+    swiglu_forward(ctx, a->mlp_act, a->mlp_gate, a->mlp_up, (size_t)N * F);
+    matmul_forward(ctx, next, a->mlp_act, gm_param(m, PK_DOWN, l), NULL, N, F, D);
+    residual_add(ctx, next, next, a->resid_mid, (size_t)N * D);
+}
+
+static const floatX* gm_head(const GpuModel* m) {
+    return m->cfg.tie_embeddings ? gm_param(m, PK_EMBED, 0) : gm_param(m, PK_LM_HEAD, 0);
+}
+static float* gm_head_grad(const GpuModel* m) {
+    return m->cfg.tie_embeddings ? gm_grad(m, PK_EMBED, 0) : gm_grad(m, PK_LM_HEAD, 0);
+}
+
+// Forward over tokens/targets (host arrays, B*T; targets < 0 are ignored, targets may be NULL).
+// dloss_scale != 0 (training): the classifier also writes the loss gradient, d(dloss_scale * sum of
+// token losses), and back-propagates it through the LM head at once (dhf, head weight gradient), chunk
+// by chunk, so fp32 logits for every token never exist. Returns the sum of token losses; *n_scored
+// (may be NULL) gets the number of targets >= 0.
+static double gpu_model_forward(GpuModel* m, const int* tokens, const int* targets, float dloss_scale, int* n_scored) {
+    const ModelConfig* c = &m->cfg;
+    const GpuContext* ctx = &m->ctx;
+    int N = m->B * m->T, D = c->dim, V = c->vocab_size;
+    for (int i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= V) coda_fatal("token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i, V);
+    int* tg = (int*)coda_malloc_or_die(sizeof(int) * N, "targets");
+    int scored = 0;
+    for (int i = 0; i < N; i++) {
+        tg[i] = targets ? targets[i] : -1;
+        if (tg[i] >= V) coda_fatal("target id %d at index %d is outside the vocabulary [0, %d)", tg[i], i, V);
+        scored += tg[i] >= 0;
+    }
+    cudaCheck(cudaMemcpyAsync(m->tokens, tokens, sizeof(int) * N, cudaMemcpyHostToDevice, ctx->stream));
+    cudaCheck(cudaMemcpyAsync(m->targets, tg, sizeof(int) * N, cudaMemcpyHostToDevice, ctx->stream));
+    encoder_forward(ctx, m->resid, m->tokens, gm_param(m, PK_EMBED, 0), N, D);
+    for (int l = 0; l < c->n_layers; l++) gpu_layer_forward(m, l);
+    rmsnorm_forward(ctx, m->hf, m->rstdf, m->resid + (size_t)c->n_layers * N * D, gm_param(m, PK_FINAL_NORM, 0), N, D, c->norm_eps);
+    for (int r0 = 0; r0 < N; r0 += m->chunk_rows) {
+        int rows = N - r0 < m->chunk_rows ? N - r0 : m->chunk_rows;
+        matmul_forward(ctx, m->logits, m->hf + (size_t)r0 * D, gm_head(m), NULL, rows, D, V);
+        crossentropy_fused(ctx, m->logits, m->losses + r0, m->targets + r0, rows, V, dloss_scale);
+        if (dloss_scale != 0.0f) {
+            matmul_backward_input(ctx, m->dhf + (size_t)r0 * D, m->logits, gm_head(m), rows, D, V, 0);
+            float* gh = gm_head_grad(m);
+            if (gh) matmul_backward_weight(ctx, gh, NULL, m->logits, m->hf + (size_t)r0 * D, rows, D, V);
+        }
+    }
+    sum_losses(ctx, m->scalar, m->losses, N);
+    float total = 0;
+    cudaCheck(cudaMemcpyAsync(&total, m->scalar, sizeof(float), cudaMemcpyDeviceToHost, ctx->stream));
+    cudaCheck(cudaStreamSynchronize(ctx->stream));
+    free(tg);
+    if (n_scored) *n_scored = scored;
+    return total;
+}
+
+// Backward of the last training forward (which already produced dhf and the LM-head gradient).
+// Accumulates into m->grad (trainable tensors only).
+static void gpu_model_backward(GpuModel* m) {
+    const ModelConfig* c = &m->cfg;
+    const GpuContext* ctx = &m->ctx;
+    int N = m->B * m->T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads;
+    size_t ND = (size_t)N * D;
+    cudaCheck(cudaMemsetAsync(m->dres, 0, sizeof(floatX) * ND, ctx->stream));
+    rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_FINAL_NORM, 0), m->dhf, m->resid + (size_t)c->n_layers * ND,
+                     gm_param(m, PK_FINAL_NORM, 0), m->rstdf, N, D);
+    CodaAttnShape s = gm_attn_shape(m);
+    double base = config_rope_base(c);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        if (m->recompute) gpu_layer_forward(m, l);  // rebuild this layer's activations
+        LayerActs* a = gm_layer_acts(m, l);
+        floatX* x = m->resid + (size_t)l * ND;
+        float* g;
+        // MLP: next = mid + down(swiglu(gate(hn2), up(hn2)))
+        cudaCheck(cudaMemcpyAsync(m->dmid, m->dres, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream));
+        matmul_backward_input(ctx, m->dact, m->dres, gm_param(m, PK_DOWN, l), N, F, D, 0);
+        if ((g = gm_grad(m, PK_DOWN, l))) matmul_backward_weight(ctx, g, NULL, m->dres, a->mlp_act, N, F, D);
+        swiglu_backward(ctx, m->dgate, m->dup, m->dact, a->mlp_gate, a->mlp_up, (size_t)N * F);
+        matmul_backward_input(ctx, m->dh, m->dgate, gm_param(m, PK_GATE, l), N, D, F, 0);
+        matmul_backward_input(ctx, m->dh, m->dup, gm_param(m, PK_UP, l), N, D, F, 1);
+        if ((g = gm_grad(m, PK_GATE, l))) matmul_backward_weight(ctx, g, NULL, m->dgate, a->hn2, N, D, F);
+        if ((g = gm_grad(m, PK_UP, l))) matmul_backward_weight(ctx, g, NULL, m->dup, a->hn2, N, D, F);
+        rmsnorm_backward(ctx, m->dmid, gm_grad(m, PK_MLP_NORM, l), m->dh, a->resid_mid, gm_param(m, PK_MLP_NORM, l), a->rstd2, N, D);
+        // attention: mid = x + o_proj(attention(hn1))
+        cudaCheck(cudaMemcpyAsync(m->dres, m->dmid, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream));
+        matmul_backward_input(ctx, m->dattn, m->dmid, gm_param(m, PK_O, l), N, QD, D, 0);
+        if ((g = gm_grad(m, PK_O, l))) matmul_backward_weight(ctx, g, NULL, m->dmid, a->attn_out, N, QD, D);
+        coda_attention_backward(ctx, &s, m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l),
+                                m->dattn, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
+                                gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l), m->scratch, m->scratch_bytes);
+        rope_apply(ctx, m->dq, N, m->T, 0, H, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1);
+        rope_apply(ctx, m->dk, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1);
+        matmul_backward_input(ctx, m->dh, m->dq, gm_param(m, PK_Q, l), N, D, QD, 0);
+        matmul_backward_input(ctx, m->dh, m->dk, gm_param(m, PK_K, l), N, D, KVD, 1);
+        matmul_backward_input(ctx, m->dh, m->dv, gm_param(m, PK_V, l), N, D, KVD, 1);
+        if ((g = gm_grad(m, PK_Q, l))) matmul_backward_weight(ctx, g, NULL, m->dq, a->hn1, N, D, QD);
+        if ((g = gm_grad(m, PK_K, l))) matmul_backward_weight(ctx, g, NULL, m->dk, a->hn1, N, D, KVD);
+        if ((g = gm_grad(m, PK_V, l))) matmul_backward_weight(ctx, g, NULL, m->dv, a->hn1, N, D, KVD);
+        if (c->differential) {
+            matmul_backward_input(ctx, m->dh, m->dlam, gm_param(m, PK_LAMBDA_W, l), N, D, H, 1);
+            if ((g = gm_grad(m, PK_LAMBDA_W, l))) matmul_backward_weight(ctx, g, gm_grad(m, PK_LAMBDA_B, l), m->dlam, a->hn1, N, D, H);
+        }
+        rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_ATTN_NORM, l), m->dh, x, gm_param(m, PK_ATTN_NORM, l), a->rstd1, N, D);
+    }
+    float* ge = gm_grad(m, PK_EMBED, 0);
+    if (ge) encoder_backward(ctx, ge, m->dres, m->tokens, N, D, c->vocab_size, m->scratch, m->scratch_bytes);
+}
+
+static void gpu_model_zero_grad(GpuModel* m) {
+    if (m->n_train) cudaCheck(cudaMemsetAsync(m->grad, 0, sizeof(float) * m->n_train, m->ctx.stream));
+}
+
+// Global L2 norm of the trainable gradients (deterministic).
+static float gpu_model_grad_norm(GpuModel* m) {
+    if (!m->n_train) return 0.0f;
+    global_norm_squared(&m->ctx, m->scalar, m->grad, m->n_train, 0);
+    return sqrtf(global_norm_read(&m->ctx, m->scalar));
+}
+
+// AdamW on every trainable tensor with its group's lr (times lr_scale) and weight decay, after global
+// norm clipping to opt->grad_clip. Returns the norm before clipping.
+static float gpu_model_update(GpuModel* m, const AdamWConfig* opt, double lr_scale) {
+    float norm = gpu_model_grad_norm(m);
+    float scale = (opt->grad_clip > 0 && norm > opt->grad_clip) ? (float)(opt->grad_clip / (norm + 1e-6)) : 1.0f;
+    m->adam_step++;
+    for (int i = 0; i < m->table.n; i++) {
+        long long off = m->train_offset[i];
+        if (off < 0) continue;
+        const ParamTensor* t = &m->table.tensors[i];
+        ParamGroup grp = PARAM_KINDS[t->kind].group;
+        adamw_update(&m->ctx, m->master + off, m->params + t->offset, m->grad + off, m->adam_m + off, m->adam_v + off, t->numel,
+                     (float)(opt->lr[grp] * lr_scale), (float)opt->beta1, (float)opt->beta2, (float)opt->eps,
+                     (float)opt->weight_decay[grp], scale, m->adam_step);
+    }
+    return norm;
+}
+
+static void gpu_model_free(GpuModel* m) {
+    if (m->layers) {
+        for (int l = 0; l < (m->recompute ? 1 : m->cfg.n_layers); l++) layer_acts_free(&m->layers[l]);
+        free(m->layers);
+        void* ptrs[] = {m->tokens, m->targets, m->resid, m->hf, m->rstdf, m->logits, m->losses, m->dres, m->dmid, m->dh, m->dhf,
+                        m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch};
+        for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    }
+    void* ptrs[] = {m->params, m->master, m->grad, m->adam_m, m->adam_v, m->scalar};
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    free(m->train_offset);
+    param_table_free(&m->table);
+    gpu_context_free(&m->ctx);
+}

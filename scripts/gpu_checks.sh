@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU verification in stages, for an H100/H200 machine with torch + transformers (for the HF parity
+# and baseline stages). Logs go to ${OUT:-gpu_logs}/. Usage: scripts/gpu_checks.sh STAGE...
+#   build          test_coda (FP32 -> test_coda_fp32, BF16) and train_coda
+#   tests          every GPU test in both precisions (gpu_*, kattn_*, kce_*)
+#   parity-tiny    HF transformers reference models (tiny, fp32 + bf16), then the parity test
+#   smoke          phase 0 (tiny, Brown) then phase 1 from its checkpoint; needs data/shards
+#   bench-smollm2  phase 1 at the SmolLM2-135M shape vs HF training the plain model, same card
+#   parity-7b      HF reference at the Mistral-7B shape (bf16, 32 layers) + the parity test
+#   bench-7b       phase 1 at the Mistral-7B shape (T=2048) vs HF (attention-only trainable)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/cuda/bin"
+OUT=${OUT:-gpu_logs}
+mkdir -p "$OUT"
+TRAIN=data/shards/brown_train.bin VAL=data/shards/brown_val.bin
+run() { echo "+ $*"; "$@"; }
+for stage in "$@"; do
+  echo "=== $stage ($(date -u +%H:%M:%S))"
+  case $stage in
+    build)
+      nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+      make -B test_coda PRECISION=FP32 > "$OUT/build_fp32.log" 2>&1 && cp test_coda test_coda_fp32 || { tail -20 "$OUT/build_fp32.log"; exit 1; }
+      make -B test_coda train_coda > "$OUT/build_bf16.log" 2>&1 || { tail -20 "$OUT/build_bf16.log"; exit 1; } ;;
+    tests)
+      for p in fp32 bf16; do
+        bin=./test_coda; [ $p = fp32 ] && bin=./test_coda_fp32
+        for f in gpu_ kattn kce_; do timeout 300 $bin $f; done > "$OUT/tests_$p.log" 2>&1
+        grep -E "^(FAIL|SKIP)|FAILED| passed" "$OUT/tests_$p.log" | sed "s/^/[$p] /"
+      done ;;
+    parity-tiny)
+      run python3 scripts/hf_parity.py --shape tiny --dtype float32 --out data/hf_parity/tiny_fp32 2>&1 | tail -1
+      run python3 scripts/hf_parity.py --shape tiny --dtype bfloat16 --out data/hf_parity/tiny_bf16 2>&1 | tail -1
+      ./test_coda_fp32 gpu_hf_parity 2>&1 | tail -4; ./test_coda gpu_hf_parity 2>&1 | tail -4 ;;
+    smoke)
+      rm -rf out_smoke0 out_smoke1
+      run ./train_coda --phase 0 --model tiny --train $TRAIN --val $VAL --batch 8 --seq 256 --accum 1 --steps 150 --lr 1e-3 \
+          --weight-decay 0.1 --warmup 10 --eval-every 50 --eval-batches 4 --save-every 75 --log-every 25 --out out_smoke0 2>&1 | tee "$OUT/smoke_phase0.log" | tail -12
+      run ./train_coda --phase 1 --init out_smoke0/step_00000150 --train $TRAIN --val $VAL --batch 8 --seq 256 --accum 2 --steps 30 \
+          --warmup 5 --eval-every 15 --eval-batches 4 --save-every 15 --log-every 10 --out out_smoke1 2>&1 | tee "$OUT/smoke_phase1.log" | tail -8
+      # resume: remove the final checkpoint, resume from step 15 and compare the final losses
+      cp out_smoke1/log.txt "$OUT/smoke_phase1_log.txt"
+      echo step_00000015 > out_smoke1/LATEST; rm -rf out_smoke1/step_00000030
+      run ./train_coda --phase 1 --resume --train $TRAIN --val $VAL --batch 8 --seq 256 --accum 2 --steps 30 --warmup 5 \
+          --eval-every 15 --eval-batches 4 --save-every 15 --log-every 10 --out out_smoke1 2>&1 | tail -4
+      cp out_smoke1/log.txt "$OUT/smoke_phase1_resumed_log.txt" ;;
+    bench-smollm2)
+      rm -rf base_smol out_smol
+      ./train_coda --phase 0 --model smollm2-135m --train $TRAIN --batch 1 --seq 256 --accum 1 --steps 1 --save-every 1 --out base_smol > /dev/null 2>&1
+      run ./train_coda --phase 1 --init base_smol/step_00000001 --train $TRAIN --batch 8 --seq 2048 --accum 1 --steps 8 --warmup 2 \
+          --eval-every 0 --save-every 0 --log-every 1 --out out_smol 2>&1 | tee "$OUT/bench_smollm2.log" | tail -4
+      run python3 scripts/bench_hf_train.py --shape smollm2-135m --seq 2048 --batch 8 --trainable attention 2>&1 | tail -1 | tee -a "$OUT/bench_smollm2.log"
+      run python3 scripts/bench_hf_train.py --shape smollm2-135m --seq 2048 --batch 8 --trainable all 2>&1 | tail -1 | tee -a "$OUT/bench_smollm2.log" ;;
+    parity-7b)
+      run python3 scripts/hf_parity.py --shape mistral-7b --dtype bfloat16 --batch 1 --seq 128 --out data/hf_parity/mistral7b_bf16 2>&1 | tail -1
+      ./test_coda gpu_hf_parity 2>&1 | tail -4 ;;
+    bench-7b)
+      rm -rf out_7b
+      run ./train_coda --phase 1 --init data/hf_parity/mistral7b_bf16 --train $TRAIN --batch 1 --seq 2048 --accum 1 --steps 5 --warmup 2 \
+          --eval-every 0 --save-every 0 --log-every 1 --out out_7b 2>&1 | tee "$OUT/bench_7b.log" | tail -4
+      run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 2048 --batch 1 --trainable attention --steps 5 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log" ;;
+    *) echo "unknown stage $stage"; exit 1 ;;
+  esac
+done

@@ -1,0 +1,458 @@
+// train_coda.cu — the trainer. One GPU in this version (the data loader and optimizer layout are
+// already rank-aware; multi-GPU is a later issue).
+//   Phase 0: a Mistral-architecture model from random init, standard GQA, all parameters trainable.
+//   Phase 1: from a base checkpoint (coda.c's or a Hugging Face Mistral directory), every attention
+//            layer becomes CoDA (unbounded): q/k/v/o copied, theta/lambda initialised (SPEC §5,
+//            PROTOCOL §1.2); attention adapters trainable, everything else frozen.
+// Every hyper-parameter is a flag; Phase-1 defaults are the paper's (PROTOCOL §1.4-1.6).
+// Checkpoints: OUT/step_NNNNNNNN/{config.json, model.safetensors, train_state.bin}, written to a
+// temporary directory and renamed, then OUT/LATEST is replaced atomically: a crash never leaves a
+// corrupt latest checkpoint. model.safetensors + config.json is a Hugging Face model directory.
+#include <errno.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include "llmc/dataloader.h"
+#include "llmc/hf_model.h"
+#include "llmc/model.cuh"
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+typedef struct {
+    int phase;
+    const char* model;        // phase 0: preset name or config.json
+    const char* init;         // phase 1: base model directory (HF layout)
+    const char* train_path;
+    const char* val_path;
+    const char* out_dir;
+    int B, T, accum, steps, warmup, seed, recompute, chunk_rows;
+    int eval_every, eval_batches, save_every, resume, log_every;
+    double lr, lr_coda, weight_decay, min_lr_frac, clip, beta1, beta2, eps;
+    // CoDA options applied in phase 1
+    double theta_init, lambda_init_bias, rope_theta;
+    const char* head_norm;
+    int rope_bf16_positions;
+} Options;
+
+static Options default_options(void) {
+    Options o;
+    memset(&o, 0, sizeof(o));
+    o.phase = 1; o.model = "tiny"; o.out_dir = "out";
+    o.B = 1; o.T = 2048; o.accum = 8; o.steps = 250; o.warmup = 100; o.seed = 42;
+    o.eval_every = 25; o.eval_batches = 8; o.save_every = 100; o.log_every = 1;
+    o.lr = 5e-5; o.lr_coda = 1e-3; o.weight_decay = 0.01; o.min_lr_frac = 0.0; o.clip = 1.0;
+    o.beta1 = 0.9; o.beta2 = 0.999; o.eps = 1e-8;
+    o.theta_init = 0.0; o.lambda_init_bias = -6.0; o.rope_theta = 0.0; o.head_norm = "identity";
+    return o;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: train_coda [options]\n"
+            "  --phase 0|1           0: GQA from random init, all trainable; 1: CoDA from --init (default 1)\n"
+            "  --model NAME|FILE     phase 0 architecture: tiny, smollm2-135m, mistral-7b or a config.json (tiny)\n"
+            "  --init DIR            phase 1 base model: config.json + model.safetensors[.index.json]\n"
+            "  --train FILE --val FILE   token shards (tokenize_coda)\n"
+            "  --out DIR             checkpoints and log.txt (out)\n"
+            "  --batch B --seq T --accum N   micro-batch rows, tokens per row, micro-batches per update (1, 2048, 8)\n"
+            "  --steps N             optimizer updates (250 = the paper's 2000 micro-batches / 8)\n"
+            "  --lr X --lr-coda X    peak lr of q/k/v/o (and all matrices in phase 0) and of theta/lambda/head_norm (5e-5, 1e-3)\n"
+            "  --weight-decay X      on q/k/v/o and matrices (0.01); none on norms, theta, lambda\n"
+            "  --warmup N --min-lr-frac X --clip X --beta1 X --beta2 X --eps X   (100, 0, 1.0, 0.9, 0.999, 1e-8)\n"
+            "  --seed N --recompute 0|1 --chunk-rows N   (42, 0, 0 = all rows of logits at once)\n"
+            "  --eval-every N --eval-batches N --save-every N --log-every N   (25, 8, 100, 1; in updates)\n"
+            "  --resume              continue from OUT/LATEST (bit-exact)\n"
+            "  --theta-init X --lambda-init-bias X --head-norm identity|full   phase-1 CoDA init (0, -6, identity)\n"
+            "  --rope-theta X        override the config's RoPE base (the reference's bounded layers used 10000)\n"
+            "  --rope-bf16-positions reproduce the reference's bf16 RoPE positions (a defect; for comparisons)\n");
+    exit(1);
+}
+
+static void parse_options(Options* o, int argc, char** argv) {
+    for (int i = 1; i < argc; i++) {
+        const char* a = argv[i];
+        const char* v = i + 1 < argc ? argv[i + 1] : NULL;
+#define FLAG(name) (strcmp(a, name) == 0)
+#define NEED() do { if (!v) { fprintf(stderr, "error: %s needs a value\n", a); usage(); } i++; } while (0)
+        if (FLAG("--phase")) { NEED(); o->phase = atoi(v); }
+        else if (FLAG("--model")) { NEED(); o->model = v; }
+        else if (FLAG("--init")) { NEED(); o->init = v; }
+        else if (FLAG("--train")) { NEED(); o->train_path = v; }
+        else if (FLAG("--val")) { NEED(); o->val_path = v; }
+        else if (FLAG("--out")) { NEED(); o->out_dir = v; }
+        else if (FLAG("--batch")) { NEED(); o->B = atoi(v); }
+        else if (FLAG("--seq")) { NEED(); o->T = atoi(v); }
+        else if (FLAG("--accum")) { NEED(); o->accum = atoi(v); }
+        else if (FLAG("--steps")) { NEED(); o->steps = atoi(v); }
+        else if (FLAG("--lr")) { NEED(); o->lr = atof(v); }
+        else if (FLAG("--lr-coda")) { NEED(); o->lr_coda = atof(v); }
+        else if (FLAG("--weight-decay")) { NEED(); o->weight_decay = atof(v); }
+        else if (FLAG("--warmup")) { NEED(); o->warmup = atoi(v); }
+        else if (FLAG("--min-lr-frac")) { NEED(); o->min_lr_frac = atof(v); }
+        else if (FLAG("--clip")) { NEED(); o->clip = atof(v); }
+        else if (FLAG("--beta1")) { NEED(); o->beta1 = atof(v); }
+        else if (FLAG("--beta2")) { NEED(); o->beta2 = atof(v); }
+        else if (FLAG("--eps")) { NEED(); o->eps = atof(v); }
+        else if (FLAG("--seed")) { NEED(); o->seed = atoi(v); }
+        else if (FLAG("--recompute")) { NEED(); o->recompute = atoi(v); }
+        else if (FLAG("--chunk-rows")) { NEED(); o->chunk_rows = atoi(v); }
+        else if (FLAG("--eval-every")) { NEED(); o->eval_every = atoi(v); }
+        else if (FLAG("--eval-batches")) { NEED(); o->eval_batches = atoi(v); }
+        else if (FLAG("--save-every")) { NEED(); o->save_every = atoi(v); }
+        else if (FLAG("--log-every")) { NEED(); o->log_every = atoi(v); }
+        else if (FLAG("--resume")) o->resume = 1;
+        else if (FLAG("--theta-init")) { NEED(); o->theta_init = atof(v); }
+        else if (FLAG("--lambda-init-bias")) { NEED(); o->lambda_init_bias = atof(v); }
+        else if (FLAG("--head-norm")) { NEED(); o->head_norm = v; }
+        else if (FLAG("--rope-theta")) { NEED(); o->rope_theta = atof(v); }
+        else if (FLAG("--rope-bf16-positions")) o->rope_bf16_positions = 1;
+        else if (FLAG("-h") || FLAG("--help")) usage();
+        else { fprintf(stderr, "error: unknown option %s\n", a); usage(); }
+#undef FLAG
+#undef NEED
+    }
+    if (o->phase != 0 && o->phase != 1) coda_fatal("--phase must be 0 or 1 (bounded Phase 2 training is not implemented on the GPU yet)");
+    if (!o->train_path) coda_fatal("--train FILE is required (a token shard; see dev/data/README.md)");
+    if (o->phase == 1 && !o->init && !o->resume) coda_fatal("--phase 1 needs --init DIR (the base model)");
+    if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0) coda_fatal("--batch, --seq, --accum and --steps must be positive");
+    if (strcmp(o->head_norm, "identity") && strcmp(o->head_norm, "full")) coda_fatal("--head-norm must be identity or full");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model presets (phase 0 architectures)
+
+typedef struct {
+    const char* name;
+    int vocab, dim, ffn, layers, heads, kv_heads, head_dim, tie;
+    double rope_theta;
+} Preset;
+static const Preset PRESETS[] = {
+    {"tiny", 32768, 256, 768, 4, 4, 2, 64, 1, 1e6},
+    {"smollm2-135m", 49152, 576, 1536, 30, 9, 3, 64, 1, 1e5},
+    {"mistral-7b", 32768, 4096, 14336, 32, 32, 8, 128, 0, 1e6},
+};
+
+static ModelConfig model_config_from(const char* name_or_file) {
+    ModelConfig c = config_default();
+    for (size_t i = 0; i < sizeof(PRESETS) / sizeof(PRESETS[0]); i++) {
+        const Preset* p = &PRESETS[i];
+        if (strcmp(name_or_file, p->name) != 0) continue;
+        c.vocab_size = p->vocab; c.dim = p->dim; c.ffn_dim = p->ffn; c.n_layers = p->layers;
+        c.n_heads = p->heads; c.n_kv_heads = p->kv_heads; c.head_dim = p->head_dim; c.tie_embeddings = p->tie;
+        c.rope_theta = p->rope_theta;
+        return c;
+    }
+    CodaError err;
+    if (config_read_hf(name_or_file, &c, &err) != 0) coda_fatal("%s", err.msg);
+    return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+
+#define TRAIN_STATE_MAGIC 20261128
+#define TRAIN_STATE_VERSION 1
+typedef struct {
+    int64_t magic, version, n_train, step, adam_step, data_epoch, data_index, seed, B, T, accum;
+    int64_t reserved[5];
+} TrainStateHeader;
+
+static void make_dir(const char* path) {
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) coda_fatal("cannot create directory %s: %s", path, strerror(errno));
+}
+
+static void write_all(FILE* f, const void* p, size_t bytes, const char* path) {
+    if (fwrite(p, 1, bytes, f) != bytes) coda_fatal("write to %s failed: %s", path, strerror(errno));
+}
+
+// Copies a device fp32 array to a file through a bounded host buffer.
+static void write_device_floats(FILE* f, const float* dev, size_t n, const char* path) {
+    size_t chunk = 16u << 20;
+    float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t k = n - i < chunk ? n - i : chunk;
+        cudaCheck(cudaMemcpy(buf, dev + i, sizeof(float) * k, cudaMemcpyDeviceToHost));
+        write_all(f, buf, sizeof(float) * k, path);
+    }
+    free(buf);
+}
+static void read_device_floats(FILE* f, float* dev, size_t n, const char* path) {
+    size_t chunk = 16u << 20;
+    float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
+    for (size_t i = 0; i < n; i += chunk) {
+        size_t k = n - i < chunk ? n - i : chunk;
+        if (fread(buf, sizeof(float), k, f) != k) coda_fatal("%s is truncated", path);
+        cudaCheck(cudaMemcpy(dev + i, buf, sizeof(float) * k, cudaMemcpyHostToDevice));
+    }
+    free(buf);
+}
+
+// Saves step `step` into OUT/step_NNNNNNNN atomically and points OUT/LATEST at it.
+static void save_checkpoint(GpuModel* m, const Options* o, int step, DataPosition pos) {
+    char dir[4096], tmp[4200], path[4300], latest[4200], latest_tmp[4300];
+    snprintf(dir, sizeof(dir), "%s/step_%08d", o->out_dir, step);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
+    CodaError err;
+    make_dir(tmp);
+    snprintf(path, sizeof(path), "%s/config.json", tmp);
+    if (config_write_hf_dtype(path, &m->cfg, FLOATX_DTYPE, &err) != 0) coda_fatal("%s", err.msg);
+    // weights: the floatX parameters exactly as trained (bf16 in the BF16 build)
+    void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "checkpoint weights");
+    cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
+    if (hf_save_params(tmp, &m->table, host, FLOATX_DTYPE, FLOATX_DTYPE, HF_DEFAULT_SHARD_BYTES, &err) != 0) coda_fatal("%s", err.msg);
+    free(host);
+    snprintf(path, sizeof(path), "%s/train_state.bin", tmp);
+    FILE* f = fopen(path, "wb");
+    if (!f) coda_fatal("cannot write %s: %s", path, strerror(errno));
+    TrainStateHeader h;
+    memset(&h, 0, sizeof(h));
+    h.magic = TRAIN_STATE_MAGIC; h.version = TRAIN_STATE_VERSION; h.n_train = (int64_t)m->n_train; h.step = step;
+    h.adam_step = m->adam_step; h.data_epoch = (int64_t)pos.epoch; h.data_index = (int64_t)pos.index; h.seed = o->seed;
+    h.B = o->B; h.T = o->T; h.accum = o->accum;
+    write_all(f, &h, sizeof(h), path);
+    write_device_floats(f, m->master, m->n_train, path);
+    write_device_floats(f, m->adam_m, m->n_train, path);
+    write_device_floats(f, m->adam_v, m->n_train, path);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0) coda_fatal("cannot finish %s: %s", path, strerror(errno));
+    if (rename(tmp, dir) != 0) {
+        // an older checkpoint of the same step (e.g. after a resume) is replaced
+        char cmd[9000];
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+        if (system(cmd) != 0 || rename(tmp, dir) != 0) coda_fatal("cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+    }
+    snprintf(latest, sizeof(latest), "%s/LATEST", o->out_dir);
+    snprintf(latest_tmp, sizeof(latest_tmp), "%s.tmp", latest);
+    f = fopen(latest_tmp, "w");
+    if (!f) coda_fatal("cannot write %s: %s", latest_tmp, strerror(errno));
+    fprintf(f, "step_%08d\n", step);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(latest_tmp, latest) != 0)
+        coda_fatal("cannot update %s: %s", latest, strerror(errno));
+}
+
+// Reads OUT/LATEST; returns 0 and fills dir, or -1 if there is no checkpoint.
+static int latest_checkpoint(const char* out_dir, char* dir, size_t len) {
+    char path[4200], name[256];
+    snprintf(path, sizeof(path), "%s/LATEST", out_dir);
+    FILE* f = fopen(path, "r");
+    if (!f) return -1;
+    if (!fgets(name, sizeof(name), f)) { fclose(f); coda_fatal("%s is empty", path); }
+    fclose(f);
+    name[strcspn(name, "\r\n")] = 0;
+    snprintf(dir, len, "%s/%s", out_dir, name);
+    return 0;
+}
+
+// Loads a model directory's weights into the GPU model (missing CoDA tensors keep their init).
+static void load_weights(GpuModel* m, const char* dir) {
+    CodaError err;
+    HfLoadReport rep;
+    void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "weights staging");
+    cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
+    if (hf_load_params(dir, &m->table, host, FLOATX_DTYPE, &rep, &err) != 0) coda_fatal("%s", err.msg);
+    cudaCheck(cudaMemcpy(m->params, host, sizeof(floatX) * m->table.total, cudaMemcpyHostToDevice));
+    free(host);
+    printf("loaded %d tensors from %s (%d files)", rep.n_loaded, dir, rep.n_files);
+    if (rep.n_coda_missing) printf("; %d new CoDA tensors initialised", rep.n_coda_missing);
+    if (rep.n_unexpected) printf("; %d unexpected tensors ignored (e.g. %s)", rep.n_unexpected, rep.unexpected[0]);
+    printf("\n");
+}
+
+static int resume_checkpoint(GpuModel* m, const Options* o, const char* dir, DataPosition* pos) {
+    load_weights(m, dir);
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/train_state.bin", dir);
+    FILE* f = fopen(path, "rb");
+    if (!f) coda_fatal("cannot open %s: %s", path, strerror(errno));
+    TrainStateHeader h;
+    if (fread(&h, sizeof(h), 1, f) != 1 || h.magic != TRAIN_STATE_MAGIC) coda_fatal("%s is not a coda.c training state", path);
+    if (h.version != TRAIN_STATE_VERSION) coda_fatal("%s has version %lld, this build reads %d", path, (long long)h.version, TRAIN_STATE_VERSION);
+    if (h.n_train != (int64_t)m->n_train)
+        coda_fatal("%s holds %lld trainable values but this model has %zu (different phase or config?)", path, (long long)h.n_train, m->n_train);
+    if (h.B != o->B || h.T != o->T || h.accum != o->accum || h.seed != o->seed)
+        coda_fatal("%s was written with --batch %lld --seq %lld --accum %lld --seed %lld; resume with the same values", path,
+                   (long long)h.B, (long long)h.T, (long long)h.accum, (long long)h.seed);
+    read_device_floats(f, m->master, m->n_train, path);
+    read_device_floats(f, m->adam_m, m->n_train, path);
+    read_device_floats(f, m->adam_v, m->n_train, path);
+    fclose(f);
+    m->adam_step = (int)h.adam_step;
+    pos->epoch = (uint64_t)h.data_epoch;
+    pos->index = (uint64_t)h.data_index;
+    return (int)h.step;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accounting
+
+// Model FLOPs per token in llm.c's convention (6 per matmul parameter per token, plus attention's
+// 6·L·H·Dh·T, doubled for CoDA's two streams), counted for the full backward whether or not weights
+// are frozen.
+static double flops_per_token(const GpuModel* m) {
+    const ModelConfig* c = &m->cfg;
+    double n = 0;
+    for (int i = 0; i < m->table.n; i++)
+        if (m->table.tensors[i].ndim == 2 && m->table.tensors[i].kind != PK_EMBED) n += (double)m->table.tensors[i].numel;
+    if (c->tie_embeddings) n += (double)c->vocab_size * c->dim;
+    double attn = 6.0 * c->n_layers * config_qdim(c) * (double)m->T * (c->differential ? 2 : 1);
+    return 6.0 * n + attn;
+}
+// Dense bf16 peak of the card (H100/H200 SXM: 989 TFLOP/s); < 0 if unknown.
+static double peak_flops(void) {
+    cudaDeviceProp p;
+    cudaCheck(cudaGetDeviceProperties(&p, 0));
+    if (strstr(p.name, "H100") || strstr(p.name, "H200")) return 989e12;
+    return -1;
+}
+
+static double wall_seconds(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return tv.tv_sec + 1e-6 * tv.tv_usec;
+}
+
+// Mean loss per token over n batches of the (sequential) validation loader.
+static double evaluate(GpuModel* m, DataLoader* val, int n_batches) {
+    dataloader_reset(val);
+    double total = 0;
+    long long count = 0;
+    CodaError err;
+    for (int i = 0; i < n_batches; i++) {
+        if (dataloader_next(val, &err) != 0) coda_fatal("%s", err.msg);
+        int scored = 0;
+        total += gpu_model_forward(m, val->inputs, val->targets, 0.0f, &scored);
+        count += scored;
+    }
+    return count ? total / count : 0.0;
+}
+
+#ifndef TESTING
+int main(int argc, char** argv) {
+    Options o = default_options();
+    parse_options(&o, argc, argv);
+    make_dir(o.out_dir);
+    CodaError err;
+
+    // ---- model ----
+    ModelConfig cfg;
+    char resume_dir[4200] = "";
+    int resuming = o.resume && latest_checkpoint(o.out_dir, resume_dir, sizeof(resume_dir)) == 0;
+    if (o.resume && !resuming) printf("--resume: no checkpoint in %s yet, starting fresh\n", o.out_dir);
+    if (resuming) {
+        char path[4300];
+        snprintf(path, sizeof(path), "%s/config.json", resume_dir);
+        if (config_read_hf(path, &cfg, &err) != 0) coda_fatal("%s", err.msg);
+    } else if (o.phase == 0) {
+        cfg = model_config_from(o.model);
+    } else {
+        char path[4300];
+        snprintf(path, sizeof(path), "%s/config.json", o.init);
+        if (config_read_hf(path, &cfg, &err) != 0) coda_fatal("%s", err.msg);
+        cfg.differential = 1;  // the Phase-1 swap: CoDA attention in every layer
+        cfg.bounded = 0;
+        cfg.theta_init = (float)o.theta_init;
+        cfg.lambda_init_bias = (float)o.lambda_init_bias;
+        cfg.head_norm = strcmp(o.head_norm, "full") == 0 ? HEAD_NORM_FULL : HEAD_NORM_IDENTITY;
+    }
+    if (o.rope_theta > 0) cfg.rope_theta_override = o.rope_theta;
+    if (o.rope_bf16_positions) cfg.rope_bf16_positions = 1;
+    if (config_validate(&cfg, &err) != 0) coda_fatal("%s", err.msg);
+    GpuModel m;
+    gpu_model_create(&m, &cfg, o.phase == 0 ? TRAIN_ALL : TRAIN_ATTENTION);
+    gpu_model_init_random(&m, (uint64_t)o.seed);
+    DataPosition pos = {0, 0};
+    int start_step = 0;
+    if (resuming) {
+        start_step = resume_checkpoint(&m, &o, resume_dir, &pos);
+        printf("resumed from %s at update %d\n", resume_dir, start_step);
+    } else {
+        if (o.phase == 1) load_weights(&m, o.init);
+        gpu_model_sync_masters(&m);
+    }
+    gpu_model_alloc_acts(&m, o.B, o.T, o.recompute, o.chunk_rows);
+
+    // ---- data ----
+    DataLoader train, val;
+    if (dataloader_init(&train, o.train_path, o.B, o.T, 0, 1, (uint64_t)o.seed, 1, &err) != 0) coda_fatal("%s", err.msg);
+    if (train.header.vocab_size > cfg.vocab_size)
+        coda_fatal("%s was tokenized with a vocabulary of %d but the model has %d", o.train_path, train.header.vocab_size, cfg.vocab_size);
+    if (dataloader_seek(&train, pos, &err) != 0) coda_fatal("%s", err.msg);
+    int have_val = o.val_path != NULL;
+    if (have_val && dataloader_init(&val, o.val_path, o.B, o.T, 0, 1, 0, 0, &err) != 0) coda_fatal("%s", err.msg);
+
+    // ---- optimizer ----
+    AdamWConfig opt;
+    memset(&opt, 0, sizeof(opt));
+    opt.lr[GROUP_MATRIX] = opt.lr[GROUP_NORM] = opt.lr[GROUP_ATTN_PROJ] = o.lr;
+    opt.lr[GROUP_CODA] = o.lr_coda;
+    opt.weight_decay[GROUP_MATRIX] = opt.weight_decay[GROUP_ATTN_PROJ] = o.weight_decay;
+    opt.beta1 = o.beta1; opt.beta2 = o.beta2; opt.eps = o.eps; opt.grad_clip = o.clip;
+
+    double fpt = flops_per_token(&m), peak = peak_flops();
+    cudaDeviceProp prop;
+    cudaCheck(cudaGetDeviceProperties(&prop, 0));
+    printf("coda.c train | phase %d | %s | %s | %d layers d%d | %zu params, %zu trainable | B %d T %d accum %d | %d updates\n",
+           o.phase, prop.name, PRECISION_NAME, cfg.n_layers, cfg.dim, m.table.total, m.n_train, o.B, o.T, o.accum, o.steps);
+    char log_path[4200];
+    snprintf(log_path, sizeof(log_path), "%s/log.txt", o.out_dir);
+    FILE* log = fopen(log_path, "a");
+    if (!log) coda_fatal("cannot open %s: %s", log_path, strerror(errno));
+    fprintf(log, "# phase %d card %s precision %s B %d T %d accum %d start %d\n", o.phase, prop.name, PRECISION_NAME, o.B, o.T, o.accum, start_step);
+    int last_saved = resuming ? start_step : -1;
+    size_t peak_mem = 0;
+    for (int step = start_step; step < o.steps; step++) {
+        double t0 = wall_seconds();
+        gpu_model_zero_grad(&m);
+        double loss_sum = 0;
+        long long scored_total = 0;
+        for (int micro = 0; micro < o.accum; micro++) {
+            if (dataloader_next(&train, &err) != 0) coda_fatal("%s", err.msg);
+            int scored = 0;
+            for (int i = 0; i < o.B * o.T; i++) scored += train.targets[i] >= 0;
+            // the update minimises the mean over micro-batches of each micro-batch's mean token loss
+            float dscale = scored ? 1.0f / ((float)scored * o.accum) : 0.0f;
+            loss_sum += gpu_model_forward(&m, train.inputs, train.targets, dscale, NULL) / (scored ? scored : 1);
+            scored_total += scored;
+            gpu_model_backward(&m);
+        }
+        double loss = loss_sum / o.accum;
+        if (!isfinite(loss)) {
+            char last[4200] = "none";
+            latest_checkpoint(o.out_dir, last, sizeof(last));
+            coda_fatal("loss is %f at update %d; stopping. Last good checkpoint: %s", loss, step, last);
+        }
+        double lr_scale = lr_schedule(step, o.steps, o.warmup, o.min_lr_frac);
+        float norm = gpu_model_update(&m, &opt, lr_scale);
+        cudaCheck(cudaStreamSynchronize(m.ctx.stream));
+        double dt = wall_seconds() - t0;
+        size_t free_b, total_b;
+        cudaCheck(cudaMemGetInfo(&free_b, &total_b));
+        if (total_b - free_b > peak_mem) peak_mem = total_b - free_b;
+        double tok_s = (double)o.B * o.T * o.accum / dt, mfu = peak > 0 ? fpt * tok_s / peak : -1;
+        if (step % o.log_every == 0 || step == o.steps - 1) {
+            printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f ms | %.0f tok/s | MFU %.1f%% | mem %.1f GiB\n", step + 1, o.steps,
+                   loss, lr_scale * o.lr, norm, dt * 1e3, tok_s, mfu * 100, (total_b - free_b) / 1073741824.0);
+            fflush(stdout);
+        }
+        fprintf(log, "step %d loss %.6f lr %.6e norm %.6f ms %.2f tok_s %.1f mfu %.4f mem_gib %.2f\n", step + 1, loss, lr_scale * o.lr, norm,
+                dt * 1e3, tok_s, mfu, (total_b - free_b) / 1073741824.0);
+        if (have_val && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || step == o.steps - 1)) {
+            double vl = evaluate(&m, &val, o.eval_batches);
+            printf("step %5d | val loss %.4f | val ppl %.3f\n", step + 1, vl, exp(vl));
+            fprintf(log, "step %d val_loss %.6f\n", step + 1, vl);
+        }
+        fflush(log);
+        if (o.save_every > 0 && ((step + 1) % o.save_every == 0 || step == o.steps - 1)) {
+            save_checkpoint(&m, &o, step + 1, dataloader_position(&train));
+            last_saved = step + 1;
+            printf("saved %s/step_%08d\n", o.out_dir, step + 1);
+        }
+    }
+    printf("done: peak GPU memory in use %.1f GiB; last checkpoint step %d\n", peak_mem / 1073741824.0, last_saved);
+    fclose(log);
+    dataloader_free(&train);
+    if (have_val) dataloader_free(&val);
+    gpu_model_free(&m);
+    return 0;
+}
+#endif
