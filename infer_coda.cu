@@ -49,6 +49,19 @@ static InferOverrides infer_no_overrides(void) {
     return o;
 }
 
+// The bank/block/RoPE overrides (all but --bounded, which only a loaded model may change).
+static void infer_apply_overrides(ModelConfig* c, const InferOverrides* ov) {
+    if (!ov) return;
+    if (ov->window >= 0) c->window = ov->window;
+    if (ov->n_exact >= 0) c->n_exact = ov->n_exact;
+    if (ov->n_summary >= 0) c->n_summary = ov->n_summary;
+    if (ov->block_size >= 0) c->block_size = ov->block_size;
+    if (ov->exact_cands >= 0) c->exact_candidates_per_block = ov->exact_cands;
+    if (ov->summary_cands >= 0) c->summary_candidates_per_block = ov->summary_cands;
+    if (ov->rope_theta > 0) c->rope_theta_override = ov->rope_theta;
+    if (ov->mem_init >= 0) c->mem_init = (MemInit)ov->mem_init;
+}
+
 // Loads DIR/config.json, applies the overrides, builds the fp32 CPU model and loads the weights.
 // CoDA tensors the checkpoint lacks (e.g. write gate and eta when a Phase-1 unbounded checkpoint is
 // run with --bounded 1) keep their initial values; tensors the config does not use (e.g. those of a
@@ -58,17 +71,8 @@ static int infer_load_model(const char* dir, const InferOverrides* ov, Model_f32
     snprintf(path, sizeof(path), "%s/config.json", dir);
     ModelConfig c;
     if (config_read_hf(path, &c, err) != 0) return -1;
-    if (ov) {
-        if (ov->bounded >= 0) c.bounded = ov->bounded;
-        if (ov->window >= 0) c.window = ov->window;
-        if (ov->n_exact >= 0) c.n_exact = ov->n_exact;
-        if (ov->n_summary >= 0) c.n_summary = ov->n_summary;
-        if (ov->block_size >= 0) c.block_size = ov->block_size;
-        if (ov->exact_cands >= 0) c.exact_candidates_per_block = ov->exact_cands;
-        if (ov->summary_cands >= 0) c.summary_candidates_per_block = ov->summary_cands;
-        if (ov->rope_theta > 0) c.rope_theta_override = ov->rope_theta;
-        if (ov->mem_init >= 0) c.mem_init = (MemInit)ov->mem_init;
-    }
+    if (ov && ov->bounded >= 0) c.bounded = ov->bounded;
+    infer_apply_overrides(&c, ov);
     CodaError inner;
     if (config_validate(&c, &inner) != 0) return coda_errorf(err, "%s (after command-line overrides): %s", path, inner.msg);
     model_init_f32(m, &c, 1234);  // values for CoDA tensors the checkpoint may lack
@@ -278,16 +282,7 @@ static ModelConfig infer_needle_config(const InferOverrides* ov) {
     c.vocab_size = 2; c.dim = 512; c.ffn_dim = 8; c.n_layers = 1; c.n_heads = 8; c.n_kv_heads = 2; c.head_dim = 64;
     c.rope_theta = 10000.0; c.differential = 1; c.bounded = 1;
     c.window = 128; c.n_exact = 32; c.n_summary = 32; c.block_size = 256;
-    if (ov) {
-        if (ov->window >= 0) c.window = ov->window;
-        if (ov->n_exact >= 0) c.n_exact = ov->n_exact;
-        if (ov->n_summary >= 0) c.n_summary = ov->n_summary;
-        if (ov->block_size >= 0) c.block_size = ov->block_size;
-        if (ov->exact_cands >= 0) c.exact_candidates_per_block = ov->exact_cands;
-        if (ov->summary_cands >= 0) c.summary_candidates_per_block = ov->summary_cands;
-        if (ov->rope_theta > 0) c.rope_theta_override = ov->rope_theta;
-        if (ov->mem_init >= 0) c.mem_init = (MemInit)ov->mem_init;
-    }
+    infer_apply_overrides(&c, ov);
     return c;
 }
 

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <dirent.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef void (*TestFn)(void);
 typedef struct {
@@ -69,6 +71,26 @@ static void check_failed(const char* file, int line, const char* expr, const cha
         if (!(fabs(a_ - b_) <= (atol) + (rtol) * fabs(b_)))                                         \
             check_failed(__FILE__, __LINE__, #a " ~ " #b, "%.9g vs %.9g (diff %.3g)", a_, b_, fabs(a_ - b_)); \
     } while (0)
+
+// A fresh scratch directory /tmp/coda_<tag>_XXXXXX (test infrastructure failure = exit 2).
+static void test_mkdtemp(char* dir, size_t n, const char* tag) {
+    snprintf(dir, n, "/tmp/coda_%s_XXXXXX", tag);
+    if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
+}
+// Removes path and everything under it.
+static void test_rmtree(const char* path) {
+    DIR* d = opendir(path);
+    if (!d) { unlink(path); return; }
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char child[4096];
+        snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
+        test_rmtree(child);
+    }
+    closedir(d);
+    rmdir(path);
+}
 
 static double now_seconds(void) {
     struct timespec ts;

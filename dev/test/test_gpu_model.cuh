@@ -173,8 +173,8 @@ static void gpu_train_steps(GpuModel* g, int first, int steps, double* losses) {
 
 GPU_TEST(gpu_resume_from_checkpoint_equals_continuing) {
     ModelConfig c = gpu_test_config(1, 1);
-    char dir[] = "/tmp/coda_resume_XXXXXX";
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    char dir[64];
+    test_mkdtemp(dir, sizeof(dir), "resume");
     Options o = default_options();
     o.out_dir = dir; o.B = 2; o.T = 24; o.accum = 1; o.seed = 5;
     GpuModel a, b;
@@ -206,9 +206,7 @@ GPU_TEST(gpu_resume_from_checkpoint_equals_continuing) {
     free(pa); free(pb);
     gpu_model_free(&a);
     gpu_model_free(&b);
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    CHECK(system(cmd) == 0, "cleanup");
+    test_rmtree(dir);
 }
 
 // Parity with Hugging Face transformers: each directory written by scripts/hf_parity.py (a random

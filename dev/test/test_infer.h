@@ -34,23 +34,6 @@ struct InferTestOneThread {
 #endif
 };
 
-static void infer_test_mkdtemp(char* dir, size_t n) {
-    snprintf(dir, n, "/tmp/coda_infer_XXXXXX");
-    if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
-}
-static void infer_test_rmtree(const char* path) {
-    DIR* d = opendir(path);
-    if (!d) { unlink(path); return; }
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char child[4096];
-        snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-        infer_test_rmtree(child);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 // Writes a tiny model (random init, then every parameter perturbed off its init) as a HF directory.
 static void infer_test_write_model(const char* dir, const ModelConfig* c, uint64_t seed) {
@@ -83,7 +66,7 @@ static ModelConfig infer_test_config(int bounded) {
 TEST(infer_sliding_stride_equal_ctx_is_chunked) {
     InferTestOneThread one_thread;
     char dir[64];
-    infer_test_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "infer");
     ModelConfig c = infer_test_config(0);
     infer_test_write_model(dir, &c, 101);
     int N = 36, ctx = 12, tok[36];
@@ -116,13 +99,13 @@ TEST(infer_sliding_stride_equal_ctx_is_chunked) {
         CHECK(infer_ppl_chunked(&m, tok40, 40, ctx, 0, 7, &k, &err) == 0 && k.n_scored == 3 * 11, "full only: %lld", (long long)k.n_scored);
         model_free_f32(&m);
     }
-    infer_test_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(infer_bounded_chunked_equals_unbounded_when_ctx_le_window) {
     InferTestOneThread one_thread;
     char dir[64];
-    infer_test_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "infer");
     ModelConfig c = infer_test_config(1);
     c.window = 16; c.block_size = 5;
     infer_test_write_model(dir, &c, 201);
@@ -161,13 +144,13 @@ TEST(infer_bounded_chunked_equals_unbounded_when_ctx_le_window) {
     CHECK_CLOSE(b.nll_sum, train_sum, 0.0, 1e-5);
     model_free_f32(&mb);
     model_free_f32(&mu);
-    infer_test_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(infer_streaming_carries_one_state_across_chunks) {
     InferTestOneThread one_thread;
     char dir[64];
-    infer_test_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "infer");
     ModelConfig c = infer_test_config(1);  // W=4, Me=3, Ms=2, block 4
     infer_test_write_model(dir, &c, 301);
     int N = 42, chunk = 8, tok[42];
@@ -217,7 +200,7 @@ TEST(infer_streaming_carries_one_state_across_chunks) {
     infer_test_load(dir, &ub, &m);
     CHECK(infer_ppl_streaming(&m, tok, N, chunk, 5, &st, NULL, &err) != 0 && strstr(err.msg, "bounded"), "unbounded refused");
     model_free_f32(&m);
-    infer_test_rmtree(dir);
+    test_rmtree(dir);
 }
 
 static int infer_test_states_equal(const BankState_f32* a, const BankState_f32* b, int L) {
@@ -235,7 +218,7 @@ static int infer_test_states_equal(const BankState_f32* a, const BankState_f32* 
 TEST(infer_state_save_load_continues_generation_exactly) {
     InferTestOneThread one_thread;
     char dir[64], state[128];
-    infer_test_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "infer");
     snprintf(state, sizeof(state), "%s/state.bin", dir);
     ModelConfig c = infer_test_config(1);
     infer_test_write_model(dir, &c, 401);
@@ -285,13 +268,13 @@ TEST(infer_state_save_load_continues_generation_exactly) {
         model_free_f32(&m);
         model_free_f32(&m2);
     }
-    infer_test_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(infer_unbounded_generation_matches_bounded_decode_before_evictions) {
     InferTestOneThread one_thread;
     char dir[64];
-    infer_test_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "infer");
     ModelConfig c = infer_test_config(1);
     c.window = 32; c.block_size = 3;
     infer_test_write_model(dir, &c, 501);
@@ -331,7 +314,7 @@ TEST(infer_unbounded_generation_matches_bounded_decode_before_evictions) {
     infer_session_free(&sp);
     model_free_f32(&mb);
     model_free_f32(&mu);
-    infer_test_rmtree(dir);
+    test_rmtree(dir);
 }
 
 static void infer_test_write_bytes(const char* path, const void* p, size_t n) {
@@ -344,7 +327,7 @@ static void infer_test_write_bytes(const char* path, const void* p, size_t n) {
 TEST(infer_state_load_errors) {
     InferTestOneThread one_thread;
     char dir[64], good[128], bad[128];
-    infer_test_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "infer");
     snprintf(good, sizeof(good), "%s/good.bin", dir);
     snprintf(bad, sizeof(bad), "%s/bad.bin", dir);
     ModelConfig c = infer_test_config(1);
@@ -424,7 +407,7 @@ TEST(infer_state_load_errors) {
     infer_session_free(&s);
     infer_session_free(&t);
     model_free_f32(&m);
-    infer_test_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(infer_command_line_and_overrides) {
@@ -462,7 +445,7 @@ TEST(infer_command_line_and_overrides) {
     CHECK(infer_parse_ids("1,x", &ids, &n, &err) != 0, "bad ids refused");
     // overrides reach the model config; an override that breaks the config is refused with the path
     char dir[64];
-    infer_test_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "infer");
     ModelConfig c = infer_test_config(0);
     infer_test_write_model(dir, &c, 701);
     InferOverrides ov = infer_no_overrides();
@@ -484,7 +467,7 @@ TEST(infer_command_line_and_overrides) {
     ov.bounded = 1; ov.window = 0;
     // window 0 via the struct (the CLI refuses it earlier): config_validate names the field
     CHECK(infer_load_model(dir, &ov, &m, NULL, &err) != 0 && strstr(err.msg, "window") && strstr(err.msg, "overrides"), "%s", err.msg);
-    infer_test_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(infer_needle_retained_by_ring_and_exact_bank) {

@@ -271,24 +271,6 @@ TEST(json_parse_file_names_the_file) {
 
 // ---- file helpers for the safetensors / HF tests ----
 
-// A scratch directory under /tmp, removed (with everything in it) by io_rmtree.
-static void io_mkdtemp(char* dir, size_t n) {
-    snprintf(dir, n, "/tmp/coda_io_XXXXXX");
-    if (!mkdtemp(dir)) { perror("mkdtemp"); exit(2); }
-}
-static void io_rmtree(const char* path) {
-    DIR* d = opendir(path);
-    if (!d) { unlink(path); return; }
-    struct dirent* e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char child[4096];
-        snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-        io_rmtree(child);
-    }
-    closedir(d);
-    rmdir(path);
-}
 static int io_count_files(const char* dir) {
     DIR* d = opendir(dir);
     int n = 0;
@@ -328,7 +310,7 @@ static void io_expect_st_error(const char* path, const char* what) {
 
 TEST(safetensors_round_trip_all_dtypes_exact) {
     char dir[64], path[128];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     snprintf(path, sizeof(path), "%s/t.safetensors", dir);
     float f32[6] = {1.0f, -2.5f, 3.14159274f, 1e-30f, -0.0f, 65504.0f};
     // bf16 bit patterns: 1, -0, smallest subnormal, +inf, a NaN with payload, max finite, 0.1-ish
@@ -369,12 +351,12 @@ TEST(safetensors_round_trip_all_dtypes_exact) {
         CHECK(st_meta_get(&st, "note") && strcmp(st_meta_get(&st, "note"), meta[1].value) == 0, "metadata escapes round-trip");
         st_close(&st);
     }
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(safetensors_rejects_every_kind_of_bad_file) {
     char dir[64], p[128];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     snprintf(p, sizeof(p), "%s/bad.safetensors", dir);
     float data[4] = {1, 2, 3, 4};
     io_write_bytes(p, "\x05\0\0\0\0", 5);
@@ -426,7 +408,7 @@ TEST(safetensors_rejects_every_kind_of_bad_file) {
     io_expect_st_error(p, "tensor 'second.weight': data_offsets [256, 512] run past the end of the data section (508 bytes");
     snprintf(p, sizeof(p), "%s/absent.safetensors", dir);
     io_expect_st_error(p, "cannot open");
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 // ---- Hugging Face config.json ----
@@ -464,7 +446,7 @@ static void io_check_config_equal(const ModelConfig* a, const ModelConfig* b) {
 
 TEST(hf_config_round_trip_keeps_every_coda_option) {
     char dir[64], path[128];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     snprintf(path, sizeof(path), "%s/config.json", dir);
     ModelConfig c = io_tiny_config(), back;
     memset(&back, 0, sizeof(back));
@@ -494,7 +476,7 @@ TEST(hf_config_round_trip_keeps_every_coda_option) {
     CHECK(json_parse_file(path, &j, &err) == 0 && strcmp(json_get(j, "torch_dtype")->string, "bfloat16") == 0, "");
     json_free(j);
     CHECK(io_count_files(dir) == 1, "no temporary file left");
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 // config.json of Mistral-7B-v0.3 as transformers 4.x writes it.
@@ -518,7 +500,7 @@ static const char* IO_MISTRAL_CONFIG_V5 =
 
 TEST(hf_config_reads_mistral_as_transformers_writes_it) {
     char dir[64], path[128];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     snprintf(path, sizeof(path), "%s/config.json", dir);
     io_write_text(path, IO_MISTRAL_CONFIG);
     ModelConfig c;
@@ -537,7 +519,7 @@ TEST(hf_config_reads_mistral_as_transformers_writes_it) {
     CHECK(c.rope_theta == 1e6, "rope_parameters.rope_theta: %g", c.rope_theta);
     CHECK(c.eos_id == 2, "first of an eos list");
     CHECK(c.differential == 1 && c.window == 128 && c.bounded == 0 && c.n_exact == d.n_exact, "partial coda object");
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 // Writes `text` as config.json and expects config_read_hf to fail naming the file and saying `what`.
@@ -563,7 +545,7 @@ static void io_expect_config_edit_error(const char* path, const char* from, cons
 
 TEST(hf_config_rejects_malformed_and_wrong_fields) {
     char dir[64], path[128];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     snprintf(path, sizeof(path), "%s/config.json", dir);
     io_expect_config_edit_error(path, "\"hidden_size\": 4096,", "\"hidden_size\": 4096", "JSON parse error at line 11:3: expected ',' or '}'");
     io_expect_config_edit_error(path, "\"hidden_size\": 4096,", "", "missing required field 'hidden_size'");
@@ -597,7 +579,7 @@ TEST(hf_config_rejects_malformed_and_wrong_fields) {
     CodaError err;
     snprintf(path, sizeof(path), "%s/absent.json", dir);
     CHECK(config_read_hf(path, &c, &err) != 0 && strstr(err.msg, path) && strstr(err.msg, "cannot open"), "%s", err.msg);
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 // ---- Hugging Face weight directories ----
@@ -643,7 +625,7 @@ static int io_tensors_equal(const ParamTable* t, const void* a, const void* b, s
 
 TEST(hf_params_sharded_and_single_round_trip) {
     char dir[64], model[128], path[256];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     snprintf(model, sizeof(model), "%s/out/model", dir);  // save creates the directories
     ModelConfig c = io_tiny_config();
     ParamTable t;
@@ -698,12 +680,12 @@ TEST(hf_params_sharded_and_single_round_trip) {
     free(src);
     free(back);
     param_table_free(&t);
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(hf_params_plain_mistral_into_coda_table_leaves_new_tensors) {
     char dir[64];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     ModelConfig coda = io_tiny_config(), plain = coda;
     plain.differential = 0; plain.bounded = 0;
     ParamTable tp, tc;
@@ -729,12 +711,12 @@ TEST(hf_params_plain_mistral_into_coda_table_leaves_new_tensors) {
     free(dst);
     param_table_free(&tp);
     param_table_free(&tc);
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 TEST(hf_params_report_unexpected_and_ignore_buffers) {
     char dir[64], path[128];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     ModelConfig c = io_tiny_config();
     c.tie_embeddings = 1;  // table has no lm_head; a file that has one is fine (HF ignores it)
     ParamTable t;
@@ -759,7 +741,7 @@ TEST(hf_params_report_unexpected_and_ignore_buffers) {
     free(src);
     free(dst);
     param_table_free(&t);
-    io_rmtree(dir);
+    test_rmtree(dir);
 }
 
 // Expects hf_load_params on dir to fail with a message containing each of what1 and what2.
@@ -776,7 +758,7 @@ static void io_expect_load_error(const char* dir, const ParamTable* t, const cha
 
 TEST(hf_params_reject_bad_checkpoints_naming_file_and_tensor) {
     char dir[64], path[256], shard2[256], index_path[256];
-    io_mkdtemp(dir, sizeof(dir));
+    test_mkdtemp(dir, sizeof(dir), "io");
     ModelConfig c = io_tiny_config();
     ParamTable t;
     float* src = io_random_params(&c, &t, 4);
@@ -858,5 +840,5 @@ TEST(hf_params_reject_bad_checkpoints_naming_file_and_tensor) {
     io_expect_load_error(dir, &t, index_path, "missing tensor 'model.layers.0.input_layernorm.weight'");
     free(src);
     param_table_free(&t);
-    io_rmtree(dir);
+    test_rmtree(dir);
 }

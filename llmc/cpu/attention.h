@@ -128,12 +128,24 @@ static void FN(keyset_free)(FN(KeySet)* ks) { free(ks->slot); free(ks->k); free(
 // Keys query i of the block may see: the whole prefix, plus block keys 0..i.
 static inline int FN(keyset_visible)(const FN(KeySet)* ks, int i) { return ks->P + (ks->nb ? (i + 1 < ks->nb ? i + 1 : ks->nb) : 0); }
 
+// p[j] = softmax_j(q·K[j] / sqrt(Dh)) over the first nvis keys of K [.][Dh] (max-subtracted).
+static void FN(attention_probs)(const REAL* qh, const REAL* K, int nvis, int Dh, REAL* p) {
+    REAL scale = (REAL)1 / sqrt((REAL)Dh), mx = (REAL)-INFINITY, sum = 0;
+    for (int j = 0; j < nvis; j++) {
+        REAL d = 0;
+        for (int e = 0; e < Dh; e++) d += qh[e] * K[(size_t)j * Dh + e];
+        p[j] = d * scale;
+        mx = p[j] > mx ? p[j] : mx;
+    }
+    for (int j = 0; j < nvis; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+    for (int j = 0; j < nvis; j++) p[j] /= sum;
+}
+
 // softmax(q·Kᵀ/sqrt(Dh))·V for nq queries ([nq][H*Dh]) and every head; GQA head h uses KV head h/G.
 // Streams: the signal query q, and (differential) the noise query qn.
 static void FN(attend_forward)(const ModelConfig* c, const FN(KeySet)* ks, const REAL* q, const REAL* qn, int nq,
                                REAL* a_sig, REAL* a_noise) {
     int H = c->n_heads, Dh = c->head_dim, G = config_group_size(c), n = ks->P + ks->nb;
-    REAL scale = (REAL)1 / sqrt((REAL)Dh);
     REAL* p = (REAL*)coda_malloc_or_die(sizeof(REAL) * (size_t)(n ? n : 1), "attention scores");
     for (int i = 0; i < nq; i++) {
         int nvis = FN(keyset_visible)(ks, i);
@@ -145,16 +157,9 @@ static void FN(attend_forward)(const ModelConfig* c, const FN(KeySet)* ks, const
                 REAL* out = (s ? a_noise : a_sig) + ((size_t)i * H + h) * Dh;
                 memset(out, 0, sizeof(REAL) * Dh);
                 if (nvis == 0) continue;  // nothing to attend to: zeros (SPEC §2.4)
-                REAL mx = (REAL)-INFINITY, sum = 0;
-                for (int j = 0; j < nvis; j++) {
-                    REAL d = 0;
-                    for (int e = 0; e < Dh; e++) d += qh[e] * K[(size_t)j * Dh + e];
-                    p[j] = d * scale;
-                    mx = p[j] > mx ? p[j] : mx;
-                }
-                for (int j = 0; j < nvis; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
+                FN(attention_probs)(qh, K, nvis, Dh, p);
                 for (int j = 0; j < nvis; j++)
-                    for (int e = 0; e < Dh; e++) out[e] += p[j] / sum * V[(size_t)j * Dh + e];
+                    for (int e = 0; e < Dh; e++) out[e] += p[j] * V[(size_t)j * Dh + e];
             }
         }
     }
@@ -179,16 +184,9 @@ static void FN(attend_backward)(const ModelConfig* c, const FN(KeySet)* ks, cons
                 const REAL* qh = (s ? qn : q) + ((size_t)i * H + h) * Dh;
                 const REAL* dout = (s ? d_noise : d_sig) + ((size_t)i * H + h) * Dh;
                 REAL* dqh = (s ? dqn : dq) + ((size_t)i * H + h) * Dh;
-                REAL mx = (REAL)-INFINITY, sum = 0, dot = 0;
+                REAL dot = 0;
+                FN(attention_probs)(qh, K, nvis, Dh, p);
                 for (int j = 0; j < nvis; j++) {
-                    REAL d = 0;
-                    for (int e = 0; e < Dh; e++) d += qh[e] * K[(size_t)j * Dh + e];
-                    p[j] = d * scale;
-                    mx = p[j] > mx ? p[j] : mx;
-                }
-                for (int j = 0; j < nvis; j++) { p[j] = exp(p[j] - mx); sum += p[j]; }
-                for (int j = 0; j < nvis; j++) {
-                    p[j] /= sum;
                     REAL d = 0;
                     for (int e = 0; e < Dh; e++) d += dout[e] * V[(size_t)j * Dh + e];
                     dp[j] = d;
