@@ -359,7 +359,8 @@ int main(int argc, char** argv) {
     if (config_validate(&cfg, &err) != 0) coda_fatal("%s", err.msg);
     GpuModel m;
     gpu_model_create(&m, &cfg, o.phase == 0 ? TRAIN_ALL : TRAIN_ATTENTION);
-    gpu_model_init_random(&m, (uint64_t)o.seed);
+    // phase 0 draws everything; a base checkpoint or a resumed one supplies all but the new CoDA tensors
+    gpu_model_init_random(&m, (uint64_t)o.seed, resuming || o.phase == 1);
     DataPosition pos = {0, 0};
     int start_step = 0;
     if (resuming) {

@@ -119,14 +119,16 @@ static void gpu_model_load_host(GpuModel* m, const float* host) {
 }
 static void gpu_model_read_host(const GpuModel* m, float* host) { floatX_to_host(host, m->params, m->table.total); }
 
-// Random init from the table's init kinds, on the host (deterministic in the seed; fine for models up
-// to a few hundred million parameters: the 7B benchmark path draws on the GPU instead).
-static void gpu_model_init_random(GpuModel* m, uint64_t seed) {
+// Init from the table's init kinds, drawn on the host (deterministic in the seed). new_only: only the
+// tensors a base checkpoint lacks (ROLE_CODA_NEW) get values, the rest stay 0 until the checkpoint is
+// loaded over them -- drawing 7B normals on one CPU core takes minutes.
+static void gpu_model_init_random(GpuModel* m, uint64_t seed, int new_only) {
     float* host = (float*)coda_calloc_or_die(m->table.total, sizeof(float), "host init buffer");
     Rng rng;
     rng_seed(&rng, seed);
     for (int i = 0; i < m->table.n; i++) {
         const ParamTensor* t = &m->table.tensors[i];
+        if (new_only && PARAM_KINDS[t->kind].role != ROLE_CODA_NEW) continue;
         for (size_t j = 0; j < t->numel; j++) host[t->offset + j] = (float)param_init_value(&m->cfg, t, &rng);
     }
     gpu_model_load_host(m, host);

@@ -179,7 +179,7 @@ GPU_TEST(gpu_resume_from_checkpoint_equals_continuing) {
     o.out_dir = dir; o.B = 2; o.T = 24; o.accum = 1; o.seed = 5;
     GpuModel a, b;
     gpu_model_create(&a, &c, TRAIN_ATTENTION);
-    gpu_model_init_random(&a, 7);
+    gpu_model_init_random(&a, 7, 0);
     gpu_model_alloc_acts(&a, o.B, o.T, 0, 0);
     double la[6], lb[3];
     gpu_train_steps(&a, 0, 3, la);
@@ -189,7 +189,7 @@ GPU_TEST(gpu_resume_from_checkpoint_equals_continuing) {
     char latest[4200];
     CHECK(latest_checkpoint(dir, latest, sizeof(latest)) == 0, "no LATEST");
     gpu_model_create(&b, &c, TRAIN_ATTENTION);
-    gpu_model_init_random(&b, 999);  // different init: everything must come from the checkpoint
+    gpu_model_init_random(&b, 999, 0);  // different init: everything must come from the checkpoint
     DataPosition got = {0, 0};
     int step = resume_checkpoint(&b, &o, latest, &got);
     CHECK(step == 3 && got.epoch == 2 && got.index == 17, "step %d position %llu/%llu", step,
