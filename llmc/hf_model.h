@@ -384,9 +384,11 @@ static inline int hf__ends_with(const char* s, const char* suffix) {
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
+// dir/name into out. A result longer than out (n >= PATH_MAX here) could never be opened; it is
+// left empty rather than truncated, so the caller's open fails instead of finding a wrong file.
 static inline void hf__join(char* out, size_t n, const char* dir, const char* name) {
     size_t dl = strlen(dir);
-    snprintf(out, n, "%s%s%s", dir, (dl && dir[dl - 1] == '/') ? "" : "/", name);
+    if ((size_t)snprintf(out, n, "%s%s%s", dir, (dl && dir[dl - 1] == '/') ? "" : "/", name) >= n) out[0] = '\0';
 }
 
 static inline int hf__exists(const char* path) {
@@ -586,7 +588,7 @@ done:
 // mkdir -p.
 static inline int hf__mkdirs(const char* dir, CodaError* err) {
     char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", dir);
+    if ((size_t)snprintf(buf, sizeof(buf), "%s", dir) >= sizeof(buf)) return coda_errorf(err, "%s: path too long", dir);
     for (char* p = buf + 1;; p++) {
         if (*p == '/' || *p == '\0') {
             char saved = *p;
