@@ -117,7 +117,13 @@ static inline uint16_t f32_to_f16(float f) {
 }
 
 // Converts n elements between float-like dtypes (F32, F64, BF16, F16). Returns -1 for other types.
+// A same-type conversion is a plain copy: exact bits, NaN payloads included (going through float
+// would quiet a bf16 NaN's payload).
 static inline int convert_floats(void* dst, DType dt, const void* src, DType st, size_t n) {
+    int is_float = (st == DT_F32 || st == DT_F64 || st == DT_BF16 || st == DT_F16) &&
+                   (dt == DT_F32 || dt == DT_F64 || dt == DT_BF16 || dt == DT_F16);
+    if (!is_float) return -1;
+    if (dt == st) { memmove(dst, src, n * dtype_size(st)); return 0; }
     for (size_t i = 0; i < n; i++) {
         double v;
         switch (st) {

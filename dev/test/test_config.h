@@ -66,3 +66,13 @@ TEST(config_validate_rejects_bad_fields) {
     c.bounded = 1; c.window = 0;
     CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "window"), "%s", err.msg);
 }
+
+TEST(convert_floats_copies_same_type_bits_and_rejects_non_floats) {
+    uint16_t src[3] = {0x7f81, 0xffc3, 0x3f80};  // signalling NaN with payload, negative quiet NaN, 1.0
+    uint16_t dst[3] = {0, 0, 0};
+    CHECK(convert_floats(dst, DT_BF16, src, DT_BF16, 3) == 0 && memcmp(dst, src, sizeof(src)) == 0, "bf16 -> bf16 must keep every bit");
+    float f[3];
+    CHECK(convert_floats(f, DT_F32, src, DT_BF16, 3) == 0 && f[2] == 1.0f && isnan(f[0]), "");
+    int64_t i64[1] = {1};
+    CHECK(convert_floats(f, DT_F32, i64, DT_I64, 1) == -1, "integers are not float-like");
+}
