@@ -33,7 +33,7 @@ __global__ void bench_fill_kernel(T* x, size_t n, uint32_t seed, float scale, fl
 // Uniform in [offset - scale, offset + scale).
 template <class T>
 static void bench_fill(T* x, size_t n, uint32_t seed, float scale = 1.0f, float offset = 0.0f) {
-    bench_fill_kernel<T><<<1024, 256>>>(x, n, seed, scale, offset);
+    bench_fill_kernel<T><<<1024, 256, 0, g_ctx.stream>>>(x, n, seed, scale, offset);  // on the timed stream
     cudaCheck(cudaGetLastError());
 }
 template <class T>

@@ -7,43 +7,18 @@
 //    the forward; this kernel's backward really does 3.5x, it recomputes S in both dQ and dK/dV passes).
 #include <algorithm>
 #include <vector>
+#include "dev/cuda/bench_common.cuh"
 #include "dev/test/harness.h"
 #include "dev/test/test_gpu_attention.cuh"
 
-template <class F>
-static double ca_bench_ms(cudaStream_t st, F fn, int reps) {
-    fn();  // warm-up
-    cudaCheck(cudaStreamSynchronize(st));
-    cudaEvent_t a, b;
-    cudaCheck(cudaEventCreate(&a));
-    cudaCheck(cudaEventCreate(&b));
-    std::vector<float> t;
-    for (int r = 0; r < reps; r++) {
-        cudaCheck(cudaEventRecord(a, st));
-        fn();
-        cudaCheck(cudaEventRecord(b, st));
-        cudaCheck(cudaEventSynchronize(b));
-        float ms;
-        cudaCheck(cudaEventElapsedTime(&ms, a, b));
-        t.push_back(ms);
-    }
-    cudaCheck(cudaEventDestroy(a));
-    cudaCheck(cudaEventDestroy(b));
-    std::sort(t.begin(), t.end());
-    return t[t.size() / 2];
-}
-
 int main(int argc, char** argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 5;
-    cudaDeviceProp p;
-    cudaCheck(cudaGetDeviceProperties(&p, 0));
-    printf("device: %s, %d SMs, precision %s\n", p.name, p.multiProcessorCount, PRECISION_NAME);
-    GpuContext ctx;
-    gpu_context_init(&ctx);
+    bench_init();
+    GpuContext* ctx = &g_ctx;
     // 1. CPU check at a small Mistral-like shape
     {
         CodaAttnShape sh = {1, 200, 32, 8, 128, 1, 1, 1e-6f};
-        GaErrors e = ga_check_case(&ctx, sh, 4242);
+        GaErrors e = ga_check_case(ctx, sh, 4242);
         g_current_failures = 0;
         ga_check_errors(&e, ga_attn_tol(), NULL);
         if (g_current_failures) { printf("CPU check FAILED\n"); return 1; }
@@ -57,13 +32,12 @@ int main(int argc, char** argv) {
             CodaAttnShape sh = {1, Ts[ti], 32, 8, 128, diff, diff, 1e-6f};
             GaCase c;
             ga_case_init(&c, sh, 7 + ti);
-            cudaStream_t st = ctx.stream;
-            double fwd = ca_bench_ms(st, [&]() {
-                coda_attention_forward(&ctx, &sh, c.out, c.a_sig, c.a_noise, c.lse, c.hn_rstd, c.d_q, c.d_k, c.d_v, c.d_theta,
+            double fwd = bench_ms([&]() {
+                coda_attention_forward(ctx, &sh, c.out, c.a_sig, c.a_noise, c.lse, c.hn_rstd, c.d_q, c.d_k, c.d_v, c.d_theta,
                                        c.d_lam_logit, c.d_hn);
             }, reps);
-            double bwd = ca_bench_ms(st, [&]() {
-                coda_attention_backward(&ctx, &sh, c.dq, c.dk, c.dv, c.dlam, c.dtheta, c.dhn, c.d_dout, c.out, c.a_sig, c.a_noise,
+            double bwd = bench_ms([&]() {
+                coda_attention_backward(ctx, &sh, c.dq, c.dk, c.dv, c.dlam, c.dtheta, c.dhn, c.d_dout, c.out, c.a_sig, c.a_noise,
                                         c.lse, c.hn_rstd, c.d_q, c.d_k, c.d_v, c.d_theta, c.d_lam_logit, c.d_hn, c.scratch,
                                         c.scratch_bytes);
             }, reps);
@@ -75,6 +49,5 @@ int main(int argc, char** argv) {
             ga_case_free(&c);
         }
     }
-    gpu_context_free(&ctx);
     return 0;
 }
