@@ -83,14 +83,26 @@ static inline void floatX_to_host(float* dst, const floatX* src_dev, size_t n) {
     free(tmp);
 }
 
+// matmul.cuh's cache of cuBLASLt plans (descriptors, layouts and the heuristic's algorithm choice).
+// Defined there and allocated there on a context's first matmul; only the pointer lives here, so
+// this file does not depend on matmul.cuh.
+struct MatmulPlanCache;
+
 // Everything a kernel launcher needs besides its tensors: the stream, the cuBLASLt handle and its
-// workspace. Passed explicitly (no globals) so several models/streams can coexist.
+// workspace, and the matmul plans made for them. Passed explicitly (no globals) so several
+// models/streams/devices can coexist.
 typedef struct {
     cudaStream_t stream;
     cublasLtHandle_t lt;
     void* workspace;
     size_t workspace_size;
     int sm_count;
+    // Per context, not global: a plan's algorithm was chosen by the heuristic for this context's
+    // handle, device and workspace, so with one context per rank/device no context may use
+    // another's plans. NULL until the first matmul; gpu_context_free frees it through
+    // matmul_plans_free (set by matmul.cuh with it).
+    struct MatmulPlanCache* matmul_plans;
+    void (*matmul_plans_free)(struct MatmulPlanCache*);
 } GpuContext;
 
 static inline void gpu_context_init(GpuContext* ctx) {
@@ -104,6 +116,7 @@ static inline void gpu_context_init(GpuContext* ctx) {
     cudaCheck(cudaDeviceGetAttribute(&ctx->sm_count, cudaDevAttrMultiProcessorCount, dev));
 }
 static inline void gpu_context_free(GpuContext* ctx) {
+    if (ctx->matmul_plans) ctx->matmul_plans_free(ctx->matmul_plans);  // before the handle they were made with
     cudaCheck(cudaFree(ctx->workspace));
     cublasCheck(cublasLtDestroy(ctx->lt));
     cudaCheck(cudaStreamDestroy(ctx->stream));

@@ -28,9 +28,12 @@
 // aligned A/B/C/D: keep parameter-table offsets and activation buffers aligned. A bias pointer that
 // is not 16-byte aligned is added by a small kernel instead of the epilogue.
 //
-// Plans (descriptor, 4 layouts, up to 8 candidate algorithms) are cached per (kind, N, I, O, bias, alignment, handle,
+// Plans (descriptor, 4 layouts, up to 16 candidate algorithms) are cached per (kind, N, I, O, bias, alignment, handle,
 // workspace) in a small table with round-robin eviction; building one costs ~10-50 us of host time.
-// Not thread-safe (one host thread drives a GPU in coda.c).
+// The table belongs to the GpuContext (ctx->matmul_plans, made on its first matmul, freed by
+// gpu_context_free), not to the process: a plan's algorithm is the heuristic's choice for that
+// context's handle and device, and with one context per rank/device none may use another's.
+// Not thread-safe (one host thread drives a context in coda.c).
 //
 // Workspace: ctx->workspace is cuBLASLt's; matmul_backward_weight's dbias pass reuses it afterwards
 // for its partial sums (stream-ordered, so safe as long as one ctx is used by one stream).
@@ -63,8 +66,10 @@ typedef struct {
 } MatmulPlan;
 
 #define MATMUL_PLAN_CACHE_SIZE 128
-static MatmulPlan g_matmul_plans[MATMUL_PLAN_CACHE_SIZE];
-static int g_matmul_plan_next = 0;  // round-robin eviction cursor
+struct MatmulPlanCache {  // one per GpuContext (declared in cuda_common.cuh)
+    MatmulPlan plans[MATMUL_PLAN_CACHE_SIZE];
+    int next;  // round-robin eviction cursor
+};
 
 // Largest power of two (<= 256) dividing the address; cuBLASLt's heuristic needs the real alignment.
 static inline int matmul_ptr_align(const void* p) {
@@ -85,21 +90,35 @@ static void matmul_plan_destroy(MatmulPlan* p) {
     memset(p, 0, sizeof(*p));
 }
 
-// Frees every cached plan (call before destroying the cuBLASLt handle; optional at exit).
-static inline void matmul_plans_free(void) {
-    for (int i = 0; i < MATMUL_PLAN_CACHE_SIZE; i++) matmul_plan_destroy(&g_matmul_plans[i]);
-    g_matmul_plan_next = 0;
+// Destroys every plan of a context's cache and the cache (GpuContext.matmul_plans_free: gpu_context_free
+// calls it before destroying the cuBLASLt handle).
+static void matmul_plan_cache_free(struct MatmulPlanCache* c) {
+    for (int i = 0; i < MATMUL_PLAN_CACHE_SIZE; i++) matmul_plan_destroy(&c->plans[i]);
+    free(c);
+}
+
+// The context's plan cache, made on first use. The launchers take const GpuContext*; the cache
+// pointer is the one field they set (a cache, like each plan's `chosen`), through a cast, which is
+// defined because every GpuContext is a non-const object set up by gpu_context_init.
+static struct MatmulPlanCache* matmul_plan_cache(const GpuContext* ctx) {
+    if (!ctx->matmul_plans) {
+        GpuContext* mctx = (GpuContext*)ctx;
+        mctx->matmul_plans = (struct MatmulPlanCache*)coda_calloc_or_die(1, sizeof(struct MatmulPlanCache), "matmul plans");
+        mctx->matmul_plans_free = matmul_plan_cache_free;
+    }
+    return ctx->matmul_plans;
 }
 
 static MatmulPlan* matmul_get_plan(const GpuContext* ctx, int kind, int N, int I, int O, int has_bias, int align) {
+    struct MatmulPlanCache* c = matmul_plan_cache(ctx);
     for (int i = 0; i < MATMUL_PLAN_CACHE_SIZE; i++) {
-        MatmulPlan* p = &g_matmul_plans[i];
+        MatmulPlan* p = &c->plans[i];
         if (p->used && p->kind == kind && p->N == N && p->I == I && p->O == O && p->has_bias == has_bias &&
             p->align == align && p->lt == ctx->lt && p->workspace_size == ctx->workspace_size)
             return p;
     }
-    MatmulPlan* p = &g_matmul_plans[g_matmul_plan_next];
-    g_matmul_plan_next = (g_matmul_plan_next + 1) % MATMUL_PLAN_CACHE_SIZE;
+    MatmulPlan* p = &c->plans[c->next];
+    c->next = (c->next + 1) % MATMUL_PLAN_CACHE_SIZE;
     matmul_plan_destroy(p);
     p->kind = kind; p->N = N; p->I = I; p->O = O; p->has_bias = has_bias; p->align = align;
     p->lt = ctx->lt; p->workspace_size = ctx->workspace_size;
