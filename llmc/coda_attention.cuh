@@ -1,7 +1,9 @@
 // coda_attention.cuh — CoDA two-stream causal attention (SPEC §1), unbounded, forward and backward,
-// for B rows x T tokens. First version: a tiled fp32-FMA kernel (no tensor cores); the fused flash
-// kernel on tensor cores is a later issue. Everything is deterministic (no floating-point atomics):
-// two runs on the same inputs give the same bits.
+// for B rows x T tokens, in two implementations of the same math (CodaAttnShape.impl): tiled fp32-FMA
+// kernels on CUDA cores (this file; the FP32 build's exact path and the benchmarks' baseline) and
+// FlashAttention-2-style tensor-core kernels (coda_attention_mma.cuh; what the BF16 build runs, ~13x
+// faster). Both share the combine kernels below. Everything is deterministic (no floating-point
+// atomics): two runs on the same inputs give the same bits.
 //
 // Math (SPEC §1.4, §1.5), per token t, query head h, KV head g = h / G:
 //   qn      = R_theta[h](q)            rotation of interleaved pairs (2j, 2j+1) by theta[h, j]
@@ -12,7 +14,7 @@
 //   out     = o * rsqrt(mean(o^2) + eps) * head_norm    when differential && head_norm_full
 //             o                                         otherwise (as the CPU reference)
 //
-// Kernel structure (keeps the door open for the bounded key set "prefix slots + causal block" of
+// Kernel structure of the FMA path (the tensor-core path mirrors it; keeps the door open for the bounded key set "prefix slots + causal block" of
 // DESIGN.md: the key loop runs over K/V tiles staged in shared memory, so a later version can put the
 // bank snapshot's tiles in front of the causal block's):
 //   forward  block = (query tile, head h, batch row b); 512 threads = 128 (query, stream) rows x 4
@@ -47,11 +49,17 @@
 #include <math.h>
 #include "cuda_common.cuh"
 
+// Which kernels run the attention (the math is the same): AUTO = tensor cores (mma.sync, bf16) in the
+// BF16 build, fp32 FMA on CUDA cores in the FP32 build (exact tests); FMA can be forced in either
+// build (benchmarks compare the two; tests check both against the CPU reference).
+typedef enum { CA_IMPL_AUTO = 0, CA_IMPL_FMA = 1, CA_IMPL_MMA = 2 } CodaAttnImpl;
+
 typedef struct {
     int B, T, H, Hkv, Dh;
     int differential;
     int head_norm_full;
     float head_norm_eps;
+    CodaAttnImpl impl;  // zero-initialised = AUTO
 } CodaAttnShape;
 
 #define CA_LOG2E 1.4426950408889634f
@@ -555,6 +563,10 @@ ca_dkdv_kernel(CodaAttnShape sh, floatX* dk, floatX* dv, const floatX* dO, const
     }
 }
 
+#if !defined(ENABLE_FP32)
+#include "coda_attention_mma.cuh"
+#endif
+
 // ---------------------------------------------------------------------------------------------
 // host side
 
@@ -565,20 +577,77 @@ static inline void ca_check_shape(const CodaAttnShape* s) {
         exit(1);
     }
 }
+// Tensor cores in the BF16 build unless FMA is asked for; the FP32 build has only the FMA kernels.
+static inline int ca_use_mma(const CodaAttnShape* s) {
+#if defined(ENABLE_FP32)
+    if (s->impl == CA_IMPL_MMA) { fprintf(stderr, "coda_attention: the tensor-core kernels need the BF16 build\n"); exit(1); }
+    return 0;
+#else
+    return s->impl != CA_IMPL_FMA;
+#endif
+}
 static inline int ca_fwd_bq(const CodaAttnShape* s) { return s->differential ? 64 : 128; }
-// query tile of the dQ kernel: 512 threads / (Dh/16 lanes) rows, over the streams
-static inline int ca_dq_bq(const CodaAttnShape* s) { return (512 / (s->Dh / 16)) / (s->differential ? 2 : 1); }
+// query tile of the dQ kernel: 512 threads / (Dh/16 lanes) rows, over the streams (FMA); 64 (MMA)
+static inline int ca_dq_bq(const CodaAttnShape* s) {
+    return ca_use_mma(s) ? 64 : (512 / (s->Dh / 16)) / (s->differential ? 2 : 1);
+}
 static inline size_t ca_align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 // Scratch of the backward: d o [B*T, H*Dh] floatX | delta [2, B, H, T] fp32 | theta partials
-// [B * n_qtiles, H, Dh/2] fp32 | head-norm partials [ceil(B*T*H / 256), Dh] fp32.
+// [B * n_qtiles, H, Dh/2] fp32 | head-norm partials [ceil(B*T*H / 256), Dh] fp32; tensor-core path
+// also: qn [B*T, H*Dh] floatX | dk, dv partials per query head [B*T, H, Dh] fp32 each.
 size_t coda_attention_scratch_bytes(const CodaAttnShape* s) {
     ca_check_shape(s);
     size_t BT = (size_t)s->B * s->T, nqt = (size_t)ceil_div(s->T, ca_dq_bq(s));
     size_t ncb = ceil_div_sz(BT * s->H, CA_CB_ROWS_PER_BLOCK);
-    return ca_align256(BT * s->H * s->Dh * sizeof(floatX)) + ca_align256(2 * BT * s->H * sizeof(float)) +
-           ca_align256((size_t)s->B * nqt * s->H * (s->Dh / 2) * sizeof(float)) + ca_align256(ncb * s->Dh * sizeof(float));
+    size_t bytes = ca_align256(BT * s->H * s->Dh * sizeof(floatX)) + ca_align256(2 * BT * s->H * sizeof(float)) +
+                   ca_align256((size_t)s->B * nqt * s->H * (s->Dh / 2) * sizeof(float)) + ca_align256(ncb * s->Dh * sizeof(float));
+    if (ca_use_mma(s)) bytes += ca_align256(BT * s->H * s->Dh * sizeof(floatX)) + 2 * ca_align256(BT * s->H * s->Dh * sizeof(float));
+    return bytes;
 }
+
+#if !defined(ENABLE_FP32)
+// Kernels that take more than 48 KB of dynamic shared memory must say so once per kernel.
+template <typename K>
+static void ca_mma_launch_prep(K kernel, int smem, const char* name) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) {
+        fprintf(stderr, "coda_attention: %s needs %d bytes of shared memory: %s\n", name, smem, cudaGetErrorString(e));
+        exit(1);
+    }
+}
+static void ca_noise_query(const GpuContext* ctx, const CodaAttnShape* s, floatX* qn, const floatX* q, const floatX* theta) {
+    size_t npairs = (size_t)s->B * s->T * s->H * s->Dh / 2;
+    ca_noise_query_kernel<<<(unsigned)ceil_div_sz(npairs, 256), 256, 0, ctx->stream>>>(qn, q, theta, s->H, s->Dh, npairs);
+    cudaCheckLaunch("ca_noise_query_kernel");
+}
+template <int DH, int NS>
+static void ca_mma_forward_launch(const GpuContext* ctx, const CodaAttnShape* s, floatX* a_sig, floatX* a_noise, float* lse,
+                                  const floatX* q, const floatX* qn, const floatX* k, const floatX* v) {
+    const int smem = ca_mma_fwd_smem<DH, NS>();
+    ca_mma_launch_prep(ca_mma_forward_kernel<DH, NS>, smem, "ca_mma_forward_kernel");
+    unsigned blocks = (unsigned)ceil_div(s->T, 64) * s->H * s->B;
+    ca_mma_forward_kernel<DH, NS><<<blocks, 128 * NS, smem, ctx->stream>>>(*s, a_sig, a_noise, lse, q, qn, k, v);
+    cudaCheckLaunch("ca_mma_forward_kernel");
+}
+template <int DH, int NS>
+static void ca_mma_backward_launch(const GpuContext* ctx, const CodaAttnShape* s, floatX* dq, floatX* dk, floatX* dv,
+                                   float* dth_part, float* dk_part, float* dv_part, const floatX* dO, const float* lse,
+                                   const float* delta, const floatX* q, const floatX* qn, const floatX* k, const floatX* v,
+                                   const floatX* theta, const floatX* lam_logit) {
+    const int sq = ca_mma_dq_smem<DH, NS>(), skv = ca_mma_dkdv_smem<DH>();
+    ca_mma_launch_prep(ca_mma_dq_kernel<DH, NS>, sq, "ca_mma_dq_kernel");
+    ca_mma_launch_prep(ca_mma_dkdv_kernel<DH, NS>, skv, "ca_mma_dkdv_kernel");
+    unsigned blocks = (unsigned)ceil_div(s->T, 64) * s->H * s->B;
+    ca_mma_dq_kernel<DH, NS><<<blocks, 128 * NS, sq, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
+    cudaCheckLaunch("ca_mma_dq_kernel");
+    ca_mma_dkdv_kernel<DH, NS><<<blocks, 128, skv, ctx->stream>>>(*s, dk_part, dv_part, dO, lse, delta, q, qn, k, v, lam_logit);
+    cudaCheckLaunch("ca_mma_dkdv_kernel");
+    size_t n4 = (size_t)s->B * s->T * s->Hkv * s->Dh / 4;
+    ca_mma_dkdv_reduce_kernel<<<(unsigned)ceil_div_sz(n4, 256), 256, 0, ctx->stream>>>(dk, dv, dk_part, dv_part, s->H, s->Hkv, s->Dh, n4);
+    cudaCheckLaunch("ca_mma_dkdv_reduce_kernel");
+}
+#endif
 
 template <int DH, int NS>
 static void ca_forward_launch(const GpuContext* ctx, const CodaAttnShape* s, floatX* a_sig, floatX* a_noise, float* lse,
@@ -594,7 +663,25 @@ void coda_attention_forward(const GpuContext* ctx, const CodaAttnShape* s, float
     ca_check_shape(s);
     const int norm = s->differential && s->head_norm_full;
     if (norm && !head_norm) { fprintf(stderr, "coda_attention_forward: head_norm_full needs the head_norm weight\n"); exit(1); }
-    if (s->Dh == 128) {
+    if (s->differential && (out == a_sig || out == a_noise)) {
+        fprintf(stderr, "coda_attention_forward: with two streams out must not alias a_sig or a_noise\n");
+        exit(1);
+    }
+    if (ca_use_mma(s)) {
+#if !defined(ENABLE_FP32)
+        // The noise query lives in `out` until the combine overwrites it: out is written only there,
+        // so the forward needs no scratch.
+        floatX* qn = s->differential ? out : NULL;
+        if (qn) ca_noise_query(ctx, s, qn, q, theta);
+        if (s->Dh == 128) {
+            if (s->differential) ca_mma_forward_launch<128, 2>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
+            else ca_mma_forward_launch<128, 1>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
+        } else {
+            if (s->differential) ca_mma_forward_launch<64, 2>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
+            else ca_mma_forward_launch<64, 1>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
+        }
+#endif
+    } else if (s->Dh == 128) {
         if (s->differential) ca_forward_launch<128, 2>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
         else ca_forward_launch<128, 1>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
     } else {
@@ -635,7 +722,7 @@ void coda_attention_backward(const GpuContext* ctx, const CodaAttnShape* s, floa
     floatX* dO = (floatX*)p;       p += ca_align256(rows * s->Dh * sizeof(floatX));
     float* delta = (float*)p;      p += ca_align256(2 * rows * sizeof(float));
     float* dth_part = (float*)p;   p += ca_align256((size_t)s->B * nqt * s->H * (s->Dh / 2) * sizeof(float));
-    float* dw_part = (float*)p;
+    float* dw_part = (float*)p;    p += ca_align256(ncb * s->Dh * sizeof(float));
     // 1. head norm / stream combination backward
     if (s->Dh == 128)
         ca_combine_backward_kernel<128><<<ncb, 256, 0, ctx->stream>>>(*s, dO, delta, dlam_logit, dw_part, dout, a_sig, a_noise,
@@ -647,6 +734,28 @@ void coda_attention_backward(const GpuContext* ctx, const CodaAttnShape* s, floa
     if (norm && dhead_norm) {
         ca_colsum_kernel<<<s->Dh, 256, 0, ctx->stream>>>(dhead_norm, dw_part, ncb, s->Dh);
         cudaCheckLaunch("ca_colsum_kernel(dhead_norm)");
+    }
+    if (ca_use_mma(s)) {
+#if !defined(ENABLE_FP32)
+        // 2+3. tensor cores: dq (+ theta partials), then dk/dv partials per query head and their sum
+        floatX* qn = (floatX*)p;   p += ca_align256(rows * s->Dh * sizeof(floatX));
+        float* dk_part = (float*)p; p += ca_align256(rows * s->Dh * sizeof(float));
+        float* dv_part = (float*)p;
+        if (s->differential) ca_noise_query(ctx, s, qn, q, theta);
+        else qn = NULL;
+        if (s->Dh == 128) {
+            if (s->differential) ca_mma_backward_launch<128, 2>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
+            else ca_mma_backward_launch<128, 1>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
+        } else {
+            if (s->differential) ca_mma_backward_launch<64, 2>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
+            else ca_mma_backward_launch<64, 1>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
+        }
+        if (s->differential && dtheta) {
+            ca_colsum_kernel<<<s->H * (s->Dh / 2), 256, 0, ctx->stream>>>(dtheta, dth_part, s->B * nqt, s->H * (s->Dh / 2));
+            cudaCheckLaunch("ca_colsum_kernel(dtheta)");
+        }
+#endif
+        return;
     }
     // 2. dq (+ noise rotation backward, theta partials)
     dim3 gq(nqt, s->H, s->B);

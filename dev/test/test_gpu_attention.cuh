@@ -286,27 +286,32 @@ static void ga_check_errors(const GaErrors* e, double tol, double* worst) {
     }
 }
 
-static void ga_run_grid(int differential, int head_norm_full) {
+static void ga_run_grid(int differential, int head_norm_full, CodaAttnImpl impl) {
     GpuContext ctx;
     gpu_context_init(&ctx);
     const int Ts[4] = {1, 17, 64, 300}, Gs[2] = {1, 4}, Dhs[2] = {64, 128};
     double worst[7] = {0};
     uint64_t seed = 1234 + 17 * differential + 5 * head_norm_full;
+    CodaAttnShape probe = {1, 1, 1, 1, 64, 0, 0, 0.f, impl};
     for (int ti = 0; ti < 4; ti++)
         for (int gi = 0; gi < 2; gi++)
             for (int di = 0; di < 2; di++) {
-                CodaAttnShape sh = {2, Ts[ti], 2 * Gs[gi], 2, Dhs[di], differential, head_norm_full, 1e-6f};
+                CodaAttnShape sh = {2, Ts[ti], 2 * Gs[gi], 2, Dhs[di], differential, head_norm_full, 1e-6f, impl};
                 GaErrors e = ga_check_case(&ctx, sh, seed++);
                 ga_check_errors(&e, ga_attn_tol(), worst);
             }
-    printf("    %s worst rel err (tol %.1e): out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e\n", PRECISION_NAME,
-           ga_attn_tol(), worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], worst[6]);
+    printf("    %s %s worst rel err (tol %.1e): out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e\n", PRECISION_NAME,
+           ca_use_mma(&probe) ? "tensor-core" : "fp32-FMA", ga_attn_tol(), worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], worst[6]);
     gpu_context_free(&ctx);
 }
 
-GPU_TEST(kattn_gqa_vs_cpu_reference) { ga_run_grid(0, 0); }
-GPU_TEST(kattn_coda_headnorm_vs_cpu_reference) { ga_run_grid(1, 1); }
-GPU_TEST(kattn_coda_identity_vs_cpu_reference) { ga_run_grid(1, 0); }
+// AUTO = the kernels the trainer runs (tensor cores in the BF16 build, FMA in the FP32 build).
+GPU_TEST(kattn_gqa_vs_cpu_reference) { ga_run_grid(0, 0, CA_IMPL_AUTO); }
+GPU_TEST(kattn_coda_headnorm_vs_cpu_reference) { ga_run_grid(1, 1, CA_IMPL_AUTO); }
+GPU_TEST(kattn_coda_identity_vs_cpu_reference) { ga_run_grid(1, 0, CA_IMPL_AUTO); }
+// The BF16 build also keeps the fp32-FMA kernels checked (the benchmarks' baseline; FP32 build: same as AUTO).
+GPU_TEST(kattn_fma_coda_headnorm_vs_cpu_reference) { ga_run_grid(1, 1, CA_IMPL_FMA); }
+GPU_TEST(kattn_fma_gqa_vs_cpu_reference) { ga_run_grid(0, 0, CA_IMPL_FMA); }
 
 // Two runs on the same inputs give the same bits (no atomics); a second backward doubles the
 // accumulated dtheta / dhead_norm exactly (they are +=).

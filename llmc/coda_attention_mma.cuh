@@ -1,0 +1,566 @@
+// coda_attention_mma.cuh — the tensor-core kernels of CoDA two-stream causal attention (BF16 build).
+// Same math, inputs, outputs and saved tensors as the fp32-FMA kernels of coda_attention.cuh (which
+// includes this file and chooses between them, CodaAttnShape.impl); read the math and the layouts
+// there. This file only holds the three attention kernels that do the O(T^2) work, on mma.sync
+// (m16n8k16, bf16 inputs, fp32 accumulation), FlashAttention-2 style:
+//
+//   forward  block = (query tile of 64, head h, batch row b); 4 warps per stream, 16 query rows each.
+//            BOTH streams run in the block (8 warps) against the same K/V tile, which is staged once
+//            in shared memory (cp.async, double-buffered). Online softmax in fp32 (exp2 domain); the
+//            probabilities are rounded to bf16 for the P.V product, the row sums use the fp32 values.
+//   dQ       block = (query tile of 64, h, b), both streams (8 warps): S and dP recomputed from lse;
+//            dS.K accumulated in registers; at the end the noise warps hand dq_noise to the signal
+//            warps through shared memory, which add R_theta^T dq_noise and form the theta partials
+//            (fixed-order sums: bitwise reproducible).
+//   dK/dV    block = (key tile of 64, QUERY head h, b), 4 warps x 16 keys; walks the query tiles at
+//            or after its keys for both streams of h; dK, dV stay in registers. Each block writes an
+//            fp32 partial for its query head; a small kernel sums the G = H/Hkv partials of a KV head
+//            in a fixed order (no atomics). One block per query head (instead of per KV head) gives
+//            G times more blocks, which evens out the causal triangle's unequal work per key tile.
+//
+// The noise query qn = R_theta(q) is formed once per pass by ca_noise_query_kernel and rounded to
+// bf16 (the tensor cores take bf16): the forward and the backward use the same bits. The noise
+// stream's d A = -lam * d o is never rounded: lam scales dP (per query) and P (for dV) in fp32.
+// Blocks are numbered heaviest tile first (causal: late query tiles / early key tiles do the most).
+//
+// Shared-memory tiles are [rows][DH] bf16 with the 16-byte chunks of a row XOR-swizzled by (row & 7),
+// so that the 8 row addresses of every ldmatrix hit 8 different bank groups.
+#pragma once
+#include <stdint.h>
+#include <cuda_bf16.h>
+
+typedef __nv_bfloat16 bf16;
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers
+
+__device__ __forceinline__ uint32_t ca_smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+// 16 bytes global -> shared, asynchronously; zero-fills when !valid (the source is then not read).
+__device__ __forceinline__ void ca_cp_async16(void* smem, const void* gmem, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ca_smem_u32(smem)), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void ca_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void ca_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ca_ldsm_x4(uint32_t r[4], const bf16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(ca_smem_u32(p)));
+}
+__device__ __forceinline__ void ca_ldsm_x4_trans(uint32_t r[4], const bf16* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(ca_smem_u32(p)));
+}
+// c (16x8 fp32) += a (16x16 bf16, row-major) * b (16x8 bf16, column-major)
+__device__ __forceinline__ void ca_mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ uint32_t ca_pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo -> the lower address / lower k index
+    return *(uint32_t*)&v;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared-memory tiles and fragments. Fragment layouts of m16n8k16 (g = lane / 4, t = lane % 4):
+//   A a[0..3]: (row g, k 2t..2t+1), (row g+8, k 2t..), (row g, k 2t+8..), (row g+8, k 2t+8..)
+//   B b[0..1]: (k 2t..2t+1, col g), (k 2t+8.., col g)
+//   C c[0..3]: (row g, col 2t), (row g, col 2t+1), (row g+8, col 2t), (row g+8, col 2t+1)
+
+template <int DH>
+__device__ __forceinline__ int ca_swz(int r, int c) {  // element (r, c) of a swizzled [rows][DH] tile
+    return r * DH + ((((c >> 3) ^ (r & 7))) << 3) + (c & 7);
+}
+
+// Rows r0 .. r0+ROWS-1 of a [T][stride] global matrix (already offset to batch row and head) into a
+// tile; rows >= T are zero.
+template <int DH, int ROWS, int THREADS>
+__device__ __forceinline__ void ca_load_tile(bf16* tile, const bf16* src, size_t stride, int r0, int T) {
+    constexpr int CH = DH / 8;
+    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
+        const int r = idx / CH, c = (idx % CH) * 8, gr = r0 + r;
+        const bool ok = gr < T;
+        ca_cp_async16(tile + ca_swz<DH>(r, c), src + (size_t)(ok ? gr : 0) * stride + c, ok);
+    }
+}
+
+// A fragment of rows r0..r0+15, k = k0..k0+15 of a row-major tile. The same addressing with .trans
+// gives the B fragments of a tile stored [k][n] (rows = k): n-tiles n0 (b[0], b[1]) and n0+8 (b[2], b[3]).
+template <int DH>
+__device__ __forceinline__ void ca_frag_a(uint32_t a[4], const bf16* tile, int r0, int k0) {
+    const int l = threadIdx.x & 31;
+    ca_ldsm_x4(a, tile + ca_swz<DH>(r0 + (l & 15), k0 + ((l >> 4) << 3)));
+}
+template <int DH>
+__device__ __forceinline__ void ca_frag_b_kn(uint32_t b[4], const bf16* tile, int k0, int n0) {
+    const int l = threadIdx.x & 31;
+    ca_ldsm_x4_trans(b, tile + ca_swz<DH>(k0 + (l & 15), n0 + ((l >> 4) << 3)));
+}
+// B fragments of a tile stored [n][k] (rows = n, e.g. K for S = Q K^T): n-tiles n0 and n0+8, k0..k0+15.
+template <int DH>
+__device__ __forceinline__ void ca_frag_b_nk(uint32_t b[4], const bf16* tile, int n0, int k0) {
+    const int l = threadIdx.x & 31;
+    ca_ldsm_x4(b, tile + ca_swz<DH>(n0 + (l & 7) + ((l >> 4) << 3), k0 + (((l >> 3) & 1) << 3)));
+}
+
+// acc[16 rows][N] += A (16 x DH, fragments in registers) * tile[N rows][DH]^T   (S = Q K^T)
+template <int DH, int N>
+__device__ __forceinline__ void ca_mm_abt(float acc[][4], const uint32_t a[][4], const bf16* tile) {
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; kk++)
+#pragma unroll
+        for (int np = 0; np < N / 16; np++) {
+            uint32_t b[4];
+            ca_frag_b_nk<DH>(b, tile, np * 16, kk * 16);
+            ca_mma(acc[2 * np], a[kk], b[0], b[1]);
+            ca_mma(acc[2 * np + 1], a[kk], b[2], b[3]);
+        }
+}
+// acc[16 rows][DH] += A (16 x K, fragments) * tile[K rows][DH]   (O = P V)
+template <int DH, int K>
+__device__ __forceinline__ void ca_mm_ab(float acc[][4], const uint32_t a[][4], const bf16* tile) {
+#pragma unroll
+    for (int kk = 0; kk < K / 16; kk++)
+#pragma unroll
+        for (int np = 0; np < DH / 16; np++) {
+            uint32_t b[4];
+            ca_frag_b_kn<DH>(b, tile, kk * 16, np * 16);
+            ca_mma(acc[2 * np], a[kk], b[0], b[1]);
+            ca_mma(acc[2 * np + 1], a[kk], b[2], b[3]);
+        }
+}
+// The accumulator of a 16 x N product as A fragments (k = its N columns) after f(value, col): the
+// FlashAttention register trick (C of n-tiles 2kk, 2kk+1 = A of k-step kk).
+template <int N>
+__device__ __forceinline__ void ca_acc_to_a(uint32_t a[][4], const float c[][4]) {
+#pragma unroll
+    for (int j = 0; j < N / 8; j++) {
+        a[j / 2][2 * (j & 1)] = ca_pack_bf16(c[j][0], c[j][1]);
+        a[j / 2][2 * (j & 1) + 1] = ca_pack_bf16(c[j][2], c[j][3]);
+    }
+}
+
+// Block index -> (tile, head, batch row), heaviest tile first. reverse: tile = ntiles-1-major index.
+__device__ __forceinline__ void ca_block_coords(int ntiles, int H, int B, int reverse, int* tile, int* h, int* b) {
+    const int major = blockIdx.x / (H * B), rest = blockIdx.x % (H * B);
+    *tile = reverse ? ntiles - 1 - major : major;
+    *h = rest % H;
+    *b = rest / H;
+}
+
+// ---------------------------------------------------------------------------------------------
+// qn = R_theta[h](q): rotation of interleaved pairs (SPEC §1.4), rounded to bf16. One thread per pair.
+
+__global__ void ca_noise_query_kernel(bf16* qn, const bf16* q, const bf16* theta, int H, int Dh, size_t npairs) {
+    size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= npairs) return;
+    const int pr = (int)(p % ((size_t)H * Dh / 2));  // (head, pair) index = theta index
+    float sn, cs;
+    sincosf(__bfloat162float(theta[pr]), &sn, &cs);
+    __nv_bfloat162 x = ((const __nv_bfloat162*)q)[p];
+    float x0 = __low2float(x), x1 = __high2float(x);
+    ((__nv_bfloat162*)qn)[p] = __floats2bfloat162_rn(x0 * cs - x1 * sn, x0 * sn + x1 * cs);
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward. Grid: n_qtiles * H * B blocks of 128 * NS threads; dynamic smem ca_mma_fwd_smem<DH, NS>().
+
+template <int DH, int NS>
+constexpr int ca_mma_fwd_smem() { return (NS * 64 + 4 * 64) * DH * 2; }
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(128 * NS, 1)
+ca_mma_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q, const bf16* qn,
+                      const bf16* k, const bf16* v) {
+    constexpr int BQ = 64, BK = 64, THREADS = 128 * NS;
+    extern __shared__ __align__(128) unsigned char ca_smem[];
+    bf16* Qs = (bf16*)ca_smem;     // [NS][BQ][DH]
+    bf16* Ks = Qs + NS * BQ * DH;  // [2][BK][DH]
+    bf16* Vs = Ks + 2 * BK * DH;   // [2][BK][DH]
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
+    int qt, h, b;
+    ca_block_coords((T + BQ - 1) / BQ, H, sh.B, 1, &qt, &h, &b);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
+    const int g = lane >> 2, tq = lane & 3;
+    const int q0 = qt * BQ, row0 = q0 + wr + g, row1 = row0 + 8;
+    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    for (int ss = 0; ss < NS; ss++)
+        ca_load_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
+    ca_load_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
+    ca_load_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    ca_cp_async_commit();
+    ca_cp_async_wait<0>();
+    __syncthreads();
+    uint32_t qf[DH / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; kk++) ca_frag_a<DH>(qf[kk], Qs + s * BQ * DH, wr, kk * 16);
+
+    const float sl2 = (1.0f / sqrtf((float)DH)) * CA_LOG2E;
+    float o[DH / 8][4];
+#pragma unroll
+    for (int j = 0; j < DH / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int buf = kt & 1;
+        if (kt + 1 < nkt) {
+            ca_load_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
+            ca_load_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
+        }
+        ca_cp_async_commit();
+        ca_cp_async_wait<1>();
+        __syncthreads();
+        float sc[BK / 8][4];
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
+        ca_mm_abt<DH, BK>(sc, qf, Ks + buf * BK * DH);
+        const int k0 = kt * BK;
+        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = sc[j][e] * sl2;
+                const int key = k0 + 8 * j + 2 * tq + (e & 1);
+                if (mask && (key > (e < 2 ? row0 : row1) || key >= T)) x = -INFINITY;
+                sc[j][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            alpha[r] = exp2f(m[r] - mx[r]);  // finite mx: key 0 (first tile) is visible to every row
+            m[r] = mx[r];
+            l[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int j = 0; j < DH / 8; j++) {
+            o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
+            o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                sc[j][e] = exp2f(sc[j][e] - m[e >> 1]);
+                l[e >> 1] += sc[j][e];
+            }
+        uint32_t pf[BK / 16][4];
+        ca_acc_to_a<BK>(pf, sc);
+        ca_mm_ab<DH, BK>(o, pf, Vs + buf * BK * DH);
+        __syncthreads();  // everyone is done with this buffer before it is refilled
+    }
+    bf16* dst = s ? a_noise : a_sig;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        const int row = r ? row1 : row0;
+        if (row < T) {
+            const float inv = 1.0f / l[r];
+            bf16* drow = dst + ((size_t)b * T + row) * qstride + (size_t)h * DH + 2 * tq;
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++) *(uint32_t*)(drow + 8 * j) = ca_pack_bf16(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+            if (tq == 0) lse[(((size_t)s * sh.B + b) * H + h) * T + row] = (m[r] + log2f(l[r])) * CA_LN2;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward dQ (+ noise-rotation backward and theta partials). Grid: n_qtiles(64) * H * B blocks of
+// 128 * NS threads. Key tiles of 32 at DH = 128 (register budget), 64 at DH = 64.
+
+template <int DH> __host__ __device__ constexpr int ca_mma_dq_bk() { return DH == 128 ? 32 : 64; }
+template <int DH, int NS>
+constexpr int ca_mma_dq_smem() { return (NS * 64 + 64 + 4 * ca_mma_dq_bk<DH>()) * DH * 2 + DH * 4 * 2; }
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(128 * NS, 1)
+ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, const float* lse, const float* delta,
+                 const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* theta, const bf16* lam_logit) {
+    constexpr int BQ = 64, BK = ca_mma_dq_bk<DH>(), THREADS = 128 * NS;
+    extern __shared__ __align__(128) unsigned char ca_smem[];
+    bf16* Qs = (bf16*)ca_smem;      // [NS][BQ][DH]
+    bf16* dOs = Qs + NS * BQ * DH;  // [BQ][DH]
+    bf16* Ks = dOs + BQ * DH;       // [2][BK][DH]
+    bf16* Vs = Ks + 2 * BK * DH;    // [2][BK][DH]
+    float* rot = (float*)(Vs + 2 * BK * DH);  // [2][DH/2]: cos, sin of theta[h]
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, nqt = (T + BQ - 1) / BQ;
+    int qt, h, b;
+    ca_block_coords(nqt, H, sh.B, 1, &qt, &h, &b);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
+    const int g = lane >> 2, tq = lane & 3;
+    const int q0 = qt * BQ, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
+    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    for (int ss = 0; ss < NS; ss++)
+        ca_load_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
+    ca_load_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
+    ca_load_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
+    ca_load_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    ca_cp_async_commit();
+    if (NS == 2)
+        for (int p = threadIdx.x; p < DH / 2; p += THREADS) sincosf(__bfloat162float(theta[(size_t)h * (DH / 2) + p]), &rot[DH / 2 + p], &rot[p]);
+    // per-row softmax statistics: rows past T get lse = +inf (P = 0)
+    float lse2[2], dl[2], f[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const bool ok = rows[r] < T;
+        const size_t li = (((size_t)s * sh.B + b) * H + h) * T + (ok ? rows[r] : 0);
+        lse2[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
+        dl[r] = ok ? delta[li] : 0.f;
+        f[r] = (s == 0) ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + rows[r]) * H + h])) : 0.f);
+    }
+    ca_cp_async_wait<0>();
+    __syncthreads();
+    uint32_t qf[DH / 16][4], of[DH / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; kk++) {
+        ca_frag_a<DH>(qf[kk], Qs + s * BQ * DH, wr, kk * 16);
+        ca_frag_a<DH>(of[kk], dOs, wr, kk * 16);
+    }
+    const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
+    float acc[DH / 8][4];
+#pragma unroll
+    for (int j = 0; j < DH / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int buf = kt & 1;
+        if (kt + 1 < nkt) {
+            ca_load_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
+            ca_load_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
+        }
+        ca_cp_async_commit();
+        ca_cp_async_wait<1>();
+        __syncthreads();
+        const bf16* Kt = Ks + buf * BK * DH;
+        float sc[BK / 8][4], dp[BK / 8][4];
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) sc[j][e] = dp[j][e] = 0.f;
+        ca_mm_abt<DH, BK>(sc, qf, Kt);
+        ca_mm_abt<DH, BK>(dp, of, Vs + buf * BK * DH);
+        const int k0 = kt * BK;
+        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1, key = k0 + 8 * j + 2 * tq + (e & 1);
+                float p = exp2f(sc[j][e] * sl2 - lse2[r]);
+                if (mask && (key > rows[r] || key >= T)) p = 0.f;
+                sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);  // dS (natural-log units)
+            }
+        uint32_t dsf[BK / 16][4];
+        ca_acc_to_a<BK>(dsf, sc);
+        ca_mm_ab<DH, BK>(acc, dsf, Kt);
+        __syncthreads();
+    }
+    const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH + 2 * tq;
+    if (NS == 1) {
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            if (rows[r] < T)
+#pragma unroll
+                for (int j = 0; j < DH / 8; j++)
+                    *(uint32_t*)(dq + qoff + (size_t)rows[r] * qstride + 8 * j) = ca_pack_bf16(acc[j][2 * r] * scale, acc[j][2 * r + 1] * scale);
+        return;
+    }
+    // noise warps hand dq_noise over (fp32, over the K/V buffers, which are no longer read)
+    float* xch = (float*)Ks;  // [BQ][DH]
+    if (s == 1)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++)
+                *(float2*)(xch + (wr + g + 8 * r) * DH + 8 * j + 2 * tq) = make_float2(acc[j][2 * r] * scale, acc[j][2 * r + 1] * scale);
+    __syncthreads();
+    float* red = (float*)Qs;  // [4 warps][DH/2] theta partials (Q tiles are no longer read)
+    if (s == 0) {
+        float dth[DH / 8];
+#pragma unroll
+        for (int j = 0; j < DH / 8; j++) dth[j] = 0.f;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const bool ok = rows[r] < T;
+            const bf16* qrow = q + qoff + (size_t)(ok ? rows[r] : 0) * qstride;
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++) {
+                const int pr = 4 * j + tq;  // this thread's interleaved pair (2 pr, 2 pr + 1)
+                const float cs = rot[pr], sn = rot[DH / 2 + pr];
+                const float2 n = *(const float2*)(xch + (wr + g + 8 * r) * DH + 2 * pr);
+                __nv_bfloat162 x = *(const __nv_bfloat162*)(qrow + 8 * j);
+                const float x0 = __low2float(x), x1 = __high2float(x);
+                if (ok) {
+                    *(uint32_t*)(dq + qoff + (size_t)rows[r] * qstride + 8 * j) =
+                        ca_pack_bf16(acc[j][2 * r] * scale + (n.x * cs + n.y * sn), acc[j][2 * r + 1] * scale + (n.y * cs - n.x * sn));
+                    dth[j] += n.x * (-x0 * sn - x1 * cs) + n.y * (x0 * cs - x1 * sn);
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < DH / 8; j++) {
+            float v_ = dth[j];
+            v_ += __shfl_xor_sync(0xffffffffu, v_, 4);
+            v_ += __shfl_xor_sync(0xffffffffu, v_, 8);
+            v_ += __shfl_xor_sync(0xffffffffu, v_, 16);
+            if (g == 0) red[warp * (DH / 2) + 4 * j + tq] = v_;
+        }
+    }
+    __syncthreads();
+    for (int p = threadIdx.x; p < DH / 2; p += THREADS) {
+        float sum = 0.f;
+        for (int w = 0; w < 4; w++) sum += red[w * (DH / 2) + p];
+        dtheta_part[(((size_t)b * nqt + qt) * H + h) * (DH / 2) + p] = sum;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward dK, dV. Grid: n_ktiles(64) * H * B blocks of 128 threads (4 warps x 16 keys); writes the
+// fp32 partials dk_part, dv_part [B*T][H][DH] of its query head (dk already scaled by 1/sqrt(DH)).
+
+template <int DH> __host__ __device__ constexpr int ca_mma_dkdv_bq() { return DH == 128 ? 32 : 64; }
+template <int DH>
+constexpr int ca_mma_dkdv_smem() { return (2 * 64 + 4 * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * 3 * ca_mma_dkdv_bq<DH>() * 4; }
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(128, 2)
+ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* dO, const float* lse, const float* delta,
+                   const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* lam_logit) {
+    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128;
+    extern __shared__ __align__(128) unsigned char ca_smem[];
+    bf16* Ks = (bf16*)ca_smem;     // [BKV][DH]
+    bf16* Vs = Ks + BKV * DH;      // [BKV][DH]
+    bf16* Qs = Vs + BKV * DH;      // [2][BQ][DH]
+    bf16* dOs = Qs + 2 * BQ * DH;  // [2][BQ][DH]
+    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][3][BQ]: lse * log2(e), delta, factor (1 or -lam)
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, B = sh.B;
+    int kt, h, b;
+    ca_block_coords((T + BKV - 1) / BKV, H, B, 0, &kt, &h, &b);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
+    const int k0 = kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
+    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const size_t kvoff = (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const bf16* qb[2] = {q + (size_t)b * T * qstride + (size_t)h * DH, qn ? qn + (size_t)b * T * qstride + (size_t)h * DH : NULL};
+    const bf16* ob = dO + (size_t)b * T * qstride + (size_t)h * DH;
+    const int qt_first = k0 / BQ, nqt = (T + BQ - 1) / BQ, nsteps = (nqt - qt_first) * NS;
+
+    // stage step i = (query tile qt_first + i / NS, stream i % NS) into buffer i & 1
+    auto stage = [&](int i) {
+        const int qt = qt_first + i / NS, s = i % NS, bf = i & 1, q0 = qt * BQ;
+        ca_load_tile<DH, BQ, THREADS>(Qs + bf * BQ * DH, qb[s], qstride, q0, T);
+        ca_load_tile<DH, BQ, THREADS>(dOs + bf * BQ * DH, ob, qstride, q0, T);
+        for (int r = threadIdx.x; r < BQ; r += THREADS) {
+            const int i_ = q0 + r;
+            const bool ok = i_ < T;
+            const size_t li = (((size_t)s * B + b) * H + h) * T + (ok ? i_ : 0);
+            float* sc = Sc + bf * 3 * BQ;
+            sc[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
+            sc[BQ + r] = ok ? delta[li] : 0.f;
+            sc[2 * BQ + r] = s == 0 ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + i_) * H + h])) : 0.f);
+        }
+    };
+    ca_load_tile<DH, BKV, THREADS>(Ks, k + kvoff, kvstride, k0, T);
+    ca_load_tile<DH, BKV, THREADS>(Vs, v + kvoff, kvstride, k0, T);
+    stage(0);
+    ca_cp_async_commit();
+
+    const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
+    float dka[DH / 8][4], dva[DH / 8][4];
+#pragma unroll
+    for (int j = 0; j < DH / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dka[j][e] = dva[j][e] = 0.f;
+    for (int i = 0; i < nsteps; i++) {
+        const int bf = i & 1, q0 = (qt_first + i / NS) * BQ;
+        if (i + 1 < nsteps) stage(i + 1);
+        ca_cp_async_commit();
+        ca_cp_async_wait<1>();
+        __syncthreads();
+        const bf16* Qt = Qs + bf * BQ * DH;
+        const bf16* Ot = dOs + bf * BQ * DH;
+        const float* sc_ = Sc + bf * 3 * BQ;
+        float st[BQ / 8][4], dpt[BQ / 8][4];  // S^T, dP^T: [16 keys][BQ queries]
+#pragma unroll
+        for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) st[j][e] = dpt[j][e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < DH / 16; kk++) {
+            uint32_t ka[4], va[4];
+            ca_frag_a<DH>(ka, Ks, wk, kk * 16);
+            ca_frag_a<DH>(va, Vs, wk, kk * 16);
+#pragma unroll
+            for (int np = 0; np < BQ / 16; np++) {
+                uint32_t bq[4], bo[4];
+                ca_frag_b_nk<DH>(bq, Qt, np * 16, kk * 16);
+                ca_frag_b_nk<DH>(bo, Ot, np * 16, kk * 16);
+                ca_mma(st[2 * np], ka, bq[0], bq[1]);
+                ca_mma(st[2 * np + 1], ka, bq[2], bq[3]);
+                ca_mma(dpt[2 * np], va, bo[0], bo[1]);
+                ca_mma(dpt[2 * np + 1], va, bo[2], bo[3]);
+            }
+        }
+        const bool mask = q0 < k0 + BKV;  // queries before keys (rows past T have lse = +inf)
+#pragma unroll
+        for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int c = 8 * j + 2 * tq + (e & 1), qi = q0 + c;
+                float p = exp2f(st[j][e] * sl2 - sc_[c]);
+                if (mask && qi < keys[e >> 1]) p = 0.f;
+                const float fq = sc_[2 * BQ + c];
+                st[j][e] = p * fq;                              // P' = (factor * P)^T for dV
+                dpt[j][e] = p * (dpt[j][e] * fq - sc_[BQ + c]);  // dS^T
+            }
+        uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
+        ca_acc_to_a<BQ>(pa, st);
+        ca_acc_to_a<BQ>(dsa, dpt);
+        ca_mm_ab<DH, BQ>(dva, pa, Ot);
+        ca_mm_ab<DH, BQ>(dka, dsa, Qt);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+        if (keys[r] < T) {
+            const size_t off = (((size_t)b * T + keys[r]) * H + h) * DH + 2 * tq;
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++) {
+                *(float2*)(dk_part + off + 8 * j) = make_float2(dka[j][2 * r] * scale, dka[j][2 * r + 1] * scale);
+                *(float2*)(dv_part + off + 8 * j) = make_float2(dva[j][2 * r], dva[j][2 * r + 1]);
+            }
+        }
+}
+
+// dk[t, g, :] = sum over the G query heads h of KV head g of dk_part[t, h, :] (fixed order); same for dv.
+__global__ void ca_mma_dkdv_reduce_kernel(bf16* dk, bf16* dv, const float* dk_part, const float* dv_part, int H, int Hkv,
+                                          int Dh, size_t n4) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;  // index of 4 consecutive outputs
+    if (i >= n4) return;
+    const int G = H / Hkv, per_t = Hkv * Dh / 4;
+    const size_t t = i / per_t;
+    const int rem = (int)(i % per_t) * 4, gk = rem / Dh, d = rem % Dh;
+    float4 sk = make_float4(0.f, 0.f, 0.f, 0.f), sv = sk;
+    for (int hh = 0; hh < G; hh++) {
+        const size_t off = (t * H + (size_t)gk * G + hh) * Dh + d;
+        float4 a = *(const float4*)(dk_part + off), c = *(const float4*)(dv_part + off);
+        sk.x += a.x; sk.y += a.y; sk.z += a.z; sk.w += a.w;
+        sv.x += c.x; sv.y += c.y; sv.z += c.z; sv.w += c.w;
+    }
+    __nv_bfloat162 k01 = __floats2bfloat162_rn(sk.x, sk.y), k23 = __floats2bfloat162_rn(sk.z, sk.w);
+    __nv_bfloat162 v01 = __floats2bfloat162_rn(sv.x, sv.y), v23 = __floats2bfloat162_rn(sv.z, sv.w);
+    uint2 uk, uv;
+    uk.x = *(uint32_t*)&k01; uk.y = *(uint32_t*)&k23;
+    uv.x = *(uint32_t*)&v01; uv.y = *(uint32_t*)&v23;
+    *(uint2*)(dk + 4 * i) = uk;
+    *(uint2*)(dv + 4 * i) = uv;
+}
