@@ -7,6 +7,8 @@
 #   smoke          phase 0 (tiny, Brown) then phase 1 from its checkpoint; needs data/shards
 #   bench-smollm2  phase 1 at the SmolLM2-135M shape vs HF training the plain model, same card
 #   parity-7b      HF reference at the Mistral-7B shape (bf16, 32 layers) + the parity test
+#   parity-7b-sweep  Mistral-7B shape, 1x128: bf16 at 2, 8, 32 layers and fp32 at 4 layers (SWEEP="bf16:2 fp32:4"
+#                  picks a subset): coda.c vs transformers and, for bf16, both vs the fp32 truth; a table
 #   bench-7b       phase 1 at the Mistral-7B shape (T=2048) vs HF (attention-only trainable)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +56,26 @@ for stage in "$@"; do
     parity-7b)
       run python3 scripts/hf_parity.py --shape mistral-7b --dtype bfloat16 --batch 1 --seq 128 --out data/hf_parity/mistral7b_bf16 2>&1 | tail -1
       ./test_coda gpu_hf_parity 2>&1 | tail -4 ;;
+    parity-7b-sweep)
+      # each directory (up to 15 GB) is deleted after its test: the disk is 64 GB
+      [ -x ./test_coda ] && [ -x ./test_coda_fp32 ] || { echo "build first (stage build)"; exit 1; }
+      rows=()
+      for item in ${SWEEP:-bf16:2 bf16:8 bf16:32 fp32:4}; do
+        p=${item%%:*} L=${item#*:}
+        dir=data/hf_parity/sweep7b_${p}_L$L log="$OUT/parity_sweep_${p}_L$L.log"
+        dt=bfloat16 bin=./test_coda; [ "$p" = fp32 ] && dt=float32 bin=./test_coda_fp32
+        rm -rf "$dir"
+        run python3 scripts/hf_parity.py --shape mistral-7b --dtype $dt --layers "$L" --batch 1 --seq 128 --out "$dir" > "$log" 2>&1
+        tail -1 "$log"
+        CODA_HF_PARITY_DIRS="$dir" $bin gpu_hf_parity >> "$log" 2>&1
+        grep -E "^    $dir: |FAILED" "$log"
+        row=$(grep "^parity-row " "$log" | sed 's/^parity-row //')
+        rows+=("${row:-| $dir | $p | $L | no result, see $log |}")
+        rm -rf "$dir"
+      done
+      { echo "| dir | build | layers | loss rel diff | rel L2 coda~HF | max coda~HF | rel L2 coda~truth | rel L2 HF~truth | ratio (bar 1.5) | max coda~truth | max HF~truth | result |"
+        echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+        printf '%s\n' "${rows[@]}"; } | tee "$OUT/parity_sweep_table.md" ;;
     bench-7b)
       rm -rf out_7b
       run ./train_coda --phase 1 --init data/hf_parity/mistral7b_bf16 --train $TRAIN --batch 1 --seq 2048 --accum 1 --steps 5 --warmup 2 \
