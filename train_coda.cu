@@ -28,6 +28,7 @@ typedef struct {
     const char* out_dir;
     int B, T, accum, steps, warmup, seed, recompute, chunk_rows;
     int eval_every, eval_batches, save_every, resume, log_every;
+    int timing;               // update whose GPU time per op category is printed (1-based; 0 = none)
     double lr, lr_coda, weight_decay, min_lr_frac, clip, beta1, beta2, eps;
     // CoDA options applied in phase 1
     double theta_init, lambda_init_bias, rope_theta;
@@ -63,6 +64,8 @@ static void usage(void) {
             "  --seed N --recompute 0|1 --chunk-rows N   (42, 0, 0 = all rows of logits at once)\n"
             "  --eval-every N --eval-batches N --save-every N --log-every N   (25, 8, 100, 1; in updates)\n"
             "  --resume              continue from OUT/LATEST (bit-exact)\n"
+            "  --timing N            print and log GPU time per op category (matmul, attention, ...) of update N (0 = off;\n"
+            "                        N >= 2 so that warm-up, e.g. cuBLASLt plan creation, is not timed)\n"
             "  --theta-init X --lambda-init-bias X --head-norm identity|full   phase-1 CoDA init (0, -6, identity)\n"
             "  --rope-theta X        override the config's RoPE base (the reference's bounded layers used 10000)\n"
             "  --rope-bf16-positions reproduce the reference's bf16 RoPE positions (a defect; for comparisons)\n");
@@ -102,6 +105,7 @@ static void parse_options(Options* o, int argc, char** argv) {
         else if (FLAG("--save-every")) { NEED(); o->save_every = atoi(v); }
         else if (FLAG("--log-every")) { NEED(); o->log_every = atoi(v); }
         else if (FLAG("--resume")) o->resume = 1;
+        else if (FLAG("--timing")) { NEED(); o->timing = atoi(v); }
         else if (FLAG("--theta-init")) { NEED(); o->theta_init = atof(v); }
         else if (FLAG("--lambda-init-bias")) { NEED(); o->lambda_init_bias = atof(v); }
         else if (FLAG("--head-norm")) { NEED(); o->head_norm = v; }
@@ -117,6 +121,7 @@ static void parse_options(Options* o, int argc, char** argv) {
     if (o->phase == 1 && !o->init && !o->resume) coda_fatal("--phase 1 needs --init DIR (the base model)");
     if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0) coda_fatal("--batch, --seq, --accum and --steps must be positive");
     if (strcmp(o->head_norm, "identity") && strcmp(o->head_norm, "full")) coda_fatal("--head-norm must be identity or full");
+    if (o->timing < 0) coda_fatal("--timing must be an update number >= 1, or 0 for off");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,6 +316,21 @@ static double wall_seconds(void) {
     return tv.tv_sec + 1e-6 * tv.tv_usec;
 }
 
+// --timing: the table of one update to stdout and to log.txt (as '#' lines, which plot_log.py skips).
+static void report_step_timing(const StepTimer* t, const Options* o, int update, const char* card, FILE* log) {
+    FILE* outs[2] = {stdout, log};
+    const char* prefixes[2] = {"", "# "};
+    for (int i = 0; i < 2; i++) {
+        fprintf(outs[i], "%sGPU time by op category, update %d | %s | %s | B %d T %d accum %d | %% sum: share of the timed ops, "
+                "%% wall: share of the update\n", prefixes[i], update, card, PRECISION_NAME, o->B, o->T, o->accum);
+        step_timer_print(t, outs[i], prefixes[i]);
+        double attn = t->ms[ST_ATTENTION_FWD] + t->ms[ST_ATTENTION_BWD];
+        fprintf(outs[i], "%sattention kernels (fwd + bwd): %.3f ms = %.1f%% of the update's wall time, %.1f%% of the timed ops\n",
+                prefixes[i], attn, 100 * attn / (t->wall_ms > 0 ? t->wall_ms : 1), 100 * attn / (t->sum_ms > 0 ? t->sum_ms : 1));
+        fflush(outs[i]);
+    }
+}
+
 // Mean loss per token over n batches of the (sequential) validation loader.
 static double evaluate(GpuModel* m, DataLoader* val, int n_batches) {
     dataloader_reset(val);
@@ -401,8 +421,21 @@ int main(int argc, char** argv) {
     fprintf(log, "# phase %d card %s precision %s B %d T %d accum %d start %d\n", o.phase, prop.name, PRECISION_NAME, o.B, o.T, o.accum, start_step);
     int last_saved = resuming ? start_step : -1;
     size_t peak_mem = 0;
+    StepTimer timer;  // --timing: set as m.timer for that one update only, so the others pay nothing
+    if (o.timing) {
+        if (o.timing <= start_step || o.timing > o.steps)
+            printf("--timing %d: this run does updates %d..%d, so nothing will be timed\n", o.timing, start_step + 1, o.steps);
+        else if (o.timing == start_step + 1)
+            printf("--timing %d: the first update of a run includes warm-up (cuBLASLt plans); time a later one\n", o.timing);
+        step_timer_init(&timer, m.ctx.stream);
+    }
     for (int step = start_step; step < o.steps; step++) {
+        int timed = o.timing == step + 1;
         double t0 = wall_seconds();
+        if (timed) {
+            m.timer = &timer;
+            step_timer_begin_update(&timer);
+        }
         gpu_model_zero_grad(&m);
         double loss_sum = 0;
         long long scored_total = 0;
@@ -424,6 +457,10 @@ int main(int argc, char** argv) {
         }
         double lr_scale = lr_schedule(step, o.steps, o.warmup, o.min_lr_frac);
         float norm = gpu_model_update(&m, &opt, lr_scale);
+        if (timed) {
+            step_timer_end_update(&timer);
+            m.timer = NULL;  // evaluation and the other updates are not timed
+        }
         cudaCheck(cudaStreamSynchronize(m.ctx.stream));
         double dt = wall_seconds() - t0;
         size_t free_b, total_b;
@@ -437,6 +474,10 @@ int main(int argc, char** argv) {
         }
         fprintf(log, "step %d loss %.6f lr %.6e norm %.6f ms %.2f tok_s %.1f mfu %.4f mem_gib %.2f\n", step + 1, loss, lr_scale * o.lr, norm,
                 dt * 1e3, tok_s, mfu, (total_b - free_b) / 1073741824.0);
+        if (timed) {
+            step_timer_collect(&timer);
+            report_step_timing(&timer, &o, step + 1, prop.name, log);
+        }
         if (have_val && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || step == o.steps - 1)) {
             double vl = evaluate(&m, &val, o.eval_batches);
             printf("step %5d | val loss %.4f | val ppl %.3f\n", step + 1, vl, exp(vl));
@@ -451,6 +492,7 @@ int main(int argc, char** argv) {
     }
     printf("done: peak GPU memory in use %.1f GiB; last checkpoint step %d\n", peak_mem / 1073741824.0, last_saved);
     fclose(log);
+    if (o.timing) step_timer_free(&timer);
     dataloader_free(&train);
     if (have_val) dataloader_free(&val);
     gpu_model_free(&m);

@@ -11,6 +11,9 @@
 // Activations are floatX with fp32 norm statistics and log-sum-exps. With recompute on, all layers
 // share one set of per-layer activations and the backward re-runs each layer's forward first, so
 // only the residual stream entering each layer is kept.
+//
+// Timing (step_timer.cuh): with m->timer set, every GPU op of the forward, backward and update is
+// bracketed by events under a category (STEP_TIMED); with it NULL (the default) each hook is a branch.
 #pragma once
 #include <math.h>
 #include "adamw.cuh"
@@ -26,6 +29,7 @@
 #include "params.h"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
+#include "step_timer.cuh"
 #include "swiglu.cuh"
 
 typedef struct {
@@ -63,6 +67,7 @@ typedef struct {
     floatX *dres, *dmid, *dh, *dhf, *dq, *dk, *dv, *dlam, *dattn, *dact, *dgate, *dup;
     void* scratch;                // attention backward / encoder backward
     size_t scratch_bytes;
+    StepTimer* timer;             // per-category GPU time of the ops (NULL = off, the default)
 } GpuModel;
 
 static inline floatX* gm_param(const GpuModel* m, ParamKind k, int layer) {
@@ -165,6 +170,7 @@ static void layer_acts_free(LayerActs* a) {
 static CodaAttnShape gm_attn_shape(const GpuModel* m) {
     const ModelConfig* c = &m->cfg;
     CodaAttnShape s;
+    memset(&s, 0, sizeof(s));  // impl = CA_IMPL_AUTO
     s.B = m->B; s.T = m->T; s.H = c->n_heads; s.Hkv = c->n_kv_heads; s.Dh = c->head_dim;
     s.differential = c->differential;
     s.head_norm_full = c->differential && c->head_norm == HEAD_NORM_FULL;
@@ -217,29 +223,32 @@ static LayerActs* gm_layer_acts(const GpuModel* m, int l) { return &m->layers[m-
 static void gpu_layer_forward(GpuModel* m, int l) {
     const ModelConfig* c = &m->cfg;
     const GpuContext* ctx = &m->ctx;
+    StepTimer* tm = m->timer;
     LayerActs* a = gm_layer_acts(m, l);
     int N = m->B * m->T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c);
     floatX* x = m->resid + (size_t)l * N * D;
     floatX* next = x + (size_t)N * D;
-    rmsnorm_forward(ctx, a->hn1, a->rstd1, x, gm_param(m, PK_ATTN_NORM, l), N, D, c->norm_eps);
-    matmul_forward(ctx, a->q, a->hn1, gm_param(m, PK_Q, l), NULL, N, D, QD);
-    matmul_forward(ctx, a->k, a->hn1, gm_param(m, PK_K, l), NULL, N, D, KVD);
-    matmul_forward(ctx, a->v, a->hn1, gm_param(m, PK_V, l), NULL, N, D, KVD);
-    if (c->differential) matmul_forward(ctx, a->lam, a->hn1, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), N, D, c->n_heads);
+    STEP_TIMED(tm, ST_NORM, rmsnorm_forward(ctx, a->hn1, a->rstd1, x, gm_param(m, PK_ATTN_NORM, l), N, D, c->norm_eps));
+    STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->q, a->hn1, gm_param(m, PK_Q, l), NULL, N, D, QD));
+    STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->k, a->hn1, gm_param(m, PK_K, l), NULL, N, D, KVD));
+    STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->v, a->hn1, gm_param(m, PK_V, l), NULL, N, D, KVD));
+    if (c->differential)
+        STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->lam, a->hn1, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), N, D, c->n_heads));
     double base = config_rope_base(c);
-    rope_apply(ctx, a->q, N, m->T, 0, c->n_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1);
-    rope_apply(ctx, a->k, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1);
+    STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->q, N, m->T, 0, c->n_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
+    STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->k, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
     CodaAttnShape s = gm_attn_shape(m);
-    coda_attention_forward(ctx, &s, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
-                           gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l));
-    matmul_forward(ctx, a->resid_mid, a->attn_out, gm_param(m, PK_O, l), NULL, N, QD, D);
-    residual_add(ctx, a->resid_mid, a->resid_mid, x, (size_t)N * D);
-    rmsnorm_forward(ctx, a->hn2, a->rstd2, a->resid_mid, gm_param(m, PK_MLP_NORM, l), N, D, c->norm_eps);
-    matmul_forward(ctx, a->mlp_gate, a->hn2, gm_param(m, PK_GATE, l), NULL, N, D, F);
-    matmul_forward(ctx, a->mlp_up, a->hn2, gm_param(m, PK_UP, l), NULL, N, D, F);
-    swiglu_forward(ctx, a->mlp_act, a->mlp_gate, a->mlp_up, (size_t)N * F);
-    matmul_forward(ctx, next, a->mlp_act, gm_param(m, PK_DOWN, l), NULL, N, F, D);
-    residual_add(ctx, next, next, a->resid_mid, (size_t)N * D);
+    STEP_TIMED(tm, ST_ATTENTION_FWD,
+               coda_attention_forward(ctx, &s, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
+                                      gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l)));
+    STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->resid_mid, a->attn_out, gm_param(m, PK_O, l), NULL, N, QD, D));
+    STEP_TIMED(tm, ST_OTHER, residual_add(ctx, a->resid_mid, a->resid_mid, x, (size_t)N * D));
+    STEP_TIMED(tm, ST_NORM, rmsnorm_forward(ctx, a->hn2, a->rstd2, a->resid_mid, gm_param(m, PK_MLP_NORM, l), N, D, c->norm_eps));
+    STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->mlp_gate, a->hn2, gm_param(m, PK_GATE, l), NULL, N, D, F));
+    STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->mlp_up, a->hn2, gm_param(m, PK_UP, l), NULL, N, D, F));
+    STEP_TIMED(tm, ST_SWIGLU, swiglu_forward(ctx, a->mlp_act, a->mlp_gate, a->mlp_up, (size_t)N * F));
+    STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, next, a->mlp_act, gm_param(m, PK_DOWN, l), NULL, N, F, D));
+    STEP_TIMED(tm, ST_OTHER, residual_add(ctx, next, next, a->resid_mid, (size_t)N * D));
 }
 
 static const floatX* gm_head(const GpuModel* m) {
@@ -257,6 +266,7 @@ static float* gm_head_grad(const GpuModel* m) {
 static double gpu_model_forward(GpuModel* m, const int* tokens, const int* targets, float dloss_scale, int* n_scored) {
     const ModelConfig* c = &m->cfg;
     const GpuContext* ctx = &m->ctx;
+    StepTimer* tm = m->timer;
     int N = m->B * m->T, D = c->dim, V = c->vocab_size;
     for (int i = 0; i < N; i++)
         if (tokens[i] < 0 || tokens[i] >= V) coda_fatal("token id %d at index %d is outside the vocabulary [0, %d)", tokens[i], i, V);
@@ -267,22 +277,23 @@ static double gpu_model_forward(GpuModel* m, const int* tokens, const int* targe
         if (tg[i] >= V) coda_fatal("target id %d at index %d is outside the vocabulary [0, %d)", tg[i], i, V);
         scored += tg[i] >= 0;
     }
-    cudaCheck(cudaMemcpyAsync(m->tokens, tokens, sizeof(int) * N, cudaMemcpyHostToDevice, ctx->stream));
-    cudaCheck(cudaMemcpyAsync(m->targets, tg, sizeof(int) * N, cudaMemcpyHostToDevice, ctx->stream));
-    encoder_forward(ctx, m->resid, m->tokens, gm_param(m, PK_EMBED, 0), N, D);
+    STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemcpyAsync(m->tokens, tokens, sizeof(int) * N, cudaMemcpyHostToDevice, ctx->stream)));
+    STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemcpyAsync(m->targets, tg, sizeof(int) * N, cudaMemcpyHostToDevice, ctx->stream)));
+    STEP_TIMED(tm, ST_EMBEDDING, encoder_forward(ctx, m->resid, m->tokens, gm_param(m, PK_EMBED, 0), N, D));
     for (int l = 0; l < c->n_layers; l++) gpu_layer_forward(m, l);
-    rmsnorm_forward(ctx, m->hf, m->rstdf, m->resid + (size_t)c->n_layers * N * D, gm_param(m, PK_FINAL_NORM, 0), N, D, c->norm_eps);
+    STEP_TIMED(tm, ST_NORM, rmsnorm_forward(ctx, m->hf, m->rstdf, m->resid + (size_t)c->n_layers * N * D, gm_param(m, PK_FINAL_NORM, 0), N, D, c->norm_eps));
+    // the LM head's matmuls are timed as matmuls; "classifier" is the softmax cross-entropy and loss sum
     for (int r0 = 0; r0 < N; r0 += m->chunk_rows) {
         int rows = N - r0 < m->chunk_rows ? N - r0 : m->chunk_rows;
-        matmul_forward(ctx, m->logits, m->hf + (size_t)r0 * D, gm_head(m), NULL, rows, D, V);
-        crossentropy_fused(ctx, m->logits, m->losses + r0, m->targets + r0, rows, V, dloss_scale);
+        STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, m->logits, m->hf + (size_t)r0 * D, gm_head(m), NULL, rows, D, V));
+        STEP_TIMED(tm, ST_CLASSIFIER, crossentropy_fused(ctx, m->logits, m->losses + r0, m->targets + r0, rows, V, dloss_scale));
         if (dloss_scale != 0.0f) {
-            matmul_backward_input(ctx, m->dhf + (size_t)r0 * D, m->logits, gm_head(m), rows, D, V, 0);
+            STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dhf + (size_t)r0 * D, m->logits, gm_head(m), rows, D, V, 0));
             float* gh = gm_head_grad(m);
-            if (gh) matmul_backward_weight(ctx, gh, NULL, m->logits, m->hf + (size_t)r0 * D, rows, D, V);
+            if (gh) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, gh, NULL, m->logits, m->hf + (size_t)r0 * D, rows, D, V));
         }
     }
-    sum_losses(ctx, m->scalar, m->losses, N);
+    STEP_TIMED(tm, ST_CLASSIFIER, sum_losses(ctx, m->scalar, m->losses, N));
     float total = 0;
     cudaCheck(cudaMemcpyAsync(&total, m->scalar, sizeof(float), cudaMemcpyDeviceToHost, ctx->stream));
     cudaCheck(cudaStreamSynchronize(ctx->stream));
@@ -296,62 +307,66 @@ static double gpu_model_forward(GpuModel* m, const int* tokens, const int* targe
 static void gpu_model_backward(GpuModel* m) {
     const ModelConfig* c = &m->cfg;
     const GpuContext* ctx = &m->ctx;
+    StepTimer* tm = m->timer;
     int N = m->B * m->T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads;
     size_t ND = (size_t)N * D;
-    cudaCheck(cudaMemsetAsync(m->dres, 0, sizeof(floatX) * ND, ctx->stream));
-    rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_FINAL_NORM, 0), m->dhf, m->resid + (size_t)c->n_layers * ND,
-                     gm_param(m, PK_FINAL_NORM, 0), m->rstdf, N, D);
+    STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemsetAsync(m->dres, 0, sizeof(floatX) * ND, ctx->stream)));
+    STEP_TIMED(tm, ST_NORM, rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_FINAL_NORM, 0), m->dhf, m->resid + (size_t)c->n_layers * ND,
+                                             gm_param(m, PK_FINAL_NORM, 0), m->rstdf, N, D));
     CodaAttnShape s = gm_attn_shape(m);
     double base = config_rope_base(c);
     for (int l = c->n_layers - 1; l >= 0; l--) {
-        if (m->recompute) gpu_layer_forward(m, l);  // rebuild this layer's activations
+        if (m->recompute) gpu_layer_forward(m, l);  // rebuild this layer's activations (timed as forward ops)
         LayerActs* a = gm_layer_acts(m, l);
         floatX* x = m->resid + (size_t)l * ND;
         float* g;
         // MLP: next = mid + down(swiglu(gate(hn2), up(hn2)))
-        cudaCheck(cudaMemcpyAsync(m->dmid, m->dres, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream));
-        matmul_backward_input(ctx, m->dact, m->dres, gm_param(m, PK_DOWN, l), N, F, D, 0);
-        if ((g = gm_grad(m, PK_DOWN, l))) matmul_backward_weight(ctx, g, NULL, m->dres, a->mlp_act, N, F, D);
-        swiglu_backward(ctx, m->dgate, m->dup, m->dact, a->mlp_gate, a->mlp_up, (size_t)N * F);
-        matmul_backward_input(ctx, m->dh, m->dgate, gm_param(m, PK_GATE, l), N, D, F, 0);
-        matmul_backward_input(ctx, m->dh, m->dup, gm_param(m, PK_UP, l), N, D, F, 1);
-        if ((g = gm_grad(m, PK_GATE, l))) matmul_backward_weight(ctx, g, NULL, m->dgate, a->hn2, N, D, F);
-        if ((g = gm_grad(m, PK_UP, l))) matmul_backward_weight(ctx, g, NULL, m->dup, a->hn2, N, D, F);
-        rmsnorm_backward(ctx, m->dmid, gm_grad(m, PK_MLP_NORM, l), m->dh, a->resid_mid, gm_param(m, PK_MLP_NORM, l), a->rstd2, N, D);
+        STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemcpyAsync(m->dmid, m->dres, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream)));
+        STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dact, m->dres, gm_param(m, PK_DOWN, l), N, F, D, 0));
+        if ((g = gm_grad(m, PK_DOWN, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dres, a->mlp_act, N, F, D));
+        STEP_TIMED(tm, ST_SWIGLU, swiglu_backward(ctx, m->dgate, m->dup, m->dact, a->mlp_gate, a->mlp_up, (size_t)N * F));
+        STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dgate, gm_param(m, PK_GATE, l), N, D, F, 0));
+        STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dup, gm_param(m, PK_UP, l), N, D, F, 1));
+        if ((g = gm_grad(m, PK_GATE, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dgate, a->hn2, N, D, F));
+        if ((g = gm_grad(m, PK_UP, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dup, a->hn2, N, D, F));
+        STEP_TIMED(tm, ST_NORM, rmsnorm_backward(ctx, m->dmid, gm_grad(m, PK_MLP_NORM, l), m->dh, a->resid_mid, gm_param(m, PK_MLP_NORM, l),
+                                                 a->rstd2, N, D));
         // attention: mid = x + o_proj(attention(hn1))
-        cudaCheck(cudaMemcpyAsync(m->dres, m->dmid, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream));
-        matmul_backward_input(ctx, m->dattn, m->dmid, gm_param(m, PK_O, l), N, QD, D, 0);
-        if ((g = gm_grad(m, PK_O, l))) matmul_backward_weight(ctx, g, NULL, m->dmid, a->attn_out, N, QD, D);
-        coda_attention_backward(ctx, &s, m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l),
-                                m->dattn, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
-                                gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l), m->scratch, m->scratch_bytes);
-        rope_apply(ctx, m->dq, N, m->T, 0, H, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1);
-        rope_apply(ctx, m->dk, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1);
-        matmul_backward_input(ctx, m->dh, m->dq, gm_param(m, PK_Q, l), N, D, QD, 0);
-        matmul_backward_input(ctx, m->dh, m->dk, gm_param(m, PK_K, l), N, D, KVD, 1);
-        matmul_backward_input(ctx, m->dh, m->dv, gm_param(m, PK_V, l), N, D, KVD, 1);
-        if ((g = gm_grad(m, PK_Q, l))) matmul_backward_weight(ctx, g, NULL, m->dq, a->hn1, N, D, QD);
-        if ((g = gm_grad(m, PK_K, l))) matmul_backward_weight(ctx, g, NULL, m->dk, a->hn1, N, D, KVD);
-        if ((g = gm_grad(m, PK_V, l))) matmul_backward_weight(ctx, g, NULL, m->dv, a->hn1, N, D, KVD);
+        STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemcpyAsync(m->dres, m->dmid, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream)));
+        STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dattn, m->dmid, gm_param(m, PK_O, l), N, QD, D, 0));
+        if ((g = gm_grad(m, PK_O, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dmid, a->attn_out, N, QD, D));
+        STEP_TIMED(tm, ST_ATTENTION_BWD,
+                   coda_attention_backward(ctx, &s, m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l),
+                                           m->dattn, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
+                                           gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l), m->scratch, m->scratch_bytes));
+        STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, m->dq, N, m->T, 0, H, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1));
+        STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, m->dk, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1));
+        STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dq, gm_param(m, PK_Q, l), N, D, QD, 0));
+        STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dk, gm_param(m, PK_K, l), N, D, KVD, 1));
+        STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dv, gm_param(m, PK_V, l), N, D, KVD, 1));
+        if ((g = gm_grad(m, PK_Q, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dq, a->hn1, N, D, QD));
+        if ((g = gm_grad(m, PK_K, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dk, a->hn1, N, D, KVD));
+        if ((g = gm_grad(m, PK_V, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dv, a->hn1, N, D, KVD));
         if (c->differential) {
-            matmul_backward_input(ctx, m->dh, m->dlam, gm_param(m, PK_LAMBDA_W, l), N, D, H, 1);
-            if ((g = gm_grad(m, PK_LAMBDA_W, l))) matmul_backward_weight(ctx, g, gm_grad(m, PK_LAMBDA_B, l), m->dlam, a->hn1, N, D, H);
+            STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dlam, gm_param(m, PK_LAMBDA_W, l), N, D, H, 1));
+            if ((g = gm_grad(m, PK_LAMBDA_W, l)))
+                STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, gm_grad(m, PK_LAMBDA_B, l), m->dlam, a->hn1, N, D, H));
         }
-        rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_ATTN_NORM, l), m->dh, x, gm_param(m, PK_ATTN_NORM, l), a->rstd1, N, D);
+        STEP_TIMED(tm, ST_NORM, rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_ATTN_NORM, l), m->dh, x, gm_param(m, PK_ATTN_NORM, l), a->rstd1, N, D));
     }
     float* ge = gm_grad(m, PK_EMBED, 0);
-    if (ge) encoder_backward(ctx, ge, m->dres, m->tokens, N, D, c->vocab_size, m->scratch, m->scratch_bytes);
+    if (ge) STEP_TIMED(tm, ST_EMBEDDING, encoder_backward(ctx, ge, m->dres, m->tokens, N, D, c->vocab_size, m->scratch, m->scratch_bytes));
 }
 
 static void gpu_model_zero_grad(GpuModel* m) {
-    if (m->n_train) cudaCheck(cudaMemsetAsync(m->grad, 0, sizeof(float) * m->n_train, m->ctx.stream));
+    if (m->n_train) STEP_TIMED(m->timer, ST_OTHER, cudaCheck(cudaMemsetAsync(m->grad, 0, sizeof(float) * m->n_train, m->ctx.stream)));
 }
 
 // Global L2 norm of the trainable gradients (deterministic).
 static float gpu_model_grad_norm(GpuModel* m) {
     if (!m->n_train) return 0.0f;
-    global_norm_squared(&m->ctx, m->scalar, m->grad, m->n_train, 0);
-    return sqrtf(global_norm_read(&m->ctx, m->scalar));
+    STEP_TIMED(m->timer, ST_OPTIMIZER, global_norm_squared(&m->ctx, m->scalar, m->grad, m->n_train, 0));
+    return sqrtf(global_norm_read(&m->ctx, m->scalar));  // waits for the GPU: the host needs the norm to clip
 }
 
 // AdamW on every trainable tensor with its group's lr (times lr_scale) and weight decay, after global
@@ -365,9 +380,10 @@ static float gpu_model_update(GpuModel* m, const AdamWConfig* opt, double lr_sca
         if (off < 0) continue;
         const ParamTensor* t = &m->table.tensors[i];
         ParamGroup grp = PARAM_KINDS[t->kind].group;
-        adamw_update(&m->ctx, m->master + off, m->params + t->offset, m->grad + off, m->adam_m + off, m->adam_v + off, t->numel,
-                     (float)(opt->lr[grp] * lr_scale), (float)opt->beta1, (float)opt->beta2, (float)opt->eps,
-                     (float)opt->weight_decay[grp], scale, m->adam_step);
+        STEP_TIMED(m->timer, ST_OPTIMIZER,
+                   adamw_update(&m->ctx, m->master + off, m->params + t->offset, m->grad + off, m->adam_m + off, m->adam_v + off, t->numel,
+                                (float)(opt->lr[grp] * lr_scale), (float)opt->beta1, (float)opt->beta2, (float)opt->eps,
+                                (float)opt->weight_decay[grp], scale, m->adam_step));
     }
     return norm;
 }

@@ -209,6 +209,90 @@ GPU_TEST(gpu_resume_from_checkpoint_equals_continuing) {
     test_rmtree(dir);
 }
 
+// One update of `g` (the timer, if given, brackets it); returns the mean token loss.
+static double gpu_timed_update(GpuModel* g, StepTimer* timer, const int* tok, const int* tgt) {
+    AdamWConfig o = gpu_test_adamw();
+    int n = g->B * g->T;
+    if (timer) {
+        g->timer = timer;
+        step_timer_begin_update(timer);
+    }
+    gpu_model_zero_grad(g);
+    double loss = gpu_model_forward(g, tok, tgt, 1.0f / n, NULL) / n;
+    gpu_model_backward(g);
+    gpu_model_update(g, &o, 1.0);
+    if (timer) {
+        step_timer_end_update(timer);
+        g->timer = NULL;
+    }
+    return loss;
+}
+
+// --timing's breakdown (step_timer.cuh) of one update after a warm-up one: the kernels every update
+// runs have time, the timed ops (disjoint intervals of one stream) fit inside the update's wall
+// time and cover a fair part of it, and timing changes nothing: a twin updated untimed ends bit-equal.
+GPU_TEST(gpu_step_timer_breaks_down_an_update) {
+    ModelConfig c = gpu_test_config(1, 0);
+    int B = 4, T = 128, n = B * T;
+    GpuModel a, b;  // a is timed in its second update, b never
+    GpuModel* both[2] = {&a, &b};
+    for (int i = 0; i < 2; i++) {
+        gpu_model_create(both[i], &c, TRAIN_ALL);  // every weight gradient and the embedding backward run
+        gpu_model_init_random(both[i], 21, 0);
+        gpu_model_alloc_acts(both[i], B, T, 0, 0);
+    }
+    int* tok = (int*)malloc(sizeof(int) * n * 2);
+    int* tgt = tok + n;
+    random_tokens(tok, n, c.vocab_size, 22);
+    random_tokens(tgt, n, c.vocab_size, 23);
+    StepTimer timer;
+    step_timer_init(&timer, a.ctx.stream);
+    double la[2], lb[2];
+    for (int s = 0; s < 2; s++) {  // update 0 warms up (cuBLASLt plans), update 1 is timed
+        la[s] = gpu_timed_update(&a, s == 1 ? &timer : NULL, tok, tgt);
+        lb[s] = gpu_timed_update(&b, NULL, tok, tgt);
+    }
+    step_timer_collect(&timer);
+    step_timer_print(&timer, stdout, "    ");
+    const StepCategory must[] = {ST_MATMUL_FWD, ST_ATTENTION_FWD, ST_ATTENTION_BWD, ST_NORM, ST_OPTIMIZER};
+    for (size_t i = 0; i < sizeof(must) / sizeof(must[0]); i++)
+        CHECK(timer.ms[must[i]] > 0, "%s: %.6f ms", STEP_CATEGORIES[must[i]].name, timer.ms[must[i]]);
+    for (int k = 0; k < ST_COUNT; k++) CHECK(timer.ops[k] > 0, "%s: no op timed", STEP_CATEGORIES[k].name);
+    CHECK(timer.ops[ST_ATTENTION_FWD] == c.n_layers && timer.ops[ST_ATTENTION_BWD] == c.n_layers, "attention ops %d fwd, %d bwd",
+          timer.ops[ST_ATTENTION_FWD], timer.ops[ST_ATTENTION_BWD]);
+    double sum = 0;
+    for (int k = 0; k < ST_COUNT; k++) sum += timer.ms[k];
+    CHECK_CLOSE(sum, timer.sum_ms, 1e-9, 1e-9);
+    CHECK(timer.wall_ms > 0 && sum <= 1.05 * timer.wall_ms && sum >= 0.3 * timer.wall_ms, "ops %.3f ms, update wall %.3f ms", sum,
+          timer.wall_ms);
+    // numerics: same losses and bit-equal parameters and masters with and without the timer
+    CHECK(memcmp(la, lb, sizeof(la)) == 0, "losses %.9g vs %.9g", la[1], lb[1]);
+    size_t bytes = sizeof(floatX) * a.table.total;
+    void* pa = malloc(bytes);
+    void* pb = malloc(bytes);
+    cudaCheck(cudaMemcpy(pa, a.params, bytes, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(pb, b.params, bytes, cudaMemcpyDeviceToHost));
+    CHECK(memcmp(pa, pb, bytes) == 0, "parameters differ after a timed update");
+    free(pa); free(pb);
+    bytes = sizeof(float) * a.n_train;
+    pa = malloc(bytes);
+    pb = malloc(bytes);
+    cudaCheck(cudaMemcpy(pa, a.master, bytes, cudaMemcpyDeviceToHost));
+    cudaCheck(cudaMemcpy(pb, b.master, bytes, cudaMemcpyDeviceToHost));
+    CHECK(memcmp(pa, pb, bytes) == 0, "fp32 masters differ after a timed update");
+    free(pa); free(pb);
+    // a second timed update reuses the event pool
+    int pool = timer.capacity;
+    gpu_timed_update(&a, &timer, tok, tgt);
+    step_timer_collect(&timer);
+    CHECK(timer.capacity == pool && timer.ops[ST_ATTENTION_FWD] == c.n_layers, "pool %d -> %d, %d attention ops", pool,
+          timer.capacity, timer.ops[ST_ATTENTION_FWD]);
+    step_timer_free(&timer);
+    free(tok);
+    gpu_model_free(&a);
+    gpu_model_free(&b);
+}
+
 // Parity with Hugging Face transformers: each directory written by scripts/hf_parity.py (a random
 // Mistral saved by save_pretrained + transformers' logits and loss) must load in coda.c and give the
 // same logits and loss. Measures: relative L2 error ||a - b|| / ||b|| over all logits (the bar) and
