@@ -635,7 +635,7 @@ static void ca_mma_backward_launch(const GpuContext* ctx, const CodaAttnShape* s
                                    float* dth_part, float* dk_part, float* dv_part, const floatX* dO, const float* lse,
                                    const float* delta, const floatX* q, const floatX* qn, const floatX* k, const floatX* v,
                                    const floatX* theta, const floatX* lam_logit) {
-    const int sq = ca_mma_dq_smem<DH, NS>(), skv = ca_mma_dkdv_smem<DH>();
+    const int sq = ca_mma_dq_smem<DH, NS>(), skv = ca_mma_dkdv_smem<DH, NS>();
     ca_mma_launch_prep(ca_mma_dq_kernel<DH, NS>, sq, "ca_mma_dq_kernel");
     ca_mma_launch_prep(ca_mma_dkdv_kernel<DH, NS>, skv, "ca_mma_dkdv_kernel");
     unsigned blocks = (unsigned)ceil_div(s->T, 64) * s->H * s->B;

@@ -13,7 +13,8 @@
 //            warps through shared memory, which add R_theta^T dq_noise and form the theta partials
 //            (fixed-order sums: bitwise reproducible).
 //   dK/dV    block = (key tile of 64, QUERY head h, b), 4 warps x 16 keys; walks the query tiles at
-//            or after its keys for both streams of h; dK, dV stay in registers. Each block writes an
+//            or after its keys, both streams of h per tile (dP^T = V dO^T computed once for the
+//            two); dK, dV stay in registers. Each block writes an
 //            fp32 partial for its query head; a small kernel sums the G = H/Hkv partials of a KV head
 //            in a fixed order (no atomics). One block per query head (instead of per KV head) gives
 //            G times more blocks, which evens out the causal triangle's unequal work per key tile.
@@ -427,52 +428,70 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
 // ---------------------------------------------------------------------------------------------
 // backward dK, dV. Grid: n_ktiles(64) * H * B blocks of 128 threads (4 warps x 16 keys); writes the
 // fp32 partials dk_part, dv_part [B*T][H][DH] of its query head (dk already scaled by 1/sqrt(DH)).
+// One step = one query tile, both streams: dP^T = V dO^T is the same product for the two streams
+// (d A_noise = -lam d o only scales it per query), so it is computed once per step.
 
 template <int DH> __host__ __device__ constexpr int ca_mma_dkdv_bq() { return DH == 128 ? 32 : 64; }
-template <int DH>
-constexpr int ca_mma_dkdv_smem() { return (2 * 64 + 4 * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * 3 * ca_mma_dkdv_bq<DH>() * 4; }
+template <int DH, int NS>
+constexpr int ca_mma_dkdv_smem() {
+    return (2 * 64 + 2 * (NS + 1) * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * (2 * NS + 1) * ca_mma_dkdv_bq<DH>() * 4;
+}
 
 template <int DH, int NS>
 __global__ void __launch_bounds__(128, 2)
 ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* dO, const float* lse, const float* delta,
                    const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* lam_logit) {
-    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128;
+    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128, NSC = 2 * NS + 1;
+    static_assert(BQ <= THREADS, "one scalar row per thread");
     extern __shared__ __align__(128) unsigned char ca_smem[];
-    bf16* Ks = (bf16*)ca_smem;     // [BKV][DH]
-    bf16* Vs = Ks + BKV * DH;      // [BKV][DH]
-    bf16* Qs = Vs + BKV * DH;      // [2][BQ][DH]
-    bf16* dOs = Qs + 2 * BQ * DH;  // [2][BQ][DH]
-    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][3][BQ]: lse * log2(e), delta, factor (1 or -lam)
+    bf16* Ks = (bf16*)ca_smem;          // [BKV][DH]
+    bf16* Vs = Ks + BKV * DH;           // [BKV][DH]
+    bf16* Qs = Vs + BKV * DH;           // [2 buffers][NS][BQ][DH]
+    bf16* dOs = Qs + 2 * NS * BQ * DH;  // [2][BQ][DH]
+    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][NSC][BQ]: lse*log2(e) per stream, delta per stream, -lam
     const int T = sh.T, H = sh.H, Hkv = sh.Hkv, B = sh.B;
     int kt, h, b;
     ca_block_coords((T + BKV - 1) / BKV, H, B, 0, &kt, &h, &b);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
     const int k0 = kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const size_t kvoff = (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
-    const bf16* qb[2] = {q + (size_t)b * T * qstride + (size_t)h * DH, qn ? qn + (size_t)b * T * qstride + (size_t)h * DH : NULL};
-    const bf16* ob = dO + (size_t)b * T * qstride + (size_t)h * DH;
-    const int qt_first = k0 / BQ, nqt = (T + BQ - 1) / BQ, nsteps = (nqt - qt_first) * NS;
+    const size_t kvoff = (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH, qoff = (size_t)b * T * qstride + (size_t)h * DH;
+    const int qt_first = k0 / BQ, nsteps = (T + BQ - 1) / BQ - qt_first;
 
-    // stage step i = (query tile qt_first + i / NS, stream i % NS) into buffer i & 1
-    auto stage = [&](int i) {
-        const int qt = qt_first + i / NS, s = i % NS, bf = i & 1, q0 = qt * BQ;
-        ca_load_tile<DH, BQ, THREADS>(Qs + bf * BQ * DH, qb[s], qstride, q0, T);
-        ca_load_tile<DH, BQ, THREADS>(dOs + bf * BQ * DH, ob, qstride, q0, T);
-        for (int r = threadIdx.x; r < BQ; r += THREADS) {
-            const int i_ = q0 + r;
-            const bool ok = i_ < T;
+    // tiles of step i (query tile qt_first + i) -> buffer i & 1, asynchronously
+    auto stage_tiles = [&](int i) {
+        const int bf = i & 1, q0 = (qt_first + i) * BQ;
+        ca_load_tile<DH, BQ, THREADS>(Qs + (bf * NS) * BQ * DH, q + qoff, qstride, q0, T);
+        if (NS == 2) ca_load_tile<DH, BQ, THREADS>(Qs + (bf * NS + 1) * BQ * DH, qn + qoff, qstride, q0, T);
+        ca_load_tile<DH, BQ, THREADS>(dOs + bf * BQ * DH, dO + qoff, qstride, q0, T);
+    };
+    // per-query scalars of step i for this thread's row (loaded into registers one step ahead, so
+    // their latency hides behind a step of compute; stored to shared memory after it)
+    float pre[NSC];
+    auto load_scalars = [&](int i) {
+        const int r = threadIdx.x, i_ = (qt_first + i) * BQ + r;
+        if (r >= BQ) return;
+        const bool ok = i_ < T;
+#pragma unroll
+        for (int s = 0; s < NS; s++) {
             const size_t li = (((size_t)s * B + b) * H + h) * T + (ok ? i_ : 0);
-            float* sc = Sc + bf * 3 * BQ;
-            sc[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
-            sc[BQ + r] = ok ? delta[li] : 0.f;
-            sc[2 * BQ + r] = s == 0 ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + i_) * H + h])) : 0.f);
+            pre[s] = ok ? lse[li] * CA_LOG2E : INFINITY;  // rows past T: P = 0
+            pre[NS + s] = ok ? delta[li] : 0.f;
         }
+        if (NS == 2) pre[2 * NS] = ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + i_) * H + h])) : 0.f;
+    };
+    auto store_scalars = [&](int i) {
+        if (threadIdx.x >= BQ) return;
+#pragma unroll
+        for (int e = 0; e < NSC; e++) Sc[((i & 1) * NSC + e) * BQ + threadIdx.x] = pre[e];
     };
     ca_load_tile<DH, BKV, THREADS>(Ks, k + kvoff, kvstride, k0, T);
     ca_load_tile<DH, BKV, THREADS>(Vs, v + kvoff, kvstride, k0, T);
-    stage(0);
+    stage_tiles(0);
     ca_cp_async_commit();
+    load_scalars(0);
+    store_scalars(0);
+    if (nsteps > 1) load_scalars(1);
 
     const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
     float dka[DH / 8][4], dva[DH / 8][4];
@@ -481,52 +500,69 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
 #pragma unroll
         for (int e = 0; e < 4; e++) dka[j][e] = dva[j][e] = 0.f;
     for (int i = 0; i < nsteps; i++) {
-        const int bf = i & 1, q0 = (qt_first + i / NS) * BQ;
-        if (i + 1 < nsteps) stage(i + 1);
+        const int bf = i & 1, q0 = (qt_first + i) * BQ;
+        if (i + 1 < nsteps) stage_tiles(i + 1);
         ca_cp_async_commit();
         ca_cp_async_wait<1>();
         __syncthreads();
-        const bf16* Qt = Qs + bf * BQ * DH;
         const bf16* Ot = dOs + bf * BQ * DH;
-        const float* sc_ = Sc + bf * 3 * BQ;
-        float st[BQ / 8][4], dpt[BQ / 8][4];  // S^T, dP^T: [16 keys][BQ queries]
+        const float* sc_ = Sc + bf * NSC * BQ;
+        float dpt[BQ / 8][4];  // dP^T = V dO^T: [16 keys][BQ queries], both streams
 #pragma unroll
-        for (int j = 0; j < BQ / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) st[j][e] = dpt[j][e] = 0.f;
+        for (int j = 0; j < BQ / 8; j++) dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < DH / 16; kk++) {
-            uint32_t ka[4], va[4];
-            ca_frag_a<DH>(ka, Ks, wk, kk * 16);
+            uint32_t va[4];
             ca_frag_a<DH>(va, Vs, wk, kk * 16);
 #pragma unroll
             for (int np = 0; np < BQ / 16; np++) {
-                uint32_t bq[4], bo[4];
-                ca_frag_b_nk<DH>(bq, Qt, np * 16, kk * 16);
+                uint32_t bo[4];
                 ca_frag_b_nk<DH>(bo, Ot, np * 16, kk * 16);
-                ca_mma(st[2 * np], ka, bq[0], bq[1]);
-                ca_mma(st[2 * np + 1], ka, bq[2], bq[3]);
                 ca_mma(dpt[2 * np], va, bo[0], bo[1]);
                 ca_mma(dpt[2 * np + 1], va, bo[2], bo[3]);
             }
         }
         const bool mask = q0 < k0 + BKV;  // queries before keys (rows past T have lse = +inf)
 #pragma unroll
-        for (int j = 0; j < BQ / 8; j++)
+        for (int s = 0; s < NS; s++) {
+            const bf16* Qt = Qs + (bf * NS + s) * BQ * DH;
+            float st[BQ / 8][4];  // S^T = K Q^T
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int c = 8 * j + 2 * tq + (e & 1), qi = q0 + c;
-                float p = exp2f(st[j][e] * sl2 - sc_[c]);
-                if (mask && qi < keys[e >> 1]) p = 0.f;
-                const float fq = sc_[2 * BQ + c];
-                st[j][e] = p * fq;                              // P' = (factor * P)^T for dV
-                dpt[j][e] = p * (dpt[j][e] * fq - sc_[BQ + c]);  // dS^T
+            for (int j = 0; j < BQ / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < DH / 16; kk++) {
+                uint32_t ka[4];
+                ca_frag_a<DH>(ka, Ks, wk, kk * 16);
+#pragma unroll
+                for (int np = 0; np < BQ / 16; np++) {
+                    uint32_t bq[4];
+                    ca_frag_b_nk<DH>(bq, Qt, np * 16, kk * 16);
+                    ca_mma(st[2 * np], ka, bq[0], bq[1]);
+                    ca_mma(st[2 * np + 1], ka, bq[2], bq[3]);
+                }
             }
-        uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
-        ca_acc_to_a<BQ>(pa, st);
-        ca_acc_to_a<BQ>(dsa, dpt);
-        ca_mm_ab<DH, BQ>(dva, pa, Ot);
-        ca_mm_ab<DH, BQ>(dka, dsa, Qt);
+            float ds[BQ / 8][4];
+#pragma unroll
+            for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = 8 * j + 2 * tq + (e & 1);
+                    float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
+                    if (mask && q0 + c < keys[e >> 1]) p = 0.f;
+                    const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
+                    st[j][e] = p * fq;                                   // P' = (factor * P)^T, for dV
+                    ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);  // dS^T
+                }
+            uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
+            ca_acc_to_a<BQ>(pa, st);
+            ca_acc_to_a<BQ>(dsa, ds);
+            ca_mm_ab<DH, BQ>(dva, pa, Ot);
+            ca_mm_ab<DH, BQ>(dka, dsa, Qt);
+        }
+        if (i + 1 < nsteps) {
+            store_scalars(i + 1);  // its buffer was last read in step i - 1, before this step's barrier
+            if (i + 2 < nsteps) load_scalars(i + 2);
+        }
         __syncthreads();
     }
 #pragma unroll
