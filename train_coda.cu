@@ -53,7 +53,8 @@ static void usage(void) {
             "usage: train_coda [options]\n"
             "  --phase 0|1           0: GQA from random init, all trainable; 1: CoDA from --init (default 1)\n"
             "  --model NAME|FILE     phase 0 architecture: tiny, smollm2-135m, mistral-7b or a config.json (tiny)\n"
-            "  --init DIR            phase 1 base model: config.json + model.safetensors[.index.json]\n"
+            "  --init DIR|random     phase 1 base model: config.json + model.safetensors[.index.json]; random: a\n"
+            "                        randomly initialised base of --model's architecture (benchmarks)\n"
             "  --train FILE --val FILE   token shards (tokenize_coda)\n"
             "  --out DIR             checkpoints and log.txt (out)\n"
             "  --batch B --seq T --accum N   micro-batch rows, tokens per row, micro-batches per update (1, 2048, 8)\n"
@@ -357,6 +358,7 @@ int main(int argc, char** argv) {
     ModelConfig cfg;
     char resume_dir[4200] = "";
     int resuming = o.resume && latest_checkpoint(o.out_dir, resume_dir, sizeof(resume_dir)) == 0;
+    const int random_base = o.phase == 1 && !resuming && o.init && strcmp(o.init, "random") == 0;
     if (o.resume && !resuming) printf("--resume: no checkpoint in %s yet, starting fresh\n", o.out_dir);
     if (resuming) {
         char path[4300];
@@ -365,9 +367,13 @@ int main(int argc, char** argv) {
     } else if (o.phase == 0) {
         cfg = model_config_from(o.model);
     } else {
-        char path[4300];
-        snprintf(path, sizeof(path), "%s/config.json", o.init);
-        if (config_read_hf(path, &cfg, &err) != 0) coda_fatal("%s", err.msg);
+        if (random_base) {
+            cfg = model_config_from(o.model);
+        } else {
+            char path[4300];
+            snprintf(path, sizeof(path), "%s/config.json", o.init);
+            if (config_read_hf(path, &cfg, &err) != 0) coda_fatal("%s", err.msg);
+        }
         cfg.differential = 1;  // the Phase-1 swap: CoDA attention in every layer
         cfg.bounded = 0;
         cfg.theta_init = (float)o.theta_init;
@@ -380,14 +386,14 @@ int main(int argc, char** argv) {
     GpuModel m;
     gpu_model_create(&m, &cfg, o.phase == 0 ? TRAIN_ALL : TRAIN_ATTENTION);
     // phase 0 draws everything; a base checkpoint or a resumed one supplies all but the new CoDA tensors
-    gpu_model_init_random(&m, (uint64_t)o.seed, resuming || o.phase == 1);
+    gpu_model_init_random(&m, (uint64_t)o.seed, resuming || (o.phase == 1 && !random_base));
     DataPosition pos = {0, 0};
     int start_step = 0;
     if (resuming) {
         start_step = resume_checkpoint(&m, &o, resume_dir, &pos);
         printf("resumed from %s at update %d\n", resume_dir, start_step);
     } else {
-        if (o.phase == 1) load_weights(&m, o.init);
+        if (o.phase == 1 && !random_base) load_weights(&m, o.init);
         gpu_model_sync_masters(&m);
     }
     gpu_model_alloc_acts(&m, o.B, o.T, o.recompute, o.chunk_rows);

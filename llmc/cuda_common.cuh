@@ -71,7 +71,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
 static inline void host_to_floatX(floatX* dst_dev, const float* src, size_t n) {
     if (sizeof(floatX) == sizeof(float)) { cudaCheck(cudaMemcpy(dst_dev, src, n * sizeof(float), cudaMemcpyHostToDevice)); return; }
     uint16_t* tmp = (uint16_t*)coda_malloc_or_die(n * sizeof(uint16_t), "bf16 staging");
-    for (size_t i = 0; i < n; i++) tmp[i] = f32_to_bf16(src[i]);
+#pragma omp parallel for schedule(static)
+    for (long long i = 0; i < (long long)n; i++) tmp[i] = f32_to_bf16(src[i]);
     cudaCheck(cudaMemcpy(dst_dev, tmp, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
     free(tmp);
 }

@@ -5,11 +5,12 @@
 #   tests          every GPU test in both precisions (gpu_*, kattn_*, kce_*)
 #   parity-tiny    HF transformers reference models (tiny, fp32 + bf16), then the parity test
 #   smoke          phase 0 (tiny, Brown) then phase 1 from its checkpoint; needs data/shards
-#   bench-smollm2  phase 1 at the SmolLM2-135M shape vs HF training the plain model, same card
+#   bench-smollm2  phase 1 at the SmolLM2-135M shape (random base) vs HF training the plain model, same card
 #   parity-7b      HF reference at the Mistral-7B shape (bf16, 32 layers) + the parity test
 #   parity-7b-sweep  Mistral-7B shape, 1x128: bf16 at 2, 8, 32 layers and fp32 at 4 layers (SWEEP="bf16:2 fp32:4"
 #                  picks a subset): coda.c vs transformers and, for bf16, both vs the fp32 truth; a table
-#   bench-7b       phase 1 at the Mistral-7B shape (T=2048) vs HF (attention-only trainable)
+#   bench-7b       phase 1 at the Mistral-7B shape from a random base (T=2048, 8192; recompute off/on) vs HF
+#                  (attention-only trainable), with the --timing breakdown of one update
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
@@ -47,10 +48,9 @@ for stage in "$@"; do
           --eval-every 15 --eval-batches 4 --save-every 15 --log-every 10 --out out_smoke1 2>&1 | tail -4
       cp out_smoke1/log.txt "$OUT/smoke_phase1_resumed_log.txt" ;;
     bench-smollm2)
-      rm -rf base_smol out_smol
-      ./train_coda --phase 0 --model smollm2-135m --train $TRAIN --batch 1 --seq 256 --accum 1 --steps 1 --save-every 1 --out base_smol > /dev/null 2>&1
-      run ./train_coda --phase 1 --init base_smol/step_00000001 --train $TRAIN --batch 8 --seq 2048 --accum 1 --steps 8 --warmup 2 \
-          --eval-every 0 --save-every 0 --log-every 1 --out out_smol 2>&1 | tee "$OUT/bench_smollm2.log" | tail -4
+      rm -rf out_smol
+      run ./train_coda --phase 1 --init random --model smollm2-135m --train $TRAIN --batch 8 --seq 2048 --accum 1 --steps 8 --warmup 2 \
+          --eval-every 0 --save-every 0 --log-every 1 --timing 6 --out out_smol 2>&1 | tee "$OUT/bench_smollm2.log" | tail -24
       run python3 scripts/bench_hf_train.py --shape smollm2-135m --seq 2048 --batch 8 --trainable attention 2>&1 | tail -1 | tee -a "$OUT/bench_smollm2.log"
       run python3 scripts/bench_hf_train.py --shape smollm2-135m --seq 2048 --batch 8 --trainable all 2>&1 | tail -1 | tee -a "$OUT/bench_smollm2.log" ;;
     parity-7b)
@@ -77,10 +77,19 @@ for stage in "$@"; do
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
         printf '%s\n' "${rows[@]}"; } | tee "$OUT/parity_sweep_table.md" ;;
     bench-7b)
-      rm -rf out_7b
-      run ./train_coda --phase 1 --init data/hf_parity/mistral7b_bf16 --train $TRAIN --batch 1 --seq 2048 --accum 1 --steps 5 --warmup 2 \
-          --eval-every 0 --save-every 0 --log-every 1 --out out_7b 2>&1 | tee "$OUT/bench_7b.log" | tail -4
-      run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 2048 --batch 1 --trainable attention --steps 5 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log" ;;
+      # phase 1 from a random base (the issue's benchmark), T=2048 with recompute off/on, then T=8192
+      # (recompute on; off where memory allows), each next to HF on the same card; T8192=0 skips 8192
+      cfgs="2048:0 2048:1"; [ "${T8192:-1}" = 0 ] || cfgs="$cfgs 8192:1 8192:0"
+      for cfg in $cfgs; do
+        T=${cfg%%:*} R=${cfg#*:}
+        rm -rf out_7b
+        run ./train_coda --phase 1 --init random --model mistral-7b --train $TRAIN --batch 1 --seq $T --recompute $R --accum 1 --steps 6 \
+            --warmup 2 --eval-every 0 --save-every 0 --log-every 1 --timing 5 --out out_7b > "$OUT/bench_7b_T${T}_r$R.log" 2>&1
+        grep -vE "^step +[1-4] " "$OUT/bench_7b_T${T}_r$R.log" | tail -26
+      done
+      run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 2048 --batch 1 --trainable attention --steps 5 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log"
+      [ "${T8192:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 8192 --batch 1 --trainable attention --steps 4 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log"
+      [ "${T8192:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 8192 --batch 1 --trainable attention --grad-ckpt --steps 4 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log" ;;
     *) echo "unknown stage $stage"; exit 1 ;;
   esac
 done
