@@ -9,6 +9,8 @@
 #   parity-7b      HF reference at the Mistral-7B shape (bf16, 32 layers) + the parity test
 #   parity-7b-sweep  Mistral-7B shape, 1x128: bf16 at 2, 8, 32 layers and fp32 at 4 layers (SWEEP="bf16:2 fp32:4"
 #                  picks a subset): coda.c vs transformers and, for bf16, both vs the fp32 truth; a table
+#   parity-acts    Mistral-7B shape, 2 layers, 1x128, bf16 with --dump-acts: per-activation rel L2 errors of
+#                  coda.c and transformers bf16 vs the fp32 truth (which op loses accuracy); ACTS_LAYERS=2
 #   bench-7b       phase 1 at the Mistral-7B shape from a random base (T=2048, 8192; recompute off/on) vs HF
 #                  (attention-only trainable), with the --timing breakdown of one update
 set -uo pipefail
@@ -76,6 +78,16 @@ for stage in "$@"; do
       { echo "| dir | build | layers | loss rel diff | rel L2 coda~HF | max coda~HF | rel L2 coda~truth | rel L2 HF~truth | ratio (bar 1.5) | max coda~truth | max HF~truth | result |"
         echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
         printf '%s\n' "${rows[@]}"; } | tee "$OUT/parity_sweep_table.md" ;;
+    parity-acts)
+      [ -x ./test_coda ] || { echo "build first (stage build)"; exit 1; }
+      L=${ACTS_LAYERS:-2} dir=data/hf_parity/acts7b_L${ACTS_LAYERS:-2} log="$OUT/parity_acts.log"
+      rm -rf "$dir"
+      run python3 scripts/hf_parity.py --shape mistral-7b --dtype bfloat16 --layers "$L" --batch 1 --seq 128 --dump-acts \
+          --out "$dir" > "$log" 2>&1
+      tail -2 "$log"
+      CODA_HF_PARITY_DIRS="$dir" ./test_coda gpu_hf_parity >> "$log" 2>&1
+      grep -E "^    $dir: |^acts \| |FAIL" "$log" | sed "s#^acts | $dir | #| #" | tee "$OUT/parity_acts_table.md"
+      rm -rf "$dir" ;;
     bench-7b)
       # phase 1 from a random base (the benchmark), T=2048 with recompute off/on, then T=8192
       # (recompute on; off where memory allows), each next to HF on the same card; T8192=0 skips 8192

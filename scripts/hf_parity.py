@@ -12,7 +12,9 @@ and for a bfloat16 model then also (format version 2; files without it, from old
     int32 2; float32 logits [B*T*V]; float64 loss
 of the *same* bf16 weights upcast to float32 and run by transformers in fp32 with TF32 off: the "fp32
 truth" that tells how far each bf16 implementation (transformers', coda.c's) is from exact arithmetic.
---layers overrides the shape's layer count (depth sweeps). Peak GPU memory at the Mistral-7B shape
+--layers overrides the shape's layer count (depth sweeps). --dump-acts (bfloat16 only) also writes OUT/acts.bin:
+every layer's intermediate activations from the bf16 run and from the fp32 truth (see write_acts), for
+gpu_hf_parity's per-op error table. Peak GPU memory at the Mistral-7B shape
 (32 layers) is about 30 GB: the fp32 init (29 GB) is cast to bf16 and, after saving, back to fp32 for the
 truth, both in place parameter by parameter, so only one copy of the model lives at a time. Needs torch + transformers (the GPU machine has them; they are not
 coda.c dependencies); write_parity() needs only numpy."""
@@ -26,6 +28,15 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv_heads, vocab
                        num_key_value_heads=8, vocab_size=32768),
 }
 TRUTH_VERSION = 2  # the int32 that announces the fp32-truth section at the end of parity.bin
+ACTS_MAGIC, ACTS_VERSION, ACTS_NAME = b"CODAACTS", 1, 32
+# per layer, in forward order: name -> (module path under the decoder layer, hook kind); "in" = the
+# module's first input, "out" = its output
+LAYER_ACTS = [("resid_in", "input_layernorm", "in"), ("attn_norm", "input_layernorm", "out"),
+              ("q_pre_rope", "self_attn.q_proj", "out"), ("k_pre_rope", "self_attn.k_proj", "out"),
+              ("v", "self_attn.v_proj", "out"), ("attn_pre_o", "self_attn.o_proj", "in"),
+              ("resid_mid", "post_attention_layernorm", "in"), ("mlp_norm", "post_attention_layernorm", "out"),
+              ("gate", "mlp.gate_proj", "out"), ("up", "mlp.up_proj", "out"), ("mlp_act", "mlp.down_proj", "in"),
+              ("resid_out", "", "out")]
 
 def write_parity(path, tokens, logits, loss, truth_logits=None, truth_loss=None):
     """tokens [B, T] ints, logits [B, T, V] floats (numpy); the truth pair is optional (None = absent)."""
@@ -43,6 +54,45 @@ def write_parity(path, tokens, logits, loss, truth_logits=None, truth_loss=None)
             f.write(struct.pack("<d", float(truth_loss)))
     os.replace(path + ".tmp", path)  # no half-written parity.bin if the run dies
 
+def write_acts(path, names, acts, truth):
+    """acts.bin, little-endian: char[8] "CODAACTS"; int32 version 1; int32 count; then count entries of
+    char[32] name (NUL-padded, at most 31 bytes); int64 n; float32 [n] run in the model's dtype (bf16);
+    float32 [n] fp32 truth. acts/truth: dicts name -> numpy array (flattened [B*T, width], row-major)."""
+    with open(path + ".tmp", "wb") as f:
+        f.write(ACTS_MAGIC + struct.pack("<ii", ACTS_VERSION, len(names)))
+        for name in names:
+            a, t = np.ravel(acts[name]), np.ravel(truth[name])
+            nb = name.encode()
+            assert len(nb) < ACTS_NAME and a.size == t.size and a.size > 0, name
+            f.write(nb.ljust(ACTS_NAME, b"\0") + struct.pack("<q", a.size))
+            f.write(np.ascontiguousarray(a, dtype="<f4").tobytes())
+            f.write(np.ascontiguousarray(t, dtype="<f4").tobytes())
+    os.replace(path + ".tmp", path)
+
+def hook_acts(model, store):
+    """Forward hooks that copy every LAYER_ACTS activation and the final norm's output, as fp32 on the
+    CPU, into store["current"] (a dict the caller swaps between runs). Returns (names in order, handles)."""
+    def grab(name, kind):
+        def pre(mod, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            store["current"][name] = x.detach().float().cpu().numpy().reshape(-1)
+        def post(mod, args, out):
+            x = out[0] if isinstance(out, (tuple, list)) else out
+            store["current"][name] = x.detach().float().cpu().numpy().reshape(-1)
+        return ("in", pre) if kind == "in" else ("out", post)
+    names, handles = [], []
+    for l, layer in enumerate(model.model.layers):
+        for short, path, kind in LAYER_ACTS:
+            mod = layer.get_submodule(path) if path else layer
+            name = f"L{l}.{short}"
+            k, fn = grab(name, kind)
+            handles.append(mod.register_forward_pre_hook(fn, with_kwargs=True) if k == "in" else mod.register_forward_hook(fn))
+            names.append(name)
+    k, fn = grab("final_norm", "out")
+    handles.append(model.model.norm.register_forward_hook(fn))
+    names.append("final_norm")
+    return names, handles
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=SHAPES, required=True)
@@ -52,7 +102,11 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dump-acts", action="store_true",
+                    help="also write OUT/acts.bin: per-layer activations of the bf16 run and the fp32 truth (bfloat16 only)")
     a = ap.parse_args()
+    if a.dump_acts and a.dtype != "bfloat16":
+        ap.error("--dump-acts needs --dtype bfloat16 (it compares the bf16 run with the fp32 truth)")
     import torch
     from transformers import MistralConfig, MistralForCausalLM
     torch.manual_seed(a.seed)
@@ -71,6 +125,9 @@ def main():
     torch.cuda.empty_cache()
     model.eval()
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq), device="cuda")
+    store = {"current": {}}
+    act_names, hooks = hook_acts(model, store) if a.dump_acts else ([], [])
+    acts_bf16 = store["current"]
     with torch.no_grad():
         out = model(input_ids=ids, labels=ids, use_cache=False)
     logits, loss = out.logits.float().cpu().numpy(), out.loss.item()
@@ -81,11 +138,19 @@ def main():
     if dtype != torch.float32:
         model.float()  # in place, parameter by parameter: the bf16 copy is freed as it goes
         torch.cuda.empty_cache()
+        store["current"] = {}
         with torch.no_grad():
             out = model(input_ids=ids, labels=ids, use_cache=False)
         truth_logits, truth_loss = out.logits.float().cpu().numpy(), out.loss.item()
         del out
     write_parity(os.path.join(a.out, "parity.bin"), ids.cpu().numpy(), logits, loss, truth_logits, truth_loss)
+    if a.dump_acts:
+        for h in hooks: h.remove()
+        acts_truth = store["current"]
+        missing = [n for n in act_names if n not in acts_bf16 or n not in acts_truth]
+        assert not missing, f"hooks did not fire for {missing[:4]}"
+        write_acts(os.path.join(a.out, "acts.bin"), act_names, acts_bf16, acts_truth)
+        print(f"acts.bin: {len(act_names)} activations -> {a.out}/acts.bin")
     truth = "" if truth_loss is None else f", fp32 truth loss {truth_loss:.6f}"
     print(f"{a.shape} {a.dtype} {cfg.num_hidden_layers} layers: loss {loss:.6f}{truth}, {time.time() - t0:.1f}s, "
           f"peak GPU {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB -> {a.out}")

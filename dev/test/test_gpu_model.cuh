@@ -406,6 +406,184 @@ TEST(hf_parity_reader_reads_old_and_truth_files_and_refuses_damaged_ones) {
     test_rmtree(dir);
 }
 
+// Layer-wise diagnostics: acts.bin, written next to parity.bin by `scripts/hf_parity.py --dump-acts`
+// (little-endian): char[8] "CODAACTS"; int32 version 1; int32 count; then count entries of char[32]
+// name (NUL-terminated, NUL-padded); int64 n; float32 [n] transformers bf16; float32 [n] fp32 truth.
+// Names: "L<l>.<kind>" (kinds in hf_acts_coda) and "final_norm"; each is a [B*T, width] row-major
+// activation. When present, hf_parity_check prints one line per entry (coda.c and transformers vs the
+// truth): diagnostic only, no bar; a malformed file fails the test.
+#define HF_ACTS_MAGIC "CODAACTS"
+#define HF_ACTS_VERSION 1
+#define HF_ACTS_NAME 32
+typedef struct {
+    char name[HF_ACTS_NAME];
+    size_t n;
+    float *hf, *truth;  // [n] each
+} HfActEntry;
+typedef struct {
+    int count;
+    HfActEntry* e;
+} HfActs;
+
+static void hf_acts_free(HfActs* a) {
+    for (int i = 0; i < a->count; i++) { free(a->e[i].hf); free(a->e[i].truth); }
+    free(a->e);
+    memset(a, 0, sizeof(*a));
+}
+
+// Reads acts.bin at `path` into a. Returns 0, or -1 with the reason in msg (a left empty).
+static int hf_acts_read(const char* path, HfActs* a, char* msg, size_t msg_n) {
+    memset(a, 0, sizeof(*a));
+    FILE* f = fopen(path, "rb");
+    if (!f) { snprintf(msg, msg_n, "%s: cannot open", path); return -1; }
+    const char* why = NULL;
+    char magic[8];
+    int hdr[2];
+    int bad = -1;         // the entry a failure is in, or -1
+    long long left = -1;  // bytes after the header, to refuse sizes the file cannot hold before allocating
+    if (fseek(f, 0, SEEK_END) == 0) { left = ftell(f); fseek(f, 0, SEEK_SET); }
+    if (fread(magic, 1, 8, f) != 8 || fread(hdr, sizeof(int), 2, f) != 2) why = "truncated header";
+    else if (memcmp(magic, HF_ACTS_MAGIC, 8) != 0) why = "not an acts.bin (bad magic)";
+    else if (hdr[0] != HF_ACTS_VERSION) why = "unknown version (newer script?)";
+    else if (hdr[1] <= 0 || hdr[1] > 1000000) why = "bad entry count";
+    else {
+        left -= 16;
+        a->e = (HfActEntry*)calloc((size_t)hdr[1], sizeof(HfActEntry));
+        if (!a->e) why = "out of memory";
+        for (int i = 0; !why && i < hdr[1]; i++) {
+            HfActEntry* e = &a->e[i];
+            bad = i;
+            long long n = 0;
+            if (fread(e->name, 1, HF_ACTS_NAME, f) != HF_ACTS_NAME || fread(&n, sizeof(n), 1, f) != 1) { why = "truncated entry header"; break; }
+            a->count = i + 1;  // from here on e's buffers belong to a (freed on failure)
+            left -= HF_ACTS_NAME + (long long)sizeof(n);
+            if (memchr(e->name, 0, HF_ACTS_NAME) == NULL || e->name[0] == 0) { why = "entry name not NUL-terminated or empty"; break; }
+            if (n <= 0 || (left >= 0 && n > left / 8)) { why = "bad entry size (<= 0 or past the end of the file)"; break; }
+            e->n = (size_t)n;
+            e->hf = (float*)malloc(sizeof(float) * e->n);
+            e->truth = (float*)malloc(sizeof(float) * e->n);
+            if (!e->hf || !e->truth) { why = "out of memory"; break; }
+            if (fread(e->hf, sizeof(float), e->n, f) != e->n || fread(e->truth, sizeof(float), e->n, f) != e->n) { why = "truncated entry data"; break; }
+            left -= 8 * n;
+            bad = -1;
+        }
+        if (!why && fgetc(f) != EOF) why = "trailing bytes";
+    }
+    fclose(f);
+    if (why) {
+        if (bad >= 0) snprintf(msg, msg_n, "%s: %s (entry %d)", path, why, bad);
+        else snprintf(msg, msg_n, "%s: %s", path, why);
+        hf_acts_free(a);
+        return -1;
+    }
+    return 0;
+}
+
+TEST(hf_acts_reader_reads_good_files_and_refuses_damaged_ones) {
+    char dir[64], path[128], msg[512];
+    test_mkdtemp(dir, sizeof(dir), "hfacts");
+    snprintf(path, sizeof(path), "%s/acts.bin", dir);
+    const int count = 2;
+    const long long ns[2] = {6, 3};
+    float v[12];
+    for (int i = 0; i < 12; i++) v[i] = 0.5f * i - 2;
+    // 0 good; 1 bad magic; 2 bad version; 3 count 0; 4 name without NUL; 5 n past the end; 6 truncated; 7 trailing byte
+    for (int form = 0; form < 8; form++) {
+        FILE* f = fopen(path, "wb");
+        fwrite(form == 1 ? "CODAACTZ" : HF_ACTS_MAGIC, 1, 8, f);
+        int hdr[2] = {form == 2 ? 2 : HF_ACTS_VERSION, form == 3 ? 0 : count};
+        fwrite(hdr, sizeof(int), 2, f);
+        for (int i = 0; i < count; i++) {
+            char name[HF_ACTS_NAME];
+            memset(name, form == 4 && i == 1 ? 'x' : 0, sizeof(name));
+            if (!(form == 4 && i == 1)) snprintf(name, sizeof(name), i ? "final_norm" : "L0.resid_in");
+            long long n = form == 5 && i == 1 ? 1000 : ns[i];
+            fwrite(name, 1, HF_ACTS_NAME, f); fwrite(&n, sizeof(n), 1, f);
+            fwrite(v, sizeof(float), ns[i], f); fwrite(v + 6, sizeof(float), ns[i] - (form == 6 && i == 1), f);
+        }
+        if (form == 7) fputc(0, f);
+        fclose(f);
+        HfActs a;
+        int rc = hf_acts_read(path, &a, msg, sizeof(msg));
+        if (form > 0) { CHECK(rc != 0 && a.e == NULL && a.count == 0, "damaged form %d was accepted", form); continue; }
+        CHECK(rc == 0, "%s", msg);
+        if (rc != 0) continue;
+        CHECK(a.count == 2 && strcmp(a.e[0].name, "L0.resid_in") == 0 && strcmp(a.e[1].name, "final_norm") == 0, "names");
+        CHECK(a.e[0].n == 6 && a.e[1].n == 3 && memcmp(a.e[0].hf, v, 6 * sizeof(float)) == 0 &&
+              memcmp(a.e[1].truth, v + 6, 3 * sizeof(float)) == 0, "sizes/values");
+        hf_acts_free(&a);
+    }
+    test_rmtree(dir);
+}
+
+// coda.c's copy of activation `name` (see acts.bin above) after gpu_model_forward (recompute off), on
+// the device; *n its element count. NULL for a name this model has no such activation for. RoPE works
+// in place on q and k, so q_pre_rope / k_pre_rope recompute the projection (the same matmul) into scratch
+// (room for B*T*H*Dh values).
+static const floatX* hf_acts_coda(GpuModel* g, const char* name, floatX* scratch, size_t* n) {
+    const ModelConfig* c = &g->cfg;
+    size_t N = (size_t)g->B * g->T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c);
+    if (strcmp(name, "final_norm") == 0) { *n = N * D; return g->hf; }
+    int l = -1;
+    char kind[HF_ACTS_NAME] = "", canon[2 * HF_ACTS_NAME];
+    if (sscanf(name, "L%d.%31s", &l, kind) != 2 || l < 0 || l >= c->n_layers || g->recompute) return NULL;
+    snprintf(canon, sizeof(canon), "L%d.%s", l, kind);
+    if (strcmp(canon, name) != 0) return NULL;
+    LayerActs* a = gm_layer_acts(g, l);
+    floatX* x = g->resid + (size_t)l * N * D;
+    if (strcmp(kind, "resid_in") == 0) { *n = N * D; return x; }
+    if (strcmp(kind, "attn_norm") == 0) { *n = N * D; return a->hn1; }
+    if (strcmp(kind, "q_pre_rope") == 0) {
+        matmul_forward(&g->ctx, scratch, a->hn1, gm_param(g, PK_Q, l), NULL, (int)N, (int)D, (int)QD);
+        *n = N * QD; return scratch;
+    }
+    if (strcmp(kind, "k_pre_rope") == 0) {
+        matmul_forward(&g->ctx, scratch, a->hn1, gm_param(g, PK_K, l), NULL, (int)N, (int)D, (int)KVD);
+        *n = N * KVD; return scratch;
+    }
+    if (strcmp(kind, "v") == 0) { *n = N * KVD; return a->v; }
+    if (strcmp(kind, "attn_pre_o") == 0) { *n = N * QD; return a->attn_out; }
+    if (strcmp(kind, "resid_mid") == 0) { *n = N * D; return a->resid_mid; }
+    if (strcmp(kind, "mlp_norm") == 0) { *n = N * D; return a->hn2; }
+    if (strcmp(kind, "gate") == 0) { *n = N * F; return a->mlp_gate; }
+    if (strcmp(kind, "up") == 0) { *n = N * F; return a->mlp_up; }
+    if (strcmp(kind, "mlp_act") == 0) { *n = N * F; return a->mlp_act; }
+    if (strcmp(kind, "resid_out") == 0) { *n = N * D; return x + N * D; }
+    return NULL;
+}
+
+// Prints, for each activation in acts.bin, coda.c's and transformers bf16's rel L2 error against the
+// fp32 truth (and their ratio) and coda.c vs transformers. Call after gpu_model_forward with recompute off.
+static void hf_acts_report(GpuModel* g, const char* dir, const char* path) {
+    char msg[4600];
+    HfActs acts;
+    if (hf_acts_read(path, &acts, msg, sizeof(msg)) != 0) { CHECK(0, "%s", msg); return; }
+    CHECK(!g->recompute, "layer activations need recompute off");
+    size_t N = (size_t)g->B * g->T;
+    size_t cap = N * (size_t)(config_qdim(&g->cfg) > g->cfg.ffn_dim ? config_qdim(&g->cfg) : g->cfg.ffn_dim);
+    floatX* scratch = (floatX*)cuda_malloc_or_die(sizeof(floatX) * N * config_qdim(&g->cfg), "acts scratch");
+    float* host = (float*)malloc(sizeof(float) * cap);
+    printf("acts | %s | activation | n | rel L2 coda~truth | rel L2 HF~truth | ratio | rel L2 coda~HF | max coda~truth | max HF~truth |\n", dir);
+    for (int i = 0; i < acts.count; i++) {
+        HfActEntry* e = &acts.e[i];
+        size_t n = 0;
+        const floatX* d = hf_acts_coda(g, e->name, scratch, &n);
+        if (!d) { printf("acts | %s | %s | %zu | (no coda.c counterpart: skipped) |\n", dir, e->name, e->n); continue; }
+        if (n != e->n || n > cap) {
+            CHECK(0, "%s: %s has %zu values, coda.c's has %zu (acts.bin from another shape?)", path, e->name, e->n, n);
+            continue;
+        }
+        cudaCheck(cudaStreamSynchronize(g->ctx.stream));
+        floatX_to_host(host, d, n);
+        HfParityErr ct = hf_parity_err(host, e->truth, n), ht = hf_parity_err(e->hf, e->truth, n), ch = hf_parity_err(host, e->hf, n);
+        printf("acts | %s | %s | %zu | %.3e | %.3e | %.2f | %.3e | %.3e | %.3e |\n", dir, e->name, n, ct.l2, ht.l2,
+               ct.l2 / fmax(ht.l2, 1e-30), ch.l2, ct.max, ht.max);
+    }
+    free(host);
+    cudaCheck(cudaFree(scratch));
+    hf_acts_free(&acts);
+}
+
 static void hf_parity_check(const char* dir) {
     char path[4300], msg[4400];
     snprintf(path, sizeof(path), "%s/parity.bin", dir);
@@ -458,6 +636,9 @@ static void hf_parity_check(const char* dir) {
            vs_hf.max, tcols, ok ? "pass" : "FAIL");
     CHECK(vs_hf.l2 <= tol, "%s: logits rel L2 err %.3g > %.0e", dir, vs_hf.l2, tol);
     CHECK_CLOSE(loss, r.loss, 0, tol);
+    snprintf(path, sizeof(path), "%s/acts.bin", dir);  // layer-wise diagnostics, when the script wrote them
+    FILE* af = fopen(path, "rb");
+    if (af) { fclose(af); hf_acts_report(&g, dir, path); }
     free(logits); free(tgt);
     hf_parity_ref_free(&r);
     gpu_model_free(&g);
