@@ -8,16 +8,17 @@ loss transformers computes on a fixed random batch, for coda.c's parity test (te
 Writes OUT/config.json, OUT/model*.safetensors (+ index when sharded) and OUT/parity.bin, little-endian:
     int32 B, T, V; int32 tokens [B*T]; float32 logits [B*T*V]; float64 loss
 (loss = mean over the B*(T-1) shifted targets, as MistralForCausalLM computes it with labels=input_ids),
-and for a bfloat16 model then also (format version 2; files without it, from older versions, still load):
+and then (format version 2; files without it, from older versions, still load):
     int32 2; float32 logits [B*T*V]; float64 loss
-of the *same* bf16 weights upcast to float32 and run by transformers in fp32 with TF32 off: the "fp32
-truth" that tells how far each bf16 implementation (transformers', coda.c's) is from exact arithmetic.
---layers overrides the shape's layer count (depth sweeps). --dump-acts (bfloat16 only) also writes OUT/acts.bin:
-every layer's intermediate activations from the bf16 run and from the fp32 truth (see write_acts), for
-gpu_hf_parity's per-op error table. Peak GPU memory at the Mistral-7B shape
-(32 layers) is about 30 GB: the fp32 init (29 GB) is cast to bf16 and, after saving, back to fp32 for the
-truth, both in place parameter by parameter, so only one copy of the model lives at a time. Needs torch + transformers (the GPU machine has them; they are not
-coda.c dependencies); write_parity() needs only numpy."""
+of the *same* weights one precision up, run by transformers with TF32 off: the "truth" (fp32 for a
+bf16 model, fp64 for an fp32 model) that tells how far each implementation (transformers', coda.c's)
+is from exact arithmetic. The rotary inv_freq buffer stays fp32 in the bf16 model (keep_rope_fp32), as
+from_pretrained gives it. --layers overrides the shape's layer count (depth sweeps). --dump-acts
+(bfloat16 only) also writes OUT/acts.bin: every layer's intermediate activations from the bf16 run and
+from the fp32 truth (see write_acts), for gpu_hf_parity's per-op error table. Peak GPU memory at the
+Mistral-7B shape (32 layers): about 30 GB for bf16 (the fp32 init is cast to bf16 and, after saving,
+back to fp32, in place parameter by parameter), about 60 GB for fp32 (its fp64 truth). Needs torch +
+transformers (the GPU machine has them; they are not coda.c dependencies); write_parity() needs only numpy."""
 import argparse, os, struct, time
 import numpy as np
 
@@ -27,7 +28,7 @@ SHAPES = {  # hidden, intermediate, layers, heads, kv_heads, vocab
     "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                        num_key_value_heads=8, vocab_size=32768),
 }
-TRUTH_VERSION = 2  # the int32 that announces the fp32-truth section at the end of parity.bin
+TRUTH_VERSION = 2  # the int32 that announces the truth section at the end of parity.bin
 ACTS_MAGIC, ACTS_VERSION, ACTS_NAME = b"CODAACTS", 1, 32
 # per layer, in forward order: name -> (module path under the decoder layer, hook kind); "in" = the
 # module's first input, "out" = its output
@@ -93,6 +94,21 @@ def hook_acts(model, store):
     names.append("final_norm")
     return names, handles
 
+def keep_rope_fp32(model, dtype):
+    """model.to(bfloat16) also casts the rotary embedding's inv_freq buffer to bf16 (up to 2^-9 relative
+    error in every RoPE frequency: 0.25 rad of angle at position 127 for the fastest one), which
+    from_pretrained(..., dtype=torch.bfloat16) -- how users load Mistral -- does not do: it keeps the
+    fp32 buffer. Cast the weights, then put the fp32 frequencies back, so the reference (and the fp32
+    truth derived from it) is the model users run, not an artifact of this script."""
+    import torch
+    freqs = {n: b.detach().clone() for n, b in model.named_buffers() if n.endswith("inv_freq")}
+    model.to(dtype)
+    for name, fp32 in freqs.items():
+        mod = model.get_submodule(name.rsplit(".", 1)[0])
+        setattr(mod, name.rsplit(".", 1)[1], fp32)
+    assert all(b.dtype == torch.float32 for n, b in model.named_buffers() if n.endswith("inv_freq"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=SHAPES, required=True)
@@ -121,7 +137,8 @@ def main():
                         tie_word_embeddings=False, sliding_window=None, attn_implementation="sdpa")
     t0 = time.time()
     with torch.device("cuda"):
-        model = MistralForCausalLM(cfg).to(dtype)
+        model = MistralForCausalLM(cfg)
+        keep_rope_fp32(model, dtype)
     torch.cuda.empty_cache()
     model.eval()
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq), device="cuda")
@@ -134,15 +151,15 @@ def main():
     del out
     os.makedirs(a.out, exist_ok=True)
     model.save_pretrained(a.out, safe_serialization=True)
-    truth_logits = truth_loss = None
-    if dtype != torch.float32:
-        model.float()  # in place, parameter by parameter: the bf16 copy is freed as it goes
-        torch.cuda.empty_cache()
-        store["current"] = {}
-        with torch.no_grad():
-            out = model(input_ids=ids, labels=ids, use_cache=False)
-        truth_logits, truth_loss = out.logits.float().cpu().numpy(), out.loss.item()
-        del out
+    # The truth: the same weights one precision up (bf16 model -> fp32, fp32 model -> fp64), so the
+    # test can tell how far each implementation (transformers', coda.c's) is from exact arithmetic.
+    model.float() if dtype != torch.float32 else model.double()  # in place: the lower-precision copy is freed as it goes
+    torch.cuda.empty_cache()
+    store["current"] = {}
+    with torch.no_grad():
+        out = model(input_ids=ids, labels=ids, use_cache=False)
+    truth_logits, truth_loss = out.logits.float().cpu().numpy(), out.loss.item()
+    del out
     write_parity(os.path.join(a.out, "parity.bin"), ids.cpu().numpy(), logits, loss, truth_logits, truth_loss)
     if a.dump_acts:
         for h in hooks: h.remove()
@@ -151,7 +168,7 @@ def main():
         assert not missing, f"hooks did not fire for {missing[:4]}"
         write_acts(os.path.join(a.out, "acts.bin"), act_names, acts_bf16, acts_truth)
         print(f"acts.bin: {len(act_names)} activations -> {a.out}/acts.bin")
-    truth = "" if truth_loss is None else f", fp32 truth loss {truth_loss:.6f}"
+    truth = "" if truth_loss is None else f", {'fp32' if dtype != torch.float32 else 'fp64'} truth loss {truth_loss:.6f}"
     print(f"{a.shape} {a.dtype} {cfg.num_hidden_layers} layers: loss {loss:.6f}{truth}, {time.time() - t0:.1f}s, "
           f"peak GPU {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB -> {a.out}")
 

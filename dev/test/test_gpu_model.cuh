@@ -297,15 +297,15 @@ GPU_TEST(gpu_step_timer_breaks_down_an_update) {
 // Mistral saved by save_pretrained + transformers' logits and loss) must load in coda.c and give the
 // same logits and loss. Measures: relative L2 error ||a - b|| / ||b|| over all logits (the bar) and
 // max |a - b| / max |b| (printed: it tells a localised bug from rounding noise spread everywhere).
-// Bars: FP32 build, rel L2 <= 1e-5 against transformers fp32 and loss within 1e-5 relative. BF16 build,
-// rel L2 <= 2e-2 against transformers bf16 and loss within 2e-2 relative, *and*, when parity.bin carries
-// the fp32 truth (the same bf16 weights run by transformers in fp32), coda.c's rel L2 error against the
-// truth at most 1.5x transformers bf16's own: coda.c must be as accurate as transformers, which a
-// direct bf16-vs-bf16 comparison cannot tell at depth (both round, differently, in every layer).
+// Bars (hf_parity_check): loss within 1e-5 (FP32 build) / 2e-2 (BF16) relative, and logits rel L2
+// within the same against transformers -- or, when parity.bin carries the truth (the same weights one
+// precision up: fp32 for a bf16 model, fp64 for an fp32 one), coda.c's rel L2 error against the truth
+// at most 1.25x transformers' own: coda.c must be as accurate as transformers, which a direct
+// comparison of two roundings cannot tell at depth (both round, differently, in every layer).
 
 // parity.bin as scripts/hf_parity.py writes it (little-endian): int32 B, T, V; int32 tokens [B*T];
-// float32 logits [B*T*V]; float64 loss; then, from format version 2 and for bf16 models only, int32 2,
-// float32 logits [B*T*V] and float64 loss of the fp32 truth. Older files end after the first loss.
+// float32 logits [B*T*V]; float64 loss; then, from format version 2, int32 2, float32 logits [B*T*V]
+// and float64 loss of the truth. Older files end after the first loss.
 #define HF_PARITY_TRUTH_VERSION 2
 typedef struct {
     int B, T, V;
@@ -613,28 +613,36 @@ static void hf_parity_check(const char* dir) {
     const double tol = 2e-2;
     const char* build = "BF16";
 #endif
-    const double truth_ratio_bar = 1.5;
+    // Pass: the loss within tol, and the logits within tol of transformers' -- or, when the file has the
+    // truth (the same weights one precision up), coda.c at least as accurate as transformers:
+    // its rel-L2 error vs the truth at most truth_ratio_bar x transformers' own. Two independent
+    // roundings, each e from the truth, differ by ~1.4 e; past ~tol/1.4 no implementation can meet the
+    // direct bar (a 32-layer random bf16 Mistral-7B is ~6% from its fp32 truth in transformers
+    // itself), so there the truth decides. The 1.25 leaves room for a different but equally good
+    // summation order (measured: 0.93 in bf16 at 2, 8 and 32 layers, dev/test/GPU_RESULTS.md).
+    const double truth_ratio_bar = 1.25;
     HfParityErr vs_hf = hf_parity_err(logits, r.logits, nv);
     double loss_rel = fabs(loss - r.loss) / fmax(fabs(r.loss), 1e-30);
-    int ok = vs_hf.l2 <= tol && loss_rel <= tol;
+    const char* truth_name = sizeof(floatX) == 2 ? "fp32" : "fp64";
     printf("    %s: loss coda.c %.7f vs transformers %.7f (rel diff %.2e)", dir, loss, r.loss, loss_rel);
-    if (r.truth) printf(", fp32 truth %.7f", r.truth_loss);
+    if (r.truth) printf(", %s truth %.7f", truth_name, r.truth_loss);
     printf("\n    %s: logits coda.c vs transformers: rel L2 err %.3g, max|diff|/max|logit| %.3g\n", dir, vs_hf.l2, vs_hf.max);
     char tcols[256] = "- | - | - | - | -";
+    int as_accurate = 0;
     if (r.truth) {
         HfParityErr ct = hf_parity_err(logits, r.truth, nv), ht = hf_parity_err(r.logits, r.truth, nv);
-        double ratio = ct.l2 / fmax(ht.l2, 1e-30);
-        printf("    %s: vs the fp32 truth: coda.c rel L2 err %.3g, max %.3g; transformers rel L2 err %.3g, max %.3g; "
-               "ratio %.2f (bar %.1f)\n", dir, ct.l2, ct.max, ht.l2, ht.max, ratio, truth_ratio_bar);
+        const double ratio = ct.l2 / fmax(ht.l2, 1e-30);
+        as_accurate = ct.l2 <= truth_ratio_bar * ht.l2;
+        printf("    %s: vs the %s truth: coda.c rel L2 err %.3g, max %.3g; transformers rel L2 err %.3g, max %.3g; "
+               "ratio %.2f (bar %.2f)\n", dir, truth_name, ct.l2, ct.max, ht.l2, ht.max, ratio, truth_ratio_bar);
         snprintf(tcols, sizeof(tcols), "%.2e | %.2e | %.2f | %.2e | %.2e", ct.l2, ht.l2, ratio, ct.max, ht.max);
-        ok = ok && ct.l2 <= truth_ratio_bar * ht.l2;
-        CHECK(ct.l2 <= truth_ratio_bar * ht.l2, "%s: coda.c's rel L2 err vs the fp32 truth %.3g is %.2fx transformers' %.3g (bar %.1fx)",
-              dir, ct.l2, ratio, ht.l2, truth_ratio_bar);
     }
+    const int logits_ok = vs_hf.l2 <= tol || as_accurate, ok = logits_ok && loss_rel <= tol;
     // one row for scripts/gpu_checks.sh's table (stage parity-7b-sweep)
     printf("parity-row | %s | %s | %d | %.2e | %.2e | %.2e | %s | %s |\n", dir, build, c.n_layers, loss_rel, vs_hf.l2,
            vs_hf.max, tcols, ok ? "pass" : "FAIL");
-    CHECK(vs_hf.l2 <= tol, "%s: logits rel L2 err %.3g > %.0e", dir, vs_hf.l2, tol);
+    CHECK(logits_ok, "%s: logits rel L2 err %.3g vs transformers > %.0e and %s", dir, vs_hf.l2, tol,
+          r.truth ? "coda.c is less accurate than transformers vs the truth (ratio above the bar)" : "no truth in the file");
     CHECK_CLOSE(loss, r.loss, 0, tol);
     snprintf(path, sizeof(path), "%s/acts.bin", dir);  // layer-wise diagnostics, when the script wrote them
     FILE* af = fopen(path, "rb");
