@@ -385,7 +385,8 @@ int main(int argc, char** argv) {
     if (config_validate(&cfg, &err) != 0) coda_fatal("%s", err.msg);
     GpuModel m;
     gpu_model_create(&m, &cfg, o.phase == 0 ? TRAIN_ALL : TRAIN_ATTENTION);
-    // phase 0 draws everything; a base checkpoint or a resumed one supplies all but the new CoDA tensors
+    // phase 0 and a random phase-1 base draw everything; a base checkpoint or a resumed one supplies all
+    // but the new CoDA tensors
     gpu_model_init_random(&m, (uint64_t)o.seed, resuming || (o.phase == 1 && !random_base));
     DataPosition pos = {0, 0};
     int start_step = 0;

@@ -11,6 +11,7 @@ peak GiB. Needs torch + transformers (the GPU machine has them; they are not cod
 import argparse, time
 import torch
 from transformers import MistralConfig, MistralForCausalLM
+from hf_parity import keep_rope_fp32  # same directory: .to(bf16) would also cast RoPE's inv_freq
 
 SHAPES = {
     "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
@@ -32,7 +33,8 @@ def main():
     torch.manual_seed(0)
     cfg = MistralConfig(**SHAPES[a.shape], max_position_embeddings=32768, sliding_window=None, attn_implementation="sdpa")
     with torch.device("cuda"):
-        model = MistralForCausalLM(cfg).to(torch.bfloat16)
+        model = MistralForCausalLM(cfg)
+        keep_rope_fp32(model, torch.bfloat16)  # bf16 weights, fp32 RoPE frequencies, as from_pretrained gives
     if a.trainable == "attention":
         for n, p in model.named_parameters():
             p.requires_grad = ".self_attn." in n
