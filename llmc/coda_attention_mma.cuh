@@ -8,15 +8,16 @@
 //            BOTH streams run in the block (8 warps) against the same K/V tile, which is staged once
 //            in shared memory (cp.async, double-buffered). Online softmax in fp32 (exp2 domain); the
 //            probabilities are rounded to bf16 for the P.V product, the row sums use the fp32 values.
-//   dQ       block = (query tile of 64, h, b), both streams (8 warps): S and dP recomputed from lse;
-//            dS.K accumulated in registers; at the end the noise warps hand dq_noise to the signal
+//   dQ       block = (query tile of 64, h, b), both streams (8 warps), key tiles of 32 (Dh 128) or 64
+//            (Dh 64): S and dP recomputed from lse; dS.K accumulated in registers; at the end the
+//            noise warps hand dq_noise to the signal
 //            warps through shared memory, which add R_theta^T dq_noise and form the theta partials
 //            (fixed-order sums: bitwise reproducible).
-//   dK/dV    block = (key tile of 64, QUERY head h, b), 4 warps x 16 keys; walks the query tiles at
-//            or after its keys, both streams of h per tile (dP^T = V dO^T computed once for the
-//            two); dK, dV stay in registers. Each block writes an
-//            fp32 partial for its query head; a small kernel sums the G = H/Hkv partials of a KV head
-//            in a fixed order (no atomics). One block per query head (instead of per KV head) gives
+//   dK/dV    block = (key tile of 64, QUERY head h, b), 4 warps x 16 keys; walks the query tiles
+//            (32 queries at Dh 128, 64 at Dh 64) at or after its keys, both streams of h per tile
+//            (dP^T = V dO^T computed once for the two); dK, dV stay in registers. Each block writes
+//            an fp32 partial for its query head; a small kernel sums the G = H/Hkv partials of a KV
+//            head in a fixed order (no atomics). One block per query head (instead of per KV head) gives
 //            G times more blocks, which evens out the causal triangle's unequal work per key tile.
 //
 // The noise query qn = R_theta(q) is formed once per pass by ca_noise_query_kernel and rounded to
@@ -26,6 +27,12 @@
 //
 // Shared-memory tiles are [rows][DH] bf16 with the 16-byte chunks of a row XOR-swizzled by (row & 7),
 // so that the 8 row addresses of every ldmatrix hit 8 different bank groups.
+//
+// Speed (dev/PERF.md): 130-210 TFLOP/s on H100/H200, ~13x the FMA kernels. Every warp owns 16 rows,
+// so each ldmatrix.x4 of a shared K/V (or Q/dO) fragment feeds only two mma.sync: the kernels are
+// bound by shared-memory bandwidth, not by the tensor cores. More rows per warp does not fit the
+// register file at Dh 128; the way forward is wgmma (Hopper warpgroup MMA reading shared memory
+// directly, FA3's structure).
 #pragma once
 #include <stdint.h>
 #include <cuda_bf16.h>
