@@ -128,10 +128,8 @@ static void gpu_model_read_host(const GpuModel* m, float* host) { floatX_to_host
 // as the CPU reference's model_init walk). new_only: only the tensors a base checkpoint lacks
 // (ROLE_CODA_NEW) get values, the rest stay 0 until the checkpoint is loaded over them.
 static void gpu_model_init_random(GpuModel* m, uint64_t seed, int new_only) {
-    // Tensor by tensor, so the host holds one tensor, not the model (7B: 29 GB of fp32). Every block of
-    // 2^16 values has its own generator seeded by (seed, tensor, block): the draw runs in parallel
-    // (OpenMP) and gives the same values for any thread count (7B from random in seconds, not minutes).
-    const size_t block = (size_t)1 << 16;
+    // Tensor by tensor, so the host holds one tensor, not the model (7B: 29 GB of fp32), drawn in
+    // parallel by param_init_fill (same values for any thread count).
     size_t maxn = 1;
     for (int i = 0; i < m->table.n; i++) maxn = m->table.tensors[i].numel > maxn ? m->table.tensors[i].numel : maxn;
     float* host = (float*)coda_malloc_or_die(maxn * sizeof(float), "host init buffer");
@@ -139,14 +137,7 @@ static void gpu_model_init_random(GpuModel* m, uint64_t seed, int new_only) {
     for (int i = 0; i < m->table.n; i++) {
         const ParamTensor* t = &m->table.tensors[i];
         if (new_only && PARAM_KINDS[t->kind].role != ROLE_CODA_NEW) continue;
-        const long long nblocks = (long long)ceil_div_sz(t->numel, block);
-#pragma omp parallel for schedule(static)
-        for (long long bi = 0; bi < nblocks; bi++) {
-            Rng rng;
-            rng_seed(&rng, seed * 0x100000001B3ull + ((uint64_t)(i + 1) << 32) + (uint64_t)bi);
-            const size_t j1 = (size_t)(bi + 1) * block < t->numel ? (size_t)(bi + 1) * block : t->numel;
-            for (size_t j = (size_t)bi * block; j < j1; j++) host[j] = (float)param_init_value(&m->cfg, t, &rng);
-        }
+        param_init_fill(&m->cfg, t, i, seed, host);
         host_to_floatX(m->params + t->offset, host, t->numel);
     }
     free(host);

@@ -239,3 +239,20 @@ static inline double param_init_value(const ModelConfig* c, const ParamTensor* t
     if (k == INIT_FANIN_UNIFORM) return (2.0 * rng_uniform(rng) - 1.0) / sqrt((double)t->shape[1]);
     return param_init_constant(c, k);
 }
+
+// All values of tensor number `index` of a table (t = &table->tensors[index]) into out[0..numel), in
+// parallel: every block of PARAM_INIT_BLOCK values has its own generator seeded by (seed, index,
+// block), so the values do not depend on the thread count or on which tensors are drawn (the GPU
+// model draws a 7B model tensor by tensor in seconds; new_only draws only the new CoDA tensors).
+// Not the same values as the single-stream walk of param_init_value (the CPU reference's model_init).
+#define PARAM_INIT_BLOCK ((size_t)1 << 16)
+static inline void param_init_fill(const ModelConfig* c, const ParamTensor* t, int index, uint64_t seed, float* out) {
+    const long long nblocks = (long long)((t->numel + PARAM_INIT_BLOCK - 1) / PARAM_INIT_BLOCK);
+#pragma omp parallel for schedule(static)
+    for (long long bi = 0; bi < nblocks; bi++) {
+        Rng rng;
+        rng_seed(&rng, seed * 0x100000001B3ull + ((uint64_t)(index + 1) << 32) + (uint64_t)bi);
+        const size_t j0 = (size_t)bi * PARAM_INIT_BLOCK, j1 = j0 + PARAM_INIT_BLOCK < t->numel ? j0 + PARAM_INIT_BLOCK : t->numel;
+        for (size_t j = j0; j < j1; j++) out[j] = (float)param_init_value(c, t, &rng);
+    }
+}

@@ -76,3 +76,54 @@ TEST(convert_floats_copies_same_type_bits_and_rejects_non_floats) {
     int64_t i64[1] = {1};
     CHECK(convert_floats(f, DT_F32, i64, DT_I64, 1) == -1, "integers are not float-like");
 }
+
+// param_init_fill (the GPU model's random init): the same values for any thread count, each tensor and
+// seed its own stream, and each init kind's distribution.
+#include <omp.h>
+TEST(param_init_fill_is_thread_count_independent_and_distributed_by_kind) {
+    ModelConfig c = config_default();
+    c.dim = 256; c.ffn_dim = 512; c.n_layers = 2; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 64;
+    c.vocab_size = 1000;  // embedding 256000 values: four init blocks
+    c.differential = 1; c.head_norm = HEAD_NORM_FULL; c.theta_init = 0.25f; c.lambda_init_bias = -6.0f;
+    ParamTable t;
+    param_table_build(&t, &c, DT_F32);
+    size_t maxn = 0;
+    for (int i = 0; i < t.n; i++) maxn = t.tensors[i].numel > maxn ? t.tensors[i].numel : maxn;
+    float *a = (float*)coda_malloc_or_die(maxn * sizeof(float), "a"), *b = (float*)coda_malloc_or_die(maxn * sizeof(float), "b");
+    const int saved_threads = omp_get_max_threads();
+    for (int i = 0; i < t.n; i++) {
+        const ParamTensor* p = &t.tensors[i];
+        omp_set_num_threads(1);
+        param_init_fill(&c, p, i, 42, a);
+        omp_set_num_threads(3);
+        param_init_fill(&c, p, i, 42, b);
+        CHECK(memcmp(a, b, p->numel * sizeof(float)) == 0, "%s: 1 and 3 threads draw different values", p->name);
+        const InitKind k = PARAM_KINDS[p->kind].init;
+        double sum = 0, sq = 0, lo = 1e30, hi = -1e30;
+        for (size_t j = 0; j < p->numel; j++) {
+            sum += a[j]; sq += (double)a[j] * a[j];
+            lo = a[j] < lo ? a[j] : lo; hi = a[j] > hi ? a[j] : hi;
+        }
+        const double n = (double)p->numel, mean = sum / n, sd = sqrt(sq / n - mean * mean);
+        if (k == INIT_NORMAL) {
+            CHECK(fabs(mean) < 5 * c.init_std / sqrt(n), "%s: mean %g", p->name, mean);
+            CHECK(fabs(sd / c.init_std - 1) < 0.05, "%s: std %g, init_std %g", p->name, sd, c.init_std);
+        } else if (k == INIT_FANIN_UNIFORM) {
+            const double bound = 1.0 / sqrt((double)p->shape[1]);
+            CHECK(lo >= -bound && hi <= bound && hi - lo > bound, "%s: range [%g, %g], bound %g", p->name, lo, hi, bound);
+        } else {
+            const double v = param_init_constant(&c, k);
+            CHECK(lo == (float)v && hi == (float)v, "%s: constant %g, got [%g, %g]", p->name, v, lo, hi);
+        }
+    }
+    // two tensors of the same shape and kind (q of layers 0 and 1), and two seeds, draw different values
+    const ParamTensor *q0 = param_find(&t, PK_Q, 0), *q1 = param_find(&t, PK_Q, 1);
+    param_init_fill(&c, q0, (int)(q0 - t.tensors), 42, a);
+    param_init_fill(&c, q1, (int)(q1 - t.tensors), 42, b);
+    CHECK(memcmp(a, b, q0->numel * sizeof(float)) != 0, "layers 0 and 1 share a stream");
+    param_init_fill(&c, q0, (int)(q0 - t.tensors), 43, b);
+    CHECK(memcmp(a, b, q0->numel * sizeof(float)) != 0, "seeds 42 and 43 draw the same values");
+    omp_set_num_threads(saved_threads);
+    free(a); free(b);
+    param_table_free(&t);
+}
