@@ -312,7 +312,7 @@ typedef struct {
     int* tok;       // [B*T]
     float* logits;  // [B*T*V] transformers, in the model's dtype
     double loss;
-    float* truth;   // [B*T*V] the same weights in fp32, or NULL (fp32 models, older files)
+    float* truth;   // [B*T*V] the same weights one precision up (fp32 / fp64 truth), or NULL (older files)
     double truth_loss;
 } HfParityRef;
 
@@ -346,7 +346,7 @@ static int hf_parity_read(const char* path, HfParityRef* r, char* msg, size_t ms
                 r->truth = (float*)malloc(sizeof(float) * nv);
                 if (!r->truth) why = "out of memory";
                 else if (fread(r->truth, sizeof(float), nv, f) != nv || fread(&r->truth_loss, sizeof(double), 1, f) != 1)
-                    why = "truncated fp32 truth";
+                    why = "truncated truth";
             }
             if (!why && fgetc(f) != EOF) why = "trailing bytes";
         }
