@@ -47,6 +47,7 @@
 // Supported: Dh in {64, 128}, H % Hkv == 0, any T >= 1.
 #pragma once
 #include <math.h>
+#include <type_traits>
 #include "cuda_common.cuh"
 
 // Which kernels run the attention (the math is the same): AUTO = tensor cores (mma.sync, bf16) in the
@@ -577,6 +578,21 @@ static inline void ca_check_shape(const CodaAttnShape* s) {
         exit(1);
     }
 }
+// Calls f(DH, NS) with the shape's head dim (64, 128) and stream count (2 differential, else 1) as
+// std::integral_constant, so `decltype(dh)::value` picks the kernel template: one place instead of
+// a four-way if in every launcher.
+template <typename F>
+static void ca_dispatch(const CodaAttnShape* s, F&& f) {
+    using I64 = std::integral_constant<int, 64>;
+    using I128 = std::integral_constant<int, 128>;
+    using S1 = std::integral_constant<int, 1>;
+    using S2 = std::integral_constant<int, 2>;
+    if (s->Dh == 128) s->differential ? f(I128{}, S2{}) : f(I128{}, S1{});
+    else s->differential ? f(I64{}, S2{}) : f(I64{}, S1{});
+}
+#define CA_DH decltype(dh)::value
+#define CA_NS decltype(ns)::value
+
 // Tensor cores in the BF16 build unless FMA is asked for; the FP32 build has only the FMA kernels.
 static inline int ca_use_mma(const CodaAttnShape* s) {
 #if defined(ENABLE_FP32)
@@ -673,20 +689,10 @@ void coda_attention_forward(const GpuContext* ctx, const CodaAttnShape* s, float
         // so the forward needs no scratch.
         floatX* qn = s->differential ? out : NULL;
         if (qn) ca_noise_query(ctx, s, qn, q, theta);
-        if (s->Dh == 128) {
-            if (s->differential) ca_mma_forward_launch<128, 2>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
-            else ca_mma_forward_launch<128, 1>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
-        } else {
-            if (s->differential) ca_mma_forward_launch<64, 2>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
-            else ca_mma_forward_launch<64, 1>(ctx, s, a_sig, a_noise, lse, q, qn, k, v);
-        }
+        ca_dispatch(s, [&](auto dh, auto ns) { ca_mma_forward_launch<CA_DH, CA_NS>(ctx, s, a_sig, a_noise, lse, q, qn, k, v); });
 #endif
-    } else if (s->Dh == 128) {
-        if (s->differential) ca_forward_launch<128, 2>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
-        else ca_forward_launch<128, 1>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
     } else {
-        if (s->differential) ca_forward_launch<64, 2>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
-        else ca_forward_launch<64, 1>(ctx, s, a_sig, a_noise, lse, q, k, v, theta);
+        ca_dispatch(s, [&](auto dh, auto ns) { ca_forward_launch<CA_DH, CA_NS>(ctx, s, a_sig, a_noise, lse, q, k, v, theta); });
     }
     if (!s->differential && out == a_sig) {  // GQA without head norm: out is a_sig, nothing to combine
         if (hn_rstd) {
@@ -698,8 +704,9 @@ void coda_attention_forward(const GpuContext* ctx, const CodaAttnShape* s, float
     }
     size_t rows = (size_t)s->B * s->T * s->H;
     dim3 grid((unsigned)ceil_div_sz(rows, 8));
-    if (s->Dh == 128) ca_combine_forward_kernel<128><<<grid, 256, 0, ctx->stream>>>(*s, out, hn_rstd, a_sig, a_noise, lam_logit, head_norm);
-    else ca_combine_forward_kernel<64><<<grid, 256, 0, ctx->stream>>>(*s, out, hn_rstd, a_sig, a_noise, lam_logit, head_norm);
+    ca_dispatch(s, [&](auto dh, auto ns) {
+        ca_combine_forward_kernel<CA_DH><<<grid, 256, 0, ctx->stream>>>(*s, out, hn_rstd, a_sig, a_noise, lam_logit, head_norm);
+    });
     cudaCheckLaunch("ca_combine_forward_kernel");
 }
 
@@ -724,12 +731,10 @@ void coda_attention_backward(const GpuContext* ctx, const CodaAttnShape* s, floa
     float* dth_part = (float*)p;   p += ca_align256((size_t)s->B * nqt * s->H * (s->Dh / 2) * sizeof(float));
     float* dw_part = (float*)p;    p += ca_align256(ncb * s->Dh * sizeof(float));
     // 1. head norm / stream combination backward
-    if (s->Dh == 128)
-        ca_combine_backward_kernel<128><<<ncb, 256, 0, ctx->stream>>>(*s, dO, delta, dlam_logit, dw_part, dout, a_sig, a_noise,
-                                                                      hn_rstd, lam_logit, head_norm);
-    else
-        ca_combine_backward_kernel<64><<<ncb, 256, 0, ctx->stream>>>(*s, dO, delta, dlam_logit, dw_part, dout, a_sig, a_noise,
-                                                                     hn_rstd, lam_logit, head_norm);
+    ca_dispatch(s, [&](auto dh, auto ns) {
+        ca_combine_backward_kernel<CA_DH><<<ncb, 256, 0, ctx->stream>>>(*s, dO, delta, dlam_logit, dw_part, dout, a_sig, a_noise,
+                                                                        hn_rstd, lam_logit, head_norm);
+    });
     cudaCheckLaunch("ca_combine_backward_kernel");
     if (norm && dhead_norm) {
         ca_colsum_kernel<<<s->Dh, 256, 0, ctx->stream>>>(dhead_norm, dw_part, ncb, s->Dh);
@@ -743,42 +748,28 @@ void coda_attention_backward(const GpuContext* ctx, const CodaAttnShape* s, floa
         float* dv_part = (float*)p;
         if (s->differential) ca_noise_query(ctx, s, qn, q, theta);
         else qn = NULL;
-        if (s->Dh == 128) {
-            if (s->differential) ca_mma_backward_launch<128, 2>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
-            else ca_mma_backward_launch<128, 1>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
-        } else {
-            if (s->differential) ca_mma_backward_launch<64, 2>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
-            else ca_mma_backward_launch<64, 1>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
-        }
-        if (s->differential && dtheta) {
-            ca_colsum_kernel<<<s->H * (s->Dh / 2), 256, 0, ctx->stream>>>(dtheta, dth_part, s->B * nqt, s->H * (s->Dh / 2));
-            cudaCheckLaunch("ca_colsum_kernel(dtheta)");
-        }
+        ca_dispatch(s, [&](auto dh, auto ns) {
+            ca_mma_backward_launch<CA_DH, CA_NS>(ctx, s, dq, dk, dv, dth_part, dk_part, dv_part, dO, lse, delta, q, qn, k, v,
+                                                 theta, lam_logit);
+        });
 #endif
-        return;
-    }
-    // 2. dq (+ noise rotation backward, theta partials)
-    dim3 gq(nqt, s->H, s->B);
-    if (s->Dh == 128) {
-        if (s->differential) ca_dq_kernel<128, 2><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
-        else ca_dq_kernel<128, 1><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
     } else {
-        if (s->differential) ca_dq_kernel<64, 2><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
-        else ca_dq_kernel<64, 1><<<gq, 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v, theta, lam_logit);
+        // 2. dq (+ noise rotation backward, theta partials); 3. dk, dv
+        ca_dispatch(s, [&](auto dh, auto ns) {
+            ca_dq_kernel<CA_DH, CA_NS><<<dim3(nqt, s->H, s->B), 512, 0, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, k, v,
+                                                                                    theta, lam_logit);
+            cudaCheckLaunch("ca_dq_kernel");
+            ca_dkdv_kernel<CA_DH, CA_NS><<<dim3(ceil_div(s->T, 64), s->Hkv, s->B), 64 * (CA_DH / 16), 0, ctx->stream>>>(
+                *s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
+            cudaCheckLaunch("ca_dkdv_kernel");
+        });
     }
-    cudaCheckLaunch("ca_dq_kernel");
+    // theta: the per-(query tile, head) partials of either path, summed in a fixed order
     if (s->differential && dtheta) {
         ca_colsum_kernel<<<s->H * (s->Dh / 2), 256, 0, ctx->stream>>>(dtheta, dth_part, s->B * nqt, s->H * (s->Dh / 2));
         cudaCheckLaunch("ca_colsum_kernel(dtheta)");
     }
-    // 3. dk, dv
-    dim3 gk(ceil_div(s->T, 64), s->Hkv, s->B);
-    if (s->Dh == 128) {
-        if (s->differential) ca_dkdv_kernel<128, 2><<<gk, 512, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
-        else ca_dkdv_kernel<128, 1><<<gk, 512, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
-    } else {
-        if (s->differential) ca_dkdv_kernel<64, 2><<<gk, 256, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
-        else ca_dkdv_kernel<64, 1><<<gk, 256, 0, ctx->stream>>>(*s, dk, dv, dO, lse, delta, q, k, v, theta, lam_logit);
-    }
-    cudaCheckLaunch("ca_dkdv_kernel");
 }
+
+#undef CA_DH
+#undef CA_NS
