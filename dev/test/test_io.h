@@ -361,38 +361,45 @@ TEST(safetensors_rejects_every_kind_of_bad_file) {
     float data[4] = {1, 2, 3, 4};
     io_write_bytes(p, "\x05\0\0\0\0", 5);
     io_expect_st_error(p, "file is too short to be safetensors (5 bytes");
-    io_write_raw_st(p, "{}", 1000, NULL, 0);
-    io_expect_st_error(p, "header length 1000 runs past the end of the file (2 bytes after the 8-byte length");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\",}}", -1, data, 4);
-    io_expect_st_error(p, "malformed safetensors header: JSON parse error at line 1:23: expected '\"' to start an object key");
-    io_write_raw_st(p, "[1, 2]", -1, NULL, 0);
-    io_expect_st_error(p, "safetensors header must be a JSON object, found array");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"Q7\", \"shape\": [1], \"data_offsets\": [0, 4]}}", -1, data, 4);
-    io_expect_st_error(p, "tensor 'w': unknown or unsupported dtype 'Q7'");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [-2, 1], \"data_offsets\": [0, 8]}}", -1, data, 8);
-    io_expect_st_error(p, "tensor 'w': negative dimension shape[0] = -2");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 4]}}", -1, data, 4);
-    io_expect_st_error(p, "tensor 'w': shape[0] is not an integer");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}}", -1, data, 12);
-    io_expect_st_error(p, "tensor 'w': data_offsets [0, 16] run past the end of the data section (12 bytes");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", -1, data, 16);
-    io_expect_st_error(p, "tensor 'w': data_offsets [0, 8] span 8 bytes but shape x F32 needs 12");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [8, 4]}}", -1, data, 16);
-    io_expect_st_error(p, "tensor 'w': data_offsets [8, 4] end before they begin");
-    io_write_raw_st(p, "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, "
-                       "\"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}", -1, data, 16);
-    io_expect_st_error(p, "tensors 'a' [0, 8) and 'b' [4, 12) overlap");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [1]}}", -1, data, 4);
-    io_expect_st_error(p, "tensor 'w': \"data_offsets\" must be an array [begin, end]");
-    io_write_raw_st(p, "{\"w\": {\"shape\": [1], \"data_offsets\": [0, 4]}}", -1, data, 4);
-    io_expect_st_error(p, "tensor 'w': missing or non-string \"dtype\"");
-    io_write_raw_st(p, "{\"w\": 3}", -1, data, 4);
-    io_expect_st_error(p, "tensor 'w': header entry must be an object, found number");
-    io_write_raw_st(p, "{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, "
-                       "\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", -1, data, 8);
-    io_expect_st_error(p, "tensor 'w' appears twice");
-    io_write_raw_st(p, "{\"__metadata__\": {\"n\": 1}}", -1, NULL, 0);
-    io_expect_st_error(p, "__metadata__ value of 'n' must be a string, found number");
+    // header (its length field, -1 = the true one), bytes of data after it (from `data`), the error expected
+    static const struct { const char* header; long long hlen; size_t nbytes; const char* expect; } bad[] = {
+        {"{}", 1000, 0,
+         "header length 1000 runs past the end of the file (2 bytes after the 8-byte length"},
+        {"{\"w\": {\"dtype\": \"F32\",}}", -1, 4,
+         "malformed safetensors header: JSON parse error at line 1:23: expected '\"' to start an object key"},
+        {"[1, 2]", -1, 0,
+         "safetensors header must be a JSON object, found array"},
+        {"{\"w\": {\"dtype\": \"Q7\", \"shape\": [1], \"data_offsets\": [0, 4]}}", -1, 4,
+         "tensor 'w': unknown or unsupported dtype 'Q7'"},
+        {"{\"w\": {\"dtype\": \"F32\", \"shape\": [-2, 1], \"data_offsets\": [0, 8]}}", -1, 8,
+         "tensor 'w': negative dimension shape[0] = -2"},
+        {"{\"w\": {\"dtype\": \"F32\", \"shape\": [1.5], \"data_offsets\": [0, 4]}}", -1, 4,
+         "tensor 'w': shape[0] is not an integer"},
+        {"{\"w\": {\"dtype\": \"F32\", \"shape\": [4], \"data_offsets\": [0, 16]}}", -1, 12,
+         "tensor 'w': data_offsets [0, 16] run past the end of the data section (12 bytes"},
+        {"{\"w\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", -1, 16,
+         "tensor 'w': data_offsets [0, 8] span 8 bytes but shape x F32 needs 12"},
+        {"{\"w\": {\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [8, 4]}}", -1, 16,
+         "tensor 'w': data_offsets [8, 4] end before they begin"},
+        {"{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, "
+         "\"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}", -1, 16,
+         "tensors 'a' [0, 8) and 'b' [4, 12) overlap"},
+        {"{\"w\": {\"dtype\": \"F32\", \"shape\": [1]}}", -1, 4,
+         "tensor 'w': \"data_offsets\" must be an array [begin, end]"},
+        {"{\"w\": {\"shape\": [1], \"data_offsets\": [0, 4]}}", -1, 4,
+         "tensor 'w': missing or non-string \"dtype\""},
+        {"{\"w\": 3}", -1, 4,
+         "tensor 'w': header entry must be an object, found number"},
+        {"{\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, "
+         "\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", -1, 8,
+         "tensor 'w' appears twice"},
+        {"{\"__metadata__\": {\"n\": 1}}", -1, 0,
+         "__metadata__ value of 'n' must be a string, found number"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        io_write_raw_st(p, bad[i].header, bad[i].hlen, bad[i].nbytes ? data : NULL, bad[i].nbytes);
+        io_expect_st_error(p, bad[i].expect);
+    }
     // a good file cut short in its data section: the last tensor runs past the end
     float big[64] = {0};
     int64_t shape[1] = {64};
