@@ -50,10 +50,11 @@
 #include <type_traits>
 #include "cuda_common.cuh"
 
-// Which kernels run the attention (the math is the same): AUTO = tensor cores (mma.sync, bf16) in the
-// BF16 build, fp32 FMA on CUDA cores in the FP32 build (exact tests); FMA can be forced in either
-// build (benchmarks compare the two; tests check both against the CPU reference).
-typedef enum { CA_IMPL_AUTO = 0, CA_IMPL_FMA = 1, CA_IMPL_MMA = 2 } CodaAttnImpl;
+// Which kernels run the attention (the math is the same): AUTO = tensor cores in the BF16 build
+// (wgmma on Hopper when the binary has sm_90a code, else mma.sync), fp32 FMA on CUDA cores in the
+// FP32 build (exact tests); any implementation can be forced (benchmarks compare them; tests check
+// each against the CPU reference).
+typedef enum { CA_IMPL_AUTO = 0, CA_IMPL_FMA = 1, CA_IMPL_MMA = 2, CA_IMPL_WGMMA = 3 } CodaAttnImpl;
 
 typedef struct {
     int B, T, H, Hkv, Dh;
@@ -566,6 +567,7 @@ ca_dkdv_kernel(CodaAttnShape sh, floatX* dk, floatX* dv, const floatX* dO, const
 
 #if !defined(ENABLE_FP32)
 #include "coda_attention_mma.cuh"
+#include "coda_attention_wgmma.cuh"
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -593,14 +595,57 @@ static void ca_dispatch(const CodaAttnShape* s, F&& f) {
 #define CA_DH decltype(dh)::value
 #define CA_NS decltype(ns)::value
 
+#if !defined(ENABLE_FP32)
+// Whether this binary carries sm_90a code for the current device (wgmma exists only there): asked
+// once of the device itself, since only device code sees which target it was compiled for.
+__global__ void ca_wgmma_probe_kernel(int* ok) {
+#ifdef CA_WGMMA_DEVICE
+    *ok = 1;
+#else
+    *ok = 0;
+#endif
+}
+static int ca_wgmma_available() {
+    static int avail = -1;
+    if (avail < 0) {
+        int* d = NULL;
+        cudaCheck(cudaMalloc(&d, sizeof(int)));
+        ca_wgmma_probe_kernel<<<1, 1>>>(d);
+        cudaCheckLaunch("ca_wgmma_probe_kernel");
+        cudaCheck(cudaMemcpy(&avail, d, sizeof(int), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaFree(d));
+    }
+    return avail;
+}
+#endif
 // Tensor cores in the BF16 build unless FMA is asked for; the FP32 build has only the FMA kernels.
 static inline int ca_use_mma(const CodaAttnShape* s) {
 #if defined(ENABLE_FP32)
-    if (s->impl == CA_IMPL_MMA) { fprintf(stderr, "coda_attention: the tensor-core kernels need the BF16 build\n"); exit(1); }
+    if (s->impl == CA_IMPL_MMA || s->impl == CA_IMPL_WGMMA) {
+        fprintf(stderr, "coda_attention: the tensor-core kernels need the BF16 build\n");
+        exit(1);
+    }
     return 0;
 #else
     return s->impl != CA_IMPL_FMA;
 #endif
+}
+// Among the tensor-core kernels: wgmma when asked for (an error where the binary or device lacks
+// sm_90a) or, for AUTO, where available; mma.sync otherwise.
+static inline int ca_use_wgmma(const CodaAttnShape* s) {
+#if defined(ENABLE_FP32)
+    (void)s;
+    return 0;
+#else
+    if (s->impl == CA_IMPL_WGMMA && !ca_wgmma_available()) {
+        fprintf(stderr, "coda_attention: the wgmma kernels need an sm_90 device and a binary built for sm_90a (GPU_ARCH=90a)\n");
+        exit(1);
+    }
+    return (s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_AUTO) && ca_wgmma_available();
+#endif
+}
+static inline const char* ca_impl_name(const CodaAttnShape* s) {
+    return !ca_use_mma(s) ? "fp32-FMA" : ca_use_wgmma(s) ? "tensor-core (wgmma)" : "tensor-core (mma.sync)";
 }
 static inline int ca_fwd_bq(const CodaAttnShape* s) { return s->differential ? 64 : 128; }
 // query tile of the dQ kernel: 512 threads / (Dh/16 lanes) rows, over the streams (FMA); 64 (MMA)
@@ -647,18 +692,37 @@ static void ca_mma_forward_launch(const GpuContext* ctx, const CodaAttnShape* s,
     cudaCheckLaunch("ca_mma_forward_kernel");
 }
 template <int DH, int NS>
+static void ca_wg_forward_launch(const GpuContext* ctx, const CodaAttnShape* s, floatX* a_sig, floatX* a_noise, float* lse,
+                                 const floatX* q, const floatX* qn, const floatX* k, const floatX* v) {
+    const int smem = ca_wg_fwd_smem<DH, NS>();
+    ca_mma_launch_prep(ca_wg_forward_kernel<DH, NS>, smem, "ca_wg_forward_kernel");
+    unsigned blocks = (unsigned)ceil_div(s->T, 64) * s->H * s->B;
+    ca_wg_forward_kernel<DH, NS><<<blocks, 128 * NS, smem, ctx->stream>>>(*s, a_sig, a_noise, lse, q, qn, k, v);
+    cudaCheckLaunch("ca_wg_forward_kernel");
+}
+template <int DH, int NS>
 static void ca_mma_backward_launch(const GpuContext* ctx, const CodaAttnShape* s, floatX* dq, floatX* dk, floatX* dv,
                                    float* dth_part, float* dk_part, float* dv_part, const floatX* dO, const float* lse,
                                    const float* delta, const floatX* q, const floatX* qn, const floatX* k, const floatX* v,
                                    const floatX* theta, const floatX* lam_logit) {
-    const int sq = ca_mma_dq_smem<DH, NS>(), skv = ca_mma_dkdv_smem<DH, NS>();
-    ca_mma_launch_prep(ca_mma_dq_kernel<DH, NS>, sq, "ca_mma_dq_kernel");
-    ca_mma_launch_prep(ca_mma_dkdv_kernel<DH, NS>, skv, "ca_mma_dkdv_kernel");
     unsigned blocks = (unsigned)ceil_div(s->T, 64) * s->H * s->B;
-    ca_mma_dq_kernel<DH, NS><<<blocks, 128 * NS, sq, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
-    cudaCheckLaunch("ca_mma_dq_kernel");
-    ca_mma_dkdv_kernel<DH, NS><<<blocks, 128, skv, ctx->stream>>>(*s, dk_part, dv_part, dO, lse, delta, q, qn, k, v, lam_logit);
-    cudaCheckLaunch("ca_mma_dkdv_kernel");
+    if (ca_use_wgmma(s)) {
+        const int sq = ca_wg_dq_smem<DH, NS>(), skv = ca_wg_dkdv_smem<DH, NS>();
+        ca_mma_launch_prep(ca_wg_dq_kernel<DH, NS>, sq, "ca_wg_dq_kernel");
+        ca_mma_launch_prep(ca_wg_dkdv_kernel<DH, NS>, skv, "ca_wg_dkdv_kernel");
+        ca_wg_dq_kernel<DH, NS><<<blocks, 128 * NS, sq, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
+        cudaCheckLaunch("ca_wg_dq_kernel");
+        ca_wg_dkdv_kernel<DH, NS><<<blocks, 128, skv, ctx->stream>>>(*s, dk_part, dv_part, dO, lse, delta, q, qn, k, v, lam_logit);
+        cudaCheckLaunch("ca_wg_dkdv_kernel");
+    } else {
+        const int sq = ca_mma_dq_smem<DH, NS>(), skv = ca_mma_dkdv_smem<DH, NS>();
+        ca_mma_launch_prep(ca_mma_dq_kernel<DH, NS>, sq, "ca_mma_dq_kernel");
+        ca_mma_launch_prep(ca_mma_dkdv_kernel<DH, NS>, skv, "ca_mma_dkdv_kernel");
+        ca_mma_dq_kernel<DH, NS><<<blocks, 128 * NS, sq, ctx->stream>>>(*s, dq, dth_part, dO, lse, delta, q, qn, k, v, theta, lam_logit);
+        cudaCheckLaunch("ca_mma_dq_kernel");
+        ca_mma_dkdv_kernel<DH, NS><<<blocks, 128, skv, ctx->stream>>>(*s, dk_part, dv_part, dO, lse, delta, q, qn, k, v, lam_logit);
+        cudaCheckLaunch("ca_mma_dkdv_kernel");
+    }
     size_t n4 = (size_t)s->B * s->T * s->Hkv * s->Dh / 4;
     ca_mma_dkdv_reduce_kernel<<<(unsigned)ceil_div_sz(n4, 256), 256, 0, ctx->stream>>>(dk, dv, dk_part, dv_part, s->H, s->Hkv, s->Dh, n4);
     cudaCheckLaunch("ca_mma_dkdv_reduce_kernel");
@@ -689,7 +753,10 @@ void coda_attention_forward(const GpuContext* ctx, const CodaAttnShape* s, float
         // so the forward needs no scratch.
         floatX* qn = s->differential ? out : NULL;
         if (qn) ca_noise_query(ctx, s, qn, q, theta);
-        ca_dispatch(s, [&](auto dh, auto ns) { ca_mma_forward_launch<CA_DH, CA_NS>(ctx, s, a_sig, a_noise, lse, q, qn, k, v); });
+        if (ca_use_wgmma(s))
+            ca_dispatch(s, [&](auto dh, auto ns) { ca_wg_forward_launch<CA_DH, CA_NS>(ctx, s, a_sig, a_noise, lse, q, qn, k, v); });
+        else
+            ca_dispatch(s, [&](auto dh, auto ns) { ca_mma_forward_launch<CA_DH, CA_NS>(ctx, s, a_sig, a_noise, lse, q, qn, k, v); });
 #endif
     } else {
         ca_dispatch(s, [&](auto dh, auto ns) { ca_forward_launch<CA_DH, CA_NS>(ctx, s, a_sig, a_noise, lse, q, k, v, theta); });

@@ -281,6 +281,79 @@ ca_mma_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, 
     }
 }
 
+// The end of both dQ kernels (mma.sync and wgmma; warp w of stream s owns rows 16(w % 4).. of the
+// query tile): scale dS.K; with two streams the noise warps hand dq_noise over through shared memory
+// (xch, over the K/V buffers: >= 64 x DH floats, no longer read) and the signal warps add
+// R_theta^T dq_noise and form the theta partials, reduced over the 4 warps in red (over the Q tiles).
+template <int DH, int NS>
+__device__ __forceinline__ void ca_dq_epilogue(const CodaAttnShape& sh, bf16* dq, float* dtheta_part, const bf16* q,
+                                               const float (*acc)[4], void* red_area, void* xch_area, const float* rot,
+                                               int q0, int qt, int nqt, int h, int b) {
+    constexpr int THREADS = 128 * NS;
+    const int T = sh.T, H = sh.H;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
+    const int g = lane >> 2, tq = lane & 3;
+    const int rows[2] = {q0 + wr + g, q0 + wr + g + 8};
+    const size_t qstride = (size_t)H * DH;
+    const float scale = 1.0f / sqrtf((float)DH);
+    const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH + 2 * tq;
+    if (NS == 1) {
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+            if (rows[r] < T)
+#pragma unroll
+                for (int j = 0; j < DH / 8; j++)
+                    *(uint32_t*)(dq + qoff + (size_t)rows[r] * qstride + 8 * j) = ca_pack_bf16(acc[j][2 * r] * scale, acc[j][2 * r + 1] * scale);
+        return;
+    }
+    float* xch = (float*)xch_area;  // [64 rows][DH]
+    if (s == 1)
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++)
+                *(float2*)(xch + (wr + g + 8 * r) * DH + 8 * j + 2 * tq) = make_float2(acc[j][2 * r] * scale, acc[j][2 * r + 1] * scale);
+    __syncthreads();
+    float* red = (float*)red_area;  // [4 warps][DH/2] theta partials
+    if (s == 0) {
+        float dth[DH / 8];
+#pragma unroll
+        for (int j = 0; j < DH / 8; j++) dth[j] = 0.f;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const bool ok = rows[r] < T;
+            const bf16* qrow = q + qoff + (size_t)(ok ? rows[r] : 0) * qstride;
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++) {
+                const int pr = 4 * j + tq;  // this thread's interleaved pair (2 pr, 2 pr + 1)
+                const float cs = rot[pr], sn = rot[DH / 2 + pr];
+                const float2 n = *(const float2*)(xch + (wr + g + 8 * r) * DH + 2 * pr);
+                __nv_bfloat162 x = *(const __nv_bfloat162*)(qrow + 8 * j);
+                const float x0 = __low2float(x), x1 = __high2float(x);
+                if (ok) {
+                    *(uint32_t*)(dq + qoff + (size_t)rows[r] * qstride + 8 * j) =
+                        ca_pack_bf16(acc[j][2 * r] * scale + (n.x * cs + n.y * sn), acc[j][2 * r + 1] * scale + (n.y * cs - n.x * sn));
+                    dth[j] += n.x * (-x0 * sn - x1 * cs) + n.y * (x0 * cs - x1 * sn);
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < DH / 8; j++) {
+            float v_ = dth[j];
+            v_ += __shfl_xor_sync(0xffffffffu, v_, 4);
+            v_ += __shfl_xor_sync(0xffffffffu, v_, 8);
+            v_ += __shfl_xor_sync(0xffffffffu, v_, 16);
+            if (g == 0) red[warp * (DH / 2) + 4 * j + tq] = v_;
+        }
+    }
+    __syncthreads();
+    for (int p = threadIdx.x; p < DH / 2; p += THREADS) {
+        float sum = 0.f;
+        for (int w = 0; w < 4; w++) sum += red[w * (DH / 2) + p];
+        dtheta_part[(((size_t)b * nqt + qt) * H + h) * (DH / 2) + p] = sum;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // backward dQ (+ noise-rotation backward and theta partials). Grid: n_qtiles(64) * H * B blocks of
 // 128 * NS threads. Key tiles of 32 at DH = 128 (register budget), 64 at DH = 64.
@@ -373,63 +446,7 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
         ca_mm_ab<DH, BK>(acc, dsf, Kt);
         __syncthreads();
     }
-    const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH + 2 * tq;
-    if (NS == 1) {
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-            if (rows[r] < T)
-#pragma unroll
-                for (int j = 0; j < DH / 8; j++)
-                    *(uint32_t*)(dq + qoff + (size_t)rows[r] * qstride + 8 * j) = ca_pack_bf16(acc[j][2 * r] * scale, acc[j][2 * r + 1] * scale);
-        return;
-    }
-    // noise warps hand dq_noise over (fp32, over the K/V buffers, which are no longer read)
-    float* xch = (float*)Ks;  // [BQ][DH]
-    if (s == 1)
-#pragma unroll
-        for (int r = 0; r < 2; r++)
-#pragma unroll
-            for (int j = 0; j < DH / 8; j++)
-                *(float2*)(xch + (wr + g + 8 * r) * DH + 8 * j + 2 * tq) = make_float2(acc[j][2 * r] * scale, acc[j][2 * r + 1] * scale);
-    __syncthreads();
-    float* red = (float*)Qs;  // [4 warps][DH/2] theta partials (Q tiles are no longer read)
-    if (s == 0) {
-        float dth[DH / 8];
-#pragma unroll
-        for (int j = 0; j < DH / 8; j++) dth[j] = 0.f;
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const bool ok = rows[r] < T;
-            const bf16* qrow = q + qoff + (size_t)(ok ? rows[r] : 0) * qstride;
-#pragma unroll
-            for (int j = 0; j < DH / 8; j++) {
-                const int pr = 4 * j + tq;  // this thread's interleaved pair (2 pr, 2 pr + 1)
-                const float cs = rot[pr], sn = rot[DH / 2 + pr];
-                const float2 n = *(const float2*)(xch + (wr + g + 8 * r) * DH + 2 * pr);
-                __nv_bfloat162 x = *(const __nv_bfloat162*)(qrow + 8 * j);
-                const float x0 = __low2float(x), x1 = __high2float(x);
-                if (ok) {
-                    *(uint32_t*)(dq + qoff + (size_t)rows[r] * qstride + 8 * j) =
-                        ca_pack_bf16(acc[j][2 * r] * scale + (n.x * cs + n.y * sn), acc[j][2 * r + 1] * scale + (n.y * cs - n.x * sn));
-                    dth[j] += n.x * (-x0 * sn - x1 * cs) + n.y * (x0 * cs - x1 * sn);
-                }
-            }
-        }
-#pragma unroll
-        for (int j = 0; j < DH / 8; j++) {
-            float v_ = dth[j];
-            v_ += __shfl_xor_sync(0xffffffffu, v_, 4);
-            v_ += __shfl_xor_sync(0xffffffffu, v_, 8);
-            v_ += __shfl_xor_sync(0xffffffffu, v_, 16);
-            if (g == 0) red[warp * (DH / 2) + 4 * j + tq] = v_;
-        }
-    }
-    __syncthreads();
-    for (int p = threadIdx.x; p < DH / 2; p += THREADS) {
-        float sum = 0.f;
-        for (int w = 0; w < 4; w++) sum += red[w * (DH / 2) + p];
-        dtheta_part[(((size_t)b * nqt + qt) * H + h) * (DH / 2) + p] = sum;
-    }
+    ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, qt, nqt, h, b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,6 +454,41 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
 // fp32 partials dk_part, dv_part [B*T][H][DH] of its query head (dk already scaled by 1/sqrt(DH)).
 // One step = one query tile, both streams: dP^T = V dO^T is the same product for the two streams
 // (d A_noise = -lam d o only scales it per query), so it is computed once per step.
+
+// Per-query scalars of a dK/dV step for this thread's query row q0 + threadIdx.x (threads >= BQ have
+// none): lse * log2(e) per stream (+inf past T: P = 0), delta per stream, -lam. Loaded into registers
+// a step ahead, so their latency hides behind a step of compute; stored to shared memory after it.
+template <int NS, int BQ>
+__device__ __forceinline__ void ca_dkdv_load_scalars(float* pre, const CodaAttnShape& sh, const float* lse, const float* delta,
+                                                     const bf16* lam_logit, int q0, int h, int b) {
+    const int r = threadIdx.x, i_ = q0 + r, T = sh.T, H = sh.H;
+    if (r >= BQ) return;
+    const bool ok = i_ < T;
+#pragma unroll
+    for (int s = 0; s < NS; s++) {
+        const size_t li = (((size_t)s * sh.B + b) * H + h) * T + (ok ? i_ : 0);
+        pre[s] = ok ? lse[li] * CA_LOG2E : INFINITY;
+        pre[NS + s] = ok ? delta[li] : 0.f;
+    }
+    if (NS == 2) pre[2 * NS] = ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + i_) * H + h])) : 0.f;
+}
+// this thread's rows (keys[0], keys[1]) of the fp32 dK (scaled by 1/sqrt(DH)) and dV partials of head h
+template <int DH>
+__device__ __forceinline__ void ca_dkdv_store_partials(const CodaAttnShape& sh, float* dk_part, float* dv_part,
+                                                       const float (*dka)[4], const float (*dva)[4], const int* keys, int h,
+                                                       int b, float scale) {
+    const int tq = threadIdx.x & 3;
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+        if (keys[r] < sh.T) {
+            const size_t off = (((size_t)b * sh.T + keys[r]) * sh.H + h) * DH + 2 * tq;
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++) {
+                *(float2*)(dk_part + off + 8 * j) = make_float2(dka[j][2 * r] * scale, dka[j][2 * r + 1] * scale);
+                *(float2*)(dv_part + off + 8 * j) = make_float2(dva[j][2 * r], dva[j][2 * r + 1]);
+            }
+        }
+}
 
 template <int DH> __host__ __device__ constexpr int ca_mma_dkdv_bq() { return DH == 128 ? 32 : 64; }
 template <int DH, int NS>
@@ -475,18 +527,7 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
     // per-query scalars of step i for this thread's row (loaded into registers one step ahead, so
     // their latency hides behind a step of compute; stored to shared memory after it)
     float pre[NSC];
-    auto load_scalars = [&](int i) {
-        const int r = threadIdx.x, i_ = (qt_first + i) * BQ + r;
-        if (r >= BQ) return;
-        const bool ok = i_ < T;
-#pragma unroll
-        for (int s = 0; s < NS; s++) {
-            const size_t li = (((size_t)s * B + b) * H + h) * T + (ok ? i_ : 0);
-            pre[s] = ok ? lse[li] * CA_LOG2E : INFINITY;  // rows past T: P = 0
-            pre[NS + s] = ok ? delta[li] : 0.f;
-        }
-        if (NS == 2) pre[2 * NS] = ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + i_) * H + h])) : 0.f;
-    };
+    auto load_scalars = [&](int i) { ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, h, b); };
     auto store_scalars = [&](int i) {
         if (threadIdx.x >= BQ) return;
 #pragma unroll
@@ -572,16 +613,7 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
         }
         __syncthreads();
     }
-#pragma unroll
-    for (int r = 0; r < 2; r++)
-        if (keys[r] < T) {
-            const size_t off = (((size_t)b * T + keys[r]) * H + h) * DH + 2 * tq;
-#pragma unroll
-            for (int j = 0; j < DH / 8; j++) {
-                *(float2*)(dk_part + off + 8 * j) = make_float2(dka[j][2 * r] * scale, dka[j][2 * r + 1] * scale);
-                *(float2*)(dv_part + off + 8 * j) = make_float2(dva[j][2 * r], dva[j][2 * r + 1]);
-            }
-        }
+    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, h, b, scale);
 }
 
 // dk[t, g, :] = sum over the G query heads h of KV head g of dk_part[t, h, :] (fixed order); same for dv.

@@ -1,9 +1,11 @@
 // coda_attention.cu — benchmark of llmc/coda_attention.cuh (llm.c style: CPU check, then timing).
-//   make coda_attention && ./coda_attention
-// 1. CPU check: one case against the fp64 CPU reference chain (dev/test/test_gpu_attention.cuh).
+//   make coda_attention && ./coda_attention [reps] [time the fp32-FMA baseline: 1 (default) / 0]
+// 1. CPU check: one case per implementation and head dim against the fp64 CPU reference chain
+//    (dev/test/test_gpu_attention.cuh).
 // 2. Timing at the Mistral-7B attention shape (B=1, H=32, Hkv=8, Dh=128), T = 2048 and 8192, and the
 //    SmolLM2-135M shape (B=8, T=2048, H=9, Hkv=3, Dh=64); CoDA (differential, head norm) and plain GQA;
-//    the fp32-FMA kernels and (BF16 build) the tensor-core kernels side by side: median ms of forward
+//    the fp32-FMA kernels and (BF16 build) the tensor-core kernels (mma.sync; wgmma where the device and
+//    the binary have sm_90a) side by side: median ms of forward
 //    and backward, TFLOP/s counted the FlashAttention way (forward 4*Dh per visible (query, key) pair
 //    per stream and head, backward 2.5x the forward; both backwards really do 3.5x: S and P are
 //    recomputed in the dQ and in the dK/dV pass).
@@ -15,27 +17,37 @@
 
 int main(int argc, char** argv) {
     int reps = argc > 1 ? atoi(argv[1]) : 5;
+    int fma_baseline = argc > 2 ? atoi(argv[2]) : 1;  // 0: skip timing the (slow) fp32-FMA kernels
     bench_init();
     GpuContext* ctx = &g_ctx;
     // 1. CPU check at a small Mistral-like shape, each implementation
-    for (int ii = 0; ii < (sizeof(floatX) == 2 ? 2 : 1); ii++) {
-        CodaAttnShape sh = {1, 200, 32, 8, 128, 1, 1, 1e-6f, ii ? CA_IMPL_MMA : CA_IMPL_FMA};
-        GaErrors e = ga_check_case(ctx, sh, 4242);
-        g_current_failures = 0;
-        ga_check_errors(&e, ga_attn_tol(), NULL);
-        if (g_current_failures) { printf("CPU check FAILED (%s)\n", ii ? "tensor cores" : "fp32 FMA"); return 1; }
-        printf("CPU check ok (%s, tol %.1e)\n", ii ? "tensor cores" : "fp32 FMA", ga_attn_tol());
+    // implementations of this build and device: fp32 FMA; mma.sync and (sm_90a) wgmma in the BF16 build
+    std::vector<CodaAttnImpl> impls = {CA_IMPL_FMA};
+    if (sizeof(floatX) == 2) {
+        impls.push_back(CA_IMPL_MMA);
+        CodaAttnShape probe = {1, 1, 1, 1, 64, 0, 0, 0.f, CA_IMPL_AUTO};
+        if (ca_use_wgmma(&probe)) impls.push_back(CA_IMPL_WGMMA);
     }
+    for (CodaAttnImpl impl : impls)
+        for (int Dh : {128, 64}) {
+            CodaAttnShape sh = {1, 200, 32, 8, Dh, 1, 1, 1e-6f, impl};
+            GaErrors e = ga_check_case(ctx, sh, 4242);
+            g_current_failures = 0;
+            ga_check_errors(&e, ga_attn_tol(), NULL);
+            printf("CPU check %s (%s, Dh %d, tol %.1e): out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e\n",
+                   g_current_failures ? "FAILED" : "ok", ca_impl_name(&sh), Dh, ga_attn_tol(), e.out, e.dq, e.dk, e.dv, e.dlam,
+                   e.dtheta, e.dhn);
+            if (g_current_failures) return 1;
+        }
     // 2. timing: both implementations side by side in the same run (tensor cores only in the BF16 build)
     printf("\n| shape | T | attention | kernels | fwd ms | bwd ms | fwd TFLOP/s | bwd TFLOP/s |\n|---|---|---|---|---|---|---|---|\n");
     struct { const char* name; int B, T, H, Hkv, Dh; } shapes[] = {
         {"Mistral-7B", 1, 2048, 32, 8, 128}, {"Mistral-7B", 1, 8192, 32, 8, 128}, {"SmolLM2-135M", 8, 2048, 9, 3, 64}};
-    const CodaAttnImpl impls[2] = {CA_IMPL_FMA, CA_IMPL_MMA};
-    const int n_impl = sizeof(floatX) == 2 ? 2 : 1;
     for (const auto& shp : shapes) {
         for (int diff = 1; diff >= 0; diff--) {
-            for (int ii = 0; ii < n_impl; ii++) {
-                CodaAttnShape sh = {shp.B, shp.T, shp.H, shp.Hkv, shp.Dh, diff, diff, 1e-6f, impls[ii]};
+            for (CodaAttnImpl impl : impls) {
+                if (impl == CA_IMPL_FMA && fma_baseline == 0) continue;
+                CodaAttnShape sh = {shp.B, shp.T, shp.H, shp.Hkv, shp.Dh, diff, diff, 1e-6f, impl};
                 GaCase c;
                 ga_case_init(&c, sh, 7);
                 double fwd = bench_ms([&]() {
@@ -50,7 +62,7 @@ int main(int argc, char** argv) {
                 double pairs = (double)sh.B * sh.H * (diff ? 2 : 1) * ((double)sh.T * (sh.T + 1) / 2);
                 double ffl = 4.0 * sh.Dh * pairs, bfl = 2.5 * ffl;
                 printf("| %s B=%d | %d | %s | %s | %.2f | %.2f | %.1f | %.1f |\n", shp.name, sh.B, sh.T,
-                       diff ? "CoDA (2 streams, head norm)" : "GQA (1 stream)", ii ? "tensor cores" : "fp32 FMA", fwd, bwd,
+                       diff ? "CoDA (2 streams, head norm)" : "GQA (1 stream)", ca_impl_name(&sh), fwd, bwd,
                        ffl / fwd * 1e-9, bfl / bwd * 1e-9);
                 fflush(stdout);
                 ga_case_free(&c);

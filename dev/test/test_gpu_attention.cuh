@@ -301,7 +301,7 @@ static void ga_run_grid(int differential, int head_norm_full, CodaAttnImpl impl)
                 ga_check_errors(&e, ga_attn_tol(), worst);
             }
     printf("    %s %s worst rel err (tol %.1e): out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e\n", PRECISION_NAME,
-           ca_use_mma(&probe) ? "tensor-core" : "fp32-FMA", ga_attn_tol(), worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], worst[6]);
+           ca_impl_name(&probe), ga_attn_tol(), worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], worst[6]);
     gpu_context_free(&ctx);
 }
 
@@ -312,6 +312,15 @@ GPU_TEST(kattn_coda_identity_vs_cpu_reference) { ga_run_grid(1, 0, CA_IMPL_AUTO)
 // The BF16 build also keeps the fp32-FMA kernels checked (the benchmarks' baseline; FP32 build: same as AUTO).
 GPU_TEST(kattn_fma_coda_headnorm_vs_cpu_reference) { ga_run_grid(1, 1, CA_IMPL_FMA); }
 GPU_TEST(kattn_fma_gqa_vs_cpu_reference) { ga_run_grid(0, 0, CA_IMPL_FMA); }
+// ... and the mma.sync kernels, which AUTO replaces by wgmma on Hopper (the tensor-core path of other GPUs).
+GPU_TEST(kattn_mma_coda_headnorm_vs_cpu_reference) {
+    if (sizeof(floatX) != 2) { test_skip("the tensor-core kernels exist in the BF16 build only"); return; }
+    ga_run_grid(1, 1, CA_IMPL_MMA);
+}
+GPU_TEST(kattn_mma_gqa_vs_cpu_reference) {
+    if (sizeof(floatX) != 2) { test_skip("the tensor-core kernels exist in the BF16 build only"); return; }
+    ga_run_grid(0, 0, CA_IMPL_MMA);
+}
 
 // Two runs on the same inputs give the same bits (no atomics); a second backward doubles the
 // accumulated dtheta / dhead_norm exactly (they are +=).

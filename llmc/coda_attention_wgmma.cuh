@@ -1,0 +1,497 @@
+// coda_attention_wgmma.cuh — Hopper (sm_90a) versions of the three tensor-core attention kernels of
+// coda_attention_mma.cuh: the same blocks, tiles, math, saved tensors and outputs, with the matrix
+// products on wgmma (warpgroup MMA) instead of per-warp mma.sync.
+//
+// Why: with mma.sync every warp owns 16 rows and loads each shared K/V (or Q/dO) fragment itself, so
+// the kernels of coda_attention_mma.cuh are bound by shared-memory bandwidth (~150-210 TFLOP/s on an
+// H100). A warpgroup (4 consecutive warps, 128 threads) issues one m64nNk16 product whose B operand
+// (and A, when it is in shared memory) the tensor cores read from shared memory once for all 64 rows.
+//
+// Mapping: in both the forward and the dQ kernel a warpgroup is one stream's 64 query rows (warp w of
+// the group owns rows 16w..16w+15 exactly as in the mma.sync kernels, so the soft-max, masking and
+// epilogue code is unchanged); in the dK/dV kernel the single warpgroup is the block's 64 keys. The
+// first product of each step reads both operands from shared memory (S = Q K^T, dP = dO V^T,
+// S^T = K Q^T, dP^T = V dO^T: "K-major", the head dim contiguous); the second one takes the
+// probabilities / dS from registers (the accumulator layout of a warp's 16 rows is the A-fragment
+// layout, as with mma.sync) and its B operand "MN-major" from the same tiles (V, K, dO, Q stored
+// [rows][head dim]: N contiguous, the transpose bit set).
+//
+// Shared-memory tiles use the layout the wgmma descriptors call 128-byte swizzle: a [R][DH] tile is
+// DH/64 column blocks of [R][64] (128-byte rows), and the 16-byte chunk c of row r sits at chunk
+// c ^ (r & 7). Tiles start at 1024-byte boundaries (the swizzle pattern repeats every 8 rows).
+// K-major descriptors step through the head dim 32 bytes at a time inside a column block; MN-major
+// ones step 16 rows (2048 bytes) and name the next column block as the leading-dimension offset.
+//
+// Every async product is fenced as the PTX ISA asks: wgmma.fence after ordinary writes to the
+// accumulator / A registers, fence.proxy.async after the cp.async writes of a tile and before the
+// barrier that publishes it, commit + wait before the accumulators are read.
+#pragma once
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define CA_WGMMA_DEVICE 1
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// tiles and descriptors
+
+template <int R>
+__device__ __forceinline__ int ca_wsw(int r, int c) {  // element (r, c) of a [R][DH] wgmma tile
+    return (c >> 6) * (R * 64) + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
+}
+// rows r0 .. r0+ROWS-1 of a [T][stride] global matrix into a wgmma tile (rows >= T are zero)
+template <int DH, int ROWS, int THREADS>
+__device__ __forceinline__ void ca_wload_tile(bf16* tile, const bf16* src, size_t stride, int r0, int T) {
+    constexpr int CH = DH / 8;
+    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
+        const int r = idx / CH, c = (idx % CH) * 8, gr = r0 + r;
+        const bool ok = gr < T;
+        ca_cp_async16(tile + ca_wsw<ROWS>(r, c), src + (size_t)(ok ? gr : 0) * stride + c, ok);
+    }
+}
+// the block's dynamic shared memory, rounded up to a 1024-byte boundary (launches ask for 1 KB more)
+__device__ __forceinline__ bf16* ca_wg_smem() {
+    extern __shared__ __align__(16) unsigned char ca_wsmem[];  // no stronger promise: the rounding below must stay
+    const uint32_t a = ca_smem_u32(ca_wsmem);
+    return (bf16*)(ca_wsmem + ((1024u - (a & 1023u)) & 1023u));
+}
+__device__ __forceinline__ uint64_t ca_wg_desc(const bf16* p, uint32_t lead_bytes, uint32_t stride_bytes) {
+    const uint32_t a = ca_smem_u32(p);
+    return (uint64_t)((a & 0x3FFFFu) >> 4) | ((uint64_t)(lead_bytes >> 4) << 16) | ((uint64_t)(stride_bytes >> 4) << 32) |
+           (1ull << 62);  // 128-byte swizzle
+}
+// K-major operand: the 16 head-dim columns of k-step kk, all rows of an R-row tile (8-row groups 1 KB apart)
+template <int R>
+__device__ __forceinline__ uint64_t ca_desc_k(const bf16* tile, int kk) {
+    return ca_wg_desc(tile + (kk >> 2) * (R * 64) + (kk & 3) * 16, 16, 1024);
+}
+// MN-major B operand: rows 16kk .. 16kk+15 of an R-row tile (the k dimension), columns 64nb .. 64nb+63
+template <int R>
+__device__ __forceinline__ uint64_t ca_desc_mn(const bf16* tile, int kk, int nb) {
+    return ca_wg_desc(tile + nb * (R * 64) + kk * 16 * 64, R * 128, 1024);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers (sm_90a only; elsewhere the kernels trap, and the host never launches them there)
+
+__device__ __forceinline__ void ca_wg_fence() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ca_wg_commit() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ca_wg_wait0() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+// cp.async (generic proxy) writes -> visible to the tensor cores (async proxy) after the next barrier
+__device__ __forceinline__ void ca_fence_proxy_async() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// Pin accumulator registers in place around the async products: the compiler must neither read them
+// before the wait nor move writes to them past the fence.
+template <int N>
+__device__ __forceinline__ void ca_wg_pin(float (*d)[4]) {
+#pragma unroll
+    for (int j = 0; j < N / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[j][e])::"memory");
+}
+
+// the same for A fragments made by ordinary instructions: they must exist before the wgmma.fence
+template <int KS>
+__device__ __forceinline__ void ca_wg_pin_a(uint32_t (*a)[4]) {
+#pragma unroll
+    for (int j = 0; j < KS; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) asm volatile("" : "+r"(a[j][e])::"memory");
+}
+
+#define CA_F8(i) "+f"(d[(i) / 4][(i) % 4]), "+f"(d[(i + 1) / 4][(i + 1) % 4]), "+f"(d[(i + 2) / 4][(i + 2) % 4]), \
+                 "+f"(d[(i + 3) / 4][(i + 3) % 4]), "+f"(d[(i + 4) / 4][(i + 4) % 4]), "+f"(d[(i + 5) / 4][(i + 5) % 4]), \
+                 "+f"(d[(i + 6) / 4][(i + 6) % 4]), "+f"(d[(i + 7) / 4][(i + 7) % 4])
+#define CA_R16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
+#define CA_R32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+
+// d[64 rows][N] += A (shared, K-major) * B (shared, K-major), one k-step of 16
+template <int N>
+__device__ __forceinline__ void ca_wgmma_ss(float (*d)[4], uint64_t da, uint64_t db);
+template <>
+__device__ __forceinline__ void ca_wgmma_ss<32>(float (*d)[4], uint64_t da, uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 " CA_R16 ", %16, %17, 1, 1, 1, 0, 0;\n"
+                 : CA_F8(0), CA_F8(8) : "l"(da), "l"(db));
+#else
+    __trap();
+#endif
+}
+template <>
+__device__ __forceinline__ void ca_wgmma_ss<64>(float (*d)[4], uint64_t da, uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " CA_R32 ", %32, %33, 1, 1, 1, 0, 0;\n"
+                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24) : "l"(da), "l"(db));
+#else
+    __trap();
+#endif
+}
+// d[64 rows][64] += A (registers: this warp's 16 x 16 fragment) * B (shared, MN-major), one k-step
+__device__ __forceinline__ void ca_wgmma_rs64_t(float (*d)[4], const uint32_t a[4], uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " CA_R32 ", {%32,%33,%34,%35}, %36, 1, 1, 1, 1;\n"
+                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+#else
+    __trap();
+#endif
+}
+#undef CA_F8
+#undef CA_R16
+#undef CA_R32
+
+// acc[64][DH] += A (registers, K / 16 k-steps) * tile[K rows][DH] (MN-major): O = P V, dQ = dS K,
+// dV = P^T dO, dK = dS^T Q
+template <int DH, int K, int R>
+__device__ __forceinline__ void ca_wg_mm_rs(float (*acc)[4], const uint32_t (*a)[4], const bf16* tile) {
+#pragma unroll
+    for (int kk = 0; kk < K / 16; kk++)
+#pragma unroll
+        for (int nb = 0; nb < DH / 64; nb++) ca_wgmma_rs64_t(acc + nb * 8, a[kk], ca_desc_mn<R>(tile, kk, nb));
+}
+// acc[64][N] += A tile[64 rows][DH] * B tile[N rows][DH]^T (both K-major): S = Q K^T and friends
+template <int DH, int N, int RA>
+__device__ __forceinline__ void ca_wg_mm_ss(float (*acc)[4], const bf16* ta, const bf16* tb) {
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; kk++) ca_wgmma_ss<N>(acc, ca_desc_k<RA>(ta, kk), ca_desc_k<N>(tb, kk));
+}
+
+// zeroed accumulators, pinned: the zeros are written before the next wgmma.fence (otherwise the
+// compiler sinks the moves between fence and product, and ptxas must add a fence of its own)
+template <int N>
+__device__ __forceinline__ void ca_zero_acc(float (*d)[4]) {
+#pragma unroll
+    for (int j = 0; j < N / 8; j++) d[j][0] = d[j][1] = d[j][2] = d[j][3] = 0.f;
+    ca_wg_pin<N>(d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward. Grid: n_qtiles(64) * H * B blocks of 128 * NS threads (warpgroup s = stream s).
+
+template <int DH, int NS>
+constexpr int ca_wg_fwd_smem() { return (NS * 64 + 4 * 64) * DH * 2 + 1024; }
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(128 * NS, 1)
+ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q, const bf16* qn,
+                     const bf16* k, const bf16* v) {
+    constexpr int BQ = 64, BK = 64, THREADS = 128 * NS;
+    bf16* Qs = ca_wg_smem();       // [NS][BQ][DH]
+    bf16* Ks = Qs + NS * BQ * DH;  // [2][BK][DH]
+    bf16* Vs = Ks + 2 * BK * DH;   // [2][BK][DH]
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
+    int qt, h, b;
+    ca_block_coords((T + BQ - 1) / BQ, H, sh.B, 1, &qt, &h, &b);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
+    const int g = lane >> 2, tq = lane & 3;
+    const int q0 = qt * BQ, row0 = q0 + wr + g, row1 = row0 + 8;
+    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    for (int ss = 0; ss < NS; ss++)
+        ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
+    ca_wload_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
+    ca_wload_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    ca_cp_async_commit();
+    const bf16* Qt = Qs + s * BQ * DH;
+
+    const float sl2 = (1.0f / sqrtf((float)DH)) * CA_LOG2E;
+    float o[DH / 8][4];
+    ca_zero_acc<DH>(o);
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int buf = kt & 1;
+        if (kt + 1 < nkt) {
+            ca_wload_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
+            ca_wload_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
+        }
+        ca_cp_async_commit();
+        ca_cp_async_wait<1>();
+        ca_fence_proxy_async();
+        __syncthreads();
+        float sc[BK / 8][4];
+        ca_zero_acc<BK>(sc);
+        ca_wg_fence();
+        ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks + buf * BK * DH);
+        ca_wg_commit();
+        ca_wg_wait0();
+        ca_wg_pin<BK>(sc);
+        const int k0 = kt * BK;
+        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
+        float mx[2] = {m[0], m[1]};
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float x = sc[j][e] * sl2;
+                const int key = k0 + 8 * j + 2 * tq + (e & 1);
+                if (mask && (key > (e < 2 ? row0 : row1) || key >= T)) x = -INFINITY;
+                sc[j][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+            alpha[r] = exp2f(m[r] - mx[r]);  // finite mx: key 0 (first tile) is visible to every row
+            m[r] = mx[r];
+            l[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int j = 0; j < DH / 8; j++) {
+            o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
+            o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+        }
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                sc[j][e] = exp2f(sc[j][e] - m[e >> 1]);
+                l[e >> 1] += sc[j][e];
+            }
+        uint32_t pf[BK / 16][4];
+        ca_acc_to_a<BK>(pf, sc);
+        ca_wg_pin<DH>(o);
+        ca_wg_pin_a<BK / 16>(pf);
+        ca_wg_fence();
+        ca_wg_mm_rs<DH, BK, BK>(o, pf, Vs + buf * BK * DH);
+        ca_wg_commit();
+        ca_wg_wait0();
+        ca_wg_pin<DH>(o);
+        __syncthreads();  // everyone is done with this buffer before it is refilled
+    }
+    bf16* dst = s ? a_noise : a_sig;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        const int row = r ? row1 : row0;
+        if (row < T) {
+            const float inv = 1.0f / l[r];
+            bf16* drow = dst + ((size_t)b * T + row) * qstride + (size_t)h * DH + 2 * tq;
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++) *(uint32_t*)(drow + 8 * j) = ca_pack_bf16(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+            if (tq == 0) lse[(((size_t)s * sh.B + b) * H + h) * T + row] = (m[r] + log2f(l[r])) * CA_LN2;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward dQ (+ noise-rotation backward and theta partials): the mma.sync kernel's blocks and
+// epilogue, key tiles of 64. Grid: n_qtiles(64) * H * B blocks of 128 * NS threads.
+
+template <int DH, int NS>
+constexpr int ca_wg_dq_smem() { return (NS * 64 + 64 + 4 * 64) * DH * 2 + DH * 4 * 2 + 1024; }
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(128 * NS, 1)
+ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, const float* lse, const float* delta,
+                const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* theta, const bf16* lam_logit) {
+    constexpr int BQ = 64, BK = 64, THREADS = 128 * NS;
+    bf16* Qs = ca_wg_smem();        // [NS][BQ][DH]
+    bf16* dOs = Qs + NS * BQ * DH;  // [BQ][DH]
+    bf16* Ks = dOs + BQ * DH;       // [2][BK][DH]
+    bf16* Vs = Ks + 2 * BK * DH;    // [2][BK][DH]
+    float* rot = (float*)(Vs + 2 * BK * DH);  // [2][DH/2]: cos, sin of theta[h]
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, nqt = (T + BQ - 1) / BQ;
+    int qt, h, b;
+    ca_block_coords(nqt, H, sh.B, 1, &qt, &h, &b);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
+    const int g = lane >> 2, tq = lane & 3;
+    const int q0 = qt * BQ, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
+    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    for (int ss = 0; ss < NS; ss++)
+        ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
+    ca_wload_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
+    ca_wload_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
+    ca_wload_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    ca_cp_async_commit();
+    if (NS == 2)
+        for (int p = threadIdx.x; p < DH / 2; p += THREADS) sincosf(__bfloat162float(theta[(size_t)h * (DH / 2) + p]), &rot[DH / 2 + p], &rot[p]);
+    float lse2[2], dl[2], f[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const bool ok = rows[r] < T;
+        const size_t li = (((size_t)s * sh.B + b) * H + h) * T + (ok ? rows[r] : 0);
+        lse2[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
+        dl[r] = ok ? delta[li] : 0.f;
+        f[r] = (s == 0) ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + rows[r]) * H + h])) : 0.f);
+    }
+    const bf16* Qt = Qs + s * BQ * DH;
+    const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
+    float acc[DH / 8][4];
+    ca_zero_acc<DH>(acc);
+    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    for (int kt = 0; kt < nkt; kt++) {
+        const int buf = kt & 1;
+        if (kt + 1 < nkt) {
+            ca_wload_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
+            ca_wload_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
+        }
+        ca_cp_async_commit();
+        ca_cp_async_wait<1>();
+        ca_fence_proxy_async();
+        __syncthreads();
+        const bf16* Kt = Ks + buf * BK * DH;
+        float sc[BK / 8][4], dp[BK / 8][4];
+        ca_zero_acc<BK>(sc);
+        ca_zero_acc<BK>(dp);
+        ca_wg_fence();
+        ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Kt);
+        ca_wg_mm_ss<DH, BK, BQ>(dp, dOs, Vs + buf * BK * DH);
+        ca_wg_commit();
+        ca_wg_wait0();
+        ca_wg_pin<BK>(sc);
+        ca_wg_pin<BK>(dp);
+        const int k0 = kt * BK;
+        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
+#pragma unroll
+        for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1, key = k0 + 8 * j + 2 * tq + (e & 1);
+                float p = exp2f(sc[j][e] * sl2 - lse2[r]);
+                if (mask && (key > rows[r] || key >= T)) p = 0.f;
+                sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);  // dS (natural-log units)
+            }
+        uint32_t dsf[BK / 16][4];
+        ca_acc_to_a<BK>(dsf, sc);
+        ca_wg_pin_a<BK / 16>(dsf);
+        ca_wg_fence();
+        ca_wg_mm_rs<DH, BK, BK>(acc, dsf, Kt);
+        ca_wg_commit();
+        ca_wg_wait0();
+        ca_wg_pin<DH>(acc);
+        __syncthreads();
+    }
+    ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, qt, nqt, h, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward dK, dV: the mma.sync kernel's blocks (64 keys = one warpgroup, one query head), query
+// tiles of 32 (Dh 128) or 64 (Dh 64), dP^T computed once for both streams. Writes fp32 partials.
+
+template <int DH, int NS>
+constexpr int ca_wg_dkdv_smem() {
+    return (2 * 64 + 2 * (NS + 1) * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * (2 * NS + 1) * ca_mma_dkdv_bq<DH>() * 4 + 1024;
+}
+
+template <int DH, int NS>
+__global__ void __launch_bounds__(128, 2)
+ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* dO, const float* lse, const float* delta,
+                  const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* lam_logit) {
+    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128, NSC = 2 * NS + 1;
+    bf16* Ks = ca_wg_smem();            // [BKV][DH]
+    bf16* Vs = Ks + BKV * DH;           // [BKV][DH]
+    bf16* Qs = Vs + BKV * DH;           // [2 buffers][NS][BQ][DH]
+    bf16* dOs = Qs + 2 * NS * BQ * DH;  // [2][BQ][DH]
+    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][NSC][BQ]: lse*log2(e) per stream, delta per stream, -lam
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, B = sh.B;
+    int kt, h, b;
+    ca_block_coords((T + BKV - 1) / BKV, H, B, 0, &kt, &h, &b);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
+    const int k0 = kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
+    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const size_t kvoff = (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH, qoff = (size_t)b * T * qstride + (size_t)h * DH;
+    const int qt_first = k0 / BQ, nsteps = (T + BQ - 1) / BQ - qt_first;
+
+    auto stage_tiles = [&](int i) {
+        const int bf = i & 1, q0 = (qt_first + i) * BQ;
+        ca_wload_tile<DH, BQ, THREADS>(Qs + (bf * NS) * BQ * DH, q + qoff, qstride, q0, T);
+        if (NS == 2) ca_wload_tile<DH, BQ, THREADS>(Qs + (bf * NS + 1) * BQ * DH, qn + qoff, qstride, q0, T);
+        ca_wload_tile<DH, BQ, THREADS>(dOs + bf * BQ * DH, dO + qoff, qstride, q0, T);
+    };
+    float pre[NSC];
+    auto load_scalars = [&](int i) { ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, h, b); };
+    auto store_scalars = [&](int i) {
+        if (threadIdx.x >= BQ) return;
+#pragma unroll
+        for (int e = 0; e < NSC; e++) Sc[((i & 1) * NSC + e) * BQ + threadIdx.x] = pre[e];
+    };
+    ca_wload_tile<DH, BKV, THREADS>(Ks, k + kvoff, kvstride, k0, T);
+    ca_wload_tile<DH, BKV, THREADS>(Vs, v + kvoff, kvstride, k0, T);
+    stage_tiles(0);
+    ca_cp_async_commit();
+    load_scalars(0);
+    store_scalars(0);
+    if (nsteps > 1) load_scalars(1);
+
+    const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
+    float dka[DH / 8][4], dva[DH / 8][4];
+    ca_zero_acc<DH>(dka);
+    ca_zero_acc<DH>(dva);
+    for (int i = 0; i < nsteps; i++) {
+        const int bf = i & 1, q0 = (qt_first + i) * BQ;
+        if (i + 1 < nsteps) stage_tiles(i + 1);
+        ca_cp_async_commit();
+        ca_cp_async_wait<1>();
+        ca_fence_proxy_async();
+        __syncthreads();
+        const bf16* Ot = dOs + bf * BQ * DH;
+        const float* sc_ = Sc + bf * NSC * BQ;
+        float dpt[BQ / 8][4];  // dP^T = V dO^T: [64 keys][BQ queries], both streams
+        ca_zero_acc<BQ>(dpt);
+        const bool mask = q0 < k0 + BKV;  // queries before keys (rows past T have lse = +inf)
+#pragma unroll
+        for (int s = 0; s < NS; s++) {
+            const bf16* Qt = Qs + (bf * NS + s) * BQ * DH;
+            float st[BQ / 8][4];  // S^T = K Q^T
+            ca_zero_acc<BQ>(st);
+            ca_wg_fence();
+            if (s == 0) ca_wg_mm_ss<DH, BQ, BKV>(dpt, Vs, Ot);
+            ca_wg_mm_ss<DH, BQ, BKV>(st, Ks, Qt);
+            ca_wg_commit();
+            ca_wg_wait0();
+            ca_wg_pin<BQ>(dpt);
+            ca_wg_pin<BQ>(st);
+            float ds[BQ / 8][4];
+#pragma unroll
+            for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int c = 8 * j + 2 * tq + (e & 1);
+                    float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
+                    if (mask && q0 + c < keys[e >> 1]) p = 0.f;
+                    const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
+                    st[j][e] = p * fq;                                         // P' = (factor * P)^T, for dV
+                    ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);  // dS^T
+                }
+            uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
+            ca_acc_to_a<BQ>(pa, st);
+            ca_acc_to_a<BQ>(dsa, ds);
+            ca_wg_pin_a<BQ / 16>(pa);
+            ca_wg_pin_a<BQ / 16>(dsa);
+            ca_wg_fence();
+            ca_wg_mm_rs<DH, BQ, BQ>(dva, pa, Ot);
+            ca_wg_mm_rs<DH, BQ, BQ>(dka, dsa, Qt);
+            ca_wg_commit();
+            ca_wg_wait0();
+            ca_wg_pin<DH>(dva);
+            ca_wg_pin<DH>(dka);
+        }
+        if (i + 1 < nsteps) {
+            store_scalars(i + 1);  // its buffer was last read in step i - 1, before this step's barrier
+            if (i + 2 < nsteps) load_scalars(i + 2);
+        }
+        __syncthreads();
+    }
+    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, h, b, scale);
+}
