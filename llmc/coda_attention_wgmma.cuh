@@ -22,6 +22,10 @@
 // K-major descriptors step through the head dim 32 bytes at a time inside a column block; MN-major
 // ones step 16 rows (2048 bytes) and name the next column block as the leading-dimension offset.
 //
+// The forward and the dQ kernel are software-pipelined within the warpgroup (FlashAttention-3's
+// intra-warpgroup overlap): the CUDA-core work on key tile t runs while the tensor cores finish the
+// second product of tile t-1, with three K/V stages in shared memory.
+//
 // Every async product is fenced as the PTX ISA asks: wgmma.fence after ordinary writes to the
 // accumulator / A registers, fence.proxy.async after the cp.async writes of a tile and before the
 // barrier that publishes it, commit + wait before the accumulators are read.
@@ -83,9 +87,11 @@ __device__ __forceinline__ void ca_wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void ca_wg_wait0() {
+// wait until at most N committed groups of this warpgroup's products are still running
+template <int N>
+__device__ __forceinline__ void ca_wg_wait() {
 #ifdef CA_WGMMA_DEVICE
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
 // cp.async (generic proxy) writes -> visible to the tensor cores (async proxy) after the next barrier
@@ -181,18 +187,23 @@ __device__ __forceinline__ void ca_zero_acc(float (*d)[4]) {
 
 // ---------------------------------------------------------------------------------------------
 // forward. Grid: n_qtiles(64) * H * B blocks of 128 * NS threads (warpgroup s = stream s).
+// Software-pipelined as FlashAttention-3 does within a warpgroup: while the soft-max of key tile t
+// runs on the CUDA cores, the tensor cores work on P_{t-1} V_{t-1}; S_{t+1} = Q K_{t+1}^T and
+// P_t V_t are issued together at the end of step t. K/V tiles are staged three deep (tile t+2 is
+// loaded while t is used and t+1 waits), and P alternates between two register sets because P_t is
+// still being read by the tensor cores while P_{t+1} is formed.
 
 template <int DH, int NS>
-constexpr int ca_wg_fwd_smem() { return (NS * 64 + 4 * 64) * DH * 2 + 1024; }
+constexpr int ca_wg_fwd_smem() { return (NS * 64 + 6 * 64) * DH * 2 + 1024; }
 
 template <int DH, int NS>
 __global__ void __launch_bounds__(128 * NS, 1)
 ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q, const bf16* qn,
                      const bf16* k, const bf16* v) {
-    constexpr int BQ = 64, BK = 64, THREADS = 128 * NS;
+    constexpr int BQ = 64, BK = 64, THREADS = 128 * NS, ST = 3;
     bf16* Qs = ca_wg_smem();       // [NS][BQ][DH]
-    bf16* Ks = Qs + NS * BQ * DH;  // [2][BK][DH]
-    bf16* Vs = Ks + 2 * BK * DH;   // [2][BK][DH]
+    bf16* Ks = Qs + NS * BQ * DH;  // [ST][BK][DH]
+    bf16* Vs = Ks + ST * BK * DH;  // [ST][BK][DH]
     const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
     int qt, h, b;
     ca_block_coords((T + BQ - 1) / BQ, H, sh.B, 1, &qt, &h, &b);
@@ -202,34 +213,36 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
     const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
     const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    auto load_kv = [&](int t) {
+        ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, t * BK, T);
+        ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, t * BK, T);
+    };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
-    ca_wload_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
-    ca_wload_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    load_kv(0);
     ca_cp_async_commit();
+    if (nkt > 1) load_kv(1);
+    ca_cp_async_commit();
+    ca_cp_async_wait<1>();
+    ca_fence_proxy_async();
+    __syncthreads();
     const bf16* Qt = Qs + s * BQ * DH;
 
     const float sl2 = (1.0f / sqrtf((float)DH)) * CA_LOG2E;
-    float o[DH / 8][4];
+    float o[DH / 8][4], sc[BK / 8][4];
     ca_zero_acc<DH>(o);
+    ca_zero_acc<BK>(sc);
+    ca_wg_fence();
+    ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks);  // S_0
+    ca_wg_commit();
+    ca_wg_commit();  // an empty group in place of "P_{-1} V_{-1}", so every step waits the same way
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-    for (int kt = 0; kt < nkt; kt++) {
-        const int buf = kt & 1;
-        if (kt + 1 < nkt) {
-            ca_wload_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
-            ca_wload_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
-        }
-        ca_cp_async_commit();
-        ca_cp_async_wait<1>();
-        ca_fence_proxy_async();
-        __syncthreads();
-        float sc[BK / 8][4];
-        ca_zero_acc<BK>(sc);
-        ca_wg_fence();
-        ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks + buf * BK * DH);
-        ca_wg_commit();
-        ca_wg_wait0();
+    uint32_t pfa[BK / 16][4], pfb[BK / 16][4];
+    // LAST: no S_{kt+1} to issue. A step is a compile-time copy per (register set, LAST): ptxas must
+    // see which registers each product reads, or it serializes the products.
+    auto step = [&](int kt, uint32_t (&pf)[BK / 16][4], uint32_t (&pf_prev)[BK / 16][4], auto last) {
+        ca_wg_wait<1>();  // S_kt is done (P_{kt-1} V_{kt-1} may still run)
         ca_wg_pin<BK>(sc);
         const int k0 = kt * BK;
         const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
@@ -254,28 +267,52 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
             l[r] *= alpha[r];
         }
 #pragma unroll
-        for (int j = 0; j < DH / 8; j++) {
-            o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
-            o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
-        }
-#pragma unroll
         for (int j = 0; j < BK / 8; j++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 sc[j][e] = exp2f(sc[j][e] - m[e >> 1]);
                 l[e >> 1] += sc[j][e];
             }
-        uint32_t pf[BK / 16][4];
         ca_acc_to_a<BK>(pf, sc);
+        ca_wg_wait<0>();  // P_{kt-1} V_{kt-1} is done: o may be rescaled, its K/V buffer refilled
+        ca_wg_pin<DH>(o);
+        ca_wg_pin_a<BK / 16>(pf_prev);  // ... and only now may pf_prev's registers be reused
+#pragma unroll
+        for (int j = 0; j < DH / 8; j++) {
+            o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
+            o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+        }
+        ca_cp_async_wait<0>();  // tile kt+1 has landed (this thread's part)
+        ca_fence_proxy_async();
+        __syncthreads();        // ... everyone's part; and no warpgroup reads tile kt-1's buffer any more
+        if (kt + 2 < nkt) load_kv(kt + 2);
+        ca_cp_async_commit();
+        ca_zero_acc<BK>(sc);
         ca_wg_pin<DH>(o);
         ca_wg_pin_a<BK / 16>(pf);
         ca_wg_fence();
-        ca_wg_mm_rs<DH, BK, BK>(o, pf, Vs + buf * BK * DH);
+        if (!decltype(last)::value) ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks + ((kt + 1) % ST) * BK * DH);
         ca_wg_commit();
-        ca_wg_wait0();
-        ca_wg_pin<DH>(o);
-        __syncthreads();  // everyone is done with this buffer before it is refilled
+        ca_wg_mm_rs<DH, BK, BK>(o, pf, Vs + (kt % ST) * BK * DH);
+        ca_wg_commit();
+    };
+    using Y = std::true_type;
+    using N = std::false_type;
+    int kt = 0;
+    for (; kt + 2 < nkt; kt += 2) {
+        step(kt, pfa, pfb, N{});
+        step(kt + 1, pfb, pfa, N{});
     }
+    if (kt + 1 < nkt) {
+        step(kt, pfa, pfb, N{});
+        step(kt + 1, pfb, pfa, Y{});
+    } else {
+        step(kt, pfa, pfb, Y{});
+    }
+    ca_wg_wait<0>();
+    ca_wg_pin<DH>(o);
+    ca_wg_pin_a<BK / 16>(pfa);
+    ca_wg_pin_a<BK / 16>(pfb);
     bf16* dst = s ? a_noise : a_sig;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -294,21 +331,23 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
 
 // ---------------------------------------------------------------------------------------------
 // backward dQ (+ noise-rotation backward and theta partials): the mma.sync kernel's blocks and
-// epilogue, key tiles of 64. Grid: n_qtiles(64) * H * B blocks of 128 * NS threads.
+// epilogue, key tiles of 64, pipelined like the forward (dS_t is formed while dS_{t-1} K_{t-1} runs;
+// S_{t+1}, dP_{t+1} and dS_t K_t are issued together; three K/V stages, two dS register sets).
+// Grid: n_qtiles(64) * H * B blocks of 128 * NS threads.
 
 template <int DH, int NS>
-constexpr int ca_wg_dq_smem() { return (NS * 64 + 64 + 4 * 64) * DH * 2 + DH * 4 * 2 + 1024; }
+constexpr int ca_wg_dq_smem() { return (NS * 64 + 64 + 6 * 64) * DH * 2 + DH * 4 * 2 + 1024; }
 
 template <int DH, int NS>
 __global__ void __launch_bounds__(128 * NS, 1)
 ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, const float* lse, const float* delta,
                 const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* theta, const bf16* lam_logit) {
-    constexpr int BQ = 64, BK = 64, THREADS = 128 * NS;
+    constexpr int BQ = 64, BK = 64, THREADS = 128 * NS, ST = 3;
     bf16* Qs = ca_wg_smem();        // [NS][BQ][DH]
     bf16* dOs = Qs + NS * BQ * DH;  // [BQ][DH]
-    bf16* Ks = dOs + BQ * DH;       // [2][BK][DH]
-    bf16* Vs = Ks + 2 * BK * DH;    // [2][BK][DH]
-    float* rot = (float*)(Vs + 2 * BK * DH);  // [2][DH/2]: cos, sin of theta[h]
+    bf16* Ks = dOs + BQ * DH;       // [ST][BK][DH]
+    bf16* Vs = Ks + ST * BK * DH;   // [ST][BK][DH]
+    float* rot = (float*)(Vs + ST * BK * DH);  // [2][DH/2]: cos, sin of theta[h]
     const int T = sh.T, H = sh.H, Hkv = sh.Hkv, nqt = (T + BQ - 1) / BQ;
     int qt, h, b;
     ca_block_coords(nqt, H, sh.B, 1, &qt, &h, &b);
@@ -318,11 +357,17 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
     const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
     const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    auto load_kv = [&](int t) {
+        ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, t * BK, T);
+        ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, t * BK, T);
+    };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     ca_wload_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
-    ca_wload_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
-    ca_wload_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    load_kv(0);
+    ca_cp_async_commit();
+    if (nkt > 1) load_kv(1);
     ca_cp_async_commit();
     if (NS == 2)
         for (int p = threadIdx.x; p < DH / 2; p += THREADS) sincosf(__bfloat162float(theta[(size_t)h * (DH / 2) + p]), &rot[DH / 2 + p], &rot[p]);
@@ -335,30 +380,23 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
         dl[r] = ok ? delta[li] : 0.f;
         f[r] = (s == 0) ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + rows[r]) * H + h])) : 0.f);
     }
+    ca_cp_async_wait<1>();
+    ca_fence_proxy_async();
+    __syncthreads();
     const bf16* Qt = Qs + s * BQ * DH;
     const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
-    float acc[DH / 8][4];
+    float acc[DH / 8][4], sc[BK / 8][4], dp[BK / 8][4];
     ca_zero_acc<DH>(acc);
-    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-    for (int kt = 0; kt < nkt; kt++) {
-        const int buf = kt & 1;
-        if (kt + 1 < nkt) {
-            ca_wload_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
-            ca_wload_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
-        }
-        ca_cp_async_commit();
-        ca_cp_async_wait<1>();
-        ca_fence_proxy_async();
-        __syncthreads();
-        const bf16* Kt = Ks + buf * BK * DH;
-        float sc[BK / 8][4], dp[BK / 8][4];
-        ca_zero_acc<BK>(sc);
-        ca_zero_acc<BK>(dp);
-        ca_wg_fence();
-        ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Kt);
-        ca_wg_mm_ss<DH, BK, BQ>(dp, dOs, Vs + buf * BK * DH);
-        ca_wg_commit();
-        ca_wg_wait0();
+    ca_zero_acc<BK>(sc);
+    ca_zero_acc<BK>(dp);
+    ca_wg_fence();
+    ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks);  // S_0, dP_0
+    ca_wg_mm_ss<DH, BK, BQ>(dp, dOs, Vs);
+    ca_wg_commit();
+    ca_wg_commit();  // empty: stands for dS_{-1} K_{-1}
+    uint32_t dsa[BK / 16][4], dsb[BK / 16][4];
+    auto step = [&](int kt, uint32_t (&dsf)[BK / 16][4], uint32_t (&dsf_prev)[BK / 16][4], auto last) {
+        ca_wg_wait<1>();  // S_kt, dP_kt are done
         ca_wg_pin<BK>(sc);
         ca_wg_pin<BK>(dp);
         const int k0 = kt * BK;
@@ -372,22 +410,55 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
                 if (mask && (key > rows[r] || key >= T)) p = 0.f;
                 sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);  // dS (natural-log units)
             }
-        uint32_t dsf[BK / 16][4];
         ca_acc_to_a<BK>(dsf, sc);
+        ca_wg_wait<0>();        // dS_{kt-1} K_{kt-1} is done: its K/V buffer may be refilled
+        ca_wg_pin<DH>(acc);
+        ca_wg_pin_a<BK / 16>(dsf_prev);
+        ca_cp_async_wait<0>();  // tile kt+1 has landed (this thread's part)
+        ca_fence_proxy_async();
+        __syncthreads();
+        if (kt + 2 < nkt) load_kv(kt + 2);
+        ca_cp_async_commit();
+        ca_zero_acc<BK>(sc);
+        ca_zero_acc<BK>(dp);
         ca_wg_pin_a<BK / 16>(dsf);
         ca_wg_fence();
-        ca_wg_mm_rs<DH, BK, BK>(acc, dsf, Kt);
+        if (!decltype(last)::value) {
+            ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks + ((kt + 1) % ST) * BK * DH);
+            ca_wg_mm_ss<DH, BK, BQ>(dp, dOs, Vs + ((kt + 1) % ST) * BK * DH);
+        }
         ca_wg_commit();
-        ca_wg_wait0();
-        ca_wg_pin<DH>(acc);
-        __syncthreads();
+        ca_wg_mm_rs<DH, BK, BK>(acc, dsf, Ks + (kt % ST) * BK * DH);
+        ca_wg_commit();
+    };
+    using Y = std::true_type;
+    using N = std::false_type;
+    int kt = 0;
+    for (; kt + 2 < nkt; kt += 2) {
+        step(kt, dsa, dsb, N{});
+        step(kt + 1, dsb, dsa, N{});
     }
+    if (kt + 1 < nkt) {
+        step(kt, dsa, dsb, N{});
+        step(kt + 1, dsb, dsa, Y{});
+    } else {
+        step(kt, dsa, dsb, Y{});
+    }
+    ca_wg_wait<0>();
+    ca_wg_pin<DH>(acc);
+    ca_wg_pin_a<BK / 16>(dsa);
+    ca_wg_pin_a<BK / 16>(dsb);
+    __syncthreads();  // both warpgroups are done with the K/V tiles the epilogue writes over
     ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, qt, nqt, h, b);
 }
 
 // ---------------------------------------------------------------------------------------------
 // backward dK, dV: the mma.sync kernel's blocks (64 keys = one warpgroup, one query head), query
 // tiles of 32 (Dh 128) or 64 (Dh 64), dP^T computed once for both streams. Writes fp32 partials.
+// Not pipelined: a version that issued the noise stream's S^T before the signal stream's dS^T and
+// let stream 0's dV/dK products run during stream 1's soft-max (one register set per stream) ran
+// 20% slower on an H200 (0.48 vs 0.40 ms at the 7B shape, T=2048; dev/PERF.md); two blocks per SM
+// already overlap one block's CUDA-core work with the other's products.
 
 template <int DH, int NS>
 constexpr int ca_wg_dkdv_smem() {
@@ -459,7 +530,7 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* 
             if (s == 0) ca_wg_mm_ss<DH, BQ, BKV>(dpt, Vs, Ot);
             ca_wg_mm_ss<DH, BQ, BKV>(st, Ks, Qt);
             ca_wg_commit();
-            ca_wg_wait0();
+            ca_wg_wait<0>();
             ca_wg_pin<BQ>(dpt);
             ca_wg_pin<BQ>(st);
             float ds[BQ / 8][4];
@@ -483,9 +554,11 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* 
             ca_wg_mm_rs<DH, BQ, BQ>(dva, pa, Ot);
             ca_wg_mm_rs<DH, BQ, BQ>(dka, dsa, Qt);
             ca_wg_commit();
-            ca_wg_wait0();
+            ca_wg_wait<0>();
             ca_wg_pin<DH>(dva);
             ca_wg_pin<DH>(dka);
+            ca_wg_pin_a<BQ / 16>(pa);  // the A registers stay reserved until their products are done
+            ca_wg_pin_a<BQ / 16>(dsa);
         }
         if (i + 1 < nsteps) {
             store_scalars(i + 1);  // its buffer was last read in step i - 1, before this step's barrier
