@@ -244,10 +244,12 @@ ca_combine_forward_kernel(CodaAttnShape sh, floatX* out, float* hn_rstd, const f
 }
 
 // ---------------------------------------------------------------------------------------------
-// combine backward: one warp per (token, head), 32 rows per warp, 256 rows per block (fixed, so the
-// head-norm weight partials are the same on every GPU).
+// combine backward: one warp per (token, head), 4 rows per warp, 32 rows per block (fixed, so the
+// head-norm weight partials are the same on every GPU). Each row is a chain of dependent warp sums,
+// so the kernel is latency-bound: few rows per warp and many warps in flight (with 32 rows per warp
+// it took 55 us for only 6,400 rows on an H200; dev/PERF.md).
 
-#define CA_CB_ROWS_PER_BLOCK 256
+#define CA_CB_ROWS_PER_BLOCK 32
 
 template <int DH>
 __global__ void __launch_bounds__(256)
