@@ -1,7 +1,7 @@
 // matmul.cuh — the linear layers, through cuBLASLt, in nn.Linear's row-major convention:
 //   matmul_forward:         out[N,O]  = inp[N,I] · weight[O,I]ᵀ (+ bias[O], cuBLASLt BIAS epilogue)
 //   matmul_backward_input:  dinp[N,I] = (accumulate ? dinp : 0) + dout[N,O] · weight[O,I]
-//   matmul_backward_weight: dweight[O,I] += dout[N,O]ᵀ · inp[N,I] (fp32 C/D, floatX A/B, beta = 1);
+//   matmul_backward_weight: dweight[O,I] (+)= dout[N,O]ᵀ · inp[N,I] (fp32 C/D, floatX A/B, beta 1 or 0);
 //                           dbias[O] += Σ_n dout[n,O] (fp32; deterministic two-pass column sum)
 // Frozen weights need only matmul_backward_input (no wgrad).
 //
@@ -317,15 +317,16 @@ static void matmul_dbias(const GpuContext* ctx, float* dbias, const floatX* dout
     cudaCheckLaunch("matmul_dbias_final_kernel");
 }
 
-// dweight[O,I] += dout[N,O]ᵀ · inp[N,I] (fp32); dbias[O] += Σ_n dout[n,O] (fp32) when dbias != NULL.
-// dweight may be NULL (bias-only gradient).
+// dweight[O,I] = (accumulate ? dweight : 0) + dout[N,O]ᵀ · inp[N,I] (fp32; overwriting spares the
+// trainer a pass that zeroes the gradients); dbias[O] += Σ_n dout[n,O] (fp32, always accumulated) when
+// dbias != NULL. dweight may be NULL (bias-only gradient).
 static void matmul_backward_weight(const GpuContext* ctx, float* dweight, float* dbias, const floatX* dout,
-                                   const floatX* inp, int N, int I, int O) {
+                                   const floatX* inp, int N, int I, int O, int accumulate) {
     if (N <= 0 || O <= 0) return;
     if (dweight && I > 0) {
         int align = matmul_min4(matmul_ptr_align(dweight), matmul_ptr_align(dout), matmul_ptr_align(inp), 256);
         MatmulPlan* p = matmul_get_plan(ctx, MATMUL_BWD_WEIGHT, N, I, O, 0, align);
-        matmul_run(ctx, p, inp, dout, dweight, 1.0f, NULL);
+        matmul_run(ctx, p, inp, dout, dweight, accumulate ? 1.0f : 0.0f, NULL);
     }
     if (dbias) matmul_dbias(ctx, dbias, dout, N, O);
 }

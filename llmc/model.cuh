@@ -53,6 +53,9 @@ typedef struct {
     size_t n_train;               // elements of the fp32 buffers (trainable tensors, each aligned)
     float *master, *grad, *adam_m, *adam_v;
     int adam_step;
+    // 1 from gpu_model_zero_grad to the end of the next backward: the weight gradients of matmuls are
+    // then written with beta 0 (overwritten), so zero_grad need not clear them (~5 GB at 7B phase 1)
+    int grad_fresh;
     // activations for B x T
     int B, T, recompute, chunk_rows;
     int *tokens, *targets;        // device [BT]
@@ -294,7 +297,7 @@ static double gpu_model_forward(GpuModel* m, const int* tokens, const int* targe
         if (dloss_scale != 0.0f) {
             STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dhf + (size_t)r0 * D, m->logits, gm_head(m), rows, D, V, 0));
             float* gh = gm_head_grad(m);
-            if (gh) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, gh, NULL, m->logits, m->hf + (size_t)r0 * D, rows, D, V));
+            if (gh) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, gh, NULL, m->logits, m->hf + (size_t)r0 * D, rows, D, V, r0 > 0 || !m->grad_fresh));
         }
     }
     STEP_TIMED(tm, ST_CLASSIFIER, sum_losses(ctx, m->scalar, m->losses, N));
@@ -314,6 +317,7 @@ static void gpu_model_backward(GpuModel* m) {
     StepTimer* tm = m->timer;
     int N = m->B * m->T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads;
     size_t ND = (size_t)N * D;
+    const int acc = !m->grad_fresh;  // weight gradients: accumulate, or overwrite (first micro-batch)
     STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemsetAsync(m->dres, 0, sizeof(floatX) * ND, ctx->stream)));
     STEP_TIMED(tm, ST_NORM, rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_FINAL_NORM, 0), m->dhf, m->resid + (size_t)c->n_layers * ND,
                                              gm_param(m, PK_FINAL_NORM, 0), m->rstdf, N, D));
@@ -327,18 +331,18 @@ static void gpu_model_backward(GpuModel* m) {
         // MLP: next = mid + down(swiglu(gate(hn2), up(hn2)))
         STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemcpyAsync(m->dmid, m->dres, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream)));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dact, m->dres, gm_param(m, PK_DOWN, l), N, F, D, 0));
-        if ((g = gm_grad(m, PK_DOWN, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dres, a->mlp_act, N, F, D));
+        if ((g = gm_grad(m, PK_DOWN, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dres, a->mlp_act, N, F, D, acc));
         STEP_TIMED(tm, ST_SWIGLU, swiglu_backward(ctx, m->dgate, m->dup, m->dact, a->mlp_gate, a->mlp_up, (size_t)N * F));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dgate, gm_param(m, PK_GATE, l), N, D, F, 0));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dup, gm_param(m, PK_UP, l), N, D, F, 1));
-        if ((g = gm_grad(m, PK_GATE, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dgate, a->hn2, N, D, F));
-        if ((g = gm_grad(m, PK_UP, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dup, a->hn2, N, D, F));
+        if ((g = gm_grad(m, PK_GATE, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dgate, a->hn2, N, D, F, acc));
+        if ((g = gm_grad(m, PK_UP, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dup, a->hn2, N, D, F, acc));
         STEP_TIMED(tm, ST_NORM, rmsnorm_backward(ctx, m->dmid, gm_grad(m, PK_MLP_NORM, l), m->dh, a->resid_mid, gm_param(m, PK_MLP_NORM, l),
                                                  a->rstd2, N, D));
         // attention: mid = x + o_proj(attention(hn1))
         STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemcpyAsync(m->dres, m->dmid, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream)));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dattn, m->dmid, gm_param(m, PK_O, l), N, QD, D, 0));
-        if ((g = gm_grad(m, PK_O, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dmid, a->attn_out, N, QD, D));
+        if ((g = gm_grad(m, PK_O, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dmid, a->attn_out, N, QD, D, acc));
         STEP_TIMED(tm, ST_ATTENTION_BWD,
                    coda_attention_backward(ctx, &s, m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l),
                                            m->dattn, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
@@ -348,22 +352,55 @@ static void gpu_model_backward(GpuModel* m) {
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dq, gm_param(m, PK_Q, l), N, D, QD, 0));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dk, gm_param(m, PK_K, l), N, D, KVD, 1));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dv, gm_param(m, PK_V, l), N, D, KVD, 1));
-        if ((g = gm_grad(m, PK_Q, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dq, a->hn1, N, D, QD));
-        if ((g = gm_grad(m, PK_K, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dk, a->hn1, N, D, KVD));
-        if ((g = gm_grad(m, PK_V, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dv, a->hn1, N, D, KVD));
+        if ((g = gm_grad(m, PK_Q, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dq, a->hn1, N, D, QD, acc));
+        if ((g = gm_grad(m, PK_K, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dk, a->hn1, N, D, KVD, acc));
+        if ((g = gm_grad(m, PK_V, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dv, a->hn1, N, D, KVD, acc));
         if (c->differential) {
             STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dlam, gm_param(m, PK_LAMBDA_W, l), N, D, H, 1));
             if ((g = gm_grad(m, PK_LAMBDA_W, l)))
-                STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, gm_grad(m, PK_LAMBDA_B, l), m->dlam, a->hn1, N, D, H));
+                STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, gm_grad(m, PK_LAMBDA_B, l), m->dlam, a->hn1, N, D, H, acc));
         }
         STEP_TIMED(tm, ST_NORM, rmsnorm_backward(ctx, m->dres, gm_grad(m, PK_ATTN_NORM, l), m->dh, x, gm_param(m, PK_ATTN_NORM, l), a->rstd1, N, D));
     }
     float* ge = gm_grad(m, PK_EMBED, 0);
     if (ge) STEP_TIMED(tm, ST_EMBEDDING, encoder_backward(ctx, ge, m->dres, m->tokens, N, D, c->vocab_size, m->scratch, m->scratch_bytes));
+    m->grad_fresh = 0;  // the next micro-batch of this update accumulates
 }
 
+// Weights whose gradient is written by exactly one matmul_backward_weight per backward, before
+// anything else adds to it (the LM head's chunks: the first one), so the first backward of an update
+// can overwrite it. Everything else accumulates (norm weights, theta, biases, the embedding's
+// scatter-add) and is zeroed. A tied LM head writes into the embedding's gradient, which is zeroed
+// anyway: overwriting zeros is harmless, and its scatter-add comes later in the same backward.
+static int gm_grad_overwritten_by_matmul(ParamKind k) {
+    switch (k) {
+        case PK_Q: case PK_K: case PK_V: case PK_O: case PK_LAMBDA_W: case PK_GATE: case PK_UP: case PK_DOWN: case PK_LM_HEAD:
+            return 1;
+        default:
+            return 0;
+    }
+}
+
+// Zero the gradients that accumulate (one memset per run of adjacent such tensors; the alignment gaps
+// between tensors are never written and stay zero from the allocation) and mark the next backward as
+// the update's first.
 static void gpu_model_zero_grad(GpuModel* m) {
-    if (m->n_train) STEP_TIMED(m->timer, ST_OTHER, cudaCheck(cudaMemsetAsync(m->grad, 0, sizeof(float) * m->n_train, m->ctx.stream)));
+    long long run_begin = -1, run_end = -1;
+    auto flush = [&]() {
+        if (run_begin >= 0)
+            STEP_TIMED(m->timer, ST_OTHER, cudaCheck(cudaMemsetAsync(m->grad + run_begin, 0, sizeof(float) * (run_end - run_begin), m->ctx.stream)));
+        run_begin = run_end = -1;
+    };
+    for (int i = 0; i < m->table.n; i++) {
+        const ParamTensor* t = &m->table.tensors[i];
+        if (m->train_offset[i] < 0 || gm_grad_overwritten_by_matmul(t->kind)) continue;
+        const long long b = m->train_offset[i], e = b + (long long)t->numel;
+        if (run_begin >= 0 && b > run_end && b - run_end > 64) flush();  // a matmul weight lies between
+        if (run_begin < 0) run_begin = b;
+        run_end = e;
+    }
+    flush();
+    m->grad_fresh = 1;
 }
 
 // Global L2 norm of the trainable gradients (deterministic).

@@ -14,7 +14,7 @@ static void check(int N, int I, int O) {
     // backward first (y holds dy), then forward overwrites y
     matmul_backward_f32(rdx.data(), rdw.data(), rdb.data(), hdy.data(), hx.data(), hw.data(), N, I, O);
     matmul_backward_input(&g_ctx, dx, y, w, N, I, O, 0);
-    matmul_backward_weight(&g_ctx, dw, db, y, x, N, I, O);
+    matmul_backward_weight(&g_ctx, dw, db, y, x, N, I, O, 1);
     bench_validate("backward_input", dx, rdx.data(), nx, 1e-2f);
     bench_validate("backward_weight dW", dw, rdw.data(), nw, 1e-2f);
     bench_validate("backward_weight dbias", db, rdb.data(), O, 1e-2f);
@@ -42,7 +42,7 @@ int main() {
             double flop = 2.0 * N * s.I * s.O;
             double tf = bench_ms([&] { matmul_forward(&g_ctx, y, x, w, NULL, N, s.I, s.O); }, 10);
             double tb = bench_ms([&] { matmul_backward_input(&g_ctx, dx, y, w, N, s.I, s.O, 0); }, 10);
-            double tw = bench_ms([&] { matmul_backward_weight(&g_ctx, dw, NULL, y, x, N, s.I, s.O); }, 10);
+            double tw = bench_ms([&] { matmul_backward_weight(&g_ctx, dw, NULL, y, x, N, s.I, s.O, 1); }, 10);
             printf("%-12s %6d %6d %6d | %9.3f %8.1f | %9.3f %8.1f | %9.3f %8.1f\n", s.name, N, s.I, s.O, tf,
                    flop / tf * 1e-9, tb, flop / tb * 1e-9, tw, flop / tw * 1e-9);
             cudaFree(x); cudaFree(w); cudaFree(y); cudaFree(dx); cudaFree(dw);
@@ -64,7 +64,7 @@ int main() {
         int N = 8192;
         floatX* dy = bench_alloc<floatX>((size_t)N * O, 21);
         float* db = bench_alloc<float>(O, 22, 0.0f);
-        double t = bench_ms([&] { matmul_backward_weight(&g_ctx, NULL, db, dy, NULL, N, 0, O); }, 20);
+        double t = bench_ms([&] { matmul_backward_weight(&g_ctx, NULL, db, dy, NULL, N, 0, O, 1); }, 20);
         printf("dbias only N=%d O=%d: %.3f ms, %.0f GB/s\n", N, O, t, (double)N * O * sizeof(floatX) / t * 1e-6);
         cudaFree(dy); cudaFree(db);
     }

@@ -193,7 +193,7 @@ static void tgk_matmul_case(int N, int I, int O, int with_bias, uint64_t seed, i
     for (int rep = 0; rep < 2; rep++) {
         cudaCheck(cudaMemcpy(d_dw, dw0, nw * sizeof(float), cudaMemcpyHostToDevice));
         cudaCheck(cudaMemcpy(d_db, db0, O * sizeof(float), cudaMemcpyHostToDevice));
-        matmul_backward_weight(ctx, d_dw, d_db, d_dy, d_x, N, I, O);
+        matmul_backward_weight(ctx, d_dw, d_db, d_dy, d_x, N, I, O, 1);
         if (rep == 0) {
             float *gw = tgk_download32(d_dw, nw), *gb = tgk_download32(d_db, O);
             tgk_compare("backward_weight dweight (fp32)", gw, refw, nw, TGK_ATOL32, TGK_RTOL32);

@@ -171,6 +171,50 @@ static void gpu_train_steps(GpuModel* g, int first, int steps, double* losses) {
     free(tok);
 }
 
+// Gradient accumulation over micro-batches with the zero-free first backward (gpu_model_zero_grad
+// leaves the matmul weight gradients to be overwritten): A then B accumulated equals A + B, and a
+// fresh update's gradient carries nothing over from the previous one (bit-equal to the first run).
+// Phase-0-like (everything trainable, tied head: the embedding gets a matmul and a scatter-add) and
+// phase 1 (attention adapters).
+GPU_TEST(gpu_grad_accumulation_sums_micro_batches) {
+    for (int variant = 0; variant < 2; variant++) {
+        ModelConfig c = variant ? gpu_test_config(1, 1) : gpu_test_config(0, 0);
+        c.tie_embeddings = !variant;
+        GpuModel g;
+        gpu_model_create(&g, &c, variant ? TRAIN_ATTENTION : TRAIN_ALL);
+        gpu_model_init_random(&g, 11 + variant, 0);
+        const int B = 2, T = 32, n = B * T;
+        gpu_model_alloc_acts(&g, B, T, 0, 0);
+        int tok[2][64], tgt[2][64];
+        for (int k = 0; k < 2; k++) {
+            random_tokens(tok[k], n, c.vocab_size, 500 + 2 * k);
+            random_tokens(tgt[k], n, c.vocab_size, 501 + 2 * k);
+        }
+        const size_t nt = g.n_train;
+        float* gr[4];  // A, B, A then B, B again
+        const int runs[4][2] = {{0, -1}, {1, -1}, {0, 1}, {1, -1}};
+        for (int r = 0; r < 4; r++) {
+            gpu_model_zero_grad(&g);
+            for (int k = 0; k < 2 && runs[r][k] >= 0; k++) {
+                gpu_model_forward(&g, tok[runs[r][k]], tgt[runs[r][k]], 1.0f / n, NULL);
+                gpu_model_backward(&g);
+            }
+            gr[r] = (float*)coda_malloc_or_die(sizeof(float) * nt, "gradients");
+            cudaCheck(cudaMemcpy(gr[r], g.grad, sizeof(float) * nt, cudaMemcpyDeviceToHost));
+        }
+        float* sum = (float*)coda_malloc_or_die(sizeof(float) * nt, "sum");
+        double nonzero = 0;
+        for (size_t i = 0; i < nt; i++) { sum[i] = gr[0][i] + gr[1][i]; nonzero += gr[0][i] != 0.f; }
+        CHECK(nonzero > 0.5 * nt, "variant %d: only %.0f of %zu gradients are non-zero", variant, nonzero, nt);
+        double e = rel_err(gr[2], sum, nt);
+        CHECK(e <= 1e-5, "variant %d: accumulated gradient vs the sum of the two: rel err %.3g", variant, e);
+        CHECK(memcmp(gr[3], gr[1], sizeof(float) * nt) == 0, "variant %d: a fresh update's gradient kept something of the last", variant);
+        for (int r = 0; r < 4; r++) free(gr[r]);
+        free(sum);
+        gpu_model_free(&g);
+    }
+}
+
 GPU_TEST(gpu_resume_from_checkpoint_equals_continuing) {
     ModelConfig c = gpu_test_config(1, 1);
     char dir[64];
