@@ -1,8 +1,9 @@
 // coda_attention.cuh — CoDA two-stream causal attention (SPEC §1), unbounded, forward and backward,
-// for B rows x T tokens, in two implementations of the same math (CodaAttnShape.impl): tiled fp32-FMA
-// kernels on CUDA cores (this file; the FP32 build's exact path and the benchmarks' baseline) and
-// FlashAttention-2-style tensor-core kernels (coda_attention_mma.cuh; what the BF16 build runs, ~13x
-// faster). Both share the combine kernels below. Everything is deterministic (no floating-point
+// for B rows x T tokens, in three implementations of the same math (CodaAttnShape.impl): tiled fp32-FMA
+// kernels on CUDA cores (this file; the FP32 build's exact path and the benchmarks' baseline),
+// FlashAttention-2-style tensor-core kernels on mma.sync (coda_attention_mma.cuh; ~13x faster) and
+// their Hopper versions on wgmma (coda_attention_wgmma.cuh; another 1.3x: what the BF16 build runs
+// on an H100/H200). All share the combine kernels below. Everything is deterministic (no floating-point
 // atomics): two runs on the same inputs give the same bits.
 //
 // Math (SPEC §1.4, §1.5), per token t, query head h, KV head g = h / G:

@@ -31,8 +31,9 @@
 // Speed (dev/PERF.md): 130-210 TFLOP/s on H100/H200, ~13x the FMA kernels. Every warp owns 16 rows,
 // so each ldmatrix.x4 of a shared K/V (or Q/dO) fragment feeds only two mma.sync: the kernels are
 // bound by shared-memory bandwidth, not by the tensor cores. More rows per warp does not fit the
-// register file at Dh 128; the way forward is wgmma (Hopper warpgroup MMA reading shared memory
-// directly, FA3's structure).
+// register file at Dh 128. On Hopper (sm_90a) coda_attention_wgmma.cuh runs the same blocks on
+// warpgroup MMA, which reads shared-memory operands once per 64 rows; this file is the path for
+// other GPUs and for builds without sm_90a.
 #pragma once
 #include <stdint.h>
 #include <cuda_bf16.h>
