@@ -185,6 +185,27 @@ __device__ __forceinline__ void ca_zero_acc(float (*d)[4]) {
     ca_wg_pin<N>(d);
 }
 
+// Runs step(kt, regs, regs_prev, last) for kt = 0 .. nkt-1: the two register sets of the pipelined
+// kernels alternate (regs is formed while the products reading regs_prev may still run), and `last`
+// (std::true_type on the final step) drops the next tile's first product. Each call site is its own
+// compile-time copy, so ptxas sees which registers every product reads.
+template <typename Step, typename Regs>
+__device__ __forceinline__ void ca_wg_pipeline(int nkt, Step&& step, Regs& ra, Regs& rb) {
+    using Y = std::true_type;
+    using N = std::false_type;
+    int kt = 0;
+    for (; kt + 2 < nkt; kt += 2) {
+        step(kt, ra, rb, N{});
+        step(kt + 1, rb, ra, N{});
+    }
+    if (kt + 1 < nkt) {
+        step(kt, ra, rb, N{});
+        step(kt + 1, rb, ra, Y{});
+    } else {
+        step(kt, ra, rb, Y{});
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // forward. Grid: n_qtiles(64) * H * B blocks of 128 * NS threads (warpgroup s = stream s).
 // Software-pipelined as FlashAttention-3 does within a warpgroup: while the soft-max of key tile t
@@ -239,8 +260,6 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
     ca_wg_commit();  // an empty group in place of "P_{-1} V_{-1}", so every step waits the same way
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     uint32_t pfa[BK / 16][4], pfb[BK / 16][4];
-    // LAST: no S_{kt+1} to issue. A step is a compile-time copy per (register set, LAST): ptxas must
-    // see which registers each product reads, or it serializes the products.
     auto step = [&](int kt, uint32_t (&pf)[BK / 16][4], uint32_t (&pf_prev)[BK / 16][4], auto last) {
         ca_wg_wait<1>();  // S_kt is done (P_{kt-1} V_{kt-1} may still run)
         ca_wg_pin<BK>(sc);
@@ -296,19 +315,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
         ca_wg_mm_rs<DH, BK, BK>(o, pf, Vs + (kt % ST) * BK * DH);
         ca_wg_commit();
     };
-    using Y = std::true_type;
-    using N = std::false_type;
-    int kt = 0;
-    for (; kt + 2 < nkt; kt += 2) {
-        step(kt, pfa, pfb, N{});
-        step(kt + 1, pfb, pfa, N{});
-    }
-    if (kt + 1 < nkt) {
-        step(kt, pfa, pfb, N{});
-        step(kt + 1, pfb, pfa, Y{});
-    } else {
-        step(kt, pfa, pfb, Y{});
-    }
+    ca_wg_pipeline(nkt, step, pfa, pfb);
     ca_wg_wait<0>();
     ca_wg_pin<DH>(o);
     ca_wg_pin_a<BK / 16>(pfa);
@@ -431,19 +438,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
         ca_wg_mm_rs<DH, BK, BK>(acc, dsf, Ks + (kt % ST) * BK * DH);
         ca_wg_commit();
     };
-    using Y = std::true_type;
-    using N = std::false_type;
-    int kt = 0;
-    for (; kt + 2 < nkt; kt += 2) {
-        step(kt, dsa, dsb, N{});
-        step(kt + 1, dsb, dsa, N{});
-    }
-    if (kt + 1 < nkt) {
-        step(kt, dsa, dsb, N{});
-        step(kt + 1, dsb, dsa, Y{});
-    } else {
-        step(kt, dsa, dsb, Y{});
-    }
+    ca_wg_pipeline(nkt, step, dsa, dsb);
     ca_wg_wait<0>();
     ca_wg_pin<DH>(acc);
     ca_wg_pin_a<BK / 16>(dsa);
