@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
                    e.dtheta, e.dhn);
             if (g_current_failures) return 1;
         }
-    // 2. timing: both implementations side by side in the same run (tensor cores only in the BF16 build)
+    // 2. timing: every implementation side by side in the same run (tensor cores only in the BF16 build)
     printf("\n| shape | T | attention | kernels | fwd ms | bwd ms | fwd TFLOP/s | bwd TFLOP/s |\n|---|---|---|---|---|---|---|---|\n");
     struct { const char* name; int B, T, H, Hkv, Dh; } shapes[] = {
         {"Mistral-7B", 1, 2048, 32, 8, 128}, {"Mistral-7B", 1, 8192, 32, 8, 128}, {"SmolLM2-135M", 8, 2048, 9, 3, 64}};
