@@ -127,6 +127,23 @@ __device__ __forceinline__ void ca_mm_abt(float acc[][4], const uint32_t a[][4],
             ca_mma(acc[2 * np + 1], a[kk], b[2], b[3]);
         }
 }
+// The same with A = rows a0..a0+15 of a [rows][DH] tile, each k-step's fragment loaded when used
+// (dK/dV: S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys)
+template <int DH, int N>
+__device__ __forceinline__ void ca_mm_abt_sa(float acc[][4], const bf16* ta, int a0, const bf16* tb) {
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; kk++) {
+        uint32_t a[4];
+        ca_frag_a<DH>(a, ta, a0, kk * 16);
+#pragma unroll
+        for (int np = 0; np < N / 16; np++) {
+            uint32_t b[4];
+            ca_frag_b_nk<DH>(b, tb, np * 16, kk * 16);
+            ca_mma(acc[2 * np], a, b[0], b[1]);
+            ca_mma(acc[2 * np + 1], a, b[2], b[3]);
+        }
+    }
+}
 // acc[16 rows][DH] += A (16 x K, fragments) * tile[K rows][DH]   (O = P V)
 template <int DH, int K>
 __device__ __forceinline__ void ca_mm_ab(float acc[][4], const uint32_t a[][4], const bf16* tile) {
@@ -171,6 +188,121 @@ __global__ void ca_noise_query_kernel(bf16* qn, const bf16* q, const bf16* theta
     __nv_bfloat162 x = ((const __nv_bfloat162*)q)[p];
     float x0 = __low2float(x), x1 = __high2float(x);
     ((__nv_bfloat162*)qn)[p] = __floats2bfloat162_rn(x0 * cs - x1 * sn, x0 * sn + x1 * cs);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-thread pieces of both kernel families (mma.sync here, wgmma in coda_attention_wgmma.cuh): warp w
+// of a stream owns 16 rows, a thread rows g and g + 8 of them, i.e. elements e = 0, 1 and e = 2, 3 of
+// every 8-column accumulator tile j, at column 8j + 2tq + (e & 1).
+
+// Forward, online soft-max of one key tile starting at key k0, first half: to the exp2 domain, keys
+// past the row masked (the causal diagonal, the end of the sequence), new row maxima m; alpha rescales
+// the running sums l (done here) and the output accumulator (ca_rescale_rows, by the caller).
+template <int BK>
+__device__ __forceinline__ void ca_softmax_max(float (*sc)[4], float* m, float* l, float* alpha, int k0, bool mask, int row0,
+                                               int row1, int T, int tq, float sl2) {
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float x = sc[j][e] * sl2;
+            const int key = k0 + 8 * j + 2 * tq + (e & 1);
+            if (mask & ((key > (e < 2 ? row0 : row1)) | (key >= T))) x = -INFINITY;  // branch-free (selects)
+            sc[j][e] = x;
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        alpha[r] = exp2f(m[r] - mx[r]);  // finite mx: key 0 (first tile) is visible to every row
+        m[r] = mx[r];
+        l[r] *= alpha[r];
+    }
+}
+// ... second half: the probabilities and their row sums
+template <int BK>
+__device__ __forceinline__ void ca_softmax_exp(float (*sc)[4], const float* m, float* l) {
+#pragma unroll
+    for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            sc[j][e] = exp2f(sc[j][e] - m[e >> 1]);
+            l[e >> 1] += sc[j][e];
+        }
+}
+template <int DH>
+__device__ __forceinline__ void ca_rescale_rows(float (*o)[4], const float* alpha) {
+#pragma unroll
+    for (int j = 0; j < DH / 8; j++) {
+        o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
+        o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
+    }
+}
+// Forward, the end: rows of stream s's output o / l (bf16) and lse (natural log) of head h, row b
+template <int DH>
+__device__ __forceinline__ void ca_forward_store(const CodaAttnShape& sh, bf16* dst, float* lse, const float (*o)[4], const float* m,
+                                                 float* l, int row0, int row1, int tq, int s, int h, int b) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+        const int row = r ? row1 : row0;
+        if (row < sh.T) {
+            const float inv = 1.0f / l[r];
+            bf16* drow = dst + ((size_t)b * sh.T + row) * sh.H * DH + (size_t)h * DH + 2 * tq;
+#pragma unroll
+            for (int j = 0; j < DH / 8; j++) *(uint32_t*)(drow + 8 * j) = ca_pack_bf16(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
+            if (tq == 0) lse[(((size_t)s * sh.B + b) * sh.H + h) * sh.T + row] = (m[r] + log2f(l[r])) * CA_LN2;
+        }
+    }
+}
+
+// dQ, per-row scalars of this thread's rows: lse in the exp2 domain (+inf past T: P = 0), delta, and
+// the stream factor (1 for the signal, -lam for the noise stream)
+__device__ __forceinline__ void ca_dq_row_scalars(const CodaAttnShape& sh, const float* lse, const float* delta,
+                                                  const bf16* lam_logit, const int* rows, int s, int h, int b, float* lse2,
+                                                  float* dl, float* f) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const bool ok = rows[r] < sh.T;
+        const size_t li = (((size_t)s * sh.B + b) * sh.H + h) * sh.T + (ok ? rows[r] : 0);
+        lse2[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
+        dl[r] = ok ? delta[li] : 0.f;
+        f[r] = (s == 0) ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * sh.T + rows[r]) * sh.H + h])) : 0.f);
+    }
+}
+// dQ, one key tile at k0: dS = P (f dP - delta) (natural-log units), over S in sc
+template <int BK>
+__device__ __forceinline__ void ca_dq_ds(float (*sc)[4], const float (*dp)[4], int k0, bool mask, const int* rows, int T, int tq,
+                                         float sl2, const float* lse2, const float* dl, const float* f) {
+#pragma unroll
+    for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int r = e >> 1, key = k0 + 8 * j + 2 * tq + (e & 1);
+            float p = exp2f(sc[j][e] * sl2 - lse2[r]);
+            if (mask && (key > rows[r] || key >= T)) p = 0.f;
+            sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);
+        }
+}
+// dK/dV, stream s of the query tile at q0 (keys[] this thread's keys, sc_ the tile's scalars of
+// ca_dkdv_load_scalars): P' = (factor * P)^T over S^T in st (for dV), dS^T in ds (for dK)
+template <int NS, int BQ>
+__device__ __forceinline__ void ca_dkdv_p_ds(float (*st)[4], float (*ds)[4], const float (*dpt)[4], const float* sc_, int s,
+                                             int q0, const int* keys, bool mask, int tq, float sl2) {
+#pragma unroll
+    for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int c = 8 * j + 2 * tq + (e & 1);
+            float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
+            if (mask && q0 + c < keys[e >> 1]) p = 0.f;
+            const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
+            st[j][e] = p * fq;
+            ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);
+        }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -229,57 +361,16 @@ ca_mma_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, 
         ca_mm_abt<DH, BK>(sc, qf, Ks + buf * BK * DH);
         const int k0 = kt * BK;
         const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
-        float mx[2] = {m[0], m[1]};
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = sc[j][e] * sl2;
-                const int key = k0 + 8 * j + 2 * tq + (e & 1);
-                if (mask && (key > (e < 2 ? row0 : row1) || key >= T)) x = -INFINITY;
-                sc[j][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
-            }
         float alpha[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            alpha[r] = exp2f(m[r] - mx[r]);  // finite mx: key 0 (first tile) is visible to every row
-            m[r] = mx[r];
-            l[r] *= alpha[r];
-        }
-#pragma unroll
-        for (int j = 0; j < DH / 8; j++) {
-            o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
-            o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
-        }
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                sc[j][e] = exp2f(sc[j][e] - m[e >> 1]);
-                l[e >> 1] += sc[j][e];
-            }
+        ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, T, tq, sl2);
+        ca_rescale_rows<DH>(o, alpha);
+        ca_softmax_exp<BK>(sc, m, l);
         uint32_t pf[BK / 16][4];
         ca_acc_to_a<BK>(pf, sc);
         ca_mm_ab<DH, BK>(o, pf, Vs + buf * BK * DH);
         __syncthreads();  // everyone is done with this buffer before it is refilled
     }
-    bf16* dst = s ? a_noise : a_sig;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        const int row = r ? row1 : row0;
-        if (row < T) {
-            const float inv = 1.0f / l[r];
-            bf16* drow = dst + ((size_t)b * T + row) * qstride + (size_t)h * DH + 2 * tq;
-#pragma unroll
-            for (int j = 0; j < DH / 8; j++) *(uint32_t*)(drow + 8 * j) = ca_pack_bf16(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
-            if (tq == 0) lse[(((size_t)s * sh.B + b) * H + h) * T + row] = (m[r] + log2f(l[r])) * CA_LN2;
-        }
-    }
+    ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tq, s, h, b);
 }
 
 // The end of both dQ kernels (mma.sync and wgmma; warp w of stream s owns rows 16(w % 4).. of the
@@ -393,14 +484,7 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
         for (int p = threadIdx.x; p < DH / 2; p += THREADS) sincosf(__bfloat162float(theta[(size_t)h * (DH / 2) + p]), &rot[DH / 2 + p], &rot[p]);
     // per-row softmax statistics: rows past T get lse = +inf (P = 0)
     float lse2[2], dl[2], f[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const bool ok = rows[r] < T;
-        const size_t li = (((size_t)s * sh.B + b) * H + h) * T + (ok ? rows[r] : 0);
-        lse2[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
-        dl[r] = ok ? delta[li] : 0.f;
-        f[r] = (s == 0) ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + rows[r]) * H + h])) : 0.f);
-    }
+    ca_dq_row_scalars(sh, lse, delta, lam_logit, rows, s, h, b, lse2, dl, f);
     ca_cp_async_wait<0>();
     __syncthreads();
     uint32_t qf[DH / 16][4], of[DH / 16][4];
@@ -433,15 +517,7 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
         ca_mm_abt<DH, BK>(dp, of, Vs + buf * BK * DH);
         const int k0 = kt * BK;
         const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = e >> 1, key = k0 + 8 * j + 2 * tq + (e & 1);
-                float p = exp2f(sc[j][e] * sl2 - lse2[r]);
-                if (mask && (key > rows[r] || key >= T)) p = 0.f;
-                sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);  // dS (natural-log units)
-            }
+        ca_dq_ds<BK>(sc, dp, k0, mask, rows, T, tq, sl2, lse2, dl, f);
         uint32_t dsf[BK / 16][4];
         ca_acc_to_a<BK>(dsf, sc);
         ca_mm_ab<DH, BK>(acc, dsf, Kt);
@@ -472,6 +548,13 @@ __device__ __forceinline__ void ca_dkdv_load_scalars(float* pre, const CodaAttnS
         pre[NS + s] = ok ? delta[li] : 0.f;
     }
     if (NS == 2) pre[2 * NS] = ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + i_) * H + h])) : 0.f;
+}
+// ... and into shared-memory buffer i & 1 ([NSC][BQ] floats each)
+template <int NSC, int BQ>
+__device__ __forceinline__ void ca_dkdv_store_scalars(float* Sc, const float* pre, int i) {
+    if (threadIdx.x >= BQ) return;
+#pragma unroll
+    for (int e = 0; e < NSC; e++) Sc[((i & 1) * NSC + e) * BQ + threadIdx.x] = pre[e];
 }
 // this thread's rows (keys[0], keys[1]) of the fp32 dK (scaled by 1/sqrt(DH)) and dV partials of head h
 template <int DH>
@@ -529,11 +612,7 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
     // their latency hides behind a step of compute; stored to shared memory after it)
     float pre[NSC];
     auto load_scalars = [&](int i) { ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, h, b); };
-    auto store_scalars = [&](int i) {
-        if (threadIdx.x >= BQ) return;
-#pragma unroll
-        for (int e = 0; e < NSC; e++) Sc[((i & 1) * NSC + e) * BQ + threadIdx.x] = pre[e];
-    };
+    auto store_scalars = [&](int i) { ca_dkdv_store_scalars<NSC, BQ>(Sc, pre, i); };
     ca_load_tile<DH, BKV, THREADS>(Ks, k + kvoff, kvstride, k0, T);
     ca_load_tile<DH, BKV, THREADS>(Vs, v + kvoff, kvstride, k0, T);
     stage_tiles(0);
@@ -559,18 +638,7 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
         float dpt[BQ / 8][4];  // dP^T = V dO^T: [16 keys][BQ queries], both streams
 #pragma unroll
         for (int j = 0; j < BQ / 8; j++) dpt[j][0] = dpt[j][1] = dpt[j][2] = dpt[j][3] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < DH / 16; kk++) {
-            uint32_t va[4];
-            ca_frag_a<DH>(va, Vs, wk, kk * 16);
-#pragma unroll
-            for (int np = 0; np < BQ / 16; np++) {
-                uint32_t bo[4];
-                ca_frag_b_nk<DH>(bo, Ot, np * 16, kk * 16);
-                ca_mma(dpt[2 * np], va, bo[0], bo[1]);
-                ca_mma(dpt[2 * np + 1], va, bo[2], bo[3]);
-            }
-        }
+        ca_mm_abt_sa<DH, BQ>(dpt, Vs, wk, Ot);
         const bool mask = q0 < k0 + BKV;  // queries before keys (rows past T have lse = +inf)
 #pragma unroll
         for (int s = 0; s < NS; s++) {
@@ -578,30 +646,9 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
             float st[BQ / 8][4];  // S^T = K Q^T
 #pragma unroll
             for (int j = 0; j < BQ / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < DH / 16; kk++) {
-                uint32_t ka[4];
-                ca_frag_a<DH>(ka, Ks, wk, kk * 16);
-#pragma unroll
-                for (int np = 0; np < BQ / 16; np++) {
-                    uint32_t bq[4];
-                    ca_frag_b_nk<DH>(bq, Qt, np * 16, kk * 16);
-                    ca_mma(st[2 * np], ka, bq[0], bq[1]);
-                    ca_mma(st[2 * np + 1], ka, bq[2], bq[3]);
-                }
-            }
+            ca_mm_abt_sa<DH, BQ>(st, Ks, wk, Qt);
             float ds[BQ / 8][4];
-#pragma unroll
-            for (int j = 0; j < BQ / 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int c = 8 * j + 2 * tq + (e & 1);
-                    float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
-                    if (mask && q0 + c < keys[e >> 1]) p = 0.f;
-                    const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
-                    st[j][e] = p * fq;                                   // P' = (factor * P)^T, for dV
-                    ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);  // dS^T
-                }
+            ca_dkdv_p_ds<NS, BQ>(st, ds, dpt, sc_, s, q0, keys, mask, tq, sl2);
             uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
             ca_acc_to_a<BQ>(pa, st);
             ca_acc_to_a<BQ>(dsa, ds);

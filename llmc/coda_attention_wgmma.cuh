@@ -52,6 +52,12 @@ __device__ __forceinline__ void ca_wload_tile(bf16* tile, const bf16* src, size_
         ca_cp_async16(tile + ca_wsw<ROWS>(r, c), src + (size_t)(ok ? gr : 0) * stride + c, ok);
     }
 }
+// key/value tile t (rows t*BK ..) into stage t % ST of the [ST][BK][DH] K and V buffers
+template <int DH, int BK, int THREADS, int ST>
+__device__ __forceinline__ void ca_wload_kv(bf16* Ks, bf16* Vs, const bf16* kb, const bf16* vb, size_t kvstride, int t, int T) {
+    ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, t * BK, T);
+    ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, t * BK, T);
+}
 // the block's dynamic shared memory, rounded up to a 1024-byte boundary (launches ask for 1 KB more)
 __device__ __forceinline__ bf16* ca_wg_smem() {
     extern __shared__ __align__(16) unsigned char ca_wsmem[];  // no stronger promise: the rounding below must stay
@@ -235,10 +241,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
     const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
     const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
     const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-    auto load_kv = [&](int t) {
-        ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, t * BK, T);
-        ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, t * BK, T);
-    };
+    auto load_kv = [&](int t) { ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T); };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     load_kv(0);
@@ -265,42 +268,14 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
         ca_wg_pin<BK>(sc);
         const int k0 = kt * BK;
         const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
-        float mx[2] = {m[0], m[1]};
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = sc[j][e] * sl2;
-                const int key = k0 + 8 * j + 2 * tq + (e & 1);
-                if (mask && (key > (e < 2 ? row0 : row1) || key >= T)) x = -INFINITY;
-                sc[j][e] = x;
-                mx[e >> 1] = fmaxf(mx[e >> 1], x);
-            }
         float alpha[2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-            alpha[r] = exp2f(m[r] - mx[r]);  // finite mx: key 0 (first tile) is visible to every row
-            m[r] = mx[r];
-            l[r] *= alpha[r];
-        }
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                sc[j][e] = exp2f(sc[j][e] - m[e >> 1]);
-                l[e >> 1] += sc[j][e];
-            }
+        ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, T, tq, sl2);
+        ca_softmax_exp<BK>(sc, m, l);
         ca_acc_to_a<BK>(pf, sc);
         ca_wg_wait<0>();  // P_{kt-1} V_{kt-1} is done: o may be rescaled, its K/V buffer refilled
         ca_wg_pin<DH>(o);
         ca_wg_pin_a<BK / 16>(pf_prev);  // ... and only now may pf_prev's registers be reused
-#pragma unroll
-        for (int j = 0; j < DH / 8; j++) {
-            o[j][0] *= alpha[0]; o[j][1] *= alpha[0];
-            o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
-        }
+        ca_rescale_rows<DH>(o, alpha);
         ca_cp_async_wait<0>();  // tile kt+1 has landed (this thread's part)
         ca_fence_proxy_async();
         __syncthreads();        // ... everyone's part; and no warpgroup reads tile kt-1's buffer any more
@@ -320,20 +295,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
     ca_wg_pin<DH>(o);
     ca_wg_pin_a<BK / 16>(pfa);
     ca_wg_pin_a<BK / 16>(pfb);
-    bf16* dst = s ? a_noise : a_sig;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-        const int row = r ? row1 : row0;
-        if (row < T) {
-            const float inv = 1.0f / l[r];
-            bf16* drow = dst + ((size_t)b * T + row) * qstride + (size_t)h * DH + 2 * tq;
-#pragma unroll
-            for (int j = 0; j < DH / 8; j++) *(uint32_t*)(drow + 8 * j) = ca_pack_bf16(o[j][2 * r] * inv, o[j][2 * r + 1] * inv);
-            if (tq == 0) lse[(((size_t)s * sh.B + b) * H + h) * T + row] = (m[r] + log2f(l[r])) * CA_LN2;
-        }
-    }
+    ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tq, s, h, b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,10 +327,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
     const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
     const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
     const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-    auto load_kv = [&](int t) {
-        ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, t * BK, T);
-        ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, t * BK, T);
-    };
+    auto load_kv = [&](int t) { ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T); };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     ca_wload_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
@@ -379,14 +338,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
     if (NS == 2)
         for (int p = threadIdx.x; p < DH / 2; p += THREADS) sincosf(__bfloat162float(theta[(size_t)h * (DH / 2) + p]), &rot[DH / 2 + p], &rot[p]);
     float lse2[2], dl[2], f[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const bool ok = rows[r] < T;
-        const size_t li = (((size_t)s * sh.B + b) * H + h) * T + (ok ? rows[r] : 0);
-        lse2[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
-        dl[r] = ok ? delta[li] : 0.f;
-        f[r] = (s == 0) ? 1.0f : (ok ? -ca_sigmoid(__bfloat162float(lam_logit[((size_t)b * T + rows[r]) * H + h])) : 0.f);
-    }
+    ca_dq_row_scalars(sh, lse, delta, lam_logit, rows, s, h, b, lse2, dl, f);
     ca_cp_async_wait<1>();
     ca_fence_proxy_async();
     __syncthreads();
@@ -408,15 +360,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
         ca_wg_pin<BK>(dp);
         const int k0 = kt * BK;
         const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
-#pragma unroll
-        for (int j = 0; j < BK / 8; j++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = e >> 1, key = k0 + 8 * j + 2 * tq + (e & 1);
-                float p = exp2f(sc[j][e] * sl2 - lse2[r]);
-                if (mask && (key > rows[r] || key >= T)) p = 0.f;
-                sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);  // dS (natural-log units)
-            }
+        ca_dq_ds<BK>(sc, dp, k0, mask, rows, T, tq, sl2, lse2, dl, f);
         ca_acc_to_a<BK>(dsf, sc);
         ca_wg_wait<0>();        // dS_{kt-1} K_{kt-1} is done: its K/V buffer may be refilled
         ca_wg_pin<DH>(acc);
@@ -487,11 +431,7 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* 
     };
     float pre[NSC];
     auto load_scalars = [&](int i) { ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, h, b); };
-    auto store_scalars = [&](int i) {
-        if (threadIdx.x >= BQ) return;
-#pragma unroll
-        for (int e = 0; e < NSC; e++) Sc[((i & 1) * NSC + e) * BQ + threadIdx.x] = pre[e];
-    };
+    auto store_scalars = [&](int i) { ca_dkdv_store_scalars<NSC, BQ>(Sc, pre, i); };
     ca_wload_tile<DH, BKV, THREADS>(Ks, k + kvoff, kvstride, k0, T);
     ca_wload_tile<DH, BKV, THREADS>(Vs, v + kvoff, kvstride, k0, T);
     stage_tiles(0);
@@ -529,17 +469,7 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* 
             ca_wg_pin<BQ>(dpt);
             ca_wg_pin<BQ>(st);
             float ds[BQ / 8][4];
-#pragma unroll
-            for (int j = 0; j < BQ / 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int c = 8 * j + 2 * tq + (e & 1);
-                    float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
-                    if (mask && q0 + c < keys[e >> 1]) p = 0.f;
-                    const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
-                    st[j][e] = p * fq;                                         // P' = (factor * P)^T, for dV
-                    ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);  // dS^T
-                }
+            ca_dkdv_p_ds<NS, BQ>(st, ds, dpt, sc_, s, q0, keys, mask, tq, sl2);
             uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
             ca_acc_to_a<BQ>(pa, st);
             ca_acc_to_a<BQ>(dsa, ds);
