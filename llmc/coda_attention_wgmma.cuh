@@ -194,9 +194,11 @@ __device__ __forceinline__ void ca_zero_acc(float (*d)[4]) {
 // Runs step(kt, regs, regs_prev, last) for kt = 0 .. nkt-1: the two register sets of the pipelined
 // kernels alternate (regs is formed while the products reading regs_prev may still run), and `last`
 // (std::true_type on the final step) drops the next tile's first product. Each call site is its own
-// compile-time copy, so ptxas sees which registers every product reads.
-template <typename Step, typename Regs>
-__device__ __forceinline__ void ca_wg_pipeline(int nkt, Step&& step, Regs& ra, Regs& rb) {
+// compile-time copy, so ptxas sees which registers every product reads. At the end every product is
+// done: the accumulator acc[NJ][4] may be read and the register sets reused.
+template <typename Step, int KS, int NJ>
+__device__ __forceinline__ void ca_wg_pipeline(int nkt, Step&& step, uint32_t (&ra)[KS][4], uint32_t (&rb)[KS][4],
+                                               float (&acc)[NJ][4]) {
     using Y = std::true_type;
     using N = std::false_type;
     int kt = 0;
@@ -210,6 +212,10 @@ __device__ __forceinline__ void ca_wg_pipeline(int nkt, Step&& step, Regs& ra, R
     } else {
         step(kt, ra, rb, Y{});
     }
+    ca_wg_wait<0>();
+    ca_wg_pin<8 * NJ>(acc);
+    ca_wg_pin_a<KS>(ra);
+    ca_wg_pin_a<KS>(rb);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -290,11 +296,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
         ca_wg_mm_rs<DH, BK, BK>(o, pf, Vs + (kt % ST) * BK * DH);
         ca_wg_commit();
     };
-    ca_wg_pipeline(nkt, step, pfa, pfb);
-    ca_wg_wait<0>();
-    ca_wg_pin<DH>(o);
-    ca_wg_pin_a<BK / 16>(pfa);
-    ca_wg_pin_a<BK / 16>(pfb);
+    ca_wg_pipeline(nkt, step, pfa, pfb, o);
     ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tq, s, h, b);
 }
 
@@ -382,11 +384,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
         ca_wg_mm_rs<DH, BK, BK>(acc, dsf, Ks + (kt % ST) * BK * DH);
         ca_wg_commit();
     };
-    ca_wg_pipeline(nkt, step, dsa, dsb);
-    ca_wg_wait<0>();
-    ca_wg_pin<DH>(acc);
-    ca_wg_pin_a<BK / 16>(dsa);
-    ca_wg_pin_a<BK / 16>(dsb);
+    ca_wg_pipeline(nkt, step, dsa, dsb, acc);
     __syncthreads();  // both warpgroups are done with the K/V tiles the epilogue writes over
     ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, qt, nqt, h, b);
 }
