@@ -14,6 +14,13 @@ typedef enum { ROPE_HALF_SPLIT = 0, ROPE_INTERLEAVED = 1 } RopeLayout;     // HF
 typedef enum { HEAD_NORM_IDENTITY = 0, HEAD_NORM_FULL = 1 } HeadNormMode;  // SPEC §1.5
 typedef enum { WRITE_POLICY_GATED = 0, WRITE_POLICY_NONE = 1 } WritePolicy;
 typedef enum { MEM_INIT_RANDOM_NORMAL = 0, MEM_INIT_ZEROS = 1 } MemInit;     // inference state init (training is always zeros)
+// Which evicted tokens a block write hands to each bank, and in which order (SPEC §3.1, §11.16).
+//   BY_GATE   (default): each bank takes its highest-gated candidates, highest first, ties by
+//             ascending eviction index. What the paper describes.
+//   REFERENCE: the reference's literal order: one top-T list (T = max(Te, Ts)) in PyTorch CUDA top-k
+//             order (gates above the T-th largest in index order, then the ties), each bank taking
+//             its first Te / Ts entries. In fp32 this loses the needle demo's needle (SPEC §3.1).
+typedef enum { CAND_ORDER_BY_GATE = 0, CAND_ORDER_REFERENCE = 1 } CandidateOrder;
 
 typedef struct {
     // ---- architecture (HF config.json names in comments) ----
@@ -58,6 +65,7 @@ typedef struct {
     int exact_refresh_on_hit;
     int exact_candidates_per_block;   // 8
     int summary_candidates_per_block; // 64
+    CandidateOrder candidate_order;   // BY_GATE (the reference's order is a switch)
     float eta_init_logit;           // summary_eta_logit at init (-3)
     int summary_overwrite_on_insert;
     MemInit mem_init;               // inference state init
@@ -83,6 +91,7 @@ static inline ModelConfig config_default(void) {
     c.gate_threshold_exact = 0.10f; c.gate_threshold_summary = 0.05f;
     c.exact_match_threshold = 0.90f; c.exact_novelty_threshold = 0.70f;
     c.exact_refresh_on_hit = 0; c.exact_candidates_per_block = 8; c.summary_candidates_per_block = 64;
+    c.candidate_order = CAND_ORDER_BY_GATE;
     c.eta_init_logit = -3.0f; c.summary_overwrite_on_insert = 1;
     c.mem_init = MEM_INIT_RANDOM_NORMAL; c.mask_unused_memory = 1;
     c.detach_evicted = 1; c.cross_block_grad = 1;

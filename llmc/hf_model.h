@@ -36,10 +36,12 @@ static const char* const HF_ROPE_LAYOUT_NAMES[] = {"half_split", "interleaved", 
 static const char* const HF_HEAD_NORM_NAMES[] = {"identity", "full", NULL};
 static const char* const HF_WRITE_POLICY_NAMES[] = {"gated", "none", NULL};
 static const char* const HF_MEM_INIT_NAMES[] = {"random_normal", "zeros", NULL};
+static const char* const HF_CANDIDATE_ORDER_NAMES[] = {"by_gate", "reference", NULL};
 
 // Enum fields are written through an int: make sure that is their size.
 typedef char hf_enum_is_int_check[(sizeof(RopeLayout) == sizeof(int) && sizeof(HeadNormMode) == sizeof(int) &&
-                                   sizeof(WritePolicy) == sizeof(int) && sizeof(MemInit) == sizeof(int)) ? 1 : -1];
+                                   sizeof(WritePolicy) == sizeof(int) && sizeof(MemInit) == sizeof(int) &&
+                                   sizeof(CandidateOrder) == sizeof(int)) ? 1 : -1];
 
 #define HF_OFF(field) offsetof(ModelConfig, field)
 // Mistral/Llama fields that map one-to-one. head_dim and rope_theta need logic (null / derived /
@@ -82,6 +84,7 @@ static const HfField HF_CODA_FIELDS[] = {
     {"exact_refresh_on_hit", HF_BOOL, HF_OFF(exact_refresh_on_hit), NULL, 0},
     {"exact_candidates_per_block", HF_INT, HF_OFF(exact_candidates_per_block), NULL, 0},
     {"summary_candidates_per_block", HF_INT, HF_OFF(summary_candidates_per_block), NULL, 0},
+    {"candidate_order", HF_ENUM, HF_OFF(candidate_order), HF_CANDIDATE_ORDER_NAMES, 0},
     {"eta_init_logit", HF_FLOAT, HF_OFF(eta_init_logit), NULL, 0},
     {"summary_overwrite_on_insert", HF_BOOL, HF_OFF(summary_overwrite_on_insert), NULL, 0},
     {"mem_init", HF_ENUM, HF_OFF(mem_init), HF_MEM_INIT_NAMES, 0},

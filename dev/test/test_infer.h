@@ -470,6 +470,32 @@ TEST(infer_command_line_and_overrides) {
     test_rmtree(dir);
 }
 
+// The demo's candidate counts (8 exact, 64 summary): the candidate order decides retention (SPEC §3.1,
+// §11.16). coda.c's default hands the needle to the exact bank; the reference's literal order gives
+// the exact bank the 8 oldest background tokens and loses the needle in fp32, as the reference does.
+TEST(infer_needle_candidate_order_decides_retention) {
+    InferTestOneThread one_thread;
+    InferOverrides ov = infer_no_overrides();
+    ov.window = 32; ov.n_exact = 8; ov.n_summary = 8; ov.block_size = 128;  // demo: 8 / 64 candidates
+    ModelConfig c = infer_needle_config(&ov);
+    c.dim = 128; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 32;
+    CHECK(c.exact_candidates_per_block == 8 && c.summary_candidates_per_block == 64 && c.candidate_order == CAND_ORDER_BY_GATE,
+          "defaults %d/%d order %d", c.exact_candidates_per_block, c.summary_candidates_per_block, (int)c.candidate_order);
+    CodaError err;
+    int lengths[] = {256, 1024};
+    for (int i = 0; i < 2; i++) {
+        InferNeedle r;
+        c.candidate_order = CAND_ORDER_BY_GATE;
+        CHECK(infer_needle(&c, lengths[i], 40, 5.0, 11, &r, &err) == 0, "%s", err.msg);
+        CHECK(r.retained && r.where == 2 && r.slot_src == 40 && r.exact_used == 1, "by_gate, length %d: retained %d where %d src %lld used %d",
+              lengths[i], r.retained, r.where, (long long)r.slot_src, r.exact_used);
+        c.candidate_order = CAND_ORDER_REFERENCE;
+        CHECK(infer_needle(&c, lengths[i], 40, 5.0, 11, &r, &err) == 0, "%s", err.msg);
+        CHECK(!r.retained && r.exact_used == 0, "reference order, length %d: retained %d (cos %.6f), exact used %d", lengths[i], r.retained,
+              r.best_cos, r.exact_used);
+    }
+}
+
 TEST(infer_needle_retained_by_ring_and_exact_bank) {
     InferTestOneThread one_thread;
     // PROTOCOL §4's synthetic needle test, scaled down (D=128, W=32, Me=Ms=8, block 64). The exact and

@@ -431,7 +431,7 @@ static ModelConfig io_tiny_config(void) {
     c.lambda_init_bias = -5.5f; c.window = 64; c.n_exact = 16; c.n_summary = 8; c.block_size = 32;
     c.write_policy = WRITE_POLICY_NONE; c.write_gate_init_bias = -1.5f; c.gate_threshold_exact = 0.2f;
     c.gate_threshold_summary = 0.07f; c.exact_match_threshold = 0.85f; c.exact_novelty_threshold = 0.6f;
-    c.exact_refresh_on_hit = 1; c.exact_candidates_per_block = 4; c.summary_candidates_per_block = 32;
+    c.exact_refresh_on_hit = 1; c.exact_candidates_per_block = 4; c.summary_candidates_per_block = 32; c.candidate_order = CAND_ORDER_REFERENCE;
     c.eta_init_logit = -2.5f; c.summary_overwrite_on_insert = 0; c.mem_init = MEM_INIT_ZEROS;
     c.mask_unused_memory = 0; c.detach_evicted = 0; c.cross_block_grad = 0;
     return c;
@@ -446,7 +446,7 @@ static void io_check_config_equal(const ModelConfig* a, const ModelConfig* b) {
     SAME(head_norm); SAME(head_norm_eps); SAME(theta_init); SAME(lambda_init_bias); SAME(window); SAME(n_exact);
     SAME(n_summary); SAME(block_size); SAME(write_policy); SAME(write_gate_init_bias); SAME(gate_threshold_exact);
     SAME(gate_threshold_summary); SAME(exact_match_threshold); SAME(exact_novelty_threshold); SAME(exact_refresh_on_hit);
-    SAME(exact_candidates_per_block); SAME(summary_candidates_per_block); SAME(eta_init_logit);
+    SAME(exact_candidates_per_block); SAME(summary_candidates_per_block); SAME(candidate_order); SAME(eta_init_logit);
     SAME(summary_overwrite_on_insert); SAME(mem_init); SAME(mask_unused_memory); SAME(detach_evicted); SAME(cross_block_grad);
 #undef SAME
 }
@@ -458,7 +458,7 @@ TEST(hf_config_round_trip_keeps_every_coda_option) {
     ModelConfig c = io_tiny_config(), back;
     memset(&back, 0, sizeof(back));
     CodaError err;
-    CHECK(HF_N_CODA_FIELDS == 28, "every CoDA option of ModelConfig has a row (%d)", HF_N_CODA_FIELDS);
+    CHECK(HF_N_CODA_FIELDS == 29, "every CoDA option of ModelConfig has a row (%d)", HF_N_CODA_FIELDS);
     CHECK(config_write_hf_dtype(path, &c, DT_F32, &err) == 0, "%s", err.msg);
     CHECK(config_read_hf(path, &back, &err) == 0, "%s", err.msg);
     io_check_config_equal(&c, &back);

@@ -1444,3 +1444,25 @@ TEST(spec_extra_exact_bank_lru) {
     sr_states_free(st, 1);
     sr_free(&M);
 }
+
+// SPEC §3.1 / §11.16: the two candidate orders on one list of gates with ties. by_gate: the T highest
+// gates, highest first, ties by ascending index; reference: gates above the T-th largest in index
+// order, then the ties in index order.
+TEST(spec_candidate_orders) {
+    const float gates[] = {0.2f, 0.9f, 0.5f, 0.5f, 0.1f, 0.9f, 0.5f, 0.3f};
+    ModelConfig c = config_default();
+    int out[8];
+    topk_candidates_f32(&c, gates, 8, 5, out);
+    const int by_gate[5] = {1, 5, 2, 3, 6};
+    for (int i = 0; i < 5; i++) CHECK(out[i] == by_gate[i], "by_gate[%d] = %d, want %d", i, out[i], by_gate[i]);
+    topk_candidates_f32(&c, gates, 8, 2, out);
+    CHECK(out[0] == 1 && out[1] == 5, "by_gate top-2: %d %d", out[0], out[1]);
+    topk_candidates_f32(&c, gates, 8, 8, out);
+    CHECK(out[5] == 7 && out[6] == 0 && out[7] == 4, "by_gate all: ... %d %d %d", out[5], out[6], out[7]);
+    c.candidate_order = CAND_ORDER_REFERENCE;
+    topk_candidates_f32(&c, gates, 8, 4, out);  // v* = 0.5: {1, 5} above it, then ties 2, 3
+    CHECK(out[0] == 1 && out[1] == 5 && out[2] == 2 && out[3] == 3, "reference: %d %d %d %d", out[0], out[1], out[2], out[3]);
+    topk_candidates_f32(&c, gates, 8, 6, out);  // v* = 0.3: above in index order, then the tie 7
+    const int ref6[6] = {1, 2, 3, 5, 6, 7};
+    for (int i = 0; i < 6; i++) CHECK(out[i] == ref6[i], "reference top-6 [%d] = %d, want %d", i, out[i], ref6[i]);
+}

@@ -261,9 +261,10 @@ static void FN(summary_update_block)(FN(BankState)* st, const ModelConfig* c, co
     free(route); free(w); free(cnt); free(sk); free(sv);
 }
 
-// Canonical candidate order (SPEC §3.1, PyTorch CUDA top-k): with v* the T-th largest gate, all tokens
-// with gate > v* in ascending index, then tokens with gate == v* in ascending index until T are taken.
-static void FN(topk_candidates)(const REAL* gates, int n, int T, int* out) {
+// The reference's candidate list (SPEC §3.1, PyTorch CUDA top-k): with v* the T-th largest gate, all
+// tokens with gate > v* in ascending index, then tokens with gate == v* in ascending index until T are
+// taken. Each bank takes a prefix of this one list.
+static void FN(topk_reference_order)(const REAL* gates, int n, int T, int* out) {
     REAL* sorted = (REAL*)coda_malloc_or_die(sizeof(REAL) * n, "top-k scratch");
     memcpy(sorted, gates, sizeof(REAL) * n);
     for (int i = 1; i < n; i++) {  // descending insertion sort: n <= W + block
@@ -277,6 +278,23 @@ static void FN(topk_candidates)(const REAL* gates, int n, int T, int* out) {
     for (int i = 0; i < n && k < T; i++) if (gates[i] > vstar) out[k++] = i;
     for (int i = 0; i < n && k < T; i++) if (gates[i] == vstar) out[k++] = i;
     free(sorted);
+}
+
+// coda.c's default order (CAND_ORDER_BY_GATE): the T highest gates, highest first, ties by ascending
+// index. Every prefix of this list is a bank's highest-gated candidates.
+static void FN(topk_by_gate)(const REAL* gates, int n, int T, int* out) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {  // insertion into the sorted prefix out[0..k): stable, so ties keep index order
+        if (k == T && !(gates[i] > gates[out[T - 1]])) continue;
+        int j = k < T ? k++ : T - 1;
+        while (j > 0 && gates[i] > gates[out[j - 1]]) { out[j] = out[j - 1]; j--; }
+        out[j] = i;
+    }
+}
+
+static void FN(topk_candidates)(const ModelConfig* c, const REAL* gates, int n, int T, int* out) {
+    if (c->candidate_order == CAND_ORDER_REFERENCE) FN(topk_reference_order)(gates, n, T, out);
+    else FN(topk_by_gate)(gates, n, T, out);
 }
 
 // Token values held constant for a finite-difference check of a detached gradient: candidates read
@@ -317,7 +335,7 @@ static void FN(bank_write_block)(FN(BankState)* st, const ModelConfig* c, const 
         int T = Te > Ts ? Te : Ts;
         if (T > 0) {
             int* idx = (int*)coda_malloc_or_die(sizeof(int) * T, "candidates");
-            FN(topk_candidates)(cg, evict, T, idx);
+            FN(topk_candidates)(c, cg, evict, T, idx);
             FN(Evicted)* cand = (FN(Evicted)*)coda_malloc_or_die(sizeof(FN(Evicted)) * T, "candidates");
             for (int i = 0; i < T; i++) {
                 cand[i].pos = first_pos + idx[i];
