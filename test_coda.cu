@@ -1,26 +1,16 @@
-// test_coda.cu — the test suite. CPU tests (the reference model, banks, file formats, tokenizer,
-// data) always run; GPU tests run only when a CUDA device is present and are reported as SKIPPED
-// otherwise. Usage: ./test_coda [name-filter]. Ends with "N passed, M failed, K skipped".
+// test_coda.cu — the GPU test suite (nvcc): kernels, attention, the whole GPU model, checkpoints.
+// GPU tests run only when a CUDA device is present and are reported as SKIPPED otherwise; the CPU
+// tests live in test_cpu.cpp (host compiler only). `make test` runs both. Usage: ./test_coda
+// [name-filter]. Ends with "N passed, M failed, K skipped".
 #include <cuda_runtime.h>
 #include "dev/test/harness.h"
-#include "dev/test/test_config.h"
-#include "dev/test/test_cpu_model.h"
-#include "dev/test/test_spec_reference.h"
-#include "dev/test/test_io.h"
-#include "dev/test/test_data.h"
-#include "dev/test/test_tokenizer.h"
+// GPU test files, one #include each (new ones go at the end of this list).
 #include "dev/test/test_gpu_kernels.cuh"
 #include "dev/test/test_gpu_attention.cuh"
 // The trainer's own functions (checkpoints, resume) are tested through its source.
 #define TESTING
 #include "train_coda.cu"
 #include "dev/test/test_gpu_model.cuh"
-// infer_coda.cu's evaluation, generation and state-file functions (its main() is left out).
-#ifndef TESTING
-#define TESTING
-#endif
-#include "infer_coda.cu"
-#include "dev/test/test_infer.h"
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
 static int gpu_available(char* reason, size_t len) {

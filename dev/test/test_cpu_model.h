@@ -4,6 +4,7 @@
 // deterministic decisions), plus a tiny training run whose loss falls.
 #pragma once
 #include "../../llmc/cpu/reference.h"
+#include "model_helpers.h"
 
 // A tiny model: 2 layers, D=16, H=4 query heads over 2 KV heads of Dh=8 (head_dim != D/H on purpose).
 static ModelConfig tiny_config(int differential, int bounded) {
@@ -16,27 +17,6 @@ static ModelConfig tiny_config(int differential, int bounded) {
     c.window = 4; c.n_exact = 3; c.n_summary = 2; c.block_size = 4;
     c.exact_candidates_per_block = 8; c.summary_candidates_per_block = 64;
     return c;
-}
-
-// Moves every parameter off its init value (norm weights off 1, theta off 0, write gate weights
-// non-zero, ...) so that every gradient path is exercised with generic values.
-#define DEFINE_PERTURB(SFX, T)                                                          \
-    static void perturb_params##SFX(Model##SFX* m, uint64_t seed, double scale) {      \
-        Rng r;                                                                          \
-        rng_seed(&r, seed);                                                             \
-        for (int i = 0; i < m->table.n; i++) {                                          \
-            const ParamTensor* t = &m->table.tensors[i];                                \
-            double s = t->ndim == 1 || t->kind == PK_THETA || t->kind == PK_WRITE_W ? scale : scale * 0.1; \
-            for (size_t j = 0; j < t->numel; j++) m->params[t->offset + j] += (T)(s * rng_normal(&r)); \
-        }                                                                               \
-    }
-DEFINE_PERTURB(_f32, float)
-DEFINE_PERTURB(_f64, double)
-
-static void random_tokens(int* tok, int n, int V, uint64_t seed) {
-    Rng r;
-    rng_seed(&r, seed);
-    for (int i = 0; i < n; i++) tok[i] = (int)rng_below(&r, (uint64_t)V);
 }
 
 // A hash of every discrete decision the bounded layers took (slot sources, masks, candidate routes,

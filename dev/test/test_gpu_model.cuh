@@ -5,6 +5,7 @@
 // Needs train_coda.cu compiled with TESTING (test_coda.cu includes it).
 #pragma once
 #include "../../llmc/cpu/reference.h"
+#include "model_helpers.h"
 
 #if defined(ENABLE_FP32)
 static const double GPU_REL_TOL = 2e-4, GPU_LOSS_TOL = 1e-5;

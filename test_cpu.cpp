@@ -1,0 +1,21 @@
+// test_cpu.cpp — the CPU test suite, built by the host compiler alone (no CUDA needed to build or run
+// it): the reference model, banks, file formats, tokenizer, data, and the library code behind the
+// programs. Usage: ./test_cpu [name-filter]. Ends with "N passed, M failed, K skipped".
+// `make test` runs it and test_coda (the GPU tests); `make test-asan` runs it under ASan + UBSan.
+#include "dev/test/harness.h"
+#include "dev/test/test_config.h"
+#include "dev/test/test_cpu_model.h"
+#include "dev/test/test_spec_reference.h"
+#include "dev/test/test_io.h"
+#include "dev/test/test_data.h"
+#include "dev/test/test_tokenizer.h"
+// infer_coda.cu's evaluation, generation and state-file functions (its main() is left out).
+#define TESTING
+#include "infer_coda.cu"
+#include "dev/test/test_infer.h"
+
+int main(int argc, char** argv) {
+    const char* filter = argc > 1 ? argv[1] : NULL;
+    int failed = run_tests(filter, 0, "test_cpu holds no GPU tests");
+    return failed ? 1 : 0;
+}
