@@ -1,5 +1,5 @@
-// test_infer.h — infer_coda.cu's evaluation, generation and state-file functions on tiny models
-// written to a temporary HF directory (CPU only, well under a second each):
+// test_infer.h — the inference library (llmc/ppl.h, session.h, sampling.h, state_file.h, needle.h,
+// overrides.h) on tiny models written to a temporary HF directory (CPU only, well under a second each):
 //   * sliding window with stride == ctx is chunked evaluation (unbounded and bounded), stride < ctx
 //     scores every token exactly once;
 //   * bounded chunked PPL == unbounded chunked PPL when ctx <= W (and differs when ctx > W);
@@ -11,11 +11,15 @@
 //   * command-line parsing and overrides;
 //   * the synthetic needle test: retained in the ring, then in the exact bank; a background-gated
 //     "needle" is not (negative control).
-// test_coda.cu includes infer_coda.cu (with TESTING defined) before this file.
 #pragma once
 #include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "../../llmc/needle.h"
+#include "../../llmc/overrides.h"
+#include "../../llmc/ppl.h"
+#include "../../llmc/session.h"
+#include "../../llmc/state_file.h"
 #include "test_cpu_model.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -48,10 +52,10 @@ static void infer_test_write_model(const char* dir, const ModelConfig* c, uint64
     model_free_f32(&m);
 }
 
-static void infer_test_load(const char* dir, const InferOverrides* ov, Model_f32* m) {
+static void infer_test_load(const char* dir, const ConfigOverrides* ov, Model_f32* m) {
     CodaError err;
-    if (infer_load_model(dir, ov, m, NULL, &err) != 0) {
-        fprintf(stderr, "    infer_load_model: %s\n", err.msg);
+    if (reference_load_dir(dir, ov, m, NULL, &err) != 0) {
+        fprintf(stderr, "    reference_load_dir: %s\n", err.msg);
         exit(2);
     }
 }
@@ -72,31 +76,34 @@ TEST(infer_sliding_stride_equal_ctx_is_chunked) {
     int N = 36, ctx = 12, tok[36];
     random_tokens(tok, N, c.vocab_size, 102);
     for (int bounded = 0; bounded <= 1; bounded++) {
-        InferOverrides ov = infer_no_overrides();
+        ConfigOverrides ov = overrides_none();
         ov.bounded = bounded;
         Model_f32 m;
         infer_test_load(dir, &ov, &m);
-        InferPpl s, k, s4;
+        CpuScorer cs;
+        PplScorer sc_m = cpu_scorer(&cs, &m, 7);
+        PplResult s, k, s4;
         CodaError err;
-        CHECK(infer_ppl_sliding(&m, tok, N, ctx, ctx, 7, &s, &err) == 0, "%s", err.msg);
-        CHECK(infer_ppl_chunked(&m, tok, N, ctx, 0, 7, &k, &err) == 0, "%s", err.msg);
+        CHECK(ppl_sliding(&sc_m, tok, N, ctx, ctx, &s, &err) == 0, "%s", err.msg);
+        CHECK(ppl_chunked(&sc_m, tok, N, ctx, 0, &k, &err) == 0, "%s", err.msg);
         CHECK(s.n_scored == 3 * (ctx - 1) && k.n_scored == s.n_scored, "bounded=%d scored %lld vs %lld", bounded, (long long)s.n_scored,
               (long long)k.n_scored);
         CHECK(s.n_forwards == 3 && k.n_forwards == 3, "windows %d chunks %d", s.n_forwards, k.n_forwards);
         CHECK_CLOSE(s.nll_sum, k.nll_sum, 0.0, 1e-12);
         // stride < ctx: every token from index 1 on is scored exactly once, with more context
-        CHECK(infer_ppl_sliding(&m, tok, N, ctx, 4, 7, &s4, &err) == 0, "%s", err.msg);
+        CHECK(ppl_sliding(&sc_m, tok, N, ctx, 4, &s4, &err) == 0, "%s", err.msg);
         CHECK(s4.n_scored == N - 1, "stride 4: scored %lld of %d", (long long)s4.n_scored, N - 1);
-        CHECK(fabs(infer_ppl_mean(&s4) - infer_ppl_mean(&k)) > 1e-6, "more context must change the mean NLL");
+        CHECK(fabs(ppl_mean_nll(&s4) - ppl_mean_nll(&k)) > 1e-6, "more context must change the mean NLL");
         // argument errors
-        CHECK(infer_ppl_sliding(&m, tok, N, ctx, ctx + 1, 7, &s, &err) != 0 && strstr(err.msg, "--stride"), "stride > ctx refused");
-        CHECK(infer_ppl_chunked(&m, tok, 5, ctx, 0, 7, &k, &err) != 0 && strstr(err.msg, "fewer than one full chunk"), "%s", err.msg);
+        CHECK(ppl_sliding(&sc_m, tok, N, ctx, ctx + 1, &s, &err) != 0 && strstr(err.msg, "--stride"), "stride > ctx refused");
+        CHECK(ppl_chunked(&sc_m, tok, 5, ctx, 0, &k, &err) != 0 && strstr(err.msg, "fewer than one full chunk"), "%s", err.msg);
         // --partial-chunk 1 (§3.2a) keeps the last partial chunk: 40 tokens = 3 chunks + 4 tokens (3 targets)
         int tok40[40];
         random_tokens(tok40, 40, c.vocab_size, 103);
-        CHECK(infer_ppl_chunked(&m, tok40, 40, ctx, 1, 7, &k, &err) == 0 && k.n_scored == 3 * 11 + 3, "partial: %lld",
+        CHECK(ppl_chunked(&sc_m, tok40, 40, ctx, 1, &k, &err) == 0 && k.n_scored == 3 * 11 + 3, "partial: %lld",
               (long long)k.n_scored);
-        CHECK(infer_ppl_chunked(&m, tok40, 40, ctx, 0, 7, &k, &err) == 0 && k.n_scored == 3 * 11, "full only: %lld", (long long)k.n_scored);
+        CHECK(ppl_chunked(&sc_m, tok40, 40, ctx, 0, &k, &err) == 0 && k.n_scored == 3 * 11, "full only: %lld", (long long)k.n_scored);
+        cpu_scorer_free(&cs);
         model_free_f32(&m);
     }
     test_rmtree(dir);
@@ -111,30 +118,32 @@ TEST(infer_bounded_chunked_equals_unbounded_when_ctx_le_window) {
     infer_test_write_model(dir, &c, 201);
     int N = 64, tok[64];
     random_tokens(tok, N, c.vocab_size, 202);
-    InferOverrides ub = infer_no_overrides();
+    ConfigOverrides ub = overrides_none();
     ub.bounded = 0;  // the same checkpoint, unbounded (its write_proj / eta tensors are unused)
     Model_f32 mb, mu;
     infer_test_load(dir, NULL, &mb);
     infer_test_load(dir, &ub, &mu);
     CHECK(mb.cfg.bounded == 1 && mu.cfg.bounded == 0, "override");
+    CpuScorer csb, csu;
+    PplScorer sc_mb = cpu_scorer(&csb, &mb, 3), sc_mu = cpu_scorer(&csu, &mu, 3);
     CodaError err;
     for (int mem = 0; mem < 2; mem++) {
         mb.cfg.mem_init = mem ? MEM_INIT_ZEROS : MEM_INIT_RANDOM_NORMAL;  // never attended: must not matter
-        InferPpl b, u;
-        CHECK(infer_ppl_chunked(&mb, tok, N, 16, 0, 3, &b, &err) == 0, "%s", err.msg);
-        CHECK(infer_ppl_chunked(&mu, tok, N, 16, 0, 3, &u, &err) == 0, "%s", err.msg);
+        PplResult b, u;
+        CHECK(ppl_chunked(&sc_mb, tok, N, 16, 0, &b, &err) == 0, "%s", err.msg);
+        CHECK(ppl_chunked(&sc_mu, tok, N, 16, 0, &u, &err) == 0, "%s", err.msg);
         CHECK(b.n_scored == u.n_scored && b.n_scored == 4 * 15, "scored %lld vs %lld", (long long)b.n_scored, (long long)u.n_scored);
         CHECK_CLOSE(b.nll_sum, u.nll_sum, 0.0, 1e-6);
     }
     // ctx > W: tokens are evicted inside a chunk and the two differ (the property above is not vacuous)
-    InferPpl b, u;
-    CHECK(infer_ppl_chunked(&mb, tok, N, 32, 0, 3, &b, &err) == 0, "%s", err.msg);
-    CHECK(infer_ppl_chunked(&mu, tok, N, 32, 0, 3, &u, &err) == 0, "%s", err.msg);
+    PplResult b, u;
+    CHECK(ppl_chunked(&sc_mb, tok, N, 32, 0, &b, &err) == 0, "%s", err.msg);
+    CHECK(ppl_chunked(&sc_mu, tok, N, 32, 0, &u, &err) == 0, "%s", err.msg);
     CHECK(fabs(b.nll_sum - u.nll_sum) > 1e-5 * fabs(u.nll_sum), "ctx 32 > W 16: %.9g vs %.9g", b.nll_sum, u.nll_sum);
     // with zero-initialised banks the inference path (persistent states, reset per chunk) is the
     // training forward (a fresh zero state per row), evictions and all
     mb.cfg.mem_init = MEM_INIT_ZEROS;
-    CHECK(infer_ppl_chunked(&mb, tok, N, 32, 0, 3, &b, &err) == 0, "%s", err.msg);
+    CHECK(ppl_chunked(&sc_mb, tok, N, 32, 0, &b, &err) == 0, "%s", err.msg);
     double train_sum = 0;
     int targets[32];
     for (int k = 0; k < 2; k++) {
@@ -142,6 +151,8 @@ TEST(infer_bounded_chunked_equals_unbounded_when_ctx_le_window) {
         train_sum += model_forward_f32(&mb, tok + 32 * k, targets, 1, 32, NULL) * 31;
     }
     CHECK_CLOSE(b.nll_sum, train_sum, 0.0, 1e-5);
+    cpu_scorer_free(&csb);
+    cpu_scorer_free(&csu);
     model_free_f32(&mb);
     model_free_f32(&mu);
     test_rmtree(dir);
@@ -157,10 +168,12 @@ TEST(infer_streaming_carries_one_state_across_chunks) {
     random_tokens(tok, N, c.vocab_size, 302);
     Model_f32 m;
     infer_test_load(dir, NULL, &m);
+    CpuScorer cs;
+    PplScorer sc_m = cpu_scorer(&cs, &m, 5);
     CodaError err;
-    InferPpl st, ck;
-    BankState_f32* fin = NULL;
-    CHECK(infer_ppl_streaming(&m, tok, N, chunk, 5, &st, &fin, &err) == 0, "%s", err.msg);
+    PplResult st, ck;
+    CHECK(ppl_streaming(&sc_m, tok, N, chunk, &st, &err) == 0, "%s", err.msg);
+    const BankState_f32* fin = cs.states;  // the final state stays in the scorer
     // 5 full chunks of 7 targets + a last chunk of 2 tokens (1 target)
     CHECK(st.n_scored == 5 * 7 + 1 && st.n_forwards == 6, "scored %lld in %d chunks", (long long)st.n_scored, st.n_forwards);
     CHECK(fin && fin[0].pos == N && fin[1].pos == N, "positions accumulate: %lld", fin ? (long long)fin[0].pos : -1LL);
@@ -168,11 +181,10 @@ TEST(infer_streaming_carries_one_state_across_chunks) {
     for (int l = 0; fin && l < c.n_layers; l++)
         for (int k = c.window; k < config_state_slots(&c); k++) bank_used += fin[l].allowed[k];
     CHECK(bank_used > 0, "the banks were written (the state carries more than the ring)");
-    infer_states_free(fin, &m.cfg);
     // One whole-text prefill from the same empty state, scoring the same targets, is the same
     // computation when the chunk is a multiple of the block (same block boundaries).
-    BankState_f32* one = infer_states_alloc(&m.cfg);
-    infer_states_reset(one, &m.cfg, 5);
+    BankState_f32* one = layer_states_alloc(&m.cfg);
+    layer_states_reset(one, &m.cfg, 5);
     int targets[42];
     for (int i = 0; i < N; i++) targets[i] = (i + 1 < N && (i + 1) % chunk != 0) ? tok[i + 1] : -1;
     model_forward_f32(&m, tok, targets, 1, N, one);
@@ -181,24 +193,27 @@ TEST(infer_streaming_carries_one_state_across_chunks) {
     for (int i = 0; i < N; i++) if (targets[i] >= 0) { whole += m.losses[i]; n_whole++; }
     CHECK(n_whole == st.n_scored, "%lld vs %lld", (long long)n_whole, (long long)st.n_scored);
     CHECK_CLOSE(st.nll_sum, whole, 0.0, 1e-5);
-    infer_states_free(one, &m.cfg);
+    layer_states_free(one, &m.cfg);
     // Chunked with a reset per chunk scores the same targets of the first 5 chunks but each from an
     // empty state: once the text exceeds W the results differ.
-    InferPpl st40;
-    CHECK(infer_ppl_streaming(&m, tok, 40, chunk, 5, &st40, NULL, &err) == 0, "%s", err.msg);
-    CHECK(infer_ppl_chunked(&m, tok, 40, chunk, 0, 5, &ck, &err) == 0, "%s", err.msg);
+    PplResult st40;
+    CHECK(ppl_streaming(&sc_m, tok, 40, chunk, &st40, &err) == 0, "%s", err.msg);
+    CHECK(ppl_chunked(&sc_m, tok, 40, chunk, 0, &ck, &err) == 0, "%s", err.msg);
     CHECK(ck.n_scored == st40.n_scored && ck.n_scored == 35, "%lld vs %lld", (long long)ck.n_scored, (long long)st40.n_scored);
     CHECK(fabs(ck.nll_sum - st40.nll_sum) > 1e-4 * fabs(ck.nll_sum), "streaming %.9g vs chunked %.9g", st40.nll_sum, ck.nll_sum);
     // ... and on a text that fits one chunk they are the same thing
-    CHECK(infer_ppl_streaming(&m, tok, chunk, chunk, 5, &st40, NULL, &err) == 0, "%s", err.msg);
-    CHECK(infer_ppl_chunked(&m, tok, chunk, chunk, 0, 5, &ck, &err) == 0, "%s", err.msg);
+    CHECK(ppl_streaming(&sc_m, tok, chunk, chunk, &st40, &err) == 0, "%s", err.msg);
+    CHECK(ppl_chunked(&sc_m, tok, chunk, chunk, 0, &ck, &err) == 0, "%s", err.msg);
     CHECK(st40.nll_sum == ck.nll_sum && st40.n_scored == ck.n_scored, "single chunk: %.9g vs %.9g", st40.nll_sum, ck.nll_sum);
+    cpu_scorer_free(&cs);
     model_free_f32(&m);
     // an unbounded model has no state to stream
-    InferOverrides ub = infer_no_overrides();
+    ConfigOverrides ub = overrides_none();
     ub.bounded = 0;
     infer_test_load(dir, &ub, &m);
-    CHECK(infer_ppl_streaming(&m, tok, N, chunk, 5, &st, NULL, &err) != 0 && strstr(err.msg, "bounded"), "unbounded refused");
+    sc_m = cpu_scorer(&cs, &m, 5);
+    CHECK(ppl_streaming(&sc_m, tok, N, chunk, &st, &err) != 0 && strstr(err.msg, "bounded"), "unbounded refused");
+    cpu_scorer_free(&cs);
     model_free_f32(&m);
     test_rmtree(dir);
 }
@@ -225,37 +240,37 @@ TEST(infer_state_save_load_continues_generation_exactly) {
     int prompt[9];
     random_tokens(prompt, 9, c.vocab_size, 402);
     const int total = 30, first = 11;
-    InferSampling modes[2] = {{0.0, 1.0}, {0.9, 0.95}};
+    Sampling modes[2] = {{0.0, 1.0}, {0.9, 0.95}};
     for (int mi = 0; mi < 2; mi++) {
         CodaError err;
         // uninterrupted
         Model_f32 m;
         infer_test_load(dir, NULL, &m);
-        InferSession a;
-        infer_session_init(&a, &m, 17);
+        Session a;
+        session_init(&a, &m, 17);
         int ref[30], n = 0;
-        CHECK(infer_session_prefill(&a, prompt, 9, &err) == 0, "%s", err.msg);
-        CHECK(infer_generate(&a, total, &modes[mi], -1, ref, NULL, NULL, &n, &err) == 0 && n == total, "%s", err.msg);
+        CHECK(session_prefill(&a, prompt, 9, &err) == 0, "%s", err.msg);
+        CHECK(session_generate(&a, total, &modes[mi], -1, ref, NULL, NULL, &n, &err) == 0 && n == total, "%s", err.msg);
         int distinct = 0;
         for (int i = 0; i < total; i++) distinct += i == 0 || ref[i] != ref[i - 1];
         CHECK(distinct > 1, "mode %d: the generated tokens vary (%d runs)", mi, distinct);
         // interrupted: generate `first`, save, free everything
-        InferSession b;
-        infer_session_init(&b, &m, 17);
+        Session b;
+        session_init(&b, &m, 17);
         int got[30];
-        CHECK(infer_session_prefill(&b, prompt, 9, &err) == 0, "%s", err.msg);
-        CHECK(infer_generate(&b, first, &modes[mi], -1, got, NULL, NULL, &n, &err) == 0 && n == first, "%s", err.msg);
-        CHECK(infer_state_save(state, &b, &err) == 0, "%s", err.msg);
+        CHECK(session_prefill(&b, prompt, 9, &err) == 0, "%s", err.msg);
+        CHECK(session_generate(&b, first, &modes[mi], -1, got, NULL, NULL, &n, &err) == 0 && n == first, "%s", err.msg);
+        CHECK(state_file_save(state, &b, &err) == 0, "%s", err.msg);
         CHECK(b.states[0].pos == 9 + first, "every generated token is in the state: pos %lld", (long long)b.states[0].pos);
-        infer_session_free(&b);
+        session_free(&b);
         // resume in a fresh model and session (other mem-init seed: the loaded state replaces it)
         Model_f32 m2;
         infer_test_load(dir, NULL, &m2);
-        InferSession r;
-        infer_session_init(&r, &m2, 999);
-        CHECK(infer_state_load(state, &r, 0, &err) == 0, "%s", err.msg);
+        Session r;
+        session_init(&r, &m2, 999);
+        CHECK(state_file_load(state, &r, 0, &err) == 0, "%s", err.msg);
         CHECK(r.n_fed == 9 + first && r.has_logits, "fed %lld", (long long)r.n_fed);
-        CHECK(infer_generate(&r, total - first, &modes[mi], -1, got + first, NULL, NULL, &n, &err) == 0 && n == total - first, "%s", err.msg);
+        CHECK(session_generate(&r, total - first, &modes[mi], -1, got + first, NULL, NULL, &n, &err) == 0 && n == total - first, "%s", err.msg);
         int same = 1;
         for (int i = 0; i < total; i++) same &= got[i] == ref[i];
         CHECK(same, "mode %d: resumed generation differs from the uninterrupted one", mi);
@@ -263,8 +278,8 @@ TEST(infer_state_save_load_continues_generation_exactly) {
         int bank_used = 0;
         for (int k = c.window; k < config_state_slots(&c); k++) bank_used += r.states[0].allowed[k];
         CHECK(bank_used > 0 && r.states[0].pos > c.window + c.n_exact + c.n_summary, "evictions into the banks happened");
-        infer_session_free(&a);
-        infer_session_free(&r);
+        session_free(&a);
+        session_free(&r);
         model_free_f32(&m);
         model_free_f32(&m2);
     }
@@ -278,40 +293,40 @@ TEST(infer_unbounded_generation_matches_bounded_decode_before_evictions) {
     ModelConfig c = infer_test_config(1);
     c.window = 32; c.block_size = 3;
     infer_test_write_model(dir, &c, 501);
-    InferOverrides ub = infer_no_overrides();
+    ConfigOverrides ub = overrides_none();
     ub.bounded = 0;
     Model_f32 mb, mu;
     infer_test_load(dir, NULL, &mb);
     infer_test_load(dir, &ub, &mu);
     int prompt[7], gb[16], gu[16], gp[16], nb, nu, np;
     random_tokens(prompt, 7, c.vocab_size, 502);
-    InferSampling greedy = {0.0, 1.0}, tiny_p = {1.0, 1e-6};
-    InferSession sb, su, sp;
+    Sampling greedy = {0.0, 1.0}, tiny_p = {1.0, 1e-6};
+    Session sb, su, sp;
     CodaError err;
-    infer_session_init(&sb, &mb, 1);
-    infer_session_init(&su, &mu, 1);
-    infer_session_init(&sp, &mb, 1);
-    CHECK(infer_session_prefill(&sb, prompt, 7, &err) == 0 && infer_session_prefill(&su, prompt, 7, &err) == 0 &&
-              infer_session_prefill(&sp, prompt, 7, &err) == 0, "%s", err.msg);
-    CHECK(infer_generate(&sb, 16, &greedy, -1, gb, NULL, NULL, &nb, &err) == 0, "%s", err.msg);
-    CHECK(infer_generate(&su, 16, &greedy, -1, gu, NULL, NULL, &nu, &err) == 0, "%s", err.msg);
-    CHECK(infer_generate(&sp, 16, &tiny_p, -1, gp, NULL, NULL, &np, &err) == 0, "%s", err.msg);
+    session_init(&sb, &mb, 1);
+    session_init(&su, &mu, 1);
+    session_init(&sp, &mb, 1);
+    CHECK(session_prefill(&sb, prompt, 7, &err) == 0 && session_prefill(&su, prompt, 7, &err) == 0 &&
+              session_prefill(&sp, prompt, 7, &err) == 0, "%s", err.msg);
+    CHECK(session_generate(&sb, 16, &greedy, -1, gb, NULL, NULL, &nb, &err) == 0, "%s", err.msg);
+    CHECK(session_generate(&su, 16, &greedy, -1, gu, NULL, NULL, &nu, &err) == 0, "%s", err.msg);
+    CHECK(session_generate(&sp, 16, &tiny_p, -1, gp, NULL, NULL, &np, &err) == 0, "%s", err.msg);
     int same = nb == 16 && nu == 16 && np == 16;
     for (int i = 0; i < 16 && same; i++) same = gb[i] == gu[i] && gp[i] == gb[i];
     CHECK(same, "bounded decode (7 + 16 <= W=32), unbounded re-forward and top-p 1e-6 sampling agree");
     CHECK(su.n_ctx == 7 + 15, "unbounded context: %lld", (long long)su.n_ctx);
     CodaError e2;
-    CHECK(infer_state_save("/tmp/never_written", &su, &e2) != 0 && strstr(e2.msg, "unbounded"), "unbounded state save refused");
+    CHECK(state_file_save("/tmp/never_written", &su, &e2) != 0 && strstr(e2.msg, "unbounded"), "unbounded state save refused");
     // stop at EOS: make the first greedy token the EOS id
-    InferSession se;
-    infer_session_init(&se, &mb, 1);
-    CHECK(infer_session_prefill(&se, prompt, 7, &err) == 0, "%s", err.msg);
+    Session se;
+    session_init(&se, &mb, 1);
+    CHECK(session_prefill(&se, prompt, 7, &err) == 0, "%s", err.msg);
     int ge[16], ne;
-    CHECK(infer_generate(&se, 16, &greedy, gb[0], ge, NULL, NULL, &ne, &err) == 0 && ne == 1 && ge[0] == gb[0], "stopped after EOS: %d", ne);
-    infer_session_free(&se);
-    infer_session_free(&sb);
-    infer_session_free(&su);
-    infer_session_free(&sp);
+    CHECK(session_generate(&se, 16, &greedy, gb[0], ge, NULL, NULL, &ne, &err) == 0 && ne == 1 && ge[0] == gb[0], "stopped after EOS: %d", ne);
+    session_free(&se);
+    session_free(&sb);
+    session_free(&su);
+    session_free(&sp);
     model_free_f32(&mb);
     model_free_f32(&mu);
     test_rmtree(dir);
@@ -334,13 +349,13 @@ TEST(infer_state_load_errors) {
     infer_test_write_model(dir, &c, 601);
     Model_f32 m;
     infer_test_load(dir, NULL, &m);
-    InferSession s;
-    infer_session_init(&s, &m, 3);
+    Session s;
+    session_init(&s, &m, 3);
     int prompt[6];
     random_tokens(prompt, 6, c.vocab_size, 602);
     CodaError err;
-    CHECK(infer_session_prefill(&s, prompt, 6, &err) == 0, "%s", err.msg);
-    CHECK(infer_state_save(good, &s, &err) == 0, "%s", err.msg);
+    CHECK(session_prefill(&s, prompt, 6, &err) == 0, "%s", err.msg);
+    CHECK(state_file_save(good, &s, &err) == 0, "%s", err.msg);
     FILE* f = fopen(good, "rb");
     fseek(f, 0, SEEK_END);
     size_t n = (size_t)ftell(f);
@@ -348,11 +363,11 @@ TEST(infer_state_load_errors) {
     char* bytes = (char*)malloc(n + 16);
     CHECK(fread(bytes, 1, n, f) == n, "read back");
     fclose(f);
-    CHECK(n == infer_state_header_bytes() + c.n_layers * infer_state_layer_bytes(&c) + (size_t)c.vocab_size * 4, "size %zu", n);
+    CHECK(n == state_file_header_bytes() + c.n_layers * state_file_layer_bytes(&c) + (size_t)c.vocab_size * 4, "size %zu", n);
     // a fresh session (other seed) that a failed load must leave untouched
-    InferSession t;
-    infer_session_init(&t, &m, 4);
-    CHECK(infer_session_prefill(&t, prompt, 3, &err) == 0, "%s", err.msg);
+    Session t;
+    session_init(&t, &m, 4);
+    CHECK(session_prefill(&t, prompt, 3, &err) == 0, "%s", err.msg);
     struct { const char* what; size_t len; int patch_at; char patch; const char* expect; } cases[] = {
         {"wrong magic", n, 0, 'X', "wrong magic"},
         {"wrong version", n, 8, 2, "version 2 is not supported"},
@@ -360,7 +375,7 @@ TEST(infer_state_load_errors) {
         {"truncated header", 20, -1, 0, "truncated state file"},
         {"tiny file", 5, -1, 0, "truncated"},
         {"trailing bytes", n + 3, -1, 0, "3 unexpected trailing bytes"},
-        {"corrupt counter", n, (int)(infer_state_header_bytes() + 4), 99, "corrupt state file"},
+        {"corrupt counter", n, (int)(state_file_header_bytes() + 4), 99, "corrupt state file"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char* b = (char*)calloc(cases[i].len + 16, 1);
@@ -369,43 +384,43 @@ TEST(infer_state_load_errors) {
         infer_test_write_bytes(bad, b, cases[i].len);
         free(b);
         err.msg[0] = 0;
-        CHECK(infer_state_load(bad, &t, 0, &err) != 0, "%s accepted", cases[i].what);
+        CHECK(state_file_load(bad, &t, 0, &err) != 0, "%s accepted", cases[i].what);
         CHECK(strstr(err.msg, cases[i].expect) && strstr(err.msg, bad), "%s: message '%s'", cases[i].what, err.msg);
         CHECK(t.n_fed == 3 && t.states[0].pos == 3, "%s: failed load changed the session", cases[i].what);
     }
-    CHECK(infer_state_load("/nonexistent/state.bin", &t, 0, &err) != 0 && strstr(err.msg, "cannot open"), "%s", err.msg);
+    CHECK(state_file_load("/nonexistent/state.bin", &t, 0, &err) != 0 && strstr(err.msg, "cannot open"), "%s", err.msg);
     // wrong shape: the same file into a model with another window / layer count
-    InferOverrides ov = infer_no_overrides();
+    ConfigOverrides ov = overrides_none();
     ov.window = 5;
     Model_f32 m5;
     infer_test_load(dir, &ov, &m5);
-    InferSession u;
-    infer_session_init(&u, &m5, 3);
-    CHECK(infer_state_load(good, &u, 0, &err) != 0 && strstr(err.msg, "W (window) = 4, the model 5"), "%s", err.msg);
-    infer_session_free(&u);
+    Session u;
+    session_init(&u, &m5, 3);
+    CHECK(state_file_load(good, &u, 0, &err) != 0 && strstr(err.msg, "W (window) = 4, the model 5"), "%s", err.msg);
+    session_free(&u);
     model_free_f32(&m5);
-    ov = infer_no_overrides();
+    ov = overrides_none();
     ov.n_summary = 0;
     infer_test_load(dir, &ov, &m5);
-    infer_session_init(&u, &m5, 3);
-    CHECK(infer_state_load(good, &u, 0, &err) != 0 && strstr(err.msg, "Ms (summary bank) = 2, the model 0"), "%s", err.msg);
-    infer_session_free(&u);
+    session_init(&u, &m5, 3);
+    CHECK(state_file_load(good, &u, 0, &err) != 0 && strstr(err.msg, "Ms (summary bank) = 2, the model 0"), "%s", err.msg);
+    session_free(&u);
     model_free_f32(&m5);
     // an unbounded model has no state
-    ov = infer_no_overrides();
+    ov = overrides_none();
     ov.bounded = 0;
     infer_test_load(dir, &ov, &m5);
-    infer_session_init(&u, &m5, 3);
-    CHECK(infer_state_load(good, &u, 0, &err) != 0 && strstr(err.msg, "unbounded"), "%s", err.msg);
-    infer_session_free(&u);
+    session_init(&u, &m5, 3);
+    CHECK(state_file_load(good, &u, 0, &err) != 0 && strstr(err.msg, "unbounded"), "%s", err.msg);
+    session_free(&u);
     model_free_f32(&m5);
     // and the good file still loads, equal to what was saved
-    CHECK(infer_state_load(good, &t, 0, &err) == 0, "%s", err.msg);
+    CHECK(state_file_load(good, &t, 0, &err) == 0, "%s", err.msg);
     CHECK(infer_test_states_equal(t.states, s.states, c.n_layers) && memcmp(t.logits, s.logits, sizeof(float) * c.vocab_size) == 0,
           "round trip");
     free(bytes);
-    infer_session_free(&s);
-    infer_session_free(&t);
+    session_free(&s);
+    session_free(&t);
     model_free_f32(&m);
     test_rmtree(dir);
 }
@@ -418,13 +433,13 @@ TEST(infer_command_line_and_overrides) {
         const char* argv[] = {"infer_coda", "--model", "d", "--ppl", "x.bin", "--procedure", "streaming", "--chunk", "64", "--window", "7",
                               "--exact", "0", "--summary", "5", "--block", "3", "--rope-theta", "10000", "--mem-init", "zeros", "--json"};
         CHECK(infer_parse_options(&o, (int)(sizeof(argv) / sizeof(argv[0])), (char**)argv, &err) == 0, "%s", err.msg);
-        CHECK(o.procedure == INFER_STREAMING && o.chunk == 64 && o.ctx == 2048 && o.stride == 512 && o.json, "ppl options");
+        CHECK(o.procedure == PPL_STREAMING && o.chunk == 64 && o.ctx == 2048 && o.stride == 512 && o.json, "ppl options");
         CHECK(o.ov.window == 7 && o.ov.n_exact == 0 && o.ov.n_summary == 5 && o.ov.block_size == 3 && o.ov.rope_theta == 10000 &&
                   o.ov.mem_init == MEM_INIT_ZEROS && o.ov.bounded == -1, "overrides");
     }
     {
         const char* argv[] = {"infer_coda", "--model", "d", "--ppl", "x.bin", "--ctx", "256"};
-        CHECK(infer_parse_options(&o, 7, (char**)argv, &err) == 0 && o.stride == 256 && o.procedure == INFER_SLIDING, "stride <= ctx by default");
+        CHECK(infer_parse_options(&o, 7, (char**)argv, &err) == 0 && o.stride == 256 && o.procedure == PPL_SLIDING, "stride <= ctx by default");
     }
     struct { const char* a; const char* b; const char* expect; } bad[] = {
         {"--procedure", "bogus", "--procedure"}, {"--bounded", "2", "--bounded"}, {"--ctx", "1", "--ctx"},
@@ -448,11 +463,11 @@ TEST(infer_command_line_and_overrides) {
     test_mkdtemp(dir, sizeof(dir), "infer");
     ModelConfig c = infer_test_config(0);
     infer_test_write_model(dir, &c, 701);
-    InferOverrides ov = infer_no_overrides();
+    ConfigOverrides ov = overrides_none();
     ov.bounded = 1; ov.window = 6; ov.n_exact = 2; ov.n_summary = 1; ov.block_size = 2; ov.rope_theta = 500; ov.mem_init = MEM_INIT_ZEROS;
     Model_f32 m;
     HfLoadReport rep;
-    CHECK(infer_load_model(dir, &ov, &m, &rep, &err) == 0, "%s", err.msg);
+    CHECK(reference_load_dir(dir, &ov, &m, &rep, &err) == 0, "%s", err.msg);
     CHECK(m.cfg.bounded && m.cfg.window == 6 && m.cfg.n_exact == 2 && m.cfg.n_summary == 1 && m.cfg.block_size == 2 &&
               config_rope_base(&m.cfg) == 500 && m.cfg.mem_init == MEM_INIT_ZEROS, "overrides applied");
     CHECK(rep.n_coda_missing == 3 * c.n_layers, "write_proj w/b and eta are new in a bounded run of an unbounded checkpoint: %d",
@@ -461,12 +476,12 @@ TEST(infer_command_line_and_overrides) {
     // SPEC §6 table, bench model (Hkv=2, Dh=64), medium 256/64/64, minus the two norm-cache terms coda.c does not keep
     ModelConfig bench = config_default();
     bench.n_kv_heads = 2; bench.head_dim = 64;
-    InferStateBytes sb = infer_state_bytes(&bench, 2);
+    StateBytes sb = state_bytes(&bench, 2);
     CHECK(sb.total == 223104 - 2 * 64 * 64 * 2 - 2 * 64 * 32 * 2, "medium bench state: %zu", sb.total);
-    ov = infer_no_overrides();
+    ov = overrides_none();
     ov.bounded = 1; ov.window = 0;
     // window 0 via the struct (the CLI refuses it earlier): config_validate names the field
-    CHECK(infer_load_model(dir, &ov, &m, NULL, &err) != 0 && strstr(err.msg, "window") && strstr(err.msg, "overrides"), "%s", err.msg);
+    CHECK(reference_load_dir(dir, &ov, &m, NULL, &err) != 0 && strstr(err.msg, "window") && strstr(err.msg, "overrides"), "%s", err.msg);
     test_rmtree(dir);
 }
 
@@ -475,22 +490,22 @@ TEST(infer_command_line_and_overrides) {
 // the exact bank the 8 oldest background tokens and loses the needle in fp32, as the reference does.
 TEST(infer_needle_candidate_order_decides_retention) {
     InferTestOneThread one_thread;
-    InferOverrides ov = infer_no_overrides();
+    ConfigOverrides ov = overrides_none();
     ov.window = 32; ov.n_exact = 8; ov.n_summary = 8; ov.block_size = 128;  // demo: 8 / 64 candidates
-    ModelConfig c = infer_needle_config(&ov);
+    ModelConfig c = needle_config(&ov);
     c.dim = 128; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 32;
     CHECK(c.exact_candidates_per_block == 8 && c.summary_candidates_per_block == 64 && c.candidate_order == CAND_ORDER_BY_GATE,
           "defaults %d/%d order %d", c.exact_candidates_per_block, c.summary_candidates_per_block, (int)c.candidate_order);
     CodaError err;
     int lengths[] = {256, 1024};
     for (int i = 0; i < 2; i++) {
-        InferNeedle r;
+        NeedleResult r;
         c.candidate_order = CAND_ORDER_BY_GATE;
-        CHECK(infer_needle(&c, lengths[i], 40, 5.0, 11, &r, &err) == 0, "%s", err.msg);
+        CHECK(needle_run(&c, lengths[i], 40, 5.0, 11, &r, &err) == 0, "%s", err.msg);
         CHECK(r.retained && r.where == 2 && r.slot_src == 40 && r.exact_used == 1, "by_gate, length %d: retained %d where %d src %lld used %d",
               lengths[i], r.retained, r.where, (long long)r.slot_src, r.exact_used);
         c.candidate_order = CAND_ORDER_REFERENCE;
-        CHECK(infer_needle(&c, lengths[i], 40, 5.0, 11, &r, &err) == 0, "%s", err.msg);
+        CHECK(needle_run(&c, lengths[i], 40, 5.0, 11, &r, &err) == 0, "%s", err.msg);
         CHECK(!r.retained && r.exact_used == 0, "reference order, length %d: retained %d (cos %.6f), exact used %d", lengths[i], r.retained,
               r.best_cos, r.exact_used);
     }
@@ -501,15 +516,15 @@ TEST(infer_needle_retained_by_ring_and_exact_bank) {
     // PROTOCOL §4's synthetic needle test, scaled down (D=128, W=32, Me=Ms=8, block 64). The exact and
     // summary banks get the same number of candidates (8), so the candidate list is the top-8 by gate
     // and always holds the needle (see infer_needle's comment on the demo's 8 / 64).
-    InferOverrides ov = infer_no_overrides();
+    ConfigOverrides ov = overrides_none();
     ov.window = 32; ov.n_exact = 8; ov.n_summary = 8; ov.block_size = 64; ov.exact_cands = 8; ov.summary_cands = 8;
-    ModelConfig c = infer_needle_config(&ov);
+    ModelConfig c = needle_config(&ov);
     c.dim = 128; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 32;
     CodaError err;
     int lengths[] = {24, 256, 600};
     for (int i = 0; i < 3; i++) {
-        InferNeedle r;
-        CHECK(infer_needle(&c, lengths[i], 10, 5.0, 11, &r, &err) == 0, "%s", err.msg);
+        NeedleResult r;
+        CHECK(needle_run(&c, lengths[i], 10, 5.0, 11, &r, &err) == 0, "%s", err.msg);
         CHECK(r.retained && r.slot_src == 10 && r.best_cos > 0.999999, "length %d: cos %.7f slot %d holds %lld", lengths[i], r.best_cos,
               r.slot, (long long)r.slot_src);
         CHECK(r.where == (lengths[i] <= c.window ? 1 : 2), "length %d: found in %d", lengths[i], r.where);
@@ -519,9 +534,9 @@ TEST(infer_needle_retained_by_ring_and_exact_bank) {
     }
     // negative control: a "needle" like the background (gate ~ 0.007) is never admitted and is lost
     // once it leaves the ring
-    InferNeedle r;
-    CHECK(infer_needle(&c, 256, 10, -5.0, 11, &r, &err) == 0, "%s", err.msg);
+    NeedleResult r;
+    CHECK(needle_run(&c, 256, 10, -5.0, 11, &r, &err) == 0, "%s", err.msg);
     CHECK(!r.retained && r.exact_used == 0 && r.best_cos < 0.99, "background token retained? cos %.6f, %d exact used", r.best_cos,
           r.exact_used);
-    CHECK(infer_needle(&c, 256, 300, 5.0, 11, &r, &err) != 0 && strstr(err.msg, "outside"), "%s", err.msg);
+    CHECK(needle_run(&c, 256, 300, 5.0, 11, &r, &err) != 0 && strstr(err.msg, "outside"), "%s", err.msg);
 }
