@@ -232,6 +232,66 @@ __device__ __forceinline__ void ca_softmax_exp(float (*sc)[4], const float* m, f
             l[e >> 1] += sc[j][e];
         }
 }
+// Bounded versions of the two halves: keys hidden by invalid(c, r) (column c of the tile, row r = 0
+// for row0, 1 for row1: bank slots not allowed, keys before the window, past the diagonal), and a
+// row that has seen no key yet (a bank tile may hide every key) keeps max -inf without a NaN.
+template <int BK, typename Invalid>
+__device__ __forceinline__ void ca_softmax_max_masked(float (*sc)[4], float* m, float* l, float* alpha, int tq, float sl2,
+                                                      Invalid invalid) {
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float x = sc[j][e] * sl2;
+            if (invalid(8 * j + 2 * tq + (e & 1), e >> 1)) x = -INFINITY;
+            sc[j][e] = x;
+            mx[e >> 1] = fmaxf(mx[e >> 1], x);
+        }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+        alpha[r] = mx[r] == -INFINITY ? 1.f : exp2f(m[r] - mx[r]);
+        m[r] = mx[r];
+        l[r] *= alpha[r];
+    }
+}
+template <int BK>
+__device__ __forceinline__ void ca_softmax_exp_masked(float (*sc)[4], const float* m, float* l) {
+    const float ms[2] = {m[0] == -INFINITY ? 0.f : m[0], m[1] == -INFINITY ? 0.f : m[1]};
+#pragma unroll
+    for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            sc[j][e] = exp2f(sc[j][e] - ms[e >> 1]);
+            l[e >> 1] += sc[j][e];
+        }
+}
+// Bounded forward, one key tile: the bank's tiles come first (t < nbank; bits = the tile's 64
+// allowed flags), then sequence tiles starting at key k0 (window start klo, the row's own position).
+template <int BK>
+__device__ __forceinline__ void ca_softmax_bounded(float (*sc)[4], float* m, float* l, float* alpha, bool bank_tile, uint64_t bits,
+                                                   int k0, int klo, int row0, int row1, int T, int tq, float sl2) {
+    if (bank_tile)
+        ca_softmax_max_masked<BK>(sc, m, l, alpha, tq, sl2, [&](int c, int r) { return ((bits >> c) & 1ull) == 0; });
+    else
+        ca_softmax_max_masked<BK>(sc, m, l, alpha, tq, sl2, [&](int c, int r) {
+            const int key = k0 + c;
+            return (key > (r ? row1 : row0)) | (key >= T) | (key < klo);
+        });
+}
+// The 64 allowed flags of bank tile t from the staged words
+__device__ __forceinline__ uint64_t ca_bank_tile_bits(const uint32_t* words, int t) {
+    return (uint64_t)words[2 * t] | ((uint64_t)words[2 * t + 1] << 32);
+}
+// Initial soft-max state of a row: empty (max -inf, sum 0), or with n_empty zero keys (score 0)
+// counted once per row (by the quad's first thread: the sums are reduced over the quad at the end).
+__device__ __forceinline__ void ca_softmax_init(float* m, float* l, int n_empty, int tq) {
+    m[0] = m[1] = n_empty > 0 ? 0.f : -INFINITY;
+    l[0] = l[1] = (n_empty > 0 && tq == 0) ? (float)n_empty : 0.f;
+}
+
 template <int DH>
 __device__ __forceinline__ void ca_rescale_rows(float (*o)[4], const float* alpha) {
 #pragma unroll
@@ -240,16 +300,17 @@ __device__ __forceinline__ void ca_rescale_rows(float (*o)[4], const float* alph
         o[j][2] *= alpha[1]; o[j][3] *= alpha[1];
     }
 }
-// Forward, the end: rows of stream s's output o / l (bf16) and lse (natural log) of head h, row b
+// Forward, the end: rows (< qend, the end of the tile's block) of stream s's output o / l (bf16) and
+// lse (natural log) of head h, row b
 template <int DH>
 __device__ __forceinline__ void ca_forward_store(const CodaAttnShape& sh, bf16* dst, float* lse, const float (*o)[4], const float* m,
-                                                 float* l, int row0, int row1, int tq, int s, int h, int b) {
+                                                 float* l, int row0, int row1, int qend, int tq, int s, int h, int b) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
         l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
         const int row = r ? row1 : row0;
-        if (row < sh.T) {
+        if (row < qend) {
             const float inv = 1.0f / l[r];
             bf16* drow = dst + ((size_t)b * sh.T + row) * sh.H * DH + (size_t)h * DH + 2 * tq;
 #pragma unroll
@@ -259,14 +320,14 @@ __device__ __forceinline__ void ca_forward_store(const CodaAttnShape& sh, bf16* 
     }
 }
 
-// dQ, per-row scalars of this thread's rows: lse in the exp2 domain (+inf past T: P = 0), delta, and
-// the stream factor (1 for the signal, -lam for the noise stream)
+// dQ, per-row scalars of this thread's rows: lse in the exp2 domain (+inf past the tile's block, qend:
+// P = 0), delta, and the stream factor (1 for the signal, -lam for the noise stream)
 __device__ __forceinline__ void ca_dq_row_scalars(const CodaAttnShape& sh, const float* lse, const float* delta,
-                                                  const bf16* lam_logit, const int* rows, int s, int h, int b, float* lse2,
-                                                  float* dl, float* f) {
+                                                  const bf16* lam_logit, const int* rows, int qend, int s, int h, int b,
+                                                  float* lse2, float* dl, float* f) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        const bool ok = rows[r] < sh.T;
+        const bool ok = rows[r] < qend;
         const size_t li = (((size_t)s * sh.B + b) * sh.H + h) * sh.T + (ok ? rows[r] : 0);
         lse2[r] = ok ? lse[li] * CA_LOG2E : INFINITY;
         dl[r] = ok ? delta[li] : 0.f;
@@ -287,6 +348,31 @@ __device__ __forceinline__ void ca_dq_ds(float (*sc)[4], const float (*dp)[4], i
             sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);
         }
 }
+// ... bounded: keys hidden by invalid(c, r) (bank slots not allowed; keys outside [klo, row])
+template <int BK, typename Invalid>
+__device__ __forceinline__ void ca_dq_ds_masked(float (*sc)[4], const float (*dp)[4], int tq, float sl2, const float* lse2,
+                                                const float* dl, const float* f, Invalid invalid) {
+#pragma unroll
+    for (int j = 0; j < BK / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int r = e >> 1;
+            float p = exp2f(sc[j][e] * sl2 - lse2[r]);
+            if (invalid(8 * j + 2 * tq + (e & 1), r)) p = 0.f;
+            sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);
+        }
+}
+template <int BK>
+__device__ __forceinline__ void ca_dq_ds_bounded(float (*sc)[4], const float (*dp)[4], bool bank_tile, uint64_t bits, int k0, int klo,
+                                                 const int* rows, int tq, float sl2, const float* lse2, const float* dl, const float* f) {
+    if (bank_tile)
+        ca_dq_ds_masked<BK>(sc, dp, tq, sl2, lse2, dl, f, [&](int c, int r) { return ((bits >> c) & 1ull) == 0; });
+    else
+        ca_dq_ds_masked<BK>(sc, dp, tq, sl2, lse2, dl, f, [&](int c, int r) {
+            const int key = k0 + c;
+            return (key > rows[r]) | (key < klo);
+        });
+}
 // dK/dV, stream s of the query tile at q0 (keys[] this thread's keys, sc_ the tile's scalars of
 // ca_dkdv_load_scalars): P' = (factor * P)^T over S^T in st (for dV), dS^T in ds (for dK)
 template <int NS, int BQ>
@@ -304,6 +390,22 @@ __device__ __forceinline__ void ca_dkdv_p_ds(float (*st)[4], float (*ds)[4], con
             ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);
         }
 }
+// ... bounded: query column c passes no gradient to the thread's key row r where invalid(c, r)
+template <int NS, int BQ, typename Invalid>
+__device__ __forceinline__ void ca_dkdv_p_ds_masked(float (*st)[4], float (*ds)[4], const float (*dpt)[4], const float* sc_, int s,
+                                                    int tq, float sl2, Invalid invalid) {
+#pragma unroll
+    for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int c = 8 * j + 2 * tq + (e & 1);
+            float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
+            if (invalid(c, e >> 1)) p = 0.f;
+            const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
+            st[j][e] = p * fq;
+            ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);
+        }
+}
 
 // ---------------------------------------------------------------------------------------------
 // forward. Grid: n_qtiles * H * B blocks of 128 * NS threads; dynamic smem ca_mma_fwd_smem<DH, NS>().
@@ -311,28 +413,49 @@ __device__ __forceinline__ void ca_dkdv_p_ds(float (*st)[4], float (*ds)[4], con
 template <int DH, int NS>
 constexpr int ca_mma_fwd_smem() { return (NS * 64 + 4 * 64) * DH * 2; }
 
-template <int DH, int NS>
+template <int DH, int NS, bool BND>
 __global__ void __launch_bounds__(128 * NS, 1)
-ca_mma_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q, const bf16* qn,
-                      const bf16* k, const bf16* v) {
+ca_mma_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q,
+                      const bf16* qn, const bf16* k, const bf16* v) {
     constexpr int BQ = 64, BK = 64, THREADS = 128 * NS;
     extern __shared__ __align__(128) unsigned char ca_smem[];
+    __shared__ uint32_t bank_bits[BND ? CA_MAX_BANK_SLOTS / 32 : 1];
     bf16* Qs = (bf16*)ca_smem;     // [NS][BQ][DH]
     bf16* Ks = Qs + NS * BQ * DH;  // [2][BK][DH]
     bf16* Vs = Ks + 2 * BK * DH;   // [2][BK][DH]
     const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
     int qt, h, b;
-    ca_block_coords((T + BQ - 1) / BQ, H, sh.B, 1, &qt, &h, &b);
+    ca_block_coords(ca_n_qtiles(sh, BQ), H, sh.B, 1, &qt, &h, &b);
+    const CaQTile tl = ca_qtile(sh, qt, BQ);
+    if (tl.q0 >= tl.qend) return;  // a tile past the end of a short last block
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
-    const int q0 = qt * BQ, row0 = q0 + wr + g, row1 = row0 + 8;
+    const int q0 = tl.q0, row0 = q0 + wr + g, row1 = row0 + 8;
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const int kvh = h / (H / Hkv);
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    // key tiles: nbt bank tiles (bounded), then the sequence tiles from the window start
+    int nbt = 0;
+    const bf16 *bkb = NULL, *bvb = NULL;
+    if (BND && sh.bank_slots > 0) {
+        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
+        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
+        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
+    }
+    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
+    auto load_kv = [&](int t, int buf) {
+        if (BND && t < nbt) {
+            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, bkb, DH, t * BK, sh.bank_slots);
+            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, bvb, DH, t * BK, sh.bank_slots);
+        } else {
+            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
+            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
+        }
+    };
     for (int ss = 0; ss < NS; ss++)
         ca_load_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
-    ca_load_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
-    ca_load_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    load_kv(0, 0);
     ca_cp_async_commit();
     ca_cp_async_wait<0>();
     __syncthreads();
@@ -345,13 +468,10 @@ ca_mma_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, 
 #pragma unroll
     for (int j = 0; j < DH / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
+    if (BND) ca_softmax_init(m, l, ca_empty_ring(sh, tl.j), tq);
     for (int kt = 0; kt < nkt; kt++) {
         const int buf = kt & 1;
-        if (kt + 1 < nkt) {
-            ca_load_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
-            ca_load_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
-        }
+        if (kt + 1 < nkt) load_kv(kt + 1, buf ^ 1);
         ca_cp_async_commit();
         ca_cp_async_wait<1>();
         __syncthreads();
@@ -359,18 +479,26 @@ ca_mma_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, 
 #pragma unroll
         for (int j = 0; j < BK / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.f;
         ca_mm_abt<DH, BK>(sc, qf, Ks + buf * BK * DH);
-        const int k0 = kt * BK;
-        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
         float alpha[2];
-        ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, T, tq, sl2);
-        ca_rescale_rows<DH>(o, alpha);
-        ca_softmax_exp<BK>(sc, m, l);
+        if (BND) {
+            const bool bank_tile = kt < nbt;
+            ca_softmax_bounded<BK>(sc, m, l, alpha, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull,
+                                   (kt_lo + kt - nbt) * BK, tl.klo, row0, row1, T, tq, sl2);
+            ca_rescale_rows<DH>(o, alpha);
+            ca_softmax_exp_masked<BK>(sc, m, l);
+        } else {
+            const int k0 = kt * BK;
+            const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
+            ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, T, tq, sl2);
+            ca_rescale_rows<DH>(o, alpha);
+            ca_softmax_exp<BK>(sc, m, l);
+        }
         uint32_t pf[BK / 16][4];
         ca_acc_to_a<BK>(pf, sc);
         ca_mm_ab<DH, BK>(o, pf, Vs + buf * BK * DH);
         __syncthreads();  // everyone is done with this buffer before it is refilled
     }
-    ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tq, s, h, b);
+    ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tl.qend, tq, s, h, b);
 }
 
 // The end of both dQ kernels (mma.sync and wgmma; warp w of stream s owns rows 16(w % 4).. of the
@@ -380,19 +508,19 @@ ca_mma_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, 
 template <int DH, int NS>
 __device__ __forceinline__ void ca_dq_epilogue(const CodaAttnShape& sh, bf16* dq, float* dtheta_part, const bf16* q,
                                                const float (*acc)[4], void* red_area, void* xch_area, const float* rot,
-                                               int q0, int qt, int nqt, int h, int b) {
+                                               int q0, int qend, int qt, int nqt, int h, int b) {
     constexpr int THREADS = 128 * NS;
-    const int T = sh.T, H = sh.H;
+    const int H = sh.H;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
     const int rows[2] = {q0 + wr + g, q0 + wr + g + 8};
     const size_t qstride = (size_t)H * DH;
     const float scale = 1.0f / sqrtf((float)DH);
-    const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH + 2 * tq;
+    const size_t qoff = (size_t)b * sh.T * qstride + (size_t)h * DH + 2 * tq;
     if (NS == 1) {
 #pragma unroll
         for (int r = 0; r < 2; r++)
-            if (rows[r] < T)
+            if (rows[r] < qend)
 #pragma unroll
                 for (int j = 0; j < DH / 8; j++)
                     *(uint32_t*)(dq + qoff + (size_t)rows[r] * qstride + 8 * j) = ca_pack_bf16(acc[j][2 * r] * scale, acc[j][2 * r + 1] * scale);
@@ -413,7 +541,7 @@ __device__ __forceinline__ void ca_dq_epilogue(const CodaAttnShape& sh, bf16* dq
         for (int j = 0; j < DH / 8; j++) dth[j] = 0.f;
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const bool ok = rows[r] < T;
+            const bool ok = rows[r] < qend;
             const bf16* qrow = q + qoff + (size_t)(ok ? rows[r] : 0) * qstride;
 #pragma unroll
             for (int j = 0; j < DH / 8; j++) {
@@ -454,37 +582,62 @@ template <int DH> __host__ __device__ constexpr int ca_mma_dq_bk() { return DH =
 template <int DH, int NS>
 constexpr int ca_mma_dq_smem() { return (NS * 64 + 64 + 4 * ca_mma_dq_bk<DH>()) * DH * 2 + DH * 4 * 2; }
 
-template <int DH, int NS>
+template <int DH, int NS, bool BND>
 __global__ void __launch_bounds__(128 * NS, 1)
-ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, const float* lse, const float* delta,
-                 const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* theta, const bf16* lam_logit) {
+ca_mma_dq_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* dq, float* dtheta_part, const bf16* dO, const float* lse,
+                 const float* delta, const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* theta,
+                 const bf16* lam_logit) {
     constexpr int BQ = 64, BK = ca_mma_dq_bk<DH>(), THREADS = 128 * NS;
     extern __shared__ __align__(128) unsigned char ca_smem[];
+    __shared__ uint32_t bank_bits[BND ? CA_MAX_BANK_SLOTS / 32 : 1];
     bf16* Qs = (bf16*)ca_smem;      // [NS][BQ][DH]
     bf16* dOs = Qs + NS * BQ * DH;  // [BQ][DH]
     bf16* Ks = dOs + BQ * DH;       // [2][BK][DH]
     bf16* Vs = Ks + 2 * BK * DH;    // [2][BK][DH]
     float* rot = (float*)(Vs + 2 * BK * DH);  // [2][DH/2]: cos, sin of theta[h]
-    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, nqt = (T + BQ - 1) / BQ;
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, nqt = ca_n_qtiles(sh, BQ);
     int qt, h, b;
     ca_block_coords(nqt, H, sh.B, 1, &qt, &h, &b);
+    const CaQTile tl = ca_qtile(sh, qt, BQ);
+    if (tl.q0 >= tl.qend) {  // a tile past the end of a short last block: its theta partials are zero
+        if (NS == 2)
+            for (int p = threadIdx.x; p < DH / 2; p += THREADS) dtheta_part[(((size_t)b * nqt + qt) * H + h) * (DH / 2) + p] = 0.f;
+        return;
+    }
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
-    const int q0 = qt * BQ, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
+    const int q0 = tl.q0, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
+    const int kvh = h / (H / Hkv);
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    int nbt = 0;
+    const bf16 *bkb = NULL, *bvb = NULL;
+    if (BND && sh.bank_slots > 0) {
+        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
+        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
+        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
+    }
+    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
+    auto load_kv = [&](int t, int buf) {
+        if (BND && t < nbt) {
+            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, bkb, DH, t * BK, sh.bank_slots);
+            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, bvb, DH, t * BK, sh.bank_slots);
+        } else {
+            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
+            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
+        }
+    };
     for (int ss = 0; ss < NS; ss++)
         ca_load_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     ca_load_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
-    ca_load_tile<DH, BK, THREADS>(Ks, kb, kvstride, 0, T);
-    ca_load_tile<DH, BK, THREADS>(Vs, vb, kvstride, 0, T);
+    load_kv(0, 0);
     ca_cp_async_commit();
     if (NS == 2)
         for (int p = threadIdx.x; p < DH / 2; p += THREADS) sincosf(__bfloat162float(theta[(size_t)h * (DH / 2) + p]), &rot[DH / 2 + p], &rot[p]);
-    // per-row softmax statistics: rows past T get lse = +inf (P = 0)
+    // per-row softmax statistics: rows past the block get lse = +inf (P = 0)
     float lse2[2], dl[2], f[2];
-    ca_dq_row_scalars(sh, lse, delta, lam_logit, rows, s, h, b, lse2, dl, f);
+    ca_dq_row_scalars(sh, lse, delta, lam_logit, rows, tl.qend, s, h, b, lse2, dl, f);
     ca_cp_async_wait<0>();
     __syncthreads();
     uint32_t qf[DH / 16][4], of[DH / 16][4];
@@ -497,13 +650,9 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
     float acc[DH / 8][4];
 #pragma unroll
     for (int j = 0; j < DH / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
-    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
     for (int kt = 0; kt < nkt; kt++) {
         const int buf = kt & 1;
-        if (kt + 1 < nkt) {
-            ca_load_tile<DH, BK, THREADS>(Ks + (buf ^ 1) * BK * DH, kb, kvstride, (kt + 1) * BK, T);
-            ca_load_tile<DH, BK, THREADS>(Vs + (buf ^ 1) * BK * DH, vb, kvstride, (kt + 1) * BK, T);
-        }
+        if (kt + 1 < nkt) load_kv(kt + 1, buf ^ 1);
         ca_cp_async_commit();
         ca_cp_async_wait<1>();
         __syncthreads();
@@ -515,15 +664,22 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
             for (int e = 0; e < 4; e++) sc[j][e] = dp[j][e] = 0.f;
         ca_mm_abt<DH, BK>(sc, qf, Kt);
         ca_mm_abt<DH, BK>(dp, of, Vs + buf * BK * DH);
-        const int k0 = kt * BK;
-        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
-        ca_dq_ds<BK>(sc, dp, k0, mask, rows, T, tq, sl2, lse2, dl, f);
+        if (BND) {
+            // BK may be 32 (Dh 128): bank tile kt covers slots kt*BK.., i.e. half of a 64-bit word pair
+            const bool bank_tile = kt < nbt;
+            const uint64_t bits = bank_tile ? (ca_bank_tile_bits(bank_bits, (kt * BK) / 64) >> ((kt * BK) % 64)) : 0ull;
+            ca_dq_ds_bounded<BK>(sc, dp, bank_tile, bits, (kt_lo + kt - nbt) * BK, tl.klo, rows, tq, sl2, lse2, dl, f);
+        } else {
+            const int k0 = kt * BK;
+            const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
+            ca_dq_ds<BK>(sc, dp, k0, mask, rows, T, tq, sl2, lse2, dl, f);
+        }
         uint32_t dsf[BK / 16][4];
         ca_acc_to_a<BK>(dsf, sc);
         ca_mm_ab<DH, BK>(acc, dsf, Kt);
         __syncthreads();
     }
-    ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, qt, nqt, h, b);
+    ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, tl.qend, qt, nqt, h, b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -533,14 +689,17 @@ ca_mma_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO,
 // (d A_noise = -lam d o only scales it per query), so it is computed once per step.
 
 // Per-query scalars of a dK/dV step for this thread's query row q0 + threadIdx.x (threads >= BQ have
-// none): lse * log2(e) per stream (+inf past T: P = 0), delta per stream, -lam. Loaded into registers
-// a step ahead, so their latency hides behind a step of compute; stored to shared memory after it.
-template <int NS, int BQ>
+// none): lse * log2(e) per stream (+inf outside the queries [qbeg, qstop) that see the keys: P = 0),
+// delta per stream, -lam, and (GLO: bounded sequence keys) the first key the query passes gradient
+// to. Loaded into registers a step ahead, so their latency hides behind a step of compute; stored to
+// shared memory after it.
+template <int NS, int BQ, bool GLO = false>
 __device__ __forceinline__ void ca_dkdv_load_scalars(float* pre, const CodaAttnShape& sh, const float* lse, const float* delta,
-                                                     const bf16* lam_logit, int q0, int h, int b) {
+                                                     const bf16* lam_logit, int q0, int qbeg, int qstop, int h, int b) {
     const int r = threadIdx.x, i_ = q0 + r, T = sh.T, H = sh.H;
     if (r >= BQ) return;
-    const bool ok = i_ < T;
+    const bool ok = i_ < qstop && i_ >= qbeg;
+    if (GLO) pre[2 * NS + 1] = ok ? (float)ca_grad_lo(sh, i_) : 0.f;
 #pragma unroll
     for (int s = 0; s < NS; s++) {
         const size_t li = (((size_t)s * sh.B + b) * H + h) * T + (ok ? i_ : 0);
@@ -556,16 +715,17 @@ __device__ __forceinline__ void ca_dkdv_store_scalars(float* Sc, const float* pr
 #pragma unroll
     for (int e = 0; e < NSC; e++) Sc[((i & 1) * NSC + e) * BQ + threadIdx.x] = pre[e];
 }
-// this thread's rows (keys[0], keys[1]) of the fp32 dK (scaled by 1/sqrt(DH)) and dV partials of head h
+// this thread's rows (keys[0], keys[1]) of the fp32 dK (scaled by 1/sqrt(DH)) and dV partials of head
+// h: partial rows [rowbase + key][H][DH] for keys < nkeys (sequence: rowbase b*T; bank: its block's slots)
 template <int DH>
 __device__ __forceinline__ void ca_dkdv_store_partials(const CodaAttnShape& sh, float* dk_part, float* dv_part,
-                                                       const float (*dka)[4], const float (*dva)[4], const int* keys, int h,
-                                                       int b, float scale) {
+                                                       const float (*dka)[4], const float (*dva)[4], const int* keys,
+                                                       size_t rowbase, int nkeys, int h, float scale) {
     const int tq = threadIdx.x & 3;
 #pragma unroll
     for (int r = 0; r < 2; r++)
-        if (keys[r] < sh.T) {
-            const size_t off = (((size_t)b * sh.T + keys[r]) * sh.H + h) * DH + 2 * tq;
+        if (keys[r] < nkeys) {
+            const size_t off = ((rowbase + keys[r]) * sh.H + h) * DH + 2 * tq;
 #pragma unroll
             for (int j = 0; j < DH / 8; j++) {
                 *(float2*)(dk_part + off + 8 * j) = make_float2(dka[j][2 * r] * scale, dka[j][2 * r + 1] * scale);
@@ -575,31 +735,70 @@ __device__ __forceinline__ void ca_dkdv_store_partials(const CodaAttnShape& sh, 
 }
 
 template <int DH> __host__ __device__ constexpr int ca_mma_dkdv_bq() { return DH == 128 ? 32 : 64; }
-template <int DH, int NS>
+template <int DH, int NS, bool GLO = false>
 constexpr int ca_mma_dkdv_smem() {
-    return (2 * 64 + 2 * (NS + 1) * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * (2 * NS + 1) * ca_mma_dkdv_bq<DH>() * 4;
+    return (2 * 64 + 2 * (NS + 1) * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * (2 * NS + 1 + GLO) * ca_mma_dkdv_bq<DH>() * 4;
 }
 
-template <int DH, int NS>
+// The key rows of one dK/dV block and the queries that see them, for all three kinds of launch:
+// unbounded (keys of the sequence, queries from the key tile on), bounded sequence keys (queries up to
+// the last block whose window holds a key of the tile) and BANK (the bank slots of block j, seen by
+// that block's rows only). Grid x = (key tile, query head, b [* n_blocks + j for BANK]).
+template <bool BND, bool BANK>
+struct CaKeyBlock {
+    int kt, h, b, jb;          // key tile, query head, batch row, block (BANK)
+    int nkeys;                 // key rows of the source (T, or bank_slots)
+    size_t rowbase;            // partial rows of key 0 (b*T, or the block's first bank slot)
+    int qbeg, qstop;           // queries [qbeg, qstop) may see these keys
+    __device__ __forceinline__ CaKeyBlock(const CodaAttnShape& sh, int bkv) {
+        const int nb = BANK ? ca_n_blocks(sh) : 1, nkt = BANK ? (sh.bank_slots + bkv - 1) / bkv : (sh.T + bkv - 1) / bkv;
+        int bz;
+        ca_block_coords(nkt, sh.H, sh.B * nb, 0, &kt, &h, &bz);
+        b = bz / nb;
+        jb = bz % nb;
+        nkeys = BANK ? sh.bank_slots : sh.T;
+        rowbase = BANK ? ca_bank_row(sh, b, jb) * sh.bank_slots : (size_t)b * sh.T;
+        if (BANK) { qbeg = jb * sh.block; qstop = min(sh.T, qbeg + sh.block); }
+        else { qbeg = kt * bkv; qstop = BND ? ca_query_end(sh, min(qbeg + bkv, sh.T) - 1) : sh.T; }
+    }
+};
+
+template <int DH, int NS, bool BND, bool BANK>
 __global__ void __launch_bounds__(128, 2)
-ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* dO, const float* lse, const float* delta,
-                   const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* lam_logit) {
-    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128, NSC = 2 * NS + 1;
+ca_mma_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, float* dk_part, float* dv_part, const bf16* dO, const float* lse,
+                   const float* delta, const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* lam_logit) {
+    constexpr bool GLO = BND && !BANK;  // per-query first gradient key staged with the scalars
+    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128, NSC = 2 * NS + 1 + GLO;
     static_assert(BQ <= THREADS, "one scalar row per thread");
     extern __shared__ __align__(128) unsigned char ca_smem[];
     bf16* Ks = (bf16*)ca_smem;          // [BKV][DH]
     bf16* Vs = Ks + BKV * DH;           // [BKV][DH]
     bf16* Qs = Vs + BKV * DH;           // [2 buffers][NS][BQ][DH]
     bf16* dOs = Qs + 2 * NS * BQ * DH;  // [2][BQ][DH]
-    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][NSC][BQ]: lse*log2(e) per stream, delta per stream, -lam
-    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, B = sh.B;
-    int kt, h, b;
-    ca_block_coords((T + BKV - 1) / BKV, H, B, 0, &kt, &h, &b);
+    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][NSC][BQ]: lse*log2(e) per stream, delta per stream, -lam (, glo)
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
+    const CaKeyBlock<BND, BANK> kb_(sh, BKV);
+    const int h = kb_.h, b = kb_.b, kvh = h / (H / Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
-    const int k0 = kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
+    const int k0 = kb_.kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const size_t kvoff = (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH, qoff = (size_t)b * T * qstride + (size_t)h * DH;
-    const int qt_first = k0 / BQ, nsteps = (T + BQ - 1) / BQ - qt_first;
+    const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH;
+    const bf16* ksrc = BANK ? bank.k + ca_bank_off(sh, b, kb_.jb, kvh) : k + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const bf16* vsrc = BANK ? bank.v + ca_bank_off(sh, b, kb_.jb, kvh) : v + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const size_t kstride = BANK ? (size_t)DH : kvstride;
+    bool key_ok[2] = {true, true};  // BANK: the slot is allowed (others get no gradient)
+    if (BANK) {
+        const unsigned char* al = bank.allowed + kb_.rowbase;
+        bool any = false;
+#pragma unroll
+        for (int r = 0; r < 2; r++) { key_ok[r] = keys[r] < kb_.nkeys && al[keys[r]]; any |= key_ok[r]; }
+        if (!__syncthreads_or(any)) {  // no allowed slot in this tile: zero gradients
+            const float zero[DH / 8][4] = {};
+            ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, zero, zero, keys, kb_.rowbase, kb_.nkeys, h, 0.f);
+            return;
+        }
+    }
+    const int qt_first = kb_.qbeg / BQ, nsteps = (kb_.qstop + BQ - 1) / BQ - qt_first;
 
     // tiles of step i (query tile qt_first + i) -> buffer i & 1, asynchronously
     auto stage_tiles = [&](int i) {
@@ -611,10 +810,12 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
     // per-query scalars of step i for this thread's row (loaded into registers one step ahead, so
     // their latency hides behind a step of compute; stored to shared memory after it)
     float pre[NSC];
-    auto load_scalars = [&](int i) { ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, h, b); };
+    auto load_scalars = [&](int i) {
+        ca_dkdv_load_scalars<NS, BQ, GLO>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, kb_.qbeg, kb_.qstop, h, b);
+    };
     auto store_scalars = [&](int i) { ca_dkdv_store_scalars<NSC, BQ>(Sc, pre, i); };
-    ca_load_tile<DH, BKV, THREADS>(Ks, k + kvoff, kvstride, k0, T);
-    ca_load_tile<DH, BKV, THREADS>(Vs, v + kvoff, kvstride, k0, T);
+    ca_load_tile<DH, BKV, THREADS>(Ks, ksrc, kstride, k0, kb_.nkeys);
+    ca_load_tile<DH, BKV, THREADS>(Vs, vsrc, kstride, k0, kb_.nkeys);
     stage_tiles(0);
     ca_cp_async_commit();
     load_scalars(0);
@@ -648,7 +849,14 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
             for (int j = 0; j < BQ / 8; j++) st[j][0] = st[j][1] = st[j][2] = st[j][3] = 0.f;
             ca_mm_abt_sa<DH, BQ>(st, Ks, wk, Qt);
             float ds[BQ / 8][4];
-            ca_dkdv_p_ds<NS, BQ>(st, ds, dpt, sc_, s, q0, keys, mask, tq, sl2);
+            if (BANK)
+                ca_dkdv_p_ds_masked<NS, BQ>(st, ds, dpt, sc_, s, tq, sl2, [&](int c, int r) { return !key_ok[r]; });
+            else if (BND)
+                ca_dkdv_p_ds_masked<NS, BQ>(st, ds, dpt, sc_, s, tq, sl2, [&](int c, int r) {
+                    return (q0 + c < keys[r]) | (keys[r] < (int)sc_[(2 * NS + 1) * BQ + c]);
+                });
+            else
+                ca_dkdv_p_ds<NS, BQ>(st, ds, dpt, sc_, s, q0, keys, mask, tq, sl2);
             uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
             ca_acc_to_a<BQ>(pa, st);
             ca_acc_to_a<BQ>(dsa, ds);
@@ -661,7 +869,7 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16*
         }
         __syncthreads();
     }
-    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, h, b, scale);
+    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, kb_.rowbase, kb_.nkeys, h, scale);
 }
 
 // dk[t, g, :] = sum over the G query heads h of KV head g of dk_part[t, h, :] (fixed order); same for dv.
@@ -686,4 +894,25 @@ __global__ void ca_mma_dkdv_reduce_kernel(bf16* dk, bf16* dv, const float* dk_pa
     uv.x = *(uint32_t*)&v01; uv.y = *(uint32_t*)&v23;
     *(uint2*)(dk + 4 * i) = uk;
     *(uint2*)(dv + 4 * i) = uv;
+}
+
+// dbank[bj][g][m][:] = sum over the G query heads of KV head g of the bank partials [bj][m][h][:]
+// (bj = b * n_blocks + j; fixed order, fp32).
+__global__ void ca_dbank_reduce_kernel(float* dbank_k, float* dbank_v, const float* pk, const float* pv, int H, int Hkv, int Mb,
+                                       int Dh, size_t n4) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;  // index of 4 consecutive outputs
+    if (i >= n4) return;
+    const int G = H / Hkv, d = (int)(i % (Dh / 4)) * 4;
+    const size_t r = i / (Dh / 4);  // (bj, g, m)
+    const int m = (int)(r % Mb), gk = (int)((r / Mb) % Hkv);
+    const size_t bj = r / ((size_t)Mb * Hkv);
+    float4 sk = make_float4(0.f, 0.f, 0.f, 0.f), sv = sk;
+    for (int hh = 0; hh < G; hh++) {
+        const size_t off = ((bj * Mb + m) * H + (size_t)gk * G + hh) * Dh + d;
+        float4 a = *(const float4*)(pk + off), c = *(const float4*)(pv + off);
+        sk.x += a.x; sk.y += a.y; sk.z += a.z; sk.w += a.w;
+        sv.x += c.x; sv.y += c.y; sv.z += c.z; sv.w += c.w;
+    }
+    *(float4*)(dbank_k + 4 * i) = sk;
+    *(float4*)(dbank_v + 4 * i) = sv;
 }

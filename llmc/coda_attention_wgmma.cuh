@@ -229,25 +229,47 @@ __device__ __forceinline__ void ca_wg_pipeline(int nkt, Step&& step, uint32_t (&
 template <int DH, int NS>
 constexpr int ca_wg_fwd_smem() { return (NS * 64 + 6 * 64) * DH * 2 + 1024; }
 
-template <int DH, int NS>
+template <int DH, int NS, bool BND>
 __global__ void __launch_bounds__(128 * NS, 1)
-ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q, const bf16* qn,
-                     const bf16* k, const bf16* v) {
+ca_wg_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q,
+                     const bf16* qn, const bf16* k, const bf16* v) {
     constexpr int BQ = 64, BK = 64, THREADS = 128 * NS, ST = 3;
+    __shared__ uint32_t bank_bits[BND ? CA_MAX_BANK_SLOTS / 32 : 1];
     bf16* Qs = ca_wg_smem();       // [NS][BQ][DH]
     bf16* Ks = Qs + NS * BQ * DH;  // [ST][BK][DH]
     bf16* Vs = Ks + ST * BK * DH;  // [ST][BK][DH]
     const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
     int qt, h, b;
-    ca_block_coords((T + BQ - 1) / BQ, H, sh.B, 1, &qt, &h, &b);
+    ca_block_coords(ca_n_qtiles(sh, BQ), H, sh.B, 1, &qt, &h, &b);
+    const CaQTile tl = ca_qtile(sh, qt, BQ);
+    if (tl.q0 >= tl.qend) return;  // a tile past the end of a short last block
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
-    const int q0 = qt * BQ, row0 = q0 + wr + g, row1 = row0 + 8;
+    const int q0 = tl.q0, row0 = q0 + wr + g, row1 = row0 + 8;
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
-    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-    auto load_kv = [&](int t) { ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T); };
+    const int kvh = h / (H / Hkv);
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    // key tiles: nbt bank tiles (bounded), then the sequence tiles from the window start
+    int nbt = 0;
+    const bf16 *bkb = NULL, *bvb = NULL;
+    if (BND && sh.bank_slots > 0) {
+        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
+        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
+        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
+    }
+    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
+    auto load_kv = [&](int t) {
+        if constexpr (!BND) {
+            ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T);
+        } else if (t < nbt) {
+            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, bkb, DH, t * BK, sh.bank_slots);
+            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, bvb, DH, t * BK, sh.bank_slots);
+        } else {
+            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
+            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
+        }
+    };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     load_kv(0);
@@ -268,15 +290,23 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
     ca_wg_commit();
     ca_wg_commit();  // an empty group in place of "P_{-1} V_{-1}", so every step waits the same way
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    if (BND) ca_softmax_init(m, l, ca_empty_ring(sh, tl.j), tq);
     uint32_t pfa[BK / 16][4], pfb[BK / 16][4];
     auto step = [&](int kt, uint32_t (&pf)[BK / 16][4], uint32_t (&pf_prev)[BK / 16][4], auto last) {
         ca_wg_wait<1>();  // S_kt is done (P_{kt-1} V_{kt-1} may still run)
         ca_wg_pin<BK>(sc);
-        const int k0 = kt * BK;
-        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
         float alpha[2];
-        ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, T, tq, sl2);
-        ca_softmax_exp<BK>(sc, m, l);
+        if constexpr (BND) {
+            const bool bank_tile = kt < nbt;
+            ca_softmax_bounded<BK>(sc, m, l, alpha, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull,
+                                   (kt_lo + kt - nbt) * BK, tl.klo, row0, row1, T, tq, sl2);
+            ca_softmax_exp_masked<BK>(sc, m, l);
+        } else {
+            const int k0 = kt * BK;
+            const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
+            ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, T, tq, sl2);
+            ca_softmax_exp<BK>(sc, m, l);
+        }
         ca_acc_to_a<BK>(pf, sc);
         ca_wg_wait<0>();  // P_{kt-1} V_{kt-1} is done: o may be rescaled, its K/V buffer refilled
         ca_wg_pin<DH>(o);
@@ -297,7 +327,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
         ca_wg_commit();
     };
     ca_wg_pipeline(nkt, step, pfa, pfb, o);
-    ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tq, s, h, b);
+    ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tl.qend, tq, s, h, b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -309,27 +339,53 @@ ca_wg_forward_kernel(CodaAttnShape sh, bf16* a_sig, bf16* a_noise, float* lse, c
 template <int DH, int NS>
 constexpr int ca_wg_dq_smem() { return (NS * 64 + 64 + 6 * 64) * DH * 2 + DH * 4 * 2 + 1024; }
 
-template <int DH, int NS>
+template <int DH, int NS, bool BND>
 __global__ void __launch_bounds__(128 * NS, 1)
-ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, const float* lse, const float* delta,
-                const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* theta, const bf16* lam_logit) {
+ca_wg_dq_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* dq, float* dtheta_part, const bf16* dO, const float* lse,
+                const float* delta, const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* theta,
+                const bf16* lam_logit) {
     constexpr int BQ = 64, BK = 64, THREADS = 128 * NS, ST = 3;
+    __shared__ uint32_t bank_bits[BND ? CA_MAX_BANK_SLOTS / 32 : 1];
     bf16* Qs = ca_wg_smem();        // [NS][BQ][DH]
     bf16* dOs = Qs + NS * BQ * DH;  // [BQ][DH]
     bf16* Ks = dOs + BQ * DH;       // [ST][BK][DH]
     bf16* Vs = Ks + ST * BK * DH;   // [ST][BK][DH]
     float* rot = (float*)(Vs + ST * BK * DH);  // [2][DH/2]: cos, sin of theta[h]
-    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, nqt = (T + BQ - 1) / BQ;
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, nqt = ca_n_qtiles(sh, BQ);
     int qt, h, b;
     ca_block_coords(nqt, H, sh.B, 1, &qt, &h, &b);
+    const CaQTile tl = ca_qtile(sh, qt, BQ);
+    if (tl.q0 >= tl.qend) {  // a tile past the end of a short last block: its theta partials are zero
+        if (NS == 2)
+            for (int p = threadIdx.x; p < DH / 2; p += THREADS) dtheta_part[(((size_t)b * nqt + qt) * H + h) * (DH / 2) + p] = 0.f;
+        return;
+    }
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
-    const int q0 = qt * BQ, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
+    const int q0 = tl.q0, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH;
-    const int nkt = (min(q0 + BQ, T) + BK - 1) / BK;
-    auto load_kv = [&](int t) { ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T); };
+    const int kvh = h / (H / Hkv);
+    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    int nbt = 0;
+    const bf16 *bkb = NULL, *bvb = NULL;
+    if (BND && sh.bank_slots > 0) {
+        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
+        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
+        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
+    }
+    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
+    auto load_kv = [&](int t) {
+        if constexpr (!BND) {
+            ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T);
+        } else if (t < nbt) {
+            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, bkb, DH, t * BK, sh.bank_slots);
+            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, bvb, DH, t * BK, sh.bank_slots);
+        } else {
+            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
+            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
+        }
+    };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     ca_wload_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
@@ -340,7 +396,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
     if (NS == 2)
         for (int p = threadIdx.x; p < DH / 2; p += THREADS) sincosf(__bfloat162float(theta[(size_t)h * (DH / 2) + p]), &rot[DH / 2 + p], &rot[p]);
     float lse2[2], dl[2], f[2];
-    ca_dq_row_scalars(sh, lse, delta, lam_logit, rows, s, h, b, lse2, dl, f);
+    ca_dq_row_scalars(sh, lse, delta, lam_logit, rows, tl.qend, s, h, b, lse2, dl, f);
     ca_cp_async_wait<1>();
     ca_fence_proxy_async();
     __syncthreads();
@@ -360,9 +416,15 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
         ca_wg_wait<1>();  // S_kt, dP_kt are done
         ca_wg_pin<BK>(sc);
         ca_wg_pin<BK>(dp);
-        const int k0 = kt * BK;
-        const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
-        ca_dq_ds<BK>(sc, dp, k0, mask, rows, T, tq, sl2, lse2, dl, f);
+        if constexpr (BND) {
+            const bool bank_tile = kt < nbt;
+            ca_dq_ds_bounded<BK>(sc, dp, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull, (kt_lo + kt - nbt) * BK,
+                                 tl.klo, rows, tq, sl2, lse2, dl, f);
+        } else {
+            const int k0 = kt * BK;
+            const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
+            ca_dq_ds<BK>(sc, dp, k0, mask, rows, T, tq, sl2, lse2, dl, f);
+        }
         ca_acc_to_a<BK>(dsf, sc);
         ca_wg_wait<0>();        // dS_{kt-1} K_{kt-1} is done: its K/V buffer may be refilled
         ca_wg_pin<DH>(acc);
@@ -386,7 +448,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
     };
     ca_wg_pipeline(nkt, step, dsa, dsb, acc);
     __syncthreads();  // both warpgroups are done with the K/V tiles the epilogue writes over
-    ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, qt, nqt, h, b);
+    ca_dq_epilogue<DH, NS>(sh, dq, dtheta_part, q, acc, Qs, Ks, rot, q0, tl.qend, qt, nqt, h, b);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,29 +459,45 @@ ca_wg_dq_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const bf16* dO, 
 // 20% slower on an H200 (0.48 vs 0.40 ms at the 7B shape, T=2048; dev/PERF.md); two blocks per SM
 // already overlap one block's CUDA-core work with the other's products.
 
-template <int DH, int NS>
+template <int DH, int NS, bool GLO = false>
 constexpr int ca_wg_dkdv_smem() {
-    return (2 * 64 + 2 * (NS + 1) * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * (2 * NS + 1) * ca_mma_dkdv_bq<DH>() * 4 + 1024;
+    return (2 * 64 + 2 * (NS + 1) * ca_mma_dkdv_bq<DH>()) * DH * 2 + 2 * (2 * NS + 1 + GLO) * ca_mma_dkdv_bq<DH>() * 4 + 1024;
 }
 
-template <int DH, int NS>
+template <int DH, int NS, bool BND, bool BANK>
 __global__ void __launch_bounds__(128, 2)
-ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* dO, const float* lse, const float* delta,
-                  const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* lam_logit) {
-    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128, NSC = 2 * NS + 1;
+ca_wg_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, float* dk_part, float* dv_part, const bf16* dO, const float* lse,
+                  const float* delta, const bf16* q, const bf16* qn, const bf16* k, const bf16* v, const bf16* lam_logit) {
+    constexpr bool GLO = BND && !BANK;  // per-query first gradient key staged with the scalars
+    constexpr int BKV = 64, BQ = ca_mma_dkdv_bq<DH>(), THREADS = 128, NSC = 2 * NS + 1 + GLO;
     bf16* Ks = ca_wg_smem();            // [BKV][DH]
     bf16* Vs = Ks + BKV * DH;           // [BKV][DH]
     bf16* Qs = Vs + BKV * DH;           // [2 buffers][NS][BQ][DH]
     bf16* dOs = Qs + 2 * NS * BQ * DH;  // [2][BQ][DH]
-    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][NSC][BQ]: lse*log2(e) per stream, delta per stream, -lam
-    const int T = sh.T, H = sh.H, Hkv = sh.Hkv, B = sh.B;
-    int kt, h, b;
-    ca_block_coords((T + BKV - 1) / BKV, H, B, 0, &kt, &h, &b);
+    float* Sc = (float*)(dOs + 2 * BQ * DH);  // [2][NSC][BQ]: lse*log2(e) per stream, delta per stream, -lam (, glo)
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
+    const CaKeyBlock<BND, BANK> kb_(sh, BKV);
+    const int h = kb_.h, b = kb_.b, kvh = h / (H / Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
-    const int k0 = kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
+    const int k0 = kb_.kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
     const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const size_t kvoff = (size_t)b * T * kvstride + (size_t)(h / (H / Hkv)) * DH, qoff = (size_t)b * T * qstride + (size_t)h * DH;
-    const int qt_first = k0 / BQ, nsteps = (T + BQ - 1) / BQ - qt_first;
+    const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH;
+    const bf16* ksrc = BANK ? bank.k + ca_bank_off(sh, b, kb_.jb, kvh) : k + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const bf16* vsrc = BANK ? bank.v + ca_bank_off(sh, b, kb_.jb, kvh) : v + (size_t)b * T * kvstride + (size_t)kvh * DH;
+    const size_t kstride = BANK ? (size_t)DH : kvstride;
+    bool key_ok[2] = {true, true};  // BANK: the slot is allowed (others get no gradient)
+    if (BANK) {
+        const unsigned char* al = bank.allowed + kb_.rowbase;
+        bool any = false;
+#pragma unroll
+        for (int r = 0; r < 2; r++) { key_ok[r] = keys[r] < kb_.nkeys && al[keys[r]]; any |= key_ok[r]; }
+        if (!__syncthreads_or(any)) {  // no allowed slot in this tile: zero gradients
+            const float zero[DH / 8][4] = {};
+            ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, zero, zero, keys, kb_.rowbase, kb_.nkeys, h, 0.f);
+            return;
+        }
+    }
+    const int qt_first = kb_.qbeg / BQ, nsteps = (kb_.qstop + BQ - 1) / BQ - qt_first;
 
     auto stage_tiles = [&](int i) {
         const int bf = i & 1, q0 = (qt_first + i) * BQ;
@@ -428,10 +506,12 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* 
         ca_wload_tile<DH, BQ, THREADS>(dOs + bf * BQ * DH, dO + qoff, qstride, q0, T);
     };
     float pre[NSC];
-    auto load_scalars = [&](int i) { ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, h, b); };
+    auto load_scalars = [&](int i) {
+        ca_dkdv_load_scalars<NS, BQ, GLO>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, kb_.qbeg, kb_.qstop, h, b);
+    };
     auto store_scalars = [&](int i) { ca_dkdv_store_scalars<NSC, BQ>(Sc, pre, i); };
-    ca_wload_tile<DH, BKV, THREADS>(Ks, k + kvoff, kvstride, k0, T);
-    ca_wload_tile<DH, BKV, THREADS>(Vs, v + kvoff, kvstride, k0, T);
+    ca_wload_tile<DH, BKV, THREADS>(Ks, ksrc, kstride, k0, kb_.nkeys);
+    ca_wload_tile<DH, BKV, THREADS>(Vs, vsrc, kstride, k0, kb_.nkeys);
     stage_tiles(0);
     ca_cp_async_commit();
     load_scalars(0);
@@ -467,7 +547,14 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* 
             ca_wg_pin<BQ>(dpt);
             ca_wg_pin<BQ>(st);
             float ds[BQ / 8][4];
-            ca_dkdv_p_ds<NS, BQ>(st, ds, dpt, sc_, s, q0, keys, mask, tq, sl2);
+            if constexpr (BANK)
+                ca_dkdv_p_ds_masked<NS, BQ>(st, ds, dpt, sc_, s, tq, sl2, [&](int c, int r) { return !key_ok[r]; });
+            else if constexpr (BND)
+                ca_dkdv_p_ds_masked<NS, BQ>(st, ds, dpt, sc_, s, tq, sl2, [&](int c, int r) {
+                    return (q0 + c < keys[r]) | (keys[r] < (int)sc_[(2 * NS + 1) * BQ + c]);
+                });
+            else
+                ca_dkdv_p_ds<NS, BQ>(st, ds, dpt, sc_, s, q0, keys, mask, tq, sl2);
             uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
             ca_acc_to_a<BQ>(pa, st);
             ca_acc_to_a<BQ>(dsa, ds);
@@ -489,5 +576,5 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, const bf16* 
         }
         __syncthreads();
     }
-    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, h, b, scale);
+    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, kb_.rowbase, kb_.nkeys, h, scale);
 }

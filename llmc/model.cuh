@@ -185,6 +185,20 @@ static CodaAttnShape gm_attn_shape(const GpuModel* m) {
     return s;
 }
 
+static CodaAttnInputs gm_attn_inputs(const GpuModel* m, const LayerActs* a, int l) {
+    CodaAttnInputs in;
+    memset(&in, 0, sizeof(in));
+    in.q = a->q; in.k = a->k; in.v = a->v;
+    in.theta = gm_param(m, PK_THETA, l);
+    in.lam_logit = a->lam;
+    in.head_norm = gm_param(m, PK_HEAD_NORM, l);
+    return in;
+}
+static CodaAttnSaved gm_attn_saved(const LayerActs* a) {
+    CodaAttnSaved sv = {a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd};
+    return sv;
+}
+
 // Activations for B rows of T tokens. chunk_rows: rows of logits materialised at once (0 = all).
 static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int chunk_rows) {
     const ModelConfig* c = &m->cfg;
@@ -245,9 +259,9 @@ static void gpu_layer_forward(GpuModel* m, int l) {
     STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->q, N, m->T, 0, c->n_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
     STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->k, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
     CodaAttnShape s = gm_attn_shape(m);
-    STEP_TIMED(tm, ST_ATTENTION_FWD,
-               coda_attention_forward(ctx, &s, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
-                                      gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l)));
+    CodaAttnInputs in = gm_attn_inputs(m, a, l);
+    CodaAttnSaved sv = gm_attn_saved(a);
+    STEP_TIMED(tm, ST_ATTENTION_FWD, coda_attention_forward(ctx, &s, &in, &sv));
     STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->resid_mid, a->attn_out, gm_param(m, PK_O, l), NULL, N, QD, D));
     STEP_TIMED(tm, ST_OTHER, residual_add(ctx, a->resid_mid, a->resid_mid, x, (size_t)N * D));
     STEP_TIMED(tm, ST_NORM, rmsnorm_forward(ctx, a->hn2, a->rstd2, a->resid_mid, gm_param(m, PK_MLP_NORM, l), N, D, c->norm_eps));
@@ -343,10 +357,10 @@ static void gpu_model_backward(GpuModel* m) {
         STEP_TIMED(tm, ST_OTHER, cudaCheck(cudaMemcpyAsync(m->dres, m->dmid, sizeof(floatX) * ND, cudaMemcpyDeviceToDevice, ctx->stream)));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dattn, m->dmid, gm_param(m, PK_O, l), N, QD, D, 0));
         if ((g = gm_grad(m, PK_O, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dmid, a->attn_out, N, QD, D, acc));
-        STEP_TIMED(tm, ST_ATTENTION_BWD,
-                   coda_attention_backward(ctx, &s, m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l),
-                                           m->dattn, a->attn_out, a->a_sig, a->a_noise, a->lse, a->hn_rstd, a->q, a->k, a->v,
-                                           gm_param(m, PK_THETA, l), a->lam, gm_param(m, PK_HEAD_NORM, l), m->scratch, m->scratch_bytes));
+        CodaAttnInputs in = gm_attn_inputs(m, a, l);
+        CodaAttnSaved sv = gm_attn_saved(a);
+        CodaAttnGrads gr = {m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l), NULL, NULL};
+        STEP_TIMED(tm, ST_ATTENTION_BWD, coda_attention_backward(ctx, &s, &in, &sv, m->dattn, &gr, m->scratch, m->scratch_bytes));
         STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, m->dq, N, m->T, 0, H, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1));
         STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, m->dk, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dq, gm_param(m, PK_Q, l), N, D, QD, 0));

@@ -50,15 +50,11 @@ int main(int argc, char** argv) {
                 CodaAttnShape sh = {shp.B, shp.T, shp.H, shp.Hkv, shp.Dh, diff, diff, 1e-6f, impl};
                 GaCase c;
                 ga_case_init(&c, sh, 7);
-                double fwd = bench_ms([&]() {
-                    coda_attention_forward(ctx, &sh, c.out, c.a_sig, c.a_noise, c.lse, c.hn_rstd, c.d_q, c.d_k, c.d_v, c.d_theta,
-                                           c.d_lam_logit, c.d_hn);
-                }, reps);
-                double bwd = bench_ms([&]() {
-                    coda_attention_backward(ctx, &sh, c.dq, c.dk, c.dv, c.dlam, c.dtheta, c.dhn, c.d_dout, c.out, c.a_sig, c.a_noise,
-                                            c.lse, c.hn_rstd, c.d_q, c.d_k, c.d_v, c.d_theta, c.d_lam_logit, c.d_hn, c.scratch,
-                                            c.scratch_bytes);
-                }, reps);
+                CodaAttnInputs in = ga_case_inputs(&c);
+                CodaAttnSaved sv = {c.out, c.a_sig, c.a_noise, c.lse, c.hn_rstd};
+                CodaAttnGrads gr = {c.dq, c.dk, c.dv, c.dlam, c.dtheta, c.dhn, NULL, NULL};
+                double fwd = bench_ms([&]() { coda_attention_forward(ctx, &sh, &in, &sv); }, reps);
+                double bwd = bench_ms([&]() { coda_attention_backward(ctx, &sh, &in, &sv, c.d_dout, &gr, c.scratch, c.scratch_bytes); }, reps);
                 double pairs = (double)sh.B * sh.H * (diff ? 2 : 1) * ((double)sh.T * (sh.T + 1) / 2);
                 double ffl = 4.0 * sh.Dh * pairs, bfl = 2.5 * ffl;
                 printf("| %s B=%d | %d | %s | %s | %.2f | %.2f | %.1f | %.1f |\n", shp.name, sh.B, sh.T,

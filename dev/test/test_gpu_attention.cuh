@@ -77,6 +77,13 @@ typedef struct {
     float *lse, *hn_rstd, *dtheta, *dhn;
     void* scratch;
     size_t scratch_bytes;
+    // bounded key set with a bank (sh.block > 0, sh.bank_slots > 0): host inputs and device copies
+    size_t nbank;                 // elements of bank_k: B * n_blocks * Hkv * bank_slots * Dh
+    float *bank_k, *bank_v;       // [B][n_blocks][Hkv][Mb][Dh]
+    unsigned char* allowed;       // [B][n_blocks][Mb]
+    floatX *d_bank_k, *d_bank_v;
+    unsigned char* d_allowed;
+    float *dbank_k, *dbank_v;     // outputs, fp32
 } GaCase;
 
 static void ga_case_init(GaCase* c, CodaAttnShape sh, uint64_t seed) {
@@ -119,6 +126,30 @@ static void ga_case_init(GaCase* c, CodaAttnShape sh, uint64_t seed) {
     c->dhn = (float*)cuda_malloc_or_die((size_t)sh.Dh * sizeof(float), w);
     c->scratch_bytes = coda_attention_scratch_bytes(&sh);
     c->scratch = cuda_malloc_or_die(c->scratch_bytes, "attention scratch");
+    if (ca_has_bank(&sh)) {
+        const int nb = ca_n_blocks(sh), Mb = sh.bank_slots;
+        c->nbank = (size_t)sh.B * nb * sh.Hkv * Mb * sh.Dh;
+        c->bank_k = (float*)coda_malloc_or_die(c->nbank * sizeof(float), "bank k");
+        c->bank_v = (float*)coda_malloc_or_die(c->nbank * sizeof(float), "bank v");
+        c->allowed = (unsigned char*)coda_malloc_or_die((size_t)sh.B * nb * Mb, "bank allowed");
+        ga_fill(c->bank_k, c->nbank, &s, -1.5f, 1.5f);
+        ga_fill(c->bank_v, c->nbank, &s, -1.f, 1.f);
+        // Allowed slots: none for block 0 (a fresh training state), a random ~60% elsewhere, and for
+        // every third block a first 64-slot tile with none at all (a fully masked bank tile); every
+        // slot when unused memory is attended (the scan allows them all then).
+        for (int b = 0; b < sh.B; b++)
+            for (int j = 0; j < nb; j++)
+                for (int m = 0; m < Mb; m++) {
+                    unsigned char a = j > 0 && ga_uniform(&s, 0.f, 1.f) < 0.6f && !(j % 3 == 2 && m < 64 && Mb > 64);
+                    c->allowed[((size_t)b * nb + j) * Mb + m] = sh.unmasked_memory ? 1 : a;
+                }
+        c->d_bank_k = ga_upload(c->bank_k, c->nbank);
+        c->d_bank_v = ga_upload(c->bank_v, c->nbank);
+        c->d_allowed = (unsigned char*)cuda_malloc_or_die((size_t)sh.B * nb * Mb, "bank allowed");
+        cudaCheck(cudaMemcpy(c->d_allowed, c->allowed, (size_t)sh.B * nb * Mb, cudaMemcpyHostToDevice));
+        c->dbank_k = (float*)cuda_malloc_or_die(c->nbank * sizeof(float), w);
+        c->dbank_v = (float*)cuda_malloc_or_die(c->nbank * sizeof(float), w);
+    }
 }
 
 static void ga_case_free(GaCase* c) {
@@ -126,6 +157,20 @@ static void ga_case_free(GaCase* c) {
     void* dev[] = {c->d_q, c->d_k, c->d_v, c->d_theta, c->d_lam_logit, c->d_hn, c->d_dout, c->out, c->a_sig, c->a_noise,
                    c->dq, c->dk, c->dv, c->dlam, c->lse, c->hn_rstd, c->dtheta, c->dhn, c->scratch};
     for (size_t i = 0; i < sizeof(dev) / sizeof(dev[0]); i++) cudaCheck(cudaFree(dev[i]));
+    if (c->nbank) {
+        free(c->bank_k); free(c->bank_v); free(c->allowed);
+        void* bdev[] = {c->d_bank_k, c->d_bank_v, c->d_allowed, c->dbank_k, c->dbank_v};
+        for (size_t i = 0; i < sizeof(bdev) / sizeof(bdev[0]); i++) cudaCheck(cudaFree(bdev[i]));
+    }
+}
+
+static CodaAttnInputs ga_case_inputs(const GaCase* c) {
+    CodaAttnInputs in;
+    memset(&in, 0, sizeof(in));
+    in.q = c->d_q; in.k = c->d_k; in.v = c->d_v;
+    in.theta = c->d_theta; in.lam_logit = c->d_lam_logit; in.head_norm = c->d_hn;
+    in.bank.k = c->d_bank_k; in.bank.v = c->d_bank_v; in.bank.allowed = c->d_allowed;
+    return in;
 }
 
 // Poisons every output (NaN bytes), zeroes the accumulated gradients, runs forward + backward.
@@ -144,20 +189,86 @@ static void ga_case_run_gpu(GaCase* c, const GpuContext* ctx, int poison) {
         cudaCheck(cudaMemset(c->dtheta, 0, (size_t)sh->H * sh->Dh / 2 * sizeof(float)));
         cudaCheck(cudaMemset(c->dhn, 0, (size_t)sh->Dh * sizeof(float)));
     }
-    coda_attention_forward(ctx, sh, c->out, c->a_sig, c->a_noise, c->lse, c->hn_rstd, c->d_q, c->d_k, c->d_v, c->d_theta,
-                           c->d_lam_logit, c->d_hn);
-    coda_attention_backward(ctx, sh, c->dq, c->dk, c->dv, c->dlam, c->dtheta, c->dhn, c->d_dout, c->out, c->a_sig,
-                            c->a_noise, c->lse, c->hn_rstd, c->d_q, c->d_k, c->d_v, c->d_theta, c->d_lam_logit, c->d_hn,
-                            c->scratch, c->scratch_bytes);
+    CodaAttnInputs in = ga_case_inputs(c);
+    CodaAttnSaved sv = {c->out, c->a_sig, c->a_noise, c->lse, c->hn_rstd};
+    CodaAttnGrads gr = {c->dq, c->dk, c->dv, c->dlam, c->dtheta, c->dhn, c->dbank_k, c->dbank_v};
+    if (poison && c->nbank) {
+        cudaCheck(cudaMemset(c->dbank_k, 0xFF, c->nbank * sizeof(float)));
+        cudaCheck(cudaMemset(c->dbank_v, 0xFF, c->nbank * sizeof(float)));
+    }
+    coda_attention_forward(ctx, sh, &in, &sv);
+    coda_attention_backward(ctx, sh, &in, &sv, c->d_dout, &gr, c->scratch, c->scratch_bytes);
     cudaCheck(cudaStreamSynchronize(ctx->stream));
 }
 
-typedef struct { double out, dq, dk, dv, dlam, dtheta, dhn; } GaErrors;
+typedef struct { double out, dq, dk, dv, dlam, dtheta, dhn, dbank; } GaErrors;
 
-// The fp64 reference chain of attn_forward/attn_backward without projections and RoPE.
+// Bounded (sh.block > 0): the key set of block j of row b as the CPU reference builds it -- prefix =
+// the allowed bank slots, the ring tokens [max(0, jS - W), jS) and (unmasked memory) the empty ring
+// slots as zero keys; then the block's tokens causally. src[i] says where prefix key i came from:
+// >= 0 a token of the row, -1 - m bank slot m, GA_ZERO_KEY an empty ring slot. k, v: the row's
+// [T][Hkv*Dh] keys/values (fp64).
+#define GA_ZERO_KEY (-1000000)
+static void ga_bounded_keyset(const GaCase* c, int b, int j, const double* k, const double* v, KeySet_f64* ks, int* src) {
+    const CodaAttnShape* sh = &c->sh;
+    const int S = sh->block, W = sh->window, Hkv = sh->Hkv, Dh = sh->Dh, kvd = Hkv * Dh, Mb = c->nbank ? sh->bank_slots : 0;
+    const int nb_ = ca_n_blocks(*sh), t0 = j * S, nb = sh->T - t0 < S ? sh->T - t0 : S, lo = t0 - W > 0 ? t0 - W : 0;
+    int P = 0;
+    for (int m = 0; m < Mb; m++)
+        if (c->allowed[((size_t)b * nb_ + j) * Mb + m]) src[P++] = -1 - m;
+    for (int p = lo; p < t0; p++) src[P++] = p;
+    if (sh->unmasked_memory)
+        for (int e = 0; e < W - (t0 < W ? t0 : W); e++) src[P++] = GA_ZERO_KEY;
+    ks->P = P; ks->nb = nb;
+    ks->slot = (int*)coda_malloc_or_die(sizeof(int) * (P ? P : 1), "key set");
+    ks->k = (double*)coda_calloc_or_die((size_t)Hkv * (P + nb) * Dh, sizeof(double), "key set");
+    ks->v = (double*)coda_calloc_or_die((size_t)Hkv * (P + nb) * Dh, sizeof(double), "key set");
+    for (int i = 0; i < P + nb; i++) {
+        const int from = i < P ? src[i] : t0 + i - P;
+        if (i < P) ks->slot[i] = from;
+        for (int g = 0; g < Hkv; g++) {
+            double* dk_ = ks->k + ((size_t)g * (P + nb) + i) * Dh;
+            double* dv_ = ks->v + ((size_t)g * (P + nb) + i) * Dh;
+            if (from >= 0) {
+                for (int d = 0; d < Dh; d++) { dk_[d] = k[(size_t)from * kvd + g * Dh + d]; dv_[d] = v[(size_t)from * kvd + g * Dh + d]; }
+            } else if (from != GA_ZERO_KEY) {
+                const size_t off = ((((size_t)b * nb_ + j) * Hkv + g) * Mb + (-1 - from)) * Dh;
+                for (int d = 0; d < Dh; d++) { dk_[d] = c->bank_k[off + d]; dv_[d] = c->bank_v[off + d]; }
+            }
+        }
+    }
+}
+// Sends the key-set gradients of block j of row b to their sources: tokens (dk/dv rows of the row;
+// ring tokens before (j-1)S only without grad_cut), bank slots (dbank), nothing for zero keys.
+static void ga_bounded_scatter(const GaCase* c, int b, int j, const KeySet_f64* ks, const int* src, const double* dK, const double* dV,
+                               double* dk, double* dv, double* dbk, double* dbv) {
+    const CodaAttnShape* sh = &c->sh;
+    const int S = sh->block, Hkv = sh->Hkv, Dh = sh->Dh, kvd = Hkv * Dh, Mb = c->nbank ? sh->bank_slots : 0, nb_ = ca_n_blocks(*sh);
+    const int n = ks->P + ks->nb, t0 = j * S;
+    for (int i = 0; i < n; i++) {
+        const int from = i < ks->P ? src[i] : t0 + i - ks->P;
+        if (from == GA_ZERO_KEY) continue;
+        if (from >= 0 && sh->grad_cut && from < (j - 1) * S) continue;  // came through the cut state
+        for (int g = 0; g < Hkv; g++) {
+            const double* gk = dK + ((size_t)g * n + i) * Dh;
+            const double* gv = dV + ((size_t)g * n + i) * Dh;
+            double *tk, *tv;
+            if (from >= 0) { tk = dk + (size_t)from * kvd + g * Dh; tv = dv + (size_t)from * kvd + g * Dh; }
+            else {
+                const size_t off = ((((size_t)b * nb_ + j) * Hkv + g) * Mb + (-1 - from)) * Dh;
+                tk = dbk + off; tv = dbv + off;
+            }
+            for (int d = 0; d < Dh; d++) { tk[d] += gk[d]; tv[d] += gv[d]; }
+        }
+    }
+}
+
+// The fp64 reference chain of attn_forward/attn_backward without projections and RoPE (bounded: the
+// block loop of attn_row_forward / attn_backward over the case's bank). dbk/dbv: the bank slots'
+// gradients (bounded with a bank; else unused).
 // dlam_abs[t, h] = sum_d |d o * a_noise| * lam (1 - lam): the size of the terms that cancel in dlam.
 static void ga_reference(const GaCase* c, double* out, double* dq, double* dk, double* dv, double* dlam, double* dtheta,
-                         double* dhn, double* dlam_abs) {
+                         double* dhn, double* dlam_abs, double* dbk, double* dbv) {
     const CodaAttnShape* sh = &c->sh;
     const int B = sh->B, T = sh->T, H = sh->H, Hkv = sh->Hkv, Dh = sh->Dh;
     const size_t BT = (size_t)B * T, qd = (size_t)H * Dh, kvd = (size_t)Hkv * Dh, n = BT * qd;
@@ -174,12 +285,18 @@ static void ga_reference(const GaCase* c, double* out, double* dq, double* dk, d
     double *qn = buf, *as = qn + n, *an = as + n, *o = an + n, *d_o = o + n, *dsig = d_o + n, *dnoise = dsig + n;
     double *dqn = dnoise + n, *tmp = dqn + n, *rstd = tmp + n;
     if (sh->differential) noise_rotate_f64(qn, q, theta, (int)BT, H, Dh, +1);
+    const int bounded = sh->block > 0, nblk = bounded ? ca_n_blocks(*sh) : 1;
+    int* src = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(sh->bank_slots + 2 * sh->window + 1), "key sources");
     for (int b = 0; b < B; b++) {
         size_t r0 = (size_t)b * T;
-        KeySet_f64 ks;
-        keyset_build_f64(&ks, &cfg, NULL, k + r0 * kvd, v + r0 * kvd, 0, T);
-        attend_forward_f64(&cfg, &ks, q + r0 * qd, qn + r0 * qd, T, as + r0 * qd, an + r0 * qd);
-        keyset_free_f64(&ks);
+        for (int j = 0; j < nblk; j++) {
+            KeySet_f64 ks;
+            const int t0 = bounded ? j * sh->block : 0;
+            if (bounded) ga_bounded_keyset(c, b, j, k + r0 * kvd, v + r0 * kvd, &ks, src);
+            else keyset_build_f64(&ks, &cfg, NULL, k + r0 * kvd, v + r0 * kvd, 0, T);
+            attend_forward_f64(&cfg, &ks, q + (r0 + t0) * qd, qn + (r0 + t0) * qd, ks.nb, as + (r0 + t0) * qd, an + (r0 + t0) * qd);
+            keyset_free_f64(&ks);
+        }
     }
     AttnWeights_f64 w;
     memset(&w, 0, sizeof(w));
@@ -206,18 +323,25 @@ static void ga_reference(const GaCase* c, double* out, double* dq, double* dk, d
     memset(dq, 0, sizeof(double) * n);
     memset(dk, 0, sizeof(double) * BT * kvd);
     memset(dv, 0, sizeof(double) * BT * kvd);
+    if (c->nbank) { memset(dbk, 0, sizeof(double) * c->nbank); memset(dbv, 0, sizeof(double) * c->nbank); }
     for (int b = 0; b < B; b++) {
         size_t r0 = (size_t)b * T;
-        KeySet_f64 ks;
-        keyset_build_f64(&ks, &cfg, NULL, k + r0 * kvd, v + r0 * kvd, 0, T);
-        size_t nk = (size_t)Hkv * T * Dh;
-        double* dK = (double*)coda_calloc_or_die(2 * nk, sizeof(double), "reference dK");
-        attend_backward_f64(&cfg, &ks, q + r0 * qd, qn + r0 * qd, T, dsig + r0 * qd, dnoise + r0 * qd, dq + r0 * qd,
-                            dqn + r0 * qd, dK, dK + nk);
-        keyset_scatter_f64(&cfg, &ks, NULL, 0, 0, 0, dK, dK + nk, dk + r0 * kvd, dv + r0 * kvd, NULL, NULL);
-        free(dK);
-        keyset_free_f64(&ks);
+        for (int j = 0; j < nblk; j++) {
+            KeySet_f64 ks;
+            const int t0 = bounded ? j * sh->block : 0;
+            if (bounded) ga_bounded_keyset(c, b, j, k + r0 * kvd, v + r0 * kvd, &ks, src);
+            else keyset_build_f64(&ks, &cfg, NULL, k + r0 * kvd, v + r0 * kvd, 0, T);
+            size_t nk = (size_t)Hkv * (ks.P + ks.nb) * Dh;
+            double* dK = (double*)coda_calloc_or_die(2 * nk, sizeof(double), "reference dK");
+            attend_backward_f64(&cfg, &ks, q + (r0 + t0) * qd, qn + (r0 + t0) * qd, ks.nb, dsig + (r0 + t0) * qd, dnoise + (r0 + t0) * qd,
+                                dq + (r0 + t0) * qd, dqn + (r0 + t0) * qd, dK, dK + nk);
+            if (bounded) ga_bounded_scatter(c, b, j, &ks, src, dK, dK + nk, dk + r0 * kvd, dv + r0 * kvd, dbk, dbv);
+            else keyset_scatter_f64(&cfg, &ks, NULL, 0, 0, 0, dK, dK + nk, dk + r0 * kvd, dv + r0 * kvd, NULL, NULL);
+            free(dK);
+            keyset_free_f64(&ks);
+        }
     }
+    free(src);
     memset(dtheta, 0, sizeof(double) * H * Dh / 2);
     if (sh->differential) {
         noise_rotate_f64(tmp, dqn, theta, (int)BT, H, Dh, -1);
@@ -242,7 +366,8 @@ static GaErrors ga_check_case(const GpuContext* ctx, CodaAttnShape sh, uint64_t 
     double* ref = (double*)coda_malloc_or_die(sizeof(double) * (2 * BT * qd + 2 * BT * kvd + 2 * BT * sh.H + nth + sh.Dh), "ref");
     double *r_out = ref, *r_dq = r_out + BT * qd, *r_dk = r_dq + BT * qd, *r_dv = r_dk + BT * kvd, *r_dlam = r_dv + BT * kvd;
     double *r_dth = r_dlam + BT * sh.H, *r_dhn = r_dth + nth, *r_dlam_abs = r_dhn + sh.Dh;
-    ga_reference(&c, r_out, r_dq, r_dk, r_dv, r_dlam, r_dth, r_dhn, r_dlam_abs);
+    double* r_db = c.nbank ? (double*)coda_malloc_or_die(2 * c.nbank * sizeof(double), "ref dbank") : NULL;
+    ga_reference(&c, r_out, r_dq, r_dk, r_dv, r_dlam, r_dth, r_dhn, r_dlam_abs, r_db, r_db ? r_db + c.nbank : NULL);
     float *g_out = ga_download(c.out, BT * qd), *g_dq = ga_download(c.dq, BT * qd), *g_dk = ga_download(c.dk, BT * kvd);
     float *g_dv = ga_download(c.dv, BT * kvd), *g_dlam = ga_download(c.dlam, BT * sh.H);
     float* g_dth = (float*)coda_malloc_or_die(nth * sizeof(float), "dtheta");
@@ -267,9 +392,19 @@ static GaErrors ga_check_case(const GpuContext* ctx, CodaAttnShape sh, uint64_t 
         e.dtheta = ga_rel_l2(g_dth, r_dth, nth);
         if (sh.head_norm_full) e.dhn = ga_rel_l2(g_dhn, r_dhn, sh.Dh);
     }
-    printf("    B=%d T=%-4d H=%d Hkv=%d Dh=%-3d diff=%d norm=%d  rel err: out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e\n",
-           sh.B, sh.T, sh.H, sh.Hkv, sh.Dh, sh.differential, sh.head_norm_full, e.out, e.dq, e.dk, e.dv, e.dlam, e.dtheta,
-           e.dhn);
+    if (c.nbank) {  // bank slot gradients, k and v together
+        float* g_db = (float*)coda_malloc_or_die(2 * c.nbank * sizeof(float), "dbank");
+        cudaCheck(cudaMemcpy(g_db, c.dbank_k, c.nbank * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(g_db + c.nbank, c.dbank_v, c.nbank * sizeof(float), cudaMemcpyDeviceToHost));
+        e.dbank = ga_rel_l2(g_db, r_db, 2 * c.nbank);
+        free(g_db);
+        free(r_db);
+    }
+    printf("    B=%d T=%-4d H=%d Hkv=%d Dh=%-3d diff=%d norm=%d", sh.B, sh.T, sh.H, sh.Hkv, sh.Dh, sh.differential, sh.head_norm_full);
+    if (sh.block) printf(" S=%d W=%d Mb=%d%s%s", sh.block, sh.window, sh.bank_slots, sh.unmasked_memory ? " unmasked" : "", sh.grad_cut ? " cut" : "");
+    printf("  rel err: out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e", e.out, e.dq, e.dk, e.dv, e.dlam, e.dtheta, e.dhn);
+    if (c.nbank) printf(" dbank %.2e", e.dbank);
+    printf("\n");
     free(ref); free(g_out); free(g_dq); free(g_dk); free(g_dv); free(g_dlam); free(g_dth); free(g_dhn);
     ga_case_free(&c);
     return e;
@@ -278,9 +413,9 @@ static GaErrors ga_check_case(const GpuContext* ctx, CodaAttnShape sh, uint64_t 
 static double ga_attn_tol(void) { return ga_is_bf16 ? 2e-2 : 2e-5; }
 
 static void ga_check_errors(const GaErrors* e, double tol, double* worst) {
-    const double v[7] = {e->out, e->dq, e->dk, e->dv, e->dlam, e->dtheta, e->dhn};
-    const char* names[7] = {"out", "dq", "dk", "dv", "dlam_logit", "dtheta", "dhead_norm"};
-    for (int i = 0; i < 7; i++) {
+    const double v[8] = {e->out, e->dq, e->dk, e->dv, e->dlam, e->dtheta, e->dhn, e->dbank};
+    const char* names[8] = {"out", "dq", "dk", "dv", "dlam_logit", "dtheta", "dhead_norm", "dbank"};
+    for (int i = 0; i < 8; i++) {
         CHECK(v[i] <= tol, "%s rel err %.3g > tol %.3g", names[i], v[i], tol);
         if (worst && v[i] > worst[i]) worst[i] = v[i];
     }
@@ -290,7 +425,7 @@ static void ga_run_grid(int differential, int head_norm_full, CodaAttnImpl impl)
     GpuContext ctx;
     gpu_context_init(&ctx);
     const int Ts[4] = {1, 17, 64, 300}, Gs[2] = {1, 4}, Dhs[2] = {64, 128};
-    double worst[7] = {0};
+    double worst[8] = {0};
     uint64_t seed = 1234 + 17 * differential + 5 * head_norm_full;
     CodaAttnShape probe = {1, 1, 1, 1, 64, 0, 0, 0.f, impl};
     for (int ti = 0; ti < 4; ti++)
@@ -320,6 +455,74 @@ GPU_TEST(kattn_mma_coda_headnorm_vs_cpu_reference) {
 GPU_TEST(kattn_mma_gqa_vs_cpu_reference) {
     if (sizeof(floatX) != 2) { test_skip("the tensor-core kernels exist in the BF16 build only"); return; }
     ga_run_grid(0, 0, CA_IMPL_MMA);
+}
+
+// Bounded key sets (SPEC §2.3, scan-then-attend): each case against the CPU reference's block loop
+// over the same bank. The grid covers W < S, W > S, W not a multiple of S, W = 1, S > T, S < the
+// query tile (64), T not a multiple of S, a bank of 0 / 24 / 128 / 130 slots (a partial 64-slot
+// tile; block 0's bank is empty, some blocks have a fully hidden first tile), unused memory
+// attended, the gradient cut between blocks, GQA and CoDA with and without head norm, both head dims.
+static void ga_run_bounded_grid(CodaAttnImpl impl) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    struct { int B, T, H, Hkv, Dh, diff, norm, S, W, Mb, unmasked, cut; } cases[] = {
+        {2, 300, 4, 2, 64, 1, 1, 64, 50, 24, 0, 0},    {2, 300, 8, 2, 128, 1, 0, 100, 200, 128, 0, 0},
+        {2, 200, 4, 2, 64, 1, 1, 256, 64, 128, 0, 0},  {2, 257, 4, 2, 128, 0, 0, 128, 1, 0, 0, 0},
+        {2, 300, 4, 2, 64, 1, 0, 64, 64, 130, 1, 0},   {2, 300, 4, 2, 128, 1, 1, 64, 100, 24, 0, 1},
+        {1, 1, 4, 2, 64, 1, 1, 64, 16, 24, 0, 0},      {2, 300, 8, 2, 128, 0, 0, 32, 16, 64, 0, 0},
+        {1, 333, 4, 4, 64, 1, 1, 96, 40, 64, 1, 1},
+    };
+    double worst[8] = {0};
+    uint64_t seed = 4321;
+    CodaAttnShape probe = {1, 1, 1, 1, 64, 0, 0, 0.f, impl};
+    for (const auto& k : cases) {
+        CodaAttnShape sh = {k.B, k.T, k.H, k.Hkv, k.Dh, k.diff, k.norm, 1e-6f, impl, k.S, k.W, k.Mb, k.unmasked, k.cut};
+        GaErrors e = ga_check_case(&ctx, sh, seed++);
+        ga_check_errors(&e, ga_attn_tol(), worst);
+    }
+    printf("    %s %s bounded worst rel err (tol %.1e): out %.2e dq %.2e dk %.2e dv %.2e dlam %.2e dtheta %.2e dhn %.2e dbank %.2e\n",
+           PRECISION_NAME, ca_impl_name(&probe), ga_attn_tol(), worst[0], worst[1], worst[2], worst[3], worst[4], worst[5], worst[6],
+           worst[7]);
+    gpu_context_free(&ctx);
+}
+GPU_TEST(kattn_bounded_vs_cpu_reference) { ga_run_bounded_grid(CA_IMPL_AUTO); }
+GPU_TEST(kattn_fma_bounded_vs_cpu_reference) { ga_run_bounded_grid(CA_IMPL_FMA); }
+GPU_TEST(kattn_mma_bounded_vs_cpu_reference) {
+    if (sizeof(floatX) != 2) { test_skip("the tensor-core kernels exist in the BF16 build only"); return; }
+    ga_run_bounded_grid(CA_IMPL_MMA);
+}
+
+// A bounded key set whose block covers the whole sequence and whose bank is never attended (block 0
+// sees an empty bank) is the unbounded causal attention: the two launches give the same bits.
+GPU_TEST(kattn_bounded_single_block_equals_unbounded) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    for (int dh = 64; dh <= 128; dh += 64) {
+        CodaAttnShape u = {2, 200, 8, 2, dh, 1, 1, 1e-6f};
+        CodaAttnShape bnd = u;
+        bnd.block = 256; bnd.window = 64; bnd.bank_slots = 24;
+        GaCase a, b;
+        ga_case_init(&a, u, 77);
+        ga_case_init(&b, bnd, 77);  // same seed: the same q/k/v/... (the bank is drawn after them)
+        ga_case_run_gpu(&a, &ctx, 1);
+        ga_case_run_gpu(&b, &ctx, 1);
+        const size_t BT = (size_t)u.B * u.T, qd = (size_t)u.H * dh, kvd = (size_t)u.Hkv * dh;
+        struct { const void *x, *y; size_t bytes; const char* name; } outs[] = {
+            {a.out, b.out, BT * qd * sizeof(floatX), "out"}, {a.lse, b.lse, 2 * BT * u.H * sizeof(float), "lse"},
+            {a.dq, b.dq, BT * qd * sizeof(floatX), "dq"}, {a.dk, b.dk, BT * kvd * sizeof(floatX), "dk"},
+            {a.dv, b.dv, BT * kvd * sizeof(floatX), "dv"}};
+        for (const auto& o : outs) {
+            unsigned char* x = (unsigned char*)coda_malloc_or_die(o.bytes, "x");
+            unsigned char* y = (unsigned char*)coda_malloc_or_die(o.bytes, "y");
+            cudaCheck(cudaMemcpy(x, o.x, o.bytes, cudaMemcpyDeviceToHost));
+            cudaCheck(cudaMemcpy(y, o.y, o.bytes, cudaMemcpyDeviceToHost));
+            CHECK(memcmp(x, y, o.bytes) == 0, "Dh %d: %s of a one-block bounded launch differs from the unbounded one", dh, o.name);
+            free(x); free(y);
+        }
+        ga_case_free(&a);
+        ga_case_free(&b);
+    }
+    gpu_context_free(&ctx);
 }
 
 // Two runs on the same inputs give the same bits (no atomics); a second backward doubles the
