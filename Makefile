@@ -73,7 +73,7 @@ test_cpu: $(CPU_TEST_DEPS)
 	$(CXX) -O2 $(CXX_TEST_FLAGS) -o $@ $< -lm
 
 # ---- test_coda: the GPU tests (dev/test/*.cuh); they SKIP, loudly, without a GPU ----
-test_coda: test_coda.cu train_coda.cu $(HEADERS) | check-toolchain
+test_coda: test_coda.cu $(HEADERS) | check-toolchain
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
 
 # ---- train_coda: the trainer (README "Training") ----

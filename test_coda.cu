@@ -7,9 +7,6 @@
 // GPU test files, one #include each (new ones go at the end of this list).
 #include "dev/test/test_gpu_kernels.cuh"
 #include "dev/test/test_gpu_attention.cuh"
-// The trainer's own functions (checkpoints, resume) are tested through its source.
-#define TESTING
-#include "train_coda.cu"
 #include "dev/test/test_gpu_model.cuh"
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.

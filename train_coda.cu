@@ -5,16 +5,20 @@
 //            layer becomes CoDA (unbounded): q/k/v/o copied, theta/lambda initialised (SPEC §5,
 //            PROTOCOL §1.2); attention adapters trainable, everything else frozen.
 // Every hyper-parameter is a flag; Phase-1 defaults are the paper's (PROTOCOL §1.4-1.6).
-// Checkpoints: OUT/step_NNNNNNNN/{config.json, model.safetensors, train_state.bin}, written to a
-// temporary directory and renamed, then OUT/LATEST is replaced atomically: a crash never leaves a
-// corrupt latest checkpoint. model.safetensors + config.json is a Hugging Face model directory.
+// Checkpoints (llmc/checkpoint.cuh): OUT/step_NNNNNNNN/{config.json, model.safetensors,
+// train_state.bin}, written to a temporary directory and renamed, then OUT/LATEST is replaced
+// atomically: a crash never leaves a corrupt latest checkpoint. model.safetensors + config.json is a
+// Hugging Face model directory.
+// This file is the command line, the printing and the training loop; the rest is in llmc/.
 #include <errno.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include "llmc/checkpoint.cuh"
 #include "llmc/dataloader.h"
 #include "llmc/hf_model.h"
 #include "llmc/model.cuh"
+#include "llmc/presets.h"
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -125,167 +129,12 @@ static void parse_options(Options* o, int argc, char** argv) {
     if (o->timing < 0) coda_fatal("--timing must be an update number >= 1, or 0 for off");
 }
 
-// ---------------------------------------------------------------------------------------------
-// Model presets (phase 0 architectures)
-
-typedef struct {
-    const char* name;
-    int vocab, dim, ffn, layers, heads, kv_heads, head_dim, tie;
-    double rope_theta;
-} Preset;
-static const Preset PRESETS[] = {
-    {"tiny", 32768, 256, 768, 4, 4, 2, 64, 1, 1e6},
-    {"smollm2-135m", 49152, 576, 1536, 30, 9, 3, 64, 1, 1e5},
-    {"mistral-7b", 32768, 4096, 14336, 32, 32, 8, 128, 0, 1e6},
-};
-
-static ModelConfig model_config_from(const char* name_or_file) {
-    ModelConfig c = config_default();
-    for (size_t i = 0; i < sizeof(PRESETS) / sizeof(PRESETS[0]); i++) {
-        const Preset* p = &PRESETS[i];
-        if (strcmp(name_or_file, p->name) != 0) continue;
-        c.vocab_size = p->vocab; c.dim = p->dim; c.ffn_dim = p->ffn; c.n_layers = p->layers;
-        c.n_heads = p->heads; c.n_kv_heads = p->kv_heads; c.head_dim = p->head_dim; c.tie_embeddings = p->tie;
-        c.rope_theta = p->rope_theta;
-        return c;
-    }
-    CodaError err;
-    if (config_read_hf(name_or_file, &c, &err) != 0) coda_fatal("%s", err.msg);
-    return c;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Checkpoints
-
-#define TRAIN_STATE_MAGIC 20261128
-#define TRAIN_STATE_VERSION 1
-typedef struct {
-    int64_t magic, version, n_train, step, adam_step, data_epoch, data_index, seed, B, T, accum;
-    int64_t reserved[5];
-} TrainStateHeader;
-
-static void make_dir(const char* path) {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) coda_fatal("cannot create directory %s: %s", path, strerror(errno));
-}
-
-static void write_all(FILE* f, const void* p, size_t bytes, const char* path) {
-    if (fwrite(p, 1, bytes, f) != bytes) coda_fatal("write to %s failed: %s", path, strerror(errno));
-}
-
-// Copies a device fp32 array to a file through a bounded host buffer.
-static void write_device_floats(FILE* f, const float* dev, size_t n, const char* path) {
-    size_t chunk = 16u << 20;
-    float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
-    for (size_t i = 0; i < n; i += chunk) {
-        size_t k = n - i < chunk ? n - i : chunk;
-        cudaCheck(cudaMemcpy(buf, dev + i, sizeof(float) * k, cudaMemcpyDeviceToHost));
-        write_all(f, buf, sizeof(float) * k, path);
-    }
-    free(buf);
-}
-static void read_device_floats(FILE* f, float* dev, size_t n, const char* path) {
-    size_t chunk = 16u << 20;
-    float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
-    for (size_t i = 0; i < n; i += chunk) {
-        size_t k = n - i < chunk ? n - i : chunk;
-        if (fread(buf, sizeof(float), k, f) != k) coda_fatal("%s is truncated", path);
-        cudaCheck(cudaMemcpy(dev + i, buf, sizeof(float) * k, cudaMemcpyHostToDevice));
-    }
-    free(buf);
-}
-
-// Saves step `step` into OUT/step_NNNNNNNN atomically and points OUT/LATEST at it.
-static void save_checkpoint(GpuModel* m, const Options* o, int step, DataPosition pos) {
-    char dir[4096], tmp[4200], path[4300], latest[4200], latest_tmp[4300];
-    snprintf(dir, sizeof(dir), "%s/step_%08d", o->out_dir, step);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
-    CodaError err;
-    make_dir(tmp);
-    snprintf(path, sizeof(path), "%s/config.json", tmp);
-    if (config_write_hf_dtype(path, &m->cfg, FLOATX_DTYPE, &err) != 0) coda_fatal("%s", err.msg);
-    // weights: the floatX parameters exactly as trained (bf16 in the BF16 build)
-    void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "checkpoint weights");
-    cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
-    if (hf_save_params(tmp, &m->table, host, FLOATX_DTYPE, FLOATX_DTYPE, HF_DEFAULT_SHARD_BYTES, &err) != 0) coda_fatal("%s", err.msg);
-    free(host);
-    snprintf(path, sizeof(path), "%s/train_state.bin", tmp);
-    FILE* f = fopen(path, "wb");
-    if (!f) coda_fatal("cannot write %s: %s", path, strerror(errno));
-    TrainStateHeader h;
-    memset(&h, 0, sizeof(h));
-    h.magic = TRAIN_STATE_MAGIC; h.version = TRAIN_STATE_VERSION; h.n_train = (int64_t)m->n_train; h.step = step;
-    h.adam_step = m->adam_step; h.data_epoch = (int64_t)pos.epoch; h.data_index = (int64_t)pos.index; h.seed = o->seed;
-    h.B = o->B; h.T = o->T; h.accum = o->accum;
-    write_all(f, &h, sizeof(h), path);
-    write_device_floats(f, m->master, m->n_train, path);
-    write_device_floats(f, m->adam_m, m->n_train, path);
-    write_device_floats(f, m->adam_v, m->n_train, path);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0) coda_fatal("cannot finish %s: %s", path, strerror(errno));
-    if (rename(tmp, dir) != 0) {
-        // an older checkpoint of the same step (e.g. after a resume) is replaced
-        char cmd[9000];
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-        if (system(cmd) != 0 || rename(tmp, dir) != 0) coda_fatal("cannot rename %s to %s: %s", tmp, dir, strerror(errno));
-    }
-    snprintf(latest, sizeof(latest), "%s/LATEST", o->out_dir);
-    snprintf(latest_tmp, sizeof(latest_tmp), "%s.tmp", latest);
-    f = fopen(latest_tmp, "w");
-    if (!f) coda_fatal("cannot write %s: %s", latest_tmp, strerror(errno));
-    fprintf(f, "step_%08d\n", step);
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0 || rename(latest_tmp, latest) != 0)
-        coda_fatal("cannot update %s: %s", latest, strerror(errno));
-}
-
-// Reads OUT/LATEST; returns 0 and fills dir, or -1 if there is no checkpoint.
-static int latest_checkpoint(const char* out_dir, char* dir, size_t len) {
-    char path[4200], name[256];
-    snprintf(path, sizeof(path), "%s/LATEST", out_dir);
-    FILE* f = fopen(path, "r");
-    if (!f) return -1;
-    if (!fgets(name, sizeof(name), f)) { fclose(f); coda_fatal("%s is empty", path); }
-    fclose(f);
-    name[strcspn(name, "\r\n")] = 0;
-    snprintf(dir, len, "%s/%s", out_dir, name);
-    return 0;
-}
-
-// Loads a model directory's weights into the GPU model (missing CoDA tensors keep their init).
-static void load_weights(GpuModel* m, const char* dir) {
-    CodaError err;
-    HfLoadReport rep;
-    void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "weights staging");
-    cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
-    if (hf_load_params(dir, &m->table, host, FLOATX_DTYPE, &rep, &err) != 0) coda_fatal("%s", err.msg);
-    cudaCheck(cudaMemcpy(m->params, host, sizeof(floatX) * m->table.total, cudaMemcpyHostToDevice));
-    free(host);
-    printf("loaded %d tensors from %s (%d files)", rep.n_loaded, dir, rep.n_files);
-    if (rep.n_coda_missing) printf("; %d new CoDA tensors initialised", rep.n_coda_missing);
-    if (rep.n_unexpected) printf("; %d unexpected tensors ignored (e.g. %s)", rep.n_unexpected, rep.unexpected[0]);
+// Prints what loading a model directory did (hf_load_params' report).
+static void print_load_report(const char* dir, const HfLoadReport* rep) {
+    printf("loaded %d tensors from %s (%d files)", rep->n_loaded, dir, rep->n_files);
+    if (rep->n_coda_missing) printf("; %d new CoDA tensors initialised", rep->n_coda_missing);
+    if (rep->n_unexpected) printf("; %d unexpected tensors ignored (e.g. %s)", rep->n_unexpected, rep->unexpected[0]);
     printf("\n");
-}
-
-static int resume_checkpoint(GpuModel* m, const Options* o, const char* dir, DataPosition* pos) {
-    load_weights(m, dir);
-    char path[4300];
-    snprintf(path, sizeof(path), "%s/train_state.bin", dir);
-    FILE* f = fopen(path, "rb");
-    if (!f) coda_fatal("cannot open %s: %s", path, strerror(errno));
-    TrainStateHeader h;
-    if (fread(&h, sizeof(h), 1, f) != 1 || h.magic != TRAIN_STATE_MAGIC) coda_fatal("%s is not a coda.c training state", path);
-    if (h.version != TRAIN_STATE_VERSION) coda_fatal("%s has version %lld, this build reads %d", path, (long long)h.version, TRAIN_STATE_VERSION);
-    if (h.n_train != (int64_t)m->n_train)
-        coda_fatal("%s holds %lld trainable values but this model has %zu (different phase or config?)", path, (long long)h.n_train, m->n_train);
-    if (h.B != o->B || h.T != o->T || h.accum != o->accum || h.seed != o->seed)
-        coda_fatal("%s was written with --batch %lld --seq %lld --accum %lld --seed %lld; resume with the same values", path,
-                   (long long)h.B, (long long)h.T, (long long)h.accum, (long long)h.seed);
-    read_device_floats(f, m->master, m->n_train, path);
-    read_device_floats(f, m->adam_m, m->n_train, path);
-    read_device_floats(f, m->adam_v, m->n_train, path);
-    fclose(f);
-    m->adam_step = (int)h.adam_step;
-    pos->epoch = (uint64_t)h.data_epoch;
-    pos->index = (uint64_t)h.data_index;
-    return (int)h.step;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,17 +196,19 @@ static double evaluate(GpuModel* m, DataLoader* val, int n_batches) {
     return count ? total / count : 0.0;
 }
 
-#ifndef TESTING
 int main(int argc, char** argv) {
     Options o = default_options();
     parse_options(&o, argc, argv);
-    make_dir(o.out_dir);
     CodaError err;
+    if (ckpt_make_dir(o.out_dir, &err) != 0) coda_fatal("%s", err.msg);
+    const TrainRun run = {o.seed, o.B, o.T, o.accum};
 
     // ---- model ----
     ModelConfig cfg;
     char resume_dir[4200] = "";
-    int resuming = o.resume && latest_checkpoint(o.out_dir, resume_dir, sizeof(resume_dir)) == 0;
+    int latest = o.resume ? ckpt_latest_read(o.out_dir, resume_dir, sizeof(resume_dir), &err) : 1;
+    if (latest < 0) coda_fatal("%s", err.msg);
+    int resuming = latest == 0;
     const int random_base = o.phase == 1 && !resuming && o.init && strcmp(o.init, "random") == 0;
     if (o.resume && !resuming) printf("--resume: no checkpoint in %s yet, starting fresh\n", o.out_dir);
     if (resuming) {
@@ -365,10 +216,10 @@ int main(int argc, char** argv) {
         snprintf(path, sizeof(path), "%s/config.json", resume_dir);
         if (config_read_hf(path, &cfg, &err) != 0) coda_fatal("%s", err.msg);
     } else if (o.phase == 0) {
-        cfg = model_config_from(o.model);
+        if (model_config_from(o.model, &cfg, &err) != 0) coda_fatal("%s", err.msg);
     } else {
         if (random_base) {
-            cfg = model_config_from(o.model);
+            if (model_config_from(o.model, &cfg, &err) != 0) coda_fatal("%s", err.msg);
         } else {
             char path[4300];
             snprintf(path, sizeof(path), "%s/config.json", o.init);
@@ -391,10 +242,16 @@ int main(int argc, char** argv) {
     DataPosition pos = {0, 0};
     int start_step = 0;
     if (resuming) {
-        start_step = resume_checkpoint(&m, &o, resume_dir, &pos);
+        HfLoadReport rep;
+        if (checkpoint_resume(&m, resume_dir, &run, &rep, &start_step, &pos, &err) != 0) coda_fatal("%s", err.msg);
+        print_load_report(resume_dir, &rep);
         printf("resumed from %s at update %d\n", resume_dir, start_step);
     } else {
-        if (o.phase == 1 && !random_base) load_weights(&m, o.init);
+        if (o.phase == 1 && !random_base) {
+            HfLoadReport rep;
+            if (checkpoint_load_weights(&m, o.init, &rep, &err) != 0) coda_fatal("%s", err.msg);
+            print_load_report(o.init, &rep);
+        }
         gpu_model_sync_masters(&m);
     }
     gpu_model_alloc_acts(&m, o.B, o.T, o.recompute, o.chunk_rows);
@@ -459,7 +316,7 @@ int main(int argc, char** argv) {
         double loss = loss_sum / o.accum;
         if (!isfinite(loss)) {
             char last[4200] = "none";
-            latest_checkpoint(o.out_dir, last, sizeof(last));
+            if (ckpt_latest_read(o.out_dir, last, sizeof(last), NULL) != 0) snprintf(last, sizeof(last), "none");
             coda_fatal("loss is %f at update %d; stopping. Last good checkpoint: %s", loss, step, last);
         }
         double lr_scale = lr_schedule(step, o.steps, o.warmup, o.min_lr_frac);
@@ -492,7 +349,7 @@ int main(int argc, char** argv) {
         }
         fflush(log);
         if (o.save_every > 0 && ((step + 1) % o.save_every == 0 || step == o.steps - 1)) {
-            save_checkpoint(&m, &o, step + 1, dataloader_position(&train));
+            if (checkpoint_save(&m, o.out_dir, step + 1, &run, dataloader_position(&train), &err) != 0) coda_fatal("%s", err.msg);
             last_saved = step + 1;
             printf("saved %s/step_%08d\n", o.out_dir, step + 1);
         }
@@ -505,4 +362,3 @@ int main(int argc, char** argv) {
     gpu_model_free(&m);
     return 0;
 }
-#endif

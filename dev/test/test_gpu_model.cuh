@@ -2,9 +2,10 @@
 // logits, loss and every parameter gradient; ten AdamW steps whose losses track the CPU's; and
 // resume-equals-continue through real checkpoint files. Tolerances: the FP32 build must agree to
 // about 1e-4 relative (only summation order differs); the BF16 build to bf16 precision.
-// Needs train_coda.cu compiled with TESTING (test_coda.cu includes it).
 #pragma once
+#include "../../llmc/checkpoint.cuh"
 #include "../../llmc/cpu/reference.h"
+#include "../../llmc/model.cuh"
 #include "model_helpers.h"
 
 #if defined(ENABLE_FP32)
@@ -220,26 +221,28 @@ GPU_TEST(gpu_resume_from_checkpoint_equals_continuing) {
     ModelConfig c = gpu_test_config(1, 1);
     char dir[64];
     test_mkdtemp(dir, sizeof(dir), "resume");
-    Options o = default_options();
-    o.out_dir = dir; o.B = 2; o.T = 24; o.accum = 1; o.seed = 5;
+    const TrainRun run = {5, 2, 24, 1};  // seed, B, T, accum
+    CodaError err;
     GpuModel a, b;
     gpu_model_create(&a, &c, TRAIN_ATTENTION);
     gpu_model_init_random(&a, 7, 0);
-    gpu_model_alloc_acts(&a, o.B, o.T, 0, 0);
+    gpu_model_alloc_acts(&a, run.B, run.T, 0, 0);
     double la[6], lb[3];
     gpu_train_steps(&a, 0, 3, la);
     DataPosition pos = {2, 17};
-    save_checkpoint(&a, &o, 3, pos);
+    CHECK(checkpoint_save(&a, dir, 3, &run, pos, &err) == 0, "%s", err.msg);
     gpu_train_steps(&a, 3, 3, la + 3);
     char latest[4200];
-    CHECK(latest_checkpoint(dir, latest, sizeof(latest)) == 0, "no LATEST");
+    CHECK(ckpt_latest_read(dir, latest, sizeof(latest), &err) == 0, "no LATEST");
     gpu_model_create(&b, &c, TRAIN_ATTENTION);
     gpu_model_init_random(&b, 999, 0);  // different init: everything must come from the checkpoint
     DataPosition got = {0, 0};
-    int step = resume_checkpoint(&b, &o, latest, &got);
+    HfLoadReport rep;
+    int step = -1;
+    CHECK(checkpoint_resume(&b, latest, &run, &rep, &step, &got, &err) == 0, "%s", err.msg);
     CHECK(step == 3 && got.epoch == 2 && got.index == 17, "step %d position %llu/%llu", step,
           (unsigned long long)got.epoch, (unsigned long long)got.index);
-    gpu_model_alloc_acts(&b, o.B, o.T, 0, 0);
+    gpu_model_alloc_acts(&b, run.B, run.T, 0, 0);
     gpu_train_steps(&b, 3, 3, lb);
     CHECK(memcmp(la + 3, lb, sizeof(lb)) == 0, "losses after resume differ: %.9g vs %.9g", la[5], lb[2]);
     size_t bytes = sizeof(floatX) * a.table.total;
@@ -645,7 +648,8 @@ static void hf_parity_check(const char* dir) {
     CHECK(c.vocab_size == V, "%s: config vocab %d, parity.bin V %d", dir, c.vocab_size, V);
     GpuModel g;
     gpu_model_create(&g, &c, TRAIN_NONE);
-    load_weights(&g, dir);
+    HfLoadReport rep;
+    CHECK(checkpoint_load_weights(&g, dir, &rep, &err) == 0, "%s", err.msg);
     gpu_model_alloc_acts(&g, r.B, T, 0, 0);
     int scored = 0;
     double loss = gpu_model_forward(&g, r.tok, tgt, 0.0f, &scored) / scored;

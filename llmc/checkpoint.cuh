@@ -1,0 +1,126 @@
+// checkpoint.cuh — training checkpoints of the GPU model (model.cuh): save, load the weights of any
+// model directory, resume. A checkpoint OUT/step_NNNNNNNN/ holds config.json and model.safetensors
+// (the floatX parameters exactly as trained: a Hugging Face model directory) and train_state.bin
+// (fp32 masters and AdamW moments, step, data position: train_state.h). It is written into
+// step_NNNNNNNN.tmp/ and renamed, then OUT/LATEST is replaced atomically (checkpoint_dir.h): a
+// crash never leaves a corrupt latest checkpoint.
+#pragma once
+#include <errno.h>
+#include "checkpoint_dir.h"
+#include "dataloader.h"
+#include "hf_model.h"
+#include "model.cuh"
+#include "train_state.h"
+
+static inline int ckpt__write(FILE* f, const void* p, size_t bytes, const char* path, CodaError* err) {
+    if (fwrite(p, 1, bytes, f) != bytes) return coda_errorf(err, "write to %s failed: %s", path, strerror(errno));
+    return 0;
+}
+
+// Copies a device fp32 array to a file through a bounded host buffer.
+static inline int ckpt__write_device_floats(FILE* f, const float* dev, size_t n, const char* path, CodaError* err) {
+    size_t chunk = 16u << 20;
+    float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i += chunk) {
+        size_t k = n - i < chunk ? n - i : chunk;
+        cudaCheck(cudaMemcpy(buf, dev + i, sizeof(float) * k, cudaMemcpyDeviceToHost));
+        rc = ckpt__write(f, buf, sizeof(float) * k, path, err);
+    }
+    free(buf);
+    return rc;
+}
+static inline int ckpt__read_device_floats(FILE* f, float* dev, size_t n, const char* path, CodaError* err) {
+    size_t chunk = 16u << 20;
+    float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i += chunk) {
+        size_t k = n - i < chunk ? n - i : chunk;
+        if (fread(buf, sizeof(float), k, f) != k) rc = coda_errorf(err, "%s is truncated", path);
+        else cudaCheck(cudaMemcpy(dev + i, buf, sizeof(float) * k, cudaMemcpyHostToDevice));
+    }
+    free(buf);
+    return rc;
+}
+
+// Saves update `step` into OUT/step_NNNNNNNN (through step_NNNNNNNN.tmp) and points OUT/LATEST at it.
+static inline int checkpoint_save(GpuModel* m, const char* out_dir, int step, const TrainRun* run, DataPosition pos, CodaError* err) {
+    char name[64], dir[4200], tmp[4300], path[4400];
+    ckpt_step_name(step, name, sizeof(name));
+    snprintf(dir, sizeof(dir), "%s/%s", out_dir, name);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
+    if (ckpt_make_dir(tmp, err) != 0) return -1;
+    snprintf(path, sizeof(path), "%s/config.json", tmp);
+    if (config_write_hf_dtype(path, &m->cfg, FLOATX_DTYPE, err) != 0) return -1;
+    // weights: the floatX parameters exactly as trained (bf16 in the BF16 build)
+    void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "checkpoint weights");
+    cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
+    int rc = hf_save_params(tmp, &m->table, host, FLOATX_DTYPE, FLOATX_DTYPE, HF_DEFAULT_SHARD_BYTES, err);
+    free(host);
+    if (rc != 0) return -1;
+    snprintf(path, sizeof(path), "%s/train_state.bin", tmp);
+    FILE* f = fopen(path, "wb");
+    if (!f) return coda_errorf(err, "cannot write %s: %s", path, strerror(errno));
+    TrainStateHeader h;
+    memset(&h, 0, sizeof(h));
+    h.magic = TRAIN_STATE_MAGIC; h.version = TRAIN_STATE_VERSION; h.n_train = (int64_t)m->n_train; h.step = step;
+    h.adam_step = m->adam_step; h.data_epoch = (int64_t)pos.epoch; h.data_index = (int64_t)pos.index; h.seed = run->seed;
+    h.B = run->B; h.T = run->T; h.accum = run->accum;
+    if (ckpt__write(f, &h, sizeof(h), path, err) != 0 || ckpt__write_device_floats(f, m->master, m->n_train, path, err) != 0 ||
+        ckpt__write_device_floats(f, m->adam_m, m->n_train, path, err) != 0 ||
+        ckpt__write_device_floats(f, m->adam_v, m->n_train, path, err) != 0) {
+        fclose(f);
+        return -1;
+    }
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        fclose(f);
+        return coda_errorf(err, "cannot finish %s: %s", path, strerror(errno));
+    }
+    if (fclose(f) != 0) return coda_errorf(err, "cannot finish %s: %s", path, strerror(errno));
+    if (rename(tmp, dir) != 0) {
+        // an older checkpoint of the same step (e.g. after a resume) is replaced
+        if (ckpt_remove_tree(dir, err) != 0) return -1;
+        if (rename(tmp, dir) != 0) return coda_errorf(err, "cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+    }
+    return ckpt_latest_write(out_dir, name, err);
+}
+
+// Loads a model directory's weights into the GPU model (CoDA tensors the directory lacks keep their
+// values); *rep says what was loaded.
+static inline int checkpoint_load_weights(GpuModel* m, const char* dir, HfLoadReport* rep, CodaError* err) {
+    void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "weights staging");
+    cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
+    int rc = hf_load_params(dir, &m->table, host, FLOATX_DTYPE, rep, err);
+    if (rc == 0) cudaCheck(cudaMemcpy(m->params, host, sizeof(floatX) * m->table.total, cudaMemcpyHostToDevice));
+    free(host);
+    return rc;
+}
+
+// Resumes from checkpoint directory `dir`: weights, fp32 masters, AdamW moments and step; *step is
+// the number of updates done, *pos where the training data continues. The run must match the one
+// that wrote it (train_state_check).
+static inline int checkpoint_resume(GpuModel* m, const char* dir, const TrainRun* run, HfLoadReport* rep, int* step, DataPosition* pos,
+                                    CodaError* err) {
+    if (checkpoint_load_weights(m, dir, rep, err) != 0) return -1;
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/train_state.bin", dir);
+    FILE* f = fopen(path, "rb");
+    if (!f) return coda_errorf(err, "cannot open %s: %s", path, strerror(errno));
+    TrainStateHeader h;
+    if (fread(&h, sizeof(h), 1, f) != 1) {
+        fclose(f);
+        return coda_errorf(err, "%s is not a coda.c training state", path);
+    }
+    if (train_state_check(&h, path, m->n_train, run, err) != 0 || ckpt__read_device_floats(f, m->master, m->n_train, path, err) != 0 ||
+        ckpt__read_device_floats(f, m->adam_m, m->n_train, path, err) != 0 ||
+        ckpt__read_device_floats(f, m->adam_v, m->n_train, path, err) != 0) {
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    m->adam_step = (int)h.adam_step;
+    pos->epoch = (uint64_t)h.data_epoch;
+    pos->index = (uint64_t)h.data_index;
+    *step = (int)h.step;
+    return 0;
+}
