@@ -7,6 +7,7 @@
 // GPU test files, one #include each (new ones go at the end of this list).
 #include "dev/test/test_gpu_kernels.cuh"
 #include "dev/test/test_gpu_attention.cuh"
+#include "dev/test/test_gpu_banks.cuh"  // llmc/bank_scan.cuh: the bank scan vs the CPU reference
 #include "dev/test/test_gpu_model.cuh"
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
