@@ -1,7 +1,10 @@
 // model.cuh — the model on one GPU: parameter memory laid out by the ParamTable, activations,
-// forward, backward and the AdamW update. Used by train_coda.cu (training), infer_coda.cu and the
-// GPU tests. Unbounded attention (GQA or CoDA) in this version; bounded attention on the GPU is a
-// later issue.
+// forward, backward and the AdamW update. Used by train_coda.cu (training, phases 0, 1 and 2) and
+// the GPU tests. Every attention kind of the 2x2 is a mode of the same layer: GQA or CoDA, unbounded
+// or bounded. A bounded layer (phase 2) trains as DESIGN's scan-then-attend: the write gate and the
+// bank scan over the whole sequence (bank_scan.cuh), then one attention launch over every block's
+// key set (coda_attention.cuh), and in the backward the reverse scan into the evicted tokens and eta.
+// Each sequence starts from an empty, zero-initialised state (the reference's training forward).
 //
 // Memory (DESIGN.md numerics policy):
 //   params   floatX, every tensor, table order (frozen tensors exist only here)
@@ -17,6 +20,7 @@
 #pragma once
 #include <math.h>
 #include "adamw.cuh"
+#include "bank_scan.cuh"
 #include "classifier.cuh"
 #include "coda_attention.cuh"
 #include "config.h"
@@ -31,6 +35,7 @@
 #include "rope.cuh"
 #include "step_timer.cuh"
 #include "swiglu.cuh"
+#include "write_gate.cuh"
 
 typedef struct {
     floatX *hn1, *hn2;            // [BT, D] normed inputs of attention and MLP
@@ -42,6 +47,10 @@ typedef struct {
     float *lse, *hn_rstd;         // [2*B*H*T], [BT*H]
     floatX* resid_mid;            // [BT, D] residual after attention
     floatX *mlp_gate, *mlp_up, *mlp_act;  // [BT, F]
+    // bounded layers
+    float* wgate;                 // [BT] write gate (fp32)
+    BankTape tape;                // the bank each block attends to, and the summary writes (bank_scan.cuh)
+    void* tape_mem;
 } LayerActs;
 
 typedef struct {
@@ -70,6 +79,11 @@ typedef struct {
     floatX *dres, *dmid, *dh, *dhf, *dq, *dk, *dv, *dlam, *dattn, *dact, *dgate, *dup;
     void* scratch;                // attention backward / encoder backward
     size_t scratch_bytes;
+    // bounded layers: scan scratch, and the backward's bank-slot and evicted-token gradients
+    void* scan_scratch;
+    float *dbank_k, *dbank_v;     // [B][n_blocks][Hkv][Me+Ms][Dh]
+    float *dk_acc, *dv_acc;       // [BT, Hkv*Dh] token gradients through the banks (detach_evicted off)
+    float* dwgate;                // [BT] gradient w.r.t. the write gate (detach_evicted off)
     StepTimer* timer;             // per-category GPU time of the ops (NULL = off, the default)
 } GpuModel;
 
@@ -147,7 +161,7 @@ static void gpu_model_init_random(GpuModel* m, uint64_t seed, int new_only) {
     gpu_model_sync_masters(m);
 }
 
-static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int B, int T) {
+static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int B, int T, const BankScanShape* bs) {
     size_t D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads;
     const char* w = "activations";
     a->hn1 = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
@@ -167,11 +181,18 @@ static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int 
     a->mlp_gate = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
     a->mlp_up = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
     a->mlp_act = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
+    if (c->bounded) {
+        a->wgate = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
+        a->tape_mem = cuda_malloc_or_die(bank_tape_bytes(bs), "bank tape");
+        bank_tape_carve(&a->tape, a->tape_mem, bs);
+    }
 }
 static void layer_acts_free(LayerActs* a) {
     void* ptrs[] = {a->hn1, a->hn2, a->rstd1, a->rstd2, a->q, a->k, a->v, a->lam, a->a_sig, a->a_noise, a->attn_out,
                     a->lse, a->hn_rstd, a->resid_mid, a->mlp_gate, a->mlp_up, a->mlp_act};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    cudaCheck(cudaFree(a->wgate));
+    cudaCheck(cudaFree(a->tape_mem));
 }
 
 static CodaAttnShape gm_attn_shape(const GpuModel* m) {
@@ -182,8 +203,24 @@ static CodaAttnShape gm_attn_shape(const GpuModel* m) {
     s.differential = c->differential;
     s.head_norm_full = c->differential && c->head_norm == HEAD_NORM_FULL;
     s.head_norm_eps = c->head_norm_eps;
+    if (c->bounded) {
+        s.block = c->block_size;
+        s.window = c->window;
+        s.bank_slots = c->n_exact + c->n_summary;
+        s.unmasked_memory = !c->mask_unused_memory;
+        s.grad_cut = !c->cross_block_grad;
+    }
     return s;
 }
+static BankScanShape gm_scan_shape(const GpuModel* m) {
+    BankScanShape s;
+    s.cfg = m->cfg;
+    s.B = m->B; s.T = m->T;
+    s.n_blocks = (m->T + m->cfg.block_size - 1) / m->cfg.block_size;
+    return s;
+}
+// The bounded layers' gradients reach the write gate and the evicted tokens only without detach.
+static int gm_grads_through_banks(const ModelConfig* c) { return c->bounded && !c->detach_evicted; }
 
 static CodaAttnInputs gm_attn_inputs(const GpuModel* m, const LayerActs* a, int l) {
     CodaAttnInputs in;
@@ -192,6 +229,7 @@ static CodaAttnInputs gm_attn_inputs(const GpuModel* m, const LayerActs* a, int 
     in.theta = gm_param(m, PK_THETA, l);
     in.lam_logit = a->lam;
     in.head_norm = gm_param(m, PK_HEAD_NORM, l);
+    in.bank.k = a->tape.k; in.bank.v = a->tape.v; in.bank.allowed = a->tape.allowed;
     return in;
 }
 static CodaAttnSaved gm_attn_saved(const LayerActs* a) {
@@ -202,7 +240,6 @@ static CodaAttnSaved gm_attn_saved(const LayerActs* a) {
 // Activations for B rows of T tokens. chunk_rows: rows of logits materialised at once (0 = all).
 static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int chunk_rows) {
     const ModelConfig* c = &m->cfg;
-    if (c->bounded) coda_fatal("bounded attention is not implemented on the GPU yet (CPU reference only)");
     if (c->head_dim != 64 && c->head_dim != 128)
         coda_fatal("head_dim %d: the GPU attention kernel supports head_dim 64 and 128 (Mistral-7B: 128, SmolLM2: 64)", c->head_dim);
     m->B = B; m->T = T; m->recompute = recompute;
@@ -214,7 +251,8 @@ static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int c
     m->resid = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (c->n_layers + 1) * BT * D, "residual stream");
     int n_sets = recompute ? 1 : c->n_layers;
     m->layers = (LayerActs*)coda_calloc_or_die((size_t)n_sets, sizeof(LayerActs), w);
-    for (int l = 0; l < n_sets; l++) layer_acts_alloc(&m->layers[l], c, BT, B, T);
+    const BankScanShape bs = gm_scan_shape(m);
+    for (int l = 0; l < n_sets; l++) layer_acts_alloc(&m->layers[l], c, BT, B, T, &bs);
     m->hf = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
     m->rstdf = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
     m->logits = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (size_t)m->chunk_rows * c->vocab_size, "logits chunk");
@@ -236,6 +274,21 @@ static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int c
     size_t a = coda_attention_scratch_bytes(&s), e = encoder_backward_scratch_bytes((int)BT, c->vocab_size);
     m->scratch_bytes = a > e ? a : e;
     m->scratch = cuda_malloc_or_die(m->scratch_bytes ? m->scratch_bytes : 1, "backward scratch");
+    if (c->bounded) {
+        const char* b = "bank gradients";
+        size_t sb = bank_scan_scratch_bytes(&bs), wb = write_gate_scratch_bytes((int)BT, c->dim);
+        m->scan_scratch = cuda_malloc_or_die(sb > wb ? sb : wb, "bank scan scratch");
+        size_t nbank = (size_t)B * bs.n_blocks * KVD * (c->n_exact + c->n_summary);
+        if (nbank) {
+            m->dbank_k = (float*)cuda_malloc_or_die(sizeof(float) * nbank, b);
+            m->dbank_v = (float*)cuda_malloc_or_die(sizeof(float) * nbank, b);
+        }
+        if (gm_grads_through_banks(c)) {
+            m->dk_acc = (float*)cuda_malloc_or_die(sizeof(float) * BT * KVD, b);
+            m->dv_acc = (float*)cuda_malloc_or_die(sizeof(float) * BT * KVD, b);
+            m->dwgate = (float*)cuda_malloc_or_die(sizeof(float) * BT, b);
+        }
+    }
 }
 
 static LayerActs* gm_layer_acts(const GpuModel* m, int l) { return &m->layers[m->recompute ? 0 : l]; }
@@ -258,6 +311,13 @@ static void gpu_layer_forward(GpuModel* m, int l) {
     double base = config_rope_base(c);
     STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->q, N, m->T, 0, c->n_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
     STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->k, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
+    if (c->bounded) {  // scan: the bank every block attends to, from the RoPE'd keys, values and gates
+        const BankScanShape bs = gm_scan_shape(m);
+        STEP_TIMED(tm, ST_BANK, write_gate_forward(ctx, a->wgate, a->hn1, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), N, D,
+                                                   c->write_policy == WRITE_POLICY_GATED));
+        STEP_TIMED(tm, ST_BANK, bank_scan_forward(ctx, &bs, a->k, a->v, a->wgate, gm_param(m, PK_ETA, l), NULL, NULL, &a->tape,
+                                                  m->scan_scratch));
+    }
     CodaAttnShape s = gm_attn_shape(m);
     CodaAttnInputs in = gm_attn_inputs(m, a, l);
     CodaAttnSaved sv = gm_attn_saved(a);
@@ -359,8 +419,24 @@ static void gpu_model_backward(GpuModel* m) {
         if ((g = gm_grad(m, PK_O, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dmid, a->attn_out, N, QD, D, acc));
         CodaAttnInputs in = gm_attn_inputs(m, a, l);
         CodaAttnSaved sv = gm_attn_saved(a);
-        CodaAttnGrads gr = {m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l), NULL, NULL};
+        CodaAttnGrads gr = {m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l), m->dbank_k, m->dbank_v};
         STEP_TIMED(tm, ST_ATTENTION_BWD, coda_attention_backward(ctx, &s, &in, &sv, m->dattn, &gr, m->scratch, m->scratch_bytes));
+        const int through_banks = gm_grads_through_banks(c);
+        if (c->bounded && (gm_grad(m, PK_ETA, l) || through_banks)) {
+            // reverse scan: bank-slot gradients -> eta, and (detach off) the evicted tokens' k, v and gates
+            const BankScanShape bs = gm_scan_shape(m);
+            if (through_banks) {
+                STEP_TIMED(tm, ST_BANK, fill_zero_float(ctx, m->dk_acc, (size_t)N * KVD));
+                STEP_TIMED(tm, ST_BANK, fill_zero_float(ctx, m->dv_acc, (size_t)N * KVD));
+                STEP_TIMED(tm, ST_BANK, fill_zero_float(ctx, m->dwgate, (size_t)N));
+            }
+            STEP_TIMED(tm, ST_BANK, bank_scan_backward(ctx, &bs, &a->tape, m->dbank_k, m->dbank_v, a->k, a->v, gm_param(m, PK_ETA, l),
+                                                       m->dk_acc, m->dv_acc, m->dwgate, gm_grad(m, PK_ETA, l), m->scan_scratch));
+            if (through_banks) {
+                STEP_TIMED(tm, ST_BANK, add_float_into_floatX(ctx, m->dk, m->dk_acc, (size_t)N * KVD));
+                STEP_TIMED(tm, ST_BANK, add_float_into_floatX(ctx, m->dv, m->dv_acc, (size_t)N * KVD));
+            }
+        }
         STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, m->dq, N, m->T, 0, H, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1));
         STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, m->dk, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, -1));
         STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dq, gm_param(m, PK_Q, l), N, D, QD, 0));
@@ -369,6 +445,9 @@ static void gpu_model_backward(GpuModel* m) {
         if ((g = gm_grad(m, PK_Q, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dq, a->hn1, N, D, QD, acc));
         if ((g = gm_grad(m, PK_K, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dk, a->hn1, N, D, KVD, acc));
         if ((g = gm_grad(m, PK_V, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dv, a->hn1, N, D, KVD, acc));
+        if (gm_grads_through_banks(c) && c->write_policy == WRITE_POLICY_GATED)  // the write gate's input and weights
+            STEP_TIMED(tm, ST_BANK, write_gate_backward(ctx, m->dh, gm_grad(m, PK_WRITE_W, l), gm_grad(m, PK_WRITE_B, l), m->dwgate, a->wgate,
+                                                        a->hn1, gm_param(m, PK_WRITE_W, l), N, D, m->scan_scratch));
         if (c->differential) {
             STEP_TIMED(tm, ST_MATMUL_DGRAD, matmul_backward_input(ctx, m->dh, m->dlam, gm_param(m, PK_LAMBDA_W, l), N, D, H, 1));
             if ((g = gm_grad(m, PK_LAMBDA_W, l)))
@@ -448,7 +527,8 @@ static void gpu_model_free(GpuModel* m) {
         for (int l = 0; l < (m->recompute ? 1 : m->cfg.n_layers); l++) layer_acts_free(&m->layers[l]);
         free(m->layers);
         void* ptrs[] = {m->tokens, m->targets, m->resid, m->hf, m->rstdf, m->logits, m->losses, m->dres, m->dmid, m->dh, m->dhf,
-                        m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch};
+                        m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch,
+                        m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate};
         for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     }
     void* ptrs[] = {m->params, m->master, m->grad, m->adam_m, m->adam_v, m->scalar};
