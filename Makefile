@@ -68,7 +68,7 @@ data/foldoc/foldoc.txt:
 # ---- test_cpu: every CPU test (dev/test/*.h), built by the host compiler: no CUDA needed ----
 #   make test_cpu && ./test_cpu [name-filter]
 CXX_TEST_FLAGS = -std=c++17 -fopenmp -Wall -Wno-unused-function -I.
-CPU_TEST_DEPS = test_cpu.cpp infer_coda.cu $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/data/tokenize_coda.c
+CPU_TEST_DEPS = test_cpu.cpp $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/data/tokenize_coda.c
 test_cpu: $(CPU_TEST_DEPS)
 	$(CXX) -O2 $(CXX_TEST_FLAGS) -o $@ $< -lm
 

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <math.h>
 #include <unistd.h>
+#include "llmc/cli.h"
 #include "llmc/needle.h"
 #include "llmc/overrides.h"
 #include "llmc/ppl.h"
@@ -23,219 +24,7 @@
 #include "llmc/tokenizer.h"
 
 // ---------------------------------------------------------------------------------------------
-// Command line
-
-typedef struct {
-    const char* model_dir;
-    ConfigOverrides ov;
-    uint64_t seed;
-    int seed_given;
-    // perplexity
-    const char* ppl_path;
-    int64_t max_tokens;
-    PplProcedure procedure;
-    int ctx, stride, chunk, partial_chunk, json;
-    // generation
-    const char* tokenizer_path;
-    const char* prompt;
-    const char* prompt_ids;
-    int max_new, ignore_eos;
-    Sampling smp;
-    const char* save_state;
-    const char* load_state;
-    // needle-in-a-haystack (synthetic single-layer test, no model)
-    int needle, needle_pos;
-    const char* needle_lengths;
-} InferOptions;
-
-static InferOptions infer_default_options(void) {
-    InferOptions o;
-    memset(&o, 0, sizeof(o));
-    o.ov = overrides_none();
-    o.seed = 42;
-    o.procedure = PPL_SLIDING;
-    o.ctx = 2048; o.stride = 0; o.chunk = 512;  // stride 0: 512, or ctx if smaller
-    o.max_new = 64;
-    o.smp.temperature = 0.0; o.smp.top_p = 1.0;
-    o.needle_pos = 64; o.needle_lengths = "256,1024,4096,16384";
-    return o;
-}
-
-static const char* infer_usage_text(void) {
-    return "usage: infer_coda --model DIR [options]\n"
-           "  Runs on the CPU reference model (fp32) in this version; the GPU inference path is a later issue.\n"
-           "  --model DIR             config.json + model.safetensors[.index.json] (HF layout; coda.c checkpoints too)\n"
-           "attention config (defaults: the config's \"coda\" object, else W=256 Me=64 Ms=64 block 256):\n"
-           "  --bounded 0|1           unbounded causal attention or the fixed-size state\n"
-           "  --window W --exact Me --summary Ms --block S   ring slots, exact bank, summary bank, prefill block\n"
-           "  --exact-candidates N --summary-candidates N    bank candidates per block write (config; paper 8, 64)\n"
-           "  --candidate-order by_gate|reference   which evicted tokens each bank gets (default by_gate: its highest\n"
-           "                          gates; reference: the reference's index-ordered top-k list, SPEC §3.1)\n"
-           "  --rope-theta X          RoPE base override (the reference's bounded layers used 10000)\n"
-           "  --mem-init zeros|random initial bank contents of an empty state (default: config, random_normal)\n"
-           "  --seed N                mem-init and sampling seed (42); layer l's banks use seed + l\n"
-           "perplexity (PROTOCOL.md §3):\n"
-           "  --ppl FILE.bin          token shard (tokenize_coda)\n"
-           "  --max-tokens N          use the first N tokens (0 = all)\n"
-           "  --procedure sliding|chunked|streaming   (sliding)\n"
-           "      sliding   §3.1:  windows of --ctx, step --stride; first window scores all targets, later ones the last stride\n"
-           "      chunked   §3.2b: chunks of --ctx, state reset per chunk, only full chunks (--partial-chunk 1: §3.2a, keep the last)\n"
-           "      streaming §3.2c: chunks of --chunk through one persistent state, no reset (bounded models only)\n"
-           "  --ctx N --stride N --chunk N   (2048, min(512, ctx), 512)\n"
-           "  --json                  also print one JSON line with the result\n"
-           "generation:\n"
-           "  --tokenizer FILE        tokenizer.json (needed for --prompt and to print text)\n"
-           "  --prompt TEXT | --prompt-ids 1,2,3   prompt (BOS added to a text prompt unless a state is loaded)\n"
-           "  --max-new N --temperature T --top-p P   (64, 0 = greedy, 1.0)\n"
-           "  --ignore-eos            do not stop at the EOS token\n"
-           "      bounded: chunked prefill of the prompt (blocks of --block), then one decode step per token on a\n"
-           "      constant-size state; unbounded: the forward re-runs over the whole context per token (correct, slow)\n"
-           "  --save-state FILE       after the prompt/generation, write the bounded state (+ next-token logits, sampling RNG)\n"
-           "  --load-state FILE       start from a saved state; without a prompt, continue generating exactly where it\n"
-           "                          stopped (the saved RNG continues unless --seed is given)\n"
-           "needle-in-a-haystack (PROTOCOL.md §4; no --model: the reference demo's synthetic single random layer,\n"
-           "D=512 H=8 Hkv=2, W=128 Me=32 Ms=32 block 256 unless overridden; tests bank bookkeeping, not retrieval):\n"
-           "  --needle                run it; retained = the needle's key has cosine > 0.999 with a ring or exact-bank slot\n"
-           "  --needle-lengths L,...  sequence lengths (256,1024,4096,16384)\n"
-           "  --needle-pos P          needle position (64)\n";
-}
-
-static void infer_usage(void) {
-    fputs(infer_usage_text(), stderr);
-    exit(1);
-}
-
-static int infer_parse_int(const char* flag, const char* v, int lo, int* out, CodaError* err) {
-    char* end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > INT32_MAX) return coda_errorf(err, "%s: expected an integer >= %d, got '%s'", flag, lo, v);
-    *out = (int)x;
-    return 0;
-}
-static int infer_parse_double(const char* flag, const char* v, double* out, CodaError* err) {
-    char* end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || end == v || *end || !isfinite(x)) return coda_errorf(err, "%s: expected a number, got '%s'", flag, v);
-    *out = x;
-    return 0;
-}
-
-// Parses argv into o (starting from infer_default_options). Returns -1 with a message on any error.
-static int infer_parse_options(InferOptions* o, int argc, char** argv, CodaError* err) {
-    *o = infer_default_options();
-    for (int i = 1; i < argc; i++) {
-        const char* a = argv[i];
-        const char* v = i + 1 < argc ? argv[i + 1] : NULL;
-#define INFER_IS(name) (strcmp(a, name) == 0)
-#define INFER_NEED() do { if (!v) return coda_errorf(err, "%s needs a value", a); i++; } while (0)
-#define INFER_INT(dst, lo) do { INFER_NEED(); if (infer_parse_int(a, v, lo, &(dst), err) != 0) return -1; } while (0)
-        if (INFER_IS("--model")) { INFER_NEED(); o->model_dir = v; }
-        else if (INFER_IS("--bounded")) { INFER_INT(o->ov.bounded, 0); if (o->ov.bounded > 1) return coda_errorf(err, "--bounded: 0 or 1"); }
-        else if (INFER_IS("--window")) INFER_INT(o->ov.window, 1);
-        else if (INFER_IS("--exact")) INFER_INT(o->ov.n_exact, 0);
-        else if (INFER_IS("--summary")) INFER_INT(o->ov.n_summary, 0);
-        else if (INFER_IS("--block")) INFER_INT(o->ov.block_size, 1);
-        else if (INFER_IS("--exact-candidates")) INFER_INT(o->ov.exact_cands, 0);
-        else if (INFER_IS("--summary-candidates")) INFER_INT(o->ov.summary_cands, 0);
-        else if (INFER_IS("--candidate-order")) {
-            INFER_NEED();
-            if (strcmp(v, "by_gate") == 0) o->ov.candidate_order = CAND_ORDER_BY_GATE;
-            else if (strcmp(v, "reference") == 0) o->ov.candidate_order = CAND_ORDER_REFERENCE;
-            else return coda_errorf(err, "--candidate-order: by_gate or reference, not '%s'", v);
-        }
-        else if (INFER_IS("--rope-theta")) {
-            INFER_NEED();
-            if (infer_parse_double(a, v, &o->ov.rope_theta, err) != 0) return -1;
-            if (o->ov.rope_theta <= 0) return coda_errorf(err, "--rope-theta must be > 0");
-        } else if (INFER_IS("--mem-init")) {
-            INFER_NEED();
-            if (strcmp(v, "zeros") == 0) o->ov.mem_init = MEM_INIT_ZEROS;
-            else if (strcmp(v, "random") == 0 || strcmp(v, "random_normal") == 0) o->ov.mem_init = MEM_INIT_RANDOM_NORMAL;
-            else return coda_errorf(err, "--mem-init: zeros or random, got '%s'", v);
-        } else if (INFER_IS("--seed")) {
-            INFER_NEED();
-            char* end;
-            errno = 0;
-            unsigned long long x = strtoull(v, &end, 10);
-            if (errno || end == v || *end || v[0] == '-') return coda_errorf(err, "--seed: expected a non-negative integer, got '%s'", v);
-            o->seed = x;
-            o->seed_given = 1;
-        } else if (INFER_IS("--ppl")) { INFER_NEED(); o->ppl_path = v; }
-        else if (INFER_IS("--max-tokens")) {
-            INFER_NEED();
-            char* end;
-            errno = 0;
-            long long x = strtoll(v, &end, 10);
-            if (errno || end == v || *end || x < 0) return coda_errorf(err, "--max-tokens: expected an integer >= 0, got '%s'", v);
-            o->max_tokens = x;
-        } else if (INFER_IS("--procedure")) {
-            INFER_NEED();
-            int found = -1;
-            for (int k = 0; k < 3; k++) if (strcmp(v, PPL_PROCEDURE_NAMES[k]) == 0) found = k;
-            if (found < 0) return coda_errorf(err, "--procedure: sliding, chunked or streaming, got '%s'", v);
-            o->procedure = (PplProcedure)found;
-        } else if (INFER_IS("--ctx")) INFER_INT(o->ctx, 2);
-        else if (INFER_IS("--stride")) INFER_INT(o->stride, 1);
-        else if (INFER_IS("--chunk")) INFER_INT(o->chunk, 2);
-        else if (INFER_IS("--partial-chunk")) { INFER_INT(o->partial_chunk, 0); if (o->partial_chunk > 1) return coda_errorf(err, "--partial-chunk: 0 or 1"); }
-        else if (INFER_IS("--json")) o->json = 1;
-        else if (INFER_IS("--tokenizer")) { INFER_NEED(); o->tokenizer_path = v; }
-        else if (INFER_IS("--prompt")) { INFER_NEED(); o->prompt = v; }
-        else if (INFER_IS("--prompt-ids")) { INFER_NEED(); o->prompt_ids = v; }
-        else if (INFER_IS("--max-new")) INFER_INT(o->max_new, 0);
-        else if (INFER_IS("--temperature")) {
-            INFER_NEED();
-            if (infer_parse_double(a, v, &o->smp.temperature, err) != 0) return -1;
-            if (o->smp.temperature < 0) return coda_errorf(err, "--temperature must be >= 0");
-        } else if (INFER_IS("--top-p")) {
-            INFER_NEED();
-            if (infer_parse_double(a, v, &o->smp.top_p, err) != 0) return -1;
-            if (!(o->smp.top_p > 0 && o->smp.top_p <= 1)) return coda_errorf(err, "--top-p must be in (0, 1]");
-        } else if (INFER_IS("--ignore-eos")) o->ignore_eos = 1;
-        else if (INFER_IS("--save-state")) { INFER_NEED(); o->save_state = v; }
-        else if (INFER_IS("--load-state")) { INFER_NEED(); o->load_state = v; }
-        else if (INFER_IS("--needle")) o->needle = 1;
-        else if (INFER_IS("--needle-lengths")) { INFER_NEED(); o->needle_lengths = v; }
-        else if (INFER_IS("--needle-pos")) INFER_INT(o->needle_pos, 0);
-        else if (INFER_IS("-h") || INFER_IS("--help")) return coda_errorf(err, "help");
-        else return coda_errorf(err, "unknown option '%s'", a);
-#undef INFER_IS
-#undef INFER_NEED
-#undef INFER_INT
-    }
-    if (o->needle) return 0;  // synthetic: needs no model
-    if (!o->model_dir) return coda_errorf(err, "--model DIR is required");
-    if (o->stride == 0) o->stride = o->ctx < 512 ? o->ctx : 512;
-    if (o->prompt && o->prompt_ids) return coda_errorf(err, "give --prompt or --prompt-ids, not both");
-    if (o->prompt && !o->tokenizer_path) return coda_errorf(err, "--prompt needs --tokenizer tokenizer.json (or use --prompt-ids)");
-    if (!o->ppl_path && !o->prompt && !o->prompt_ids && !o->load_state) return coda_errorf(err, "nothing to do: give --ppl, --prompt/--prompt-ids or --load-state");
-    return 0;
-}
-
-// "1, 2,3" -> ids (malloc'd).
-static int infer_parse_ids(const char* s, int** ids, int* n, CodaError* err) {
-    int cap = 16, k = 0;
-    int* out = (int*)coda_malloc_or_die(sizeof(int) * cap, "prompt ids");
-    const char* p = s;
-    while (*p) {
-        while (*p == ' ' || *p == ',') p++;
-        if (!*p) break;
-        char* end;
-        errno = 0;
-        long x = strtol(p, &end, 10);
-        if (errno || end == p || x < 0 || x > INT32_MAX) { free(out); return coda_errorf(err, "--prompt-ids: bad id at '%.20s'", p); }
-        if (k == cap) { cap *= 2; out = (int*)realloc(out, sizeof(int) * cap); if (!out) coda_fatal("out of memory"); }
-        out[k++] = (int)x;
-        p = end;
-        if (*p && *p != ',' && *p != ' ') { free(out); return coda_errorf(err, "--prompt-ids: bad character at '%.20s'", p); }
-    }
-    if (k == 0) { free(out); return coda_errorf(err, "--prompt-ids: no ids in '%s'", s); }
-    *ids = out;
-    *n = k;
-    return 0;
-}
+// Printing
 
 // Progress of a perplexity run on stderr, when it is a terminal.
 static void print_progress(const char* what, int64_t done, int64_t total) {
@@ -280,18 +69,118 @@ static void print_token(int token, void* ctx) {
     free(text);
 }
 
-static int infer_main(int argc, char** argv) {
-    InferOptions o;
-    CodaError err;
-    setvbuf(stdout, NULL, _IOLBF, 0);  // results and errors (stderr) in order, also through a pipe
-    if (infer_parse_options(&o, argc, argv, &err) != 0) {
-        if (strcmp(err.msg, "help") != 0) fprintf(stderr, "error: %s\n", err.msg);
-        infer_usage();
+// ---------------------------------------------------------------------------------------------
+// Command line (llmc/cli.h)
+
+typedef struct {
+    const char* model_dir;
+    ConfigOverrides ov;
+    uint64_t seed;
+    int seed_given;
+    // perplexity
+    const char* ppl_path;
+    int64_t max_tokens;
+    int procedure;  // PplProcedure
+    int ctx, stride, chunk, partial_chunk, json;
+    // generation
+    const char* tokenizer_path;
+    const char* prompt;
+    const char* prompt_ids;
+    int max_new, ignore_eos;
+    Sampling smp;
+    const char* save_state;
+    const char* load_state;
+    // needle-in-a-haystack (synthetic single-layer test, no model)
+    int needle, needle_pos;
+    const char* needle_lengths;
+} Options;
+
+static const CliChoice PROCEDURE_CHOICES[] = {{"sliding", PPL_SLIDING}, {"chunked", PPL_CHUNKED}, {"streaming", PPL_STREAMING}, {NULL, 0}};
+static const CliChoice MEM_INIT_CHOICES[] = {{"zeros", MEM_INIT_ZEROS}, {"random", MEM_INIT_RANDOM_NORMAL},
+                                             {"random_normal", MEM_INIT_RANDOM_NORMAL}, {NULL, 0}};
+static const CliChoice CANDIDATE_ORDER_CHOICES[] = {{"by_gate", CAND_ORDER_BY_GATE}, {"reference", CAND_ORDER_REFERENCE}, {NULL, 0}};
+
+int main(int argc, char** argv) {
+    Options o;
+    memset(&o, 0, sizeof(o));
+    o.ov = overrides_none();
+    o.seed = 42;
+    o.procedure = PPL_SLIDING;
+    o.ctx = 2048; o.stride = 0; o.chunk = 512;  // stride 0: ppl_default_stride(ctx)
+    o.max_new = 64;
+    o.smp.temperature = 0.0; o.smp.top_p = 1.0; o.smp.top_k = 0;
+    o.needle_pos = 64; o.needle_lengths = "256,1024,4096,16384";
+    const CliFlag flags[] = {
+        cli_string("--model", &o.model_dir, "DIR", "config.json + model.safetensors[.index.json] (HF layout; coda.c checkpoints too)"),
+        cli_section("attention config (defaults: the config's \"coda\" object, else W=256 Me=64 Ms=64 block 256):"),
+        cli_int("--bounded", &o.ov.bounded, 0, 1, "0|1", "unbounded causal attention or the fixed-size state"),
+        cli_int("--window", &o.ov.window, 1, INT_MAX, "W", "recent ring slots"),
+        cli_int("--exact", &o.ov.n_exact, 0, INT_MAX, "Me", "exact bank slots"),
+        cli_int("--summary", &o.ov.n_summary, 0, INT_MAX, "Ms", "summary bank slots"),
+        cli_int("--block", &o.ov.block_size, 1, INT_MAX, "S", "prefill block"),
+        cli_int("--exact-candidates", &o.ov.exact_cands, 0, INT_MAX, "N", "exact-bank candidates per block write (paper 8)"),
+        cli_int("--summary-candidates", &o.ov.summary_cands, 0, INT_MAX, "N", "summary-bank candidates per block write (paper 64)"),
+        cli_enum("--candidate-order", &o.ov.candidate_order, CANDIDATE_ORDER_CHOICES,
+                 "which evicted tokens each bank gets (the config's, by_gate unless set: its\n"
+                 "highest gates; reference: the reference's index-ordered top-k list, SPEC §3.1)"),
+        cli_double_in("--rope-theta", &o.ov.rope_theta, 0, HUGE_VAL, "(]", "X", "RoPE base override (the reference's bounded layers used 10000)"),
+        cli_enum("--mem-init", &o.ov.mem_init, MEM_INIT_CHOICES, "initial bank contents of an empty state (the config's, random_normal unless set)"),
+        cli_given(cli_uint64("--seed", &o.seed, "N", "mem-init and sampling seed; layer l's banks use seed + l"), &o.seed_given),
+        cli_section("perplexity (PROTOCOL.md §3):"),
+        cli_string("--ppl", &o.ppl_path, "FILE.bin", "token shard (tokenize_coda)"),
+        cli_int64("--max-tokens", &o.max_tokens, 0, INT64_MAX, "N", "use the first N tokens (0 = all)"),
+        cli_enum("--procedure", &o.procedure, PROCEDURE_CHOICES,
+                 "sliding   §3.1:  windows of --ctx, step --stride; the first window scores\n"
+                 "                 all its targets, later ones the last stride\n"
+                 "chunked   §3.2b: chunks of --ctx, state reset per chunk, only full chunks\n"
+                 "                 (--partial-chunk 1: §3.2a, keep the last)\n"
+                 "streaming §3.2c: chunks of --chunk through one persistent state, no reset\n"
+                 "                 (bounded models only)"),
+        cli_int("--ctx", &o.ctx, 2, INT_MAX, "N", "window / chunk length of sliding and chunked"),
+        cli_int("--stride", &o.stride, 1, INT_MAX, "N", "sliding window step (default min(512, ctx))"),
+        cli_int("--chunk", &o.chunk, 2, INT_MAX, "N", "streaming chunk length"),
+        cli_int("--partial-chunk", &o.partial_chunk, 0, 1, "0|1", "chunked: also score the last partial chunk (§3.2a)"),
+        cli_switch("--json", &o.json, "also print one JSON line with the result"),
+        cli_section("generation:"),
+        cli_string("--tokenizer", &o.tokenizer_path, "FILE", "tokenizer.json (needed for --prompt and to print text)"),
+        cli_string("--prompt", &o.prompt, "TEXT", "text prompt (BOS added unless a state is loaded)"),
+        cli_string("--prompt-ids", &o.prompt_ids, "1,2,3", "prompt as token ids"),
+        cli_int("--max-new", &o.max_new, 0, INT_MAX, "N", "tokens to generate"),
+        cli_double("--temperature", &o.smp.temperature, 0, HUGE_VAL, "T", "0 = greedy"),
+        cli_int("--top-k", &o.smp.top_k, 0, INT_MAX, "K", "sample from the K most likely tokens (0 = all)"),
+        cli_double_in("--top-p", &o.smp.top_p, 0, 1, "(]", "P", "nucleus: the smallest set of most likely tokens with mass >= P"),
+        cli_switch("--ignore-eos", &o.ignore_eos,
+                   "do not stop at the EOS token\n"
+                   "bounded: chunked prefill of the prompt (blocks of --block), then one decode\n"
+                   "step per token on a constant-size state; unbounded: the forward re-runs over\n"
+                   "the whole context per token (correct, slow)"),
+        cli_string("--save-state", &o.save_state, "FILE", "after the prompt/generation, write the bounded state (+ next-token logits,\nsampling RNG)"),
+        cli_string("--load-state", &o.load_state, "FILE",
+                   "start from a saved state; without a prompt, continue generating exactly\n"
+                   "where it stopped (the saved RNG continues unless --seed is given)"),
+        cli_section("needle-in-a-haystack (PROTOCOL.md §4; no --model: the reference demo's synthetic single random layer,\n"
+                    "D=512 H=8 Hkv=2, W=128 Me=32 Ms=32 block 256 unless overridden; tests bank bookkeeping, not retrieval):"),
+        cli_switch("--needle", &o.needle, "run it; retained = the needle's key has cosine > 0.999 with a ring or\nexact-bank slot"),
+        cli_string("--needle-lengths", &o.needle_lengths, "L,...", "sequence lengths"),
+        cli_int("--needle-pos", &o.needle_pos, 0, INT_MAX, "P", "needle position"),
+    };
+    const CliSpec cli = {"infer_coda", "infer_coda --model DIR [options]",
+                         "  Runs on the CPU reference model (fp32) in this version; the GPU inference path is a later issue.", flags,
+                         (int)(sizeof(flags) / sizeof(flags[0]))};
+    cli_parse_or_exit(&cli, argc, argv);
+    if (!o.needle) {  // the needle test is synthetic: it needs no model
+        if (!o.model_dir) cli_fail(&cli, "--model DIR is required");
+        if (o.prompt && o.prompt_ids) cli_fail(&cli, "give --prompt or --prompt-ids, not both");
+        if (o.prompt && !o.tokenizer_path) cli_fail(&cli, "--prompt needs --tokenizer tokenizer.json (or use --prompt-ids)");
+        if (!o.ppl_path && !o.prompt && !o.prompt_ids && !o.load_state) cli_fail(&cli, "nothing to do: give --ppl, --prompt/--prompt-ids or --load-state");
     }
+    if (o.stride == 0) o.stride = ppl_default_stride(o.ctx);
+    setvbuf(stdout, NULL, _IOLBF, 0);  // results and errors (stderr) in order, also through a pipe
+    CodaError err;
     if (o.needle) {
         int* lens;
         int n_lens, n_ok = 0;
-        if (infer_parse_ids(o.needle_lengths, &lens, &n_lens, &err) != 0) coda_fatal("--needle-lengths: %s", err.msg);
+        if (cli_parse_int_list("--needle-lengths", o.needle_lengths, 1, &lens, &n_lens, &err) != 0) cli_fail(&cli, "%s", err.msg);
         ModelConfig nc = needle_config(&o.ov);
         printf("needle (PROTOCOL 4): one random CoDA layer D=%d H=%d Hkv=%d, W=%d Me=%d Ms=%d block %d, needle at %d\n", nc.dim,
                nc.n_heads, nc.n_kv_heads, nc.window, nc.n_exact, nc.n_summary, nc.block_size, o.needle_pos);
@@ -332,7 +221,7 @@ static int infer_main(int argc, char** argv) {
         CpuScorer cs;
         PplScorer scorer = cpu_scorer(&cs, &m, o.seed);
         scorer.progress = print_progress;
-        if (ppl_run(&scorer, o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
+        if (ppl_run(&scorer, (PplProcedure)o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
             coda_fatal("%s", err.msg);
         cpu_scorer_free(&cs);
         const char* pname = PPL_PROCEDURE_NAMES[o.procedure];
@@ -385,7 +274,7 @@ static int infer_main(int argc, char** argv) {
             ids = (int*)enc;
             n_ids = (int)n_enc;
         } else if (o.prompt_ids) {
-            if (infer_parse_ids(o.prompt_ids, &ids, &n_ids, &err) != 0) coda_fatal("%s", err.msg);
+            if (cli_parse_int_list("--prompt-ids", o.prompt_ids, 0, &ids, &n_ids, &err) != 0) cli_fail(&cli, "%s", err.msg);
         }
         if (n_ids > 0) {
             printf("prompt: %d tokens (%s)\n", n_ids, c->bounded ? "chunked prefill" : "full forward");
@@ -439,7 +328,3 @@ static int infer_main(int argc, char** argv) {
     model_free_f32(&m);
     return 0;
 }
-
-#ifndef TESTING
-int main(int argc, char** argv) { return infer_main(argc, argv); }
-#endif

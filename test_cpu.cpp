@@ -9,10 +9,8 @@
 #include "dev/test/test_io.h"
 #include "dev/test/test_data.h"
 #include "dev/test/test_tokenizer.h"
-// infer_coda.cu's evaluation, generation and state-file functions (its main() is left out).
-#define TESTING
-#include "infer_coda.cu"
 #include "dev/test/test_infer.h"
+#include "dev/test/test_cli.h"
 
 int main(int argc, char** argv) {
     const char* filter = argc > 1 ? argv[1] : NULL;

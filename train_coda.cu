@@ -15,13 +15,14 @@
 #include <sys/time.h>
 #include <unistd.h>
 #include "llmc/checkpoint.cuh"
+#include "llmc/cli.h"
 #include "llmc/dataloader.h"
 #include "llmc/hf_model.h"
 #include "llmc/model.cuh"
 #include "llmc/presets.h"
 
 // ---------------------------------------------------------------------------------------------
-// Options
+// Command line (llmc/cli.h)
 
 typedef struct {
     int phase;
@@ -36,97 +37,70 @@ typedef struct {
     double lr, lr_coda, weight_decay, min_lr_frac, clip, beta1, beta2, eps;
     // CoDA options applied in phase 1
     double theta_init, lambda_init_bias, rope_theta;
-    const char* head_norm;
+    int head_norm;            // HeadNormMode
     int rope_bf16_positions;
 } Options;
 
-static Options default_options(void) {
-    Options o;
-    memset(&o, 0, sizeof(o));
-    o.phase = 1; o.model = "tiny"; o.out_dir = "out";
-    o.B = 1; o.T = 2048; o.accum = 8; o.steps = 250; o.warmup = 100; o.seed = 42;
-    o.eval_every = 25; o.eval_batches = 8; o.save_every = 100; o.log_every = 1;
-    o.lr = 5e-5; o.lr_coda = 1e-3; o.weight_decay = 0.01; o.min_lr_frac = 0.0; o.clip = 1.0;
-    o.beta1 = 0.9; o.beta2 = 0.999; o.eps = 1e-8;
-    o.theta_init = 0.0; o.lambda_init_bias = -6.0; o.rope_theta = 0.0; o.head_norm = "identity";
-    return o;
-}
+static const CliChoice HEAD_NORM_CHOICES[] = {{"identity", HEAD_NORM_IDENTITY}, {"full", HEAD_NORM_FULL}, {NULL, 0}};
 
-static void usage(void) {
-    fprintf(stderr,
-            "usage: train_coda [options]\n"
-            "  --phase 0|1           0: GQA from random init, all trainable; 1: CoDA from --init (default 1)\n"
-            "  --model NAME|FILE     phase 0 architecture: tiny, smollm2-135m, mistral-7b or a config.json (tiny)\n"
-            "  --init DIR|random     phase 1 base model: config.json + model.safetensors[.index.json]; random: a\n"
-            "                        randomly initialised base of --model's architecture (benchmarks)\n"
-            "  --train FILE --val FILE   token shards (tokenize_coda)\n"
-            "  --out DIR             checkpoints and log.txt (out)\n"
-            "  --batch B --seq T --accum N   micro-batch rows, tokens per row, micro-batches per update (1, 2048, 8)\n"
-            "  --steps N             optimizer updates (250 = the paper's 2000 micro-batches / 8)\n"
-            "  --lr X --lr-coda X    peak lr of q/k/v/o (and all matrices in phase 0) and of theta/lambda/head_norm (5e-5, 1e-3)\n"
-            "  --weight-decay X      on q/k/v/o and matrices (0.01); none on norms, theta, lambda\n"
-            "  --warmup N --min-lr-frac X --clip X --beta1 X --beta2 X --eps X   (100, 0, 1.0, 0.9, 0.999, 1e-8)\n"
-            "  --seed N --recompute 0|1 --chunk-rows N   (42, 0, 0 = all rows of logits at once)\n"
-            "  --eval-every N --eval-batches N --save-every N --log-every N   (25, 8, 100, 1; in updates)\n"
-            "  --resume              continue from OUT/LATEST (bit-exact)\n"
-            "  --timing N            print and log GPU time per op category (matmul, attention, ...) of update N (0 = off;\n"
-            "                        N >= 2 so that warm-up, e.g. cuBLASLt plan creation, is not timed)\n"
-            "  --theta-init X --lambda-init-bias X --head-norm identity|full   phase-1 CoDA init (0, -6, identity)\n"
-            "  --rope-theta X        override the config's RoPE base (the reference's bounded layers used 10000)\n"
-            "  --rope-bf16-positions reproduce the reference's bf16 RoPE positions (a defect; for comparisons)\n");
-    exit(1);
-}
-
+// Parses argv into o, defaults first (phase-1 defaults are the paper's); exits on a bad command line.
 static void parse_options(Options* o, int argc, char** argv) {
-    for (int i = 1; i < argc; i++) {
-        const char* a = argv[i];
-        const char* v = i + 1 < argc ? argv[i + 1] : NULL;
-#define FLAG(name) (strcmp(a, name) == 0)
-#define NEED() do { if (!v) { fprintf(stderr, "error: %s needs a value\n", a); usage(); } i++; } while (0)
-        if (FLAG("--phase")) { NEED(); o->phase = atoi(v); }
-        else if (FLAG("--model")) { NEED(); o->model = v; }
-        else if (FLAG("--init")) { NEED(); o->init = v; }
-        else if (FLAG("--train")) { NEED(); o->train_path = v; }
-        else if (FLAG("--val")) { NEED(); o->val_path = v; }
-        else if (FLAG("--out")) { NEED(); o->out_dir = v; }
-        else if (FLAG("--batch")) { NEED(); o->B = atoi(v); }
-        else if (FLAG("--seq")) { NEED(); o->T = atoi(v); }
-        else if (FLAG("--accum")) { NEED(); o->accum = atoi(v); }
-        else if (FLAG("--steps")) { NEED(); o->steps = atoi(v); }
-        else if (FLAG("--lr")) { NEED(); o->lr = atof(v); }
-        else if (FLAG("--lr-coda")) { NEED(); o->lr_coda = atof(v); }
-        else if (FLAG("--weight-decay")) { NEED(); o->weight_decay = atof(v); }
-        else if (FLAG("--warmup")) { NEED(); o->warmup = atoi(v); }
-        else if (FLAG("--min-lr-frac")) { NEED(); o->min_lr_frac = atof(v); }
-        else if (FLAG("--clip")) { NEED(); o->clip = atof(v); }
-        else if (FLAG("--beta1")) { NEED(); o->beta1 = atof(v); }
-        else if (FLAG("--beta2")) { NEED(); o->beta2 = atof(v); }
-        else if (FLAG("--eps")) { NEED(); o->eps = atof(v); }
-        else if (FLAG("--seed")) { NEED(); o->seed = atoi(v); }
-        else if (FLAG("--recompute")) { NEED(); o->recompute = atoi(v); }
-        else if (FLAG("--chunk-rows")) { NEED(); o->chunk_rows = atoi(v); }
-        else if (FLAG("--eval-every")) { NEED(); o->eval_every = atoi(v); }
-        else if (FLAG("--eval-batches")) { NEED(); o->eval_batches = atoi(v); }
-        else if (FLAG("--save-every")) { NEED(); o->save_every = atoi(v); }
-        else if (FLAG("--log-every")) { NEED(); o->log_every = atoi(v); }
-        else if (FLAG("--resume")) o->resume = 1;
-        else if (FLAG("--timing")) { NEED(); o->timing = atoi(v); }
-        else if (FLAG("--theta-init")) { NEED(); o->theta_init = atof(v); }
-        else if (FLAG("--lambda-init-bias")) { NEED(); o->lambda_init_bias = atof(v); }
-        else if (FLAG("--head-norm")) { NEED(); o->head_norm = v; }
-        else if (FLAG("--rope-theta")) { NEED(); o->rope_theta = atof(v); }
-        else if (FLAG("--rope-bf16-positions")) o->rope_bf16_positions = 1;
-        else if (FLAG("-h") || FLAG("--help")) usage();
-        else { fprintf(stderr, "error: unknown option %s\n", a); usage(); }
-#undef FLAG
-#undef NEED
-    }
-    if (o->phase != 0 && o->phase != 1) coda_fatal("--phase must be 0 or 1 (bounded Phase 2 training is not implemented on the GPU yet)");
-    if (!o->train_path) coda_fatal("--train FILE is required (a token shard; see dev/data/README.md)");
-    if (o->phase == 1 && !o->init && !o->resume) coda_fatal("--phase 1 needs --init DIR (the base model)");
-    if (o->B <= 0 || o->T <= 0 || o->accum <= 0 || o->steps <= 0) coda_fatal("--batch, --seq, --accum and --steps must be positive");
-    if (strcmp(o->head_norm, "identity") && strcmp(o->head_norm, "full")) coda_fatal("--head-norm must be identity or full");
-    if (o->timing < 0) coda_fatal("--timing must be an update number >= 1, or 0 for off");
+    memset(o, 0, sizeof(*o));
+    o->phase = 1; o->model = "tiny"; o->out_dir = "out";
+    o->B = 1; o->T = 2048; o->accum = 8; o->steps = 250; o->warmup = 100; o->seed = 42;
+    o->eval_every = 25; o->eval_batches = 8; o->save_every = 100; o->log_every = 1;
+    o->lr = 5e-5; o->lr_coda = 1e-3; o->weight_decay = 0.01; o->min_lr_frac = 0.0; o->clip = 1.0;
+    o->beta1 = 0.9; o->beta2 = 0.999; o->eps = 1e-8;
+    o->theta_init = 0.0; o->lambda_init_bias = -6.0; o->rope_theta = 0.0; o->head_norm = HEAD_NORM_IDENTITY;
+    char model_help[256];
+    snprintf(model_help, sizeof(model_help), "phase 0 architecture: a preset (%s) or a config.json", model_preset_names());
+    const CliFlag flags[] = {
+        cli_int("--phase", &o->phase, 0, 1, "0|1",
+                "0: GQA from random init, all trainable; 1: CoDA from --init (bounded phase-2\n"
+                "training is not on the GPU yet)"),
+        cli_string("--model", &o->model, "NAME|FILE", model_help),
+        cli_string("--init", &o->init, "DIR|random",
+                   "phase 1 base model: config.json + model.safetensors[.index.json]; random: a\n"
+                   "randomly initialised base of --model's architecture (benchmarks)"),
+        cli_string("--train", &o->train_path, "FILE", "training token shard (tokenize_coda; required)"),
+        cli_string("--val", &o->val_path, "FILE", "validation token shard"),
+        cli_string("--out", &o->out_dir, "DIR", "checkpoints and log.txt"),
+        cli_int("--batch", &o->B, 1, INT_MAX, "B", "micro-batch rows"),
+        cli_int("--seq", &o->T, 1, INT_MAX, "T", "tokens per row"),
+        cli_int("--accum", &o->accum, 1, INT_MAX, "N", "micro-batches per update"),
+        cli_int("--steps", &o->steps, 1, INT_MAX, "N", "optimizer updates (250 = the paper's 2000 micro-batches / 8)"),
+        cli_double("--lr", &o->lr, 0, HUGE_VAL, "X", "peak lr of q/k/v/o (and of all matrices in phase 0)"),
+        cli_double("--lr-coda", &o->lr_coda, 0, HUGE_VAL, "X", "peak lr of theta / lambda / head_norm"),
+        cli_double("--weight-decay", &o->weight_decay, 0, HUGE_VAL, "X", "on q/k/v/o and matrices; none on norms, theta, lambda"),
+        cli_int("--warmup", &o->warmup, 0, INT_MAX, "N", "linear warmup updates, then cosine decay"),
+        cli_double("--min-lr-frac", &o->min_lr_frac, 0, 1, "X", "the lr at the last update, as a fraction of the peak"),
+        cli_double("--clip", &o->clip, 0, HUGE_VAL, "X", "global gradient-norm clip (0 = none)"),
+        cli_double_in("--beta1", &o->beta1, 0, 1, "[)", "X", "AdamW beta1"),
+        cli_double_in("--beta2", &o->beta2, 0, 1, "[)", "X", "AdamW beta2"),
+        cli_double_in("--eps", &o->eps, 0, HUGE_VAL, "(]", "X", "AdamW epsilon"),
+        cli_int("--seed", &o->seed, INT_MIN, INT_MAX, "N", "initialisation and data order"),
+        cli_int("--recompute", &o->recompute, 0, 1, "0|1", "re-run each layer's forward in the backward (less memory)"),
+        cli_int("--chunk-rows", &o->chunk_rows, 0, INT_MAX, "N", "rows of logits computed at once (0 = all)"),
+        cli_int("--eval-every", &o->eval_every, 0, INT_MAX, "N", "validation every N updates (0 = never)"),
+        cli_int("--eval-batches", &o->eval_batches, 1, INT_MAX, "N", "validation batches per evaluation"),
+        cli_int("--save-every", &o->save_every, 0, INT_MAX, "N", "checkpoint every N updates and at the end (0 = never)"),
+        cli_int("--log-every", &o->log_every, 1, INT_MAX, "N", "print every N updates"),
+        cli_switch("--resume", &o->resume, "continue from OUT/LATEST (bit-exact)"),
+        cli_int("--timing", &o->timing, 0, INT_MAX, "N",
+                "print and log GPU time per op category (matmul, attention, ...) of update N\n"
+                "(0 = off; N >= 2 so that warm-up, e.g. cuBLASLt plan creation, is not timed)"),
+        cli_double("--theta-init", &o->theta_init, -HUGE_VAL, HUGE_VAL, "X", "phase-1 CoDA init: noise-rotation angle"),
+        cli_double("--lambda-init-bias", &o->lambda_init_bias, -HUGE_VAL, HUGE_VAL, "X", "phase-1 CoDA init: lambda_proj bias"),
+        cli_enum("--head-norm", &o->head_norm, HEAD_NORM_CHOICES, "phase-1 CoDA head norm"),
+        cli_double("--rope-theta", &o->rope_theta, 0, HUGE_VAL, "X",
+                   "override the config's RoPE base (0 = keep it; the reference's bounded layers\n"
+                   "used 10000)"),
+        cli_switch("--rope-bf16-positions", &o->rope_bf16_positions, "reproduce the reference's bf16 RoPE positions (a defect; for comparisons)"),
+    };
+    const CliSpec cli = {"train_coda", "train_coda [options]", NULL, flags, (int)(sizeof(flags) / sizeof(flags[0]))};
+    cli_parse_or_exit(&cli, argc, argv);
+    if (!o->train_path) cli_fail(&cli, "--train FILE is required (a token shard; see dev/data/README.md)");
+    if (o->phase == 1 && !o->init && !o->resume) cli_fail(&cli, "--phase 1 needs --init DIR (the base model)");
 }
 
 // Prints what loading a model directory did (hf_load_params' report).
@@ -197,7 +171,7 @@ static double evaluate(GpuModel* m, DataLoader* val, int n_batches) {
 }
 
 int main(int argc, char** argv) {
-    Options o = default_options();
+    Options o;
     parse_options(&o, argc, argv);
     CodaError err;
     if (ckpt_make_dir(o.out_dir, &err) != 0) coda_fatal("%s", err.msg);
@@ -229,7 +203,7 @@ int main(int argc, char** argv) {
         cfg.bounded = 0;
         cfg.theta_init = (float)o.theta_init;
         cfg.lambda_init_bias = (float)o.lambda_init_bias;
-        cfg.head_norm = strcmp(o.head_norm, "full") == 0 ? HEAD_NORM_FULL : HEAD_NORM_IDENTITY;
+        cfg.head_norm = (HeadNormMode)o.head_norm;
     }
     if (o.rope_theta > 0) cfg.rope_theta_override = o.rope_theta;
     if (o.rope_bf16_positions) cfg.rope_bf16_positions = 1;

@@ -117,6 +117,9 @@ static inline int ppl_streaming(PplScorer* s, const int* tok, int64_t n, int chu
     return 0;
 }
 
+// The sliding-window stride when none is given: 512, or ctx if that is smaller.
+static inline int ppl_default_stride(int ctx) { return ctx < 512 ? ctx : 512; }
+
 // The procedure p with its own arguments (ctx and stride: sliding; ctx and keep_partial: chunked;
 // chunk: streaming).
 static inline int ppl_run(PplScorer* s, PplProcedure p, const int* tok, int64_t n, int ctx, int stride, int chunk, int keep_partial,

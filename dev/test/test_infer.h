@@ -8,7 +8,7 @@
 //   * a saved state, loaded into a fresh model, continues generation exactly (greedy and sampled);
 //   * unbounded generation (re-run forward) == bounded decode while nothing is evicted;
 //   * state-file errors: missing, wrong magic, wrong version, wrong shape, truncated, trailing bytes;
-//   * command-line parsing and overrides;
+//   * config overrides reach the loaded model; SPEC §6 state bytes;
 //   * the synthetic needle test: retained in the ring, then in the exact bank; a background-gated
 //     "needle" is not (negative control).
 #pragma once
@@ -425,39 +425,10 @@ TEST(infer_state_load_errors) {
     test_rmtree(dir);
 }
 
-TEST(infer_command_line_and_overrides) {
+TEST(infer_overrides_reach_the_config_and_state_bytes) {
     InferTestOneThread one_thread;
     CodaError err;
-    InferOptions o;
-    {
-        const char* argv[] = {"infer_coda", "--model", "d", "--ppl", "x.bin", "--procedure", "streaming", "--chunk", "64", "--window", "7",
-                              "--exact", "0", "--summary", "5", "--block", "3", "--rope-theta", "10000", "--mem-init", "zeros", "--json"};
-        CHECK(infer_parse_options(&o, (int)(sizeof(argv) / sizeof(argv[0])), (char**)argv, &err) == 0, "%s", err.msg);
-        CHECK(o.procedure == PPL_STREAMING && o.chunk == 64 && o.ctx == 2048 && o.stride == 512 && o.json, "ppl options");
-        CHECK(o.ov.window == 7 && o.ov.n_exact == 0 && o.ov.n_summary == 5 && o.ov.block_size == 3 && o.ov.rope_theta == 10000 &&
-                  o.ov.mem_init == MEM_INIT_ZEROS && o.ov.bounded == -1, "overrides");
-    }
-    {
-        const char* argv[] = {"infer_coda", "--model", "d", "--ppl", "x.bin", "--ctx", "256"};
-        CHECK(infer_parse_options(&o, 7, (char**)argv, &err) == 0 && o.stride == 256 && o.procedure == PPL_SLIDING, "stride <= ctx by default");
-    }
-    struct { const char* a; const char* b; const char* expect; } bad[] = {
-        {"--procedure", "bogus", "--procedure"}, {"--bounded", "2", "--bounded"}, {"--ctx", "1", "--ctx"},
-        {"--mem-init", "ones", "--mem-init"}, {"--top-p", "0", "--top-p"}, {"--frobnicate", "1", "unknown option"},
-        {"--prompt", "hi", "needs --tokenizer"},
-    };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        const char* argv[] = {"infer_coda", "--model", "d", "--ppl", "x.bin", bad[i].a, bad[i].b};
-        err.msg[0] = 0;
-        CHECK(infer_parse_options(&o, 7, (char**)argv, &err) != 0 && strstr(err.msg, bad[i].expect), "%s %s: '%s'", bad[i].a, bad[i].b, err.msg);
-    }
-    const char* nomodel[] = {"infer_coda", "--ppl", "x.bin"};
-    CHECK(infer_parse_options(&o, 3, (char**)nomodel, &err) != 0 && strstr(err.msg, "--model"), "%s", err.msg);
-    int* ids;
-    int n;
-    CHECK(infer_parse_ids("1, 2,3", &ids, &n, &err) == 0 && n == 3 && ids[0] == 1 && ids[2] == 3, "ids");
-    free(ids);
-    CHECK(infer_parse_ids("1,x", &ids, &n, &err) != 0, "bad ids refused");
+    CHECK(ppl_default_stride(2048) == 512 && ppl_default_stride(256) == 256, "stride: 512, or ctx if smaller");
     // overrides reach the model config; an override that breaks the config is refused with the path
     char dir[64];
     test_mkdtemp(dir, sizeof(dir), "infer");
@@ -465,11 +436,13 @@ TEST(infer_command_line_and_overrides) {
     infer_test_write_model(dir, &c, 701);
     ConfigOverrides ov = overrides_none();
     ov.bounded = 1; ov.window = 6; ov.n_exact = 2; ov.n_summary = 1; ov.block_size = 2; ov.rope_theta = 500; ov.mem_init = MEM_INIT_ZEROS;
+    ov.exact_cands = 3; ov.summary_cands = 5; ov.candidate_order = CAND_ORDER_REFERENCE;
     Model_f32 m;
     HfLoadReport rep;
     CHECK(reference_load_dir(dir, &ov, &m, &rep, &err) == 0, "%s", err.msg);
     CHECK(m.cfg.bounded && m.cfg.window == 6 && m.cfg.n_exact == 2 && m.cfg.n_summary == 1 && m.cfg.block_size == 2 &&
-              config_rope_base(&m.cfg) == 500 && m.cfg.mem_init == MEM_INIT_ZEROS, "overrides applied");
+              config_rope_base(&m.cfg) == 500 && m.cfg.mem_init == MEM_INIT_ZEROS && m.cfg.exact_candidates_per_block == 3 &&
+              m.cfg.summary_candidates_per_block == 5 && m.cfg.candidate_order == CAND_ORDER_REFERENCE, "overrides applied");
     CHECK(rep.n_coda_missing == 3 * c.n_layers, "write_proj w/b and eta are new in a bounded run of an unbounded checkpoint: %d",
           rep.n_coda_missing);
     model_free_f32(&m);
