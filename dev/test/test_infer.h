@@ -513,3 +513,44 @@ TEST(infer_needle_retained_by_ring_and_exact_bank) {
           r.exact_used);
     CHECK(needle_run(&c, 256, 300, 5.0, 11, &r, &err) != 0 && strstr(err.msg, "outside"), "%s", err.msg);
 }
+
+// sample_token (llmc/sampling.h) on a fixed row of logits: greedy is the argmax (lowest id on ties);
+// top-k draws only among the k most likely, top-p only within the nucleus, top-k = 1 is greedy at
+// any temperature; draws at a high temperature cover the whole kept set and follow the seed.
+TEST(sampling_greedy_top_k_top_p_and_the_seed) {
+    const float logits[8] = {0.5f, 3.0f, -1.0f, 3.0f, 2.0f, 0.0f, 1.0f, -2.0f};  // order: 1 = 3 > 4 > 6 > 0 > 5 > 2 > 7
+    Rng rng;
+    rng_seed(&rng, 1);
+    Sampling greedy = {0.0, 1.0, 0};
+    uint64_t before = rng.state;
+    CHECK(sample_token(logits, 8, &greedy, &rng) == 1, "greedy: the lowest id among the tied maxima");
+    CHECK(rng.state == before, "greedy draws nothing from the RNG");
+    struct { Sampling s; int allowed[8]; } cases[] = {
+        {{5.0, 1.0, 1}, {0, 1, 0, 0, 0, 0, 0, 0}},     // top-k 1: greedy
+        {{5.0, 1.0, 3}, {0, 1, 0, 1, 1, 0, 0, 0}},     // the three most likely
+        {{5.0, 0.3, 0}, {0, 1, 0, 1, 0, 0, 0, 0}},     // nucleus 0.3 at T=5: ids 1 and 3 (2 x ~0.17 of the mass)
+        {{5.0, 0.99, 2}, {0, 1, 0, 1, 0, 0, 0, 0}},    // top-k before top-p
+        {{100.0, 1.0, 0}, {1, 1, 1, 1, 1, 1, 1, 1}},   // everything, nearly uniform
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        int seen[8] = {0};
+        rng_seed(&rng, 7);
+        for (int i = 0; i < 2000; i++) seen[sample_token(logits, 8, &cases[c].s, &rng)]++;
+        for (int id = 0; id < 8; id++)
+            CHECK(cases[c].allowed[id] ? seen[id] > 0 : seen[id] == 0, "case %zu: id %d drawn %d times (allowed %d)", c, id, seen[id],
+                  cases[c].allowed[id]);
+    }
+    // the same seed, the same draws; another seed, other draws
+    Sampling s = {1.5, 0.95, 5};
+    int a[64], b[64], d[64], same = 1, differ = 0;
+    Rng r1, r2, r3;
+    rng_seed(&r1, 11); rng_seed(&r2, 11); rng_seed(&r3, 12);
+    for (int i = 0; i < 64; i++) {
+        a[i] = sample_token(logits, 8, &s, &r1);
+        b[i] = sample_token(logits, 8, &s, &r2);
+        d[i] = sample_token(logits, 8, &s, &r3);
+        same &= a[i] == b[i];
+        differ |= a[i] != d[i];
+    }
+    CHECK(same && differ, "seeded: same %d, another seed differs %d", same, differ);
+}
