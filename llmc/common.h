@@ -3,11 +3,15 @@
 // and returns -1, so tests can assert on the message and callers lose nothing. Programs (train,
 // infer, tools) turn an error into a message on stderr and a non-zero exit with coda_fatal().
 #pragma once
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
     char msg[1024];
@@ -34,6 +38,27 @@ static inline void coda_fatal(const char* fmt, ...) {
     exit(1);
 }
 
+// ---- checked size arithmetic ----
+// Every size computed from file contents (counts x widths, offsets + lengths) goes through these
+// before it is compared with the real file size or handed to an allocator: a header that makes the
+// product wrap must be refused, not turned into a small buffer that is then overrun.
+// Each returns 1 and stores the result when it fits in size_t, else returns 0 and leaves *out alone.
+static inline int size_mul_ok(size_t a, size_t b, size_t* out) {
+    if (b != 0 && a > SIZE_MAX / b) return 0;
+    *out = a * b;
+    return 1;
+}
+static inline int size_add_ok(size_t a, size_t b, size_t* out) {
+    if (a > SIZE_MAX - b) return 0;
+    *out = a + b;
+    return 1;
+}
+// a * b + c, the usual "header + count x width".
+static inline int size_mul_add_ok(size_t a, size_t b, size_t c, size_t* out) {
+    size_t ab;
+    return size_mul_ok(a, b, &ab) && size_add_ok(ab, c, out);
+}
+
 // Allocation that names the request on failure (out-of-memory must say what was asked for).
 static inline void* coda_malloc_or_die(size_t bytes, const char* what) {
     void* p = malloc(bytes ? bytes : 1);
@@ -41,9 +66,44 @@ static inline void* coda_malloc_or_die(size_t bytes, const char* what) {
     return p;
 }
 static inline void* coda_calloc_or_die(size_t n, size_t size, const char* what) {
+    size_t bytes;
+    if (!size_mul_ok(n, size, &bytes))
+        coda_fatal("cannot allocate %zu x %zu bytes for %s: the size does not fit in size_t", n, size, what);
     void* p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) coda_fatal("out of host memory allocating %zu x %zu bytes for %s", n, size, what);
+    if (!p) coda_fatal("out of host memory allocating %zu bytes (%zu x %zu) for %s", bytes, n, size, what);
     return p;
+}
+
+// Checks that `path` is a regular file before it is opened: opening a FIFO would block forever and
+// a directory or device has no meaningful size. `what` names the kind of file for the message.
+static inline int coda_check_regular_file(const char* path, const char* what, CodaError* err) {
+    struct stat st;
+    if (stat(path, &st) != 0) return coda_errorf(err, "%s: cannot open %s: %s", path, what, strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return coda_errorf(err, "%s: cannot open %s: not a regular file (%s)", path, what,
+                           S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a pipe" : "a device or socket");
+    return 0;
+}
+
+// Creates a new file beside `path` for an atomic write (same directory, so a rename onto path
+// replaces it in one step): "<path>.tmp.<pid>.<k>", opened with O_EXCL so that no existing file,
+// whatever its name, is ever truncated. Mode 0666 less the umask, as fopen would give. The name is
+// written to tmp (tmp_size bytes). Returns NULL with a message on failure.
+static inline FILE* coda_create_temp_beside(const char* path, char* tmp, size_t tmp_size, CodaError* err) {
+    for (int k = 0; k < 1000; k++) {
+        if ((size_t)snprintf(tmp, tmp_size, "%s.tmp.%d.%d", path, (int)getpid(), k) >= tmp_size) {
+            coda_errorf(err, "%s: path too long for a temporary file beside it", path);
+            return NULL;
+        }
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0666);
+        if (fd < 0 && errno == EEXIST) continue;
+        if (fd < 0) { coda_errorf(err, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno)); return NULL; }
+        FILE* f = fdopen(fd, "wb");
+        if (!f) { int e = errno; close(fd); unlink(tmp); coda_errorf(err, "%s: cannot open %s: %s", path, tmp, strerror(e)); return NULL; }
+        return f;
+    }
+    coda_errorf(err, "%s: cannot create a temporary file beside it: 1000 names %s.tmp.%d.* are taken", path, path, (int)getpid());
+    return NULL;
 }
 
 // ---- element types used by files and buffers ----
@@ -142,4 +202,23 @@ static inline int convert_floats(void* dst, DType dt, const void* src, DType st,
         }
     }
     return 0;
+}
+
+// Index of the first NaN or infinity among n elements of a float-like dtype at p (any alignment),
+// or n when all are finite (also for non-float dtypes, which cannot hold either). Checks the
+// exponent bits directly: one pass at memory speed, no conversion.
+static inline size_t floats_first_nonfinite(const void* p, DType t, size_t n) {
+    const unsigned char* b = (const unsigned char*)p;
+    for (size_t i = 0; i < n; i++) {
+        int bad;
+        switch (t) {
+            case DT_F32: { uint32_t u; memcpy(&u, b + 4 * i, 4); bad = (u & 0x7f800000u) == 0x7f800000u; break; }
+            case DT_F64: { uint64_t u; memcpy(&u, b + 8 * i, 8); bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; break; }
+            case DT_BF16: { uint16_t u; memcpy(&u, b + 2 * i, 2); bad = (u & 0x7f80u) == 0x7f80u; break; }
+            case DT_F16: { uint16_t u; memcpy(&u, b + 2 * i, 2); bad = (u & 0x7c00u) == 0x7c00u; break; }
+            default: return n;
+        }
+        if (bad) return i;
+    }
+    return n;
 }

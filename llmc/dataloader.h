@@ -114,15 +114,21 @@ static inline int dataloader_init(DataLoader* dl, const char* path, int B, int T
         return coda_errorf(err, "%s: too few tokens: %llu rows of T+1 = %d tokens, but one global batch needs "
                            "n_ranks*B = %llu rows", path, (unsigned long long)rows, T + 1, (unsigned long long)global);
     }
-    dl->perm = (uint64_t*)malloc(dl->n_rows * sizeof(uint64_t));
-    dl->inputs = (int32_t*)malloc((size_t)B * T * sizeof(int32_t));
-    dl->targets = (int32_t*)malloc((size_t)B * T * sizeof(int32_t));
+    // Sizes: n_rows <= n_tokens, which shard_open checked against the file size, and B*T < 2^62
+    // (both are ints), so none of these products can wrap.
+    const size_t perm_bytes = dl->n_rows * sizeof(uint64_t), batch_bytes = (size_t)B * (size_t)T * sizeof(int32_t);
+    const size_t row_bytes = ((size_t)T + 1) * sizeof(int32_t), scratch_bytes = ((size_t)T + 1) * (size_t)h->token_bytes;
+    dl->perm = (uint64_t*)malloc(perm_bytes);
+    dl->inputs = (int32_t*)malloc(batch_bytes);
+    dl->targets = (int32_t*)malloc(batch_bytes);
     dl->batch_rows = (uint64_t*)malloc((size_t)B * sizeof(uint64_t));
-    dl->row_buf = (int32_t*)malloc((size_t)(T + 1) * sizeof(int32_t));
-    dl->scratch = malloc((size_t)(T + 1) * (size_t)h->token_bytes);
+    dl->row_buf = (int32_t*)malloc(row_bytes);
+    dl->scratch = malloc(scratch_bytes);
     if (!dl->perm || !dl->inputs || !dl->targets || !dl->batch_rows || !dl->row_buf || !dl->scratch) {
         dataloader_free(dl);
-        return coda_errorf(err, "%s: out of memory for the dataloader (B=%d, T=%d)", path, B, T);
+        return coda_errorf(err, "%s: out of host memory for the dataloader (B=%d, T=%d): %zu bytes of row order, "
+                           "2 x %zu bytes of batch, %zu + %zu bytes of row buffers", path, B, T, perm_bytes, batch_bytes,
+                           row_bytes, scratch_bytes);
     }
     dataloader_fill_perm(dl, 0);
     dl->pos.epoch = 0;

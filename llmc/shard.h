@@ -105,10 +105,28 @@ static inline int shard_header_unpack(const int32_t in[SHARD_HEADER_INTS], Shard
     return 0;
 }
 
+// Checks a validated header against the real file size: exactly 1024 + n_tokens * token_bytes.
+// The product is computed with overflow checks: a header claiming 2^62 + k four-byte tokens would
+// otherwise wrap to 4k bytes and pass, and every buffer sized from it would wrap too.
+static inline int shard_check_size(const ShardHeader* h, uint64_t file_size, const char* path, CodaError* err) {
+    size_t expect;
+    if (!size_mul_add_ok((size_t)h->n_tokens, (size_t)h->token_bytes, SHARD_HEADER_BYTES, &expect))
+        return coda_errorf(err, "%s: corrupt token shard: header says %lld tokens of %d bytes, which overflows any file size "
+                           "(the file has %llu bytes)", path, (long long)h->n_tokens, (int)h->token_bytes, (unsigned long long)file_size);
+    if (file_size < (uint64_t)expect)
+        return coda_errorf(err, "%s: truncated token shard: header says %lld tokens (%zu bytes) but the file has %llu bytes",
+                           path, (long long)h->n_tokens, expect, (unsigned long long)file_size);
+    if (file_size > (uint64_t)expect)
+        return coda_errorf(err, "%s: corrupt token shard: header says %lld tokens (%zu bytes) but the file has %llu bytes",
+                           path, (long long)h->n_tokens, expect, (unsigned long long)file_size);
+    return 0;
+}
+
 // Opens `path`, reads and validates its header, and checks the file size against the token count.
 // On success *out is positioned at the first token (caller closes it; pass NULL to just check).
 static inline int shard_open(const char* path, ShardHeader* h, FILE** out, CodaError* err) {
     if (out) *out = NULL;
+    if (coda_check_regular_file(path, "token shard", err) != 0) return -1;
     FILE* f = fopen(path, "rb");
     if (!f) return coda_errorf(err, "%s: cannot open token shard: %s", path, strerror(errno));
     int32_t raw[SHARD_HEADER_INTS];
@@ -123,17 +141,7 @@ static inline int shard_open(const char* path, ShardHeader* h, FILE** out, CodaE
         fclose(f);
         return coda_errorf(err, "%s: cannot stat token shard: %s", path, strerror(errno));
     }
-    uint64_t expect = (uint64_t)SHARD_HEADER_BYTES + (uint64_t)h->n_tokens * (uint64_t)h->token_bytes;
-    if ((uint64_t)st.st_size < expect) {
-        fclose(f);
-        return coda_errorf(err, "%s: truncated token shard: header says %lld tokens (%llu bytes) but the file has %lld bytes",
-                           path, (long long)h->n_tokens, (unsigned long long)expect, (long long)st.st_size);
-    }
-    if ((uint64_t)st.st_size > expect) {
-        fclose(f);
-        return coda_errorf(err, "%s: corrupt token shard: header says %lld tokens (%llu bytes) but the file has %lld bytes",
-                           path, (long long)h->n_tokens, (unsigned long long)expect, (long long)st.st_size);
-    }
+    if (shard_check_size(h, (uint64_t)st.st_size, path, err) != 0) { fclose(f); return -1; }
     if (out) *out = f; else fclose(f);
     return 0;
 }
@@ -142,8 +150,11 @@ static inline int shard_open(const char* path, ShardHeader* h, FILE** out, CodaE
 // `first` is the index of src[0] in the shard, so the message can say where the bad id is.
 static inline int shard_decode_tokens(const void* src, int token_bytes, size_t n, int32_t* dst, const ShardHeader* h,
                                       const char* path, int64_t first, CodaError* err) {
+    const unsigned char* b = (const unsigned char*)src;
     for (size_t i = 0; i < n; i++) {
-        uint32_t v = token_bytes == 2 ? (uint32_t)((const uint16_t*)src)[i] : ((const uint32_t*)src)[i];
+        uint32_t v;
+        if (token_bytes == 2) { uint16_t u; memcpy(&u, b + 2 * i, 2); v = u; }
+        else memcpy(&v, b + 4 * i, 4);
         if (v >= (uint32_t)h->vocab_size)
             return coda_errorf(err, "%s: token id %u at position %lld is >= the vocab size %d",
                                path, v, (long long)(first + (int64_t)i), (int)h->vocab_size);
@@ -156,9 +167,10 @@ static inline int shard_decode_tokens(const void* src, int token_bytes, size_t n
 // `scratch` must hold n * token_bytes bytes.
 static inline int shard_read_tokens(FILE* f, const ShardHeader* h, const char* path, int64_t first, size_t n,
                                     int32_t* dst, void* scratch, CodaError* err) {
-    if (first < 0 || first + (int64_t)n > h->n_tokens)
-        return coda_errorf(err, "%s: read of tokens [%lld, %lld) is outside the shard's %lld tokens", path,
-                           (long long)first, (long long)(first + (int64_t)n), (long long)h->n_tokens);
+    // first + n <= n_tokens, written so that neither side can overflow
+    if (first < 0 || first > h->n_tokens || n > (uint64_t)(h->n_tokens - first))
+        return coda_errorf(err, "%s: read of %zu tokens at %lld is outside the shard's %lld tokens", path, n,
+                           (long long)first, (long long)h->n_tokens);
     if (fseeko(f, (off_t)SHARD_HEADER_BYTES + (off_t)first * h->token_bytes, SEEK_SET) != 0)
         return coda_errorf(err, "%s: seek failed: %s", path, strerror(errno));
     if (fread(scratch, (size_t)h->token_bytes, n, f) != n)
@@ -167,15 +179,24 @@ static inline int shard_read_tokens(FILE* f, const ShardHeader* h, const char* p
 }
 
 // Reads a whole shard into a malloc'd int32 array (*tokens; caller frees), validating every id.
+// The sizes cannot overflow: shard_open has checked n_tokens * token_bytes against the file, and
+// n_tokens * 4 <= 2 * that.
 static inline int shard_load(const char* path, ShardHeader* h, int32_t** tokens, CodaError* err) {
     *tokens = NULL;
     FILE* f;
     if (shard_open(path, h, &f, err) != 0) return -1;
-    int32_t* t = (int32_t*)malloc((size_t)(h->n_tokens ? h->n_tokens : 1) * sizeof(int32_t));
-    void* scratch = malloc((size_t)(h->n_tokens ? h->n_tokens : 1) * (size_t)h->token_bytes);
+    size_t n = (size_t)h->n_tokens, ids_bytes, raw_bytes;
+    if (!size_mul_ok(n, sizeof(int32_t), &ids_bytes) || !size_mul_ok(n, (size_t)h->token_bytes, &raw_bytes)) {
+        fclose(f);
+        return coda_errorf(err, "%s: %lld tokens do not fit in memory on this machine", path, (long long)h->n_tokens);
+    }
+    int32_t* t = (int32_t*)malloc(ids_bytes ? ids_bytes : 1);
+    void* scratch = malloc(raw_bytes ? raw_bytes : 1);
     int rc = 0;
-    if (!t || !scratch) rc = coda_errorf(err, "%s: out of memory loading %lld tokens", path, (long long)h->n_tokens);
-    else rc = shard_read_tokens(f, h, path, 0, (size_t)h->n_tokens, t, scratch, err);
+    if (!t || !scratch)
+        rc = coda_errorf(err, "%s: out of host memory loading %lld tokens (%zu + %zu bytes)", path, (long long)h->n_tokens,
+                         ids_bytes, raw_bytes);
+    else rc = shard_read_tokens(f, h, path, 0, n, t, scratch, err);
     fclose(f);
     free(scratch);
     if (rc != 0) { free(t); return -1; }
@@ -189,7 +210,10 @@ static inline int shard_validate_ids(FILE* f, const ShardHeader* h, const char* 
     const size_t block = 65536;
     int32_t* ids = (int32_t*)malloc(block * sizeof(int32_t));
     void* scratch = malloc(block * 4);
-    if (!ids || !scratch) { free(ids); free(scratch); return coda_errorf(err, "%s: out of memory", path); }
+    if (!ids || !scratch) {
+        free(ids); free(scratch);
+        return coda_errorf(err, "%s: out of host memory allocating %zu bytes to validate token ids", path, block * 8);
+    }
     int rc = 0;
     for (int64_t first = 0; first < h->n_tokens && rc == 0; first += (int64_t)block) {
         size_t n = (size_t)(h->n_tokens - first < (int64_t)block ? h->n_tokens - first : (int64_t)block);
@@ -200,13 +224,14 @@ static inline int shard_validate_ids(FILE* f, const ShardHeader* h, const char* 
     return rc;
 }
 
-// ---- writer: streams tokens into `path`.tmp, writes the final header, then renames, so a crash
-// or an error never leaves a file at `path` that looks like a finished shard. ----
+// ---- writer: streams tokens into a new temporary file beside `path` (coda_create_temp_beside),
+// writes the final header, then renames it onto `path`, so a crash or an error never leaves a file
+// at `path` that looks like a finished shard, and an existing `path` stays intact until the end. ----
 typedef struct {
     FILE* f;
     ShardHeader h;
     char path[4096];
-    char tmp_path[4096 + 16];
+    char tmp_path[4096 + 32];
     uint8_t buf[1 << 16];  // conversion buffer: ids -> token_bytes-wide little-endian values
 } ShardWriter;
 
@@ -216,10 +241,9 @@ static inline int shard_writer_open(ShardWriter* w, const char* path, int32_t vo
     if (strlen(path) >= sizeof(w->path)) return coda_errorf(err, "%s: path too long", path);
     if (vocab_size <= 0) return coda_errorf(err, "%s: cannot write a shard with vocab size %d", path, (int)vocab_size);
     snprintf(w->path, sizeof(w->path), "%s", path);
-    snprintf(w->tmp_path, sizeof(w->tmp_path), "%s.tmp", path);
     shard_header_init(&w->h, vocab_size, bos_id, eos_id, packing);
-    w->f = fopen(w->tmp_path, "wb");
-    if (!w->f) return coda_errorf(err, "%s: cannot create: %s", w->tmp_path, strerror(errno));
+    w->f = coda_create_temp_beside(path, w->tmp_path, sizeof(w->tmp_path), err);
+    if (!w->f) { w->tmp_path[0] = 0; return -1; }
     int32_t raw[SHARD_HEADER_INTS];
     shard_header_pack(&w->h, raw);  // placeholder, rewritten with the final counts at close
     if (fwrite(raw, 1, SHARD_HEADER_BYTES, w->f) != SHARD_HEADER_BYTES) {
