@@ -557,6 +557,13 @@ static inline int json__write_nonfinite(JsonBuf* b, double v) {
     return 0;
 }
 
+// %g can print a large integral value with neither '.' nor exponent ("12345678901234562"), which
+// every reader (json_parse, Python) takes for an integer: append ".0" so it stays a float.
+static inline void json__puts_float_literal(JsonBuf* b, const char* s) {
+    jbuf_puts(b, s);
+    if (!strpbrk(s, ".eE")) jbuf_puts(b, ".0");
+}
+
 // The shortest decimal that reads back as exactly `v`; integral values keep a ".0" so that
 // Python reads them as floats (1000000.0, not 1e+06).
 static inline void json_write_double(JsonBuf* b, double v) {
@@ -567,7 +574,7 @@ static inline void json_write_double(JsonBuf* b, double v) {
         snprintf(buf, sizeof(buf), "%.*g", prec, v);
         if (strtod(buf, NULL) == v) break;
     }
-    jbuf_puts(b, buf);
+    json__puts_float_literal(b, buf);
 }
 // Same for a float: the shortest decimal that reads back as the same float (1e-05, not 9.99999975e-06).
 static inline void json_write_float(JsonBuf* b, float v) {
@@ -578,5 +585,5 @@ static inline void json_write_float(JsonBuf* b, float v) {
         snprintf(buf, sizeof(buf), "%.*g", prec, (double)v);
         if ((float)strtod(buf, NULL) == v) break;
     }
-    jbuf_puts(b, buf);
+    json__puts_float_literal(b, buf);
 }

@@ -33,13 +33,14 @@ typedef struct {
 
 typedef struct {
     char* path;
-    uint8_t* file;      // the mapping (NULL for an empty data section and header-only reads)
+    uint8_t* file;      // the mapping made by st_open (NULL for st_open_memory, or once unmapped)
     size_t file_size;
     size_t header_len;  // N
     const uint8_t* data_section;
     size_t data_len;
     StTensor* tensors;  // in header order
     int n;
+    const StTensor** by_name;  // [n]: the tensors sorted by name (st_find's binary search)
     StMeta* meta;       // __metadata__ (key/value strings owned by the SafeTensors)
     int n_meta;
 } SafeTensors;
@@ -104,17 +105,23 @@ static inline int st__cmp_offset(const void* a, const void* b) {
     return x->offset < y->offset ? -1 : x->offset > y->offset ? 1 : (x->nbytes < y->nbytes ? -1 : x->nbytes > y->nbytes);
 }
 
+static inline int st__cmp_name(const void* a, const void* b) {
+    return strcmp((*(const StTensor* const*)a)->name, (*(const StTensor* const*)b)->name);
+}
+
 static inline void st_close(SafeTensors* st) {
     if (st->file) munmap(st->file, st->file_size);
     for (int i = 0; i < st->n; i++) free(st->tensors[i].name);
     free(st->tensors);
+    free(st->by_name);
     for (int i = 0; i < st->n_meta; i++) { free((void*)st->meta[i].key); free((void*)st->meta[i].value); }
     free(st->meta);
     free(st->path);
     memset(st, 0, sizeof(*st));
 }
 
-// Builds tensors/meta from the parsed header, then checks that no two tensors share bytes.
+// Builds tensors/meta from the parsed header, then checks that no name appears twice and that no
+// two tensors share bytes. Both checks sort (n log n): a header may list a million entries.
 static inline int st__load_header(SafeTensors* st, const JsonValue* h, CodaError* err) {
     const char* path = st->path;
     if (h->type != JSON_OBJECT)
@@ -123,7 +130,9 @@ static inline int st__load_header(SafeTensors* st, const JsonValue* h, CodaError
     for (size_t i = 0; i < h->count; i++) {
         const char* key = h->keys[i];
         const JsonValue* e = &h->items[i];
+        if (strlen(key) != h->key_lens[i]) return coda_errorf(err, "%s: a tensor name contains a NUL byte", path);
         if (strcmp(key, "__metadata__") == 0) {
+            if (st->meta) return coda_errorf(err, "%s: __metadata__ appears twice in the header", path);
             if (e->type != JSON_OBJECT)
                 return coda_errorf(err, "%s: __metadata__ must be an object of strings, found %s", path, json_type_name(e->type));
             st->meta = (StMeta*)coda_calloc_or_die(e->count, sizeof(StMeta), "safetensors metadata");
@@ -137,15 +146,19 @@ static inline int st__load_header(SafeTensors* st, const JsonValue* h, CodaError
             }
             continue;
         }
-        if (strlen(key) != h->key_lens[i]) return coda_errorf(err, "%s: a tensor name contains a NUL byte", path);
-        for (int j = 0; j < st->n; j++)
-            if (strcmp(st->tensors[j].name, key) == 0) return coda_errorf(err, "%s: tensor '%s' appears twice in the header", path, key);
         StTensor* t = &st->tensors[st->n];
         t->name = strdup(key);
         st->n++;
         if (st__parse_entry(path, key, e, st->data_len, t, err) != 0) return -1;
         t->data = st->data_section + t->offset;
     }
+    // Duplicate names: adjacent once sorted. The sorted list stays for st_find.
+    st->by_name = (const StTensor**)coda_malloc_or_die(sizeof(StTensor*) * (size_t)(st->n + 1), "safetensors name index");
+    for (int i = 0; i < st->n; i++) st->by_name[i] = &st->tensors[i];
+    qsort(st->by_name, (size_t)st->n, sizeof(*st->by_name), st__cmp_name);
+    for (int i = 1; i < st->n; i++)
+        if (strcmp(st->by_name[i - 1]->name, st->by_name[i]->name) == 0)
+            return coda_errorf(err, "%s: tensor '%s' appears twice in the header", path, st->by_name[i]->name);
     // Overlap check: sort by offset; each non-empty tensor must begin at or after the previous end.
     // (Gaps are tolerated: harmless to a reader, though the Python writer never leaves any.)
     const StTensor** order = (const StTensor**)coda_malloc_or_die(sizeof(StTensor*) * (size_t)(st->n + 1), "offset order");
@@ -167,9 +180,44 @@ static inline int st__load_header(SafeTensors* st, const JsonValue* h, CodaError
     return 0;
 }
 
+// Parses and validates file bytes [0, size) that st->path / st->file already describe (the
+// mapping of st_open, or the caller's memory for st_open_memory). On failure st is closed.
+static inline int st__parse(SafeTensors* st, const uint8_t* bytes, size_t size, CodaError* err) {
+    const char* path = st->path;
+    st->file_size = size;
+    if (size < 8) {
+        int rc = coda_errorf(err, "%s: file is too short to be safetensors (%zu bytes; the header length alone takes 8)", path, size);
+        st_close(st);
+        return rc;
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | bytes[i];  // little-endian regardless of host
+    if (n > size - 8) {
+        int rc = coda_errorf(err, "%s: header length %llu runs past the end of the file (%zu bytes after the 8-byte length; truncated or not safetensors)",
+                             path, (unsigned long long)n, size - 8);
+        st_close(st);
+        return rc;
+    }
+    st->header_len = (size_t)n;
+    st->data_section = bytes + 8 + n;
+    st->data_len = size - 8 - (size_t)n;
+    JsonValue* h = NULL;
+    CodaError inner;
+    if (json_parse((const char*)bytes + 8, (size_t)n, &h, &inner) != 0) {
+        int rc = coda_errorf(err, "%s: malformed safetensors header: %s", path, inner.msg);
+        st_close(st);
+        return rc;
+    }
+    int rc = st__load_header(st, h, err);
+    json_free(h);
+    if (rc != 0) st_close(st);
+    return rc;
+}
+
 // Opens and validates a safetensors file. On failure st is left closed (nothing to free).
 static inline int st_open(SafeTensors* st, const char* path, CodaError* err) {
     memset(st, 0, sizeof(*st));
+    if (coda_check_regular_file(path, "safetensors file", err) != 0) return -1;
     int fd = open(path, O_RDONLY);
     if (fd < 0) return coda_errorf(err, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
@@ -185,34 +233,24 @@ static inline int st_open(SafeTensors* st, const char* path, CodaError* err) {
     if (map == MAP_FAILED) return coda_errorf(err, "%s: cannot mmap %zu bytes: %s", path, size, strerror(map_errno));
     st->path = strdup(path);
     st->file = (uint8_t*)map;
-    st->file_size = size;
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; i--) n = (n << 8) | st->file[i];  // little-endian regardless of host
-    if (n > size - 8) {
-        int rc = coda_errorf(err, "%s: header length %llu runs past the end of the file (%zu bytes after the 8-byte length; truncated or not safetensors)",
-                             path, (unsigned long long)n, size - 8);
-        st_close(st);
-        return rc;
-    }
-    st->header_len = (size_t)n;
-    st->data_section = st->file + 8 + n;
-    st->data_len = size - 8 - (size_t)n;
-    JsonValue* h = NULL;
-    CodaError inner;
-    if (json_parse((const char*)st->file + 8, (size_t)n, &h, &inner) != 0) {
-        int rc = coda_errorf(err, "%s: malformed safetensors header: %s", path, inner.msg);
-        st_close(st);
-        return rc;
-    }
-    int rc = st__load_header(st, h, err);
-    json_free(h);
-    if (rc != 0) st_close(st);
-    return rc;
+    return st__parse(st, st->file, size, err);
+}
+
+// The same for file bytes already in memory (`name` only labels messages). Tensor data points into
+// `bytes`, which must outlive st; st_close frees only what the reader allocated.
+static inline int st_open_memory(SafeTensors* st, const char* name, const void* bytes, size_t size, CodaError* err) {
+    memset(st, 0, sizeof(*st));
+    st->path = strdup(name);
+    return st__parse(st, (const uint8_t*)bytes, size, err);
 }
 
 static inline const StTensor* st_find(const SafeTensors* st, const char* name) {
-    for (int i = 0; i < st->n; i++)
-        if (strcmp(st->tensors[i].name, name) == 0) return &st->tensors[i];
+    int lo = 0, hi = st->n;  // binary search over by_name: [lo, hi) may hold it
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(st->by_name[mid]->name, name);
+        if (c == 0) return st->by_name[mid];
+        if (c < 0) lo = mid + 1; else hi = mid;
+    }
     return NULL;
 }
 static inline const char* st_meta_get(const SafeTensors* st, const char* key) {
@@ -250,9 +288,11 @@ static inline void st_writer_abort(StWriter* w) {
     memset(w, 0, sizeof(*w));
 }
 
-static inline int st_writer_open(StWriter* w, const char* path, const StWriteTensor* tensors, int n,
-                                 const StMeta* meta, int n_meta, CodaError* err) {
-    memset(w, 0, sizeof(*w));
+// The 8-byte length and the JSON header for tensors in this order (data back to back, offsets from
+// the shapes), padded to 8 bytes as the Python writer does, into b; *data_bytes gets the size of
+// the data section the header promises. Sizes are checked: a shape whose byte size overflows is an error.
+static inline int st__build_header(JsonBuf* b, const char* path, const StWriteTensor* tensors, int n, const StMeta* meta,
+                                   int n_meta, size_t* data_bytes, CodaError* err) {
     JsonBuf h;
     jbuf_init(&h);
     jbuf_puts(&h, "{");
@@ -273,50 +313,64 @@ static inline int st_writer_open(StWriter* w, const char* path, const StWriteTen
             jbuf_free(&h);
             return coda_errorf(err, "%s: tensor '%s': bad dtype or ndim %d", path, t->name, t->ndim);
         }
-        size_t numel = 1;
+        size_t nbytes = dtype_size(t->dtype);
         for (int d = 0; d < t->ndim; d++) {
             if (t->shape[d] < 0) { jbuf_free(&h); return coda_errorf(err, "%s: tensor '%s': negative dimension", path, t->name); }
-            numel *= (size_t)t->shape[d];
+            if (!size_mul_ok(nbytes, (size_t)t->shape[d], &nbytes)) {
+                jbuf_free(&h);
+                return coda_errorf(err, "%s: tensor '%s': byte size overflows size_t", path, t->name);
+            }
         }
-        size_t nbytes = numel * dtype_size(t->dtype);
+        size_t end;
+        if (!size_add_ok(offset, nbytes, &end)) { jbuf_free(&h); return coda_errorf(err, "%s: data section overflows size_t", path); }
         if (i || n_meta > 0) jbuf_puts(&h, ",");
         json_write_cstr(&h, t->name);
         jbuf_printf(&h, ":{\"dtype\":\"%s\",\"shape\":[", dtype_name(t->dtype));
         for (int d = 0; d < t->ndim; d++) jbuf_printf(&h, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-        jbuf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", offset, offset + nbytes);
-        offset += nbytes;
+        jbuf_printf(&h, "],\"data_offsets\":[%zu,%zu]}", offset, end);
+        offset = end;
     }
     jbuf_puts(&h, "}");
     while (h.len % 8) jbuf_puts(&h, " ");  // the data section starts 8-byte aligned, as the Python writer does
+    char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (char)(uint8_t)((uint64_t)h.len >> (8 * i));
+    jbuf_append(b, len8, 8);
+    jbuf_append(b, h.data, h.len);
+    jbuf_free(&h);
+    *data_bytes = offset;
+    return 0;
+}
+
+static inline int st_writer_open(StWriter* w, const char* path, const StWriteTensor* tensors, int n,
+                                 const StMeta* meta, int n_meta, CodaError* err) {
+    memset(w, 0, sizeof(*w));
+    JsonBuf h;
+    jbuf_init(&h);
+    if (st__build_header(&h, path, tensors, n, meta, n_meta, &w->expected, err) != 0) return -1;
     w->path = strdup(path);
-    size_t tl = strlen(path) + 32;
+    size_t tl = strlen(path) + 64;
     w->tmp_path = (char*)coda_malloc_or_die(tl, "temp path");
-    snprintf(w->tmp_path, tl, "%s.tmp.%d", path, (int)getpid());
-    w->f = fopen(w->tmp_path, "wb");
+    w->f = coda_create_temp_beside(path, w->tmp_path, tl, err);
     if (!w->f) {
-        int rc = coda_errorf(err, "%s: cannot create temporary file %s: %s", path, w->tmp_path, strerror(errno));
         jbuf_free(&h);
         free(w->tmp_path); w->tmp_path = NULL;  // nothing to unlink
         st_writer_abort(w);
-        return rc;
+        return -1;
     }
-    uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
-    int ok = fwrite(len8, 1, 8, w->f) == 8 && fwrite(h.data, 1, h.len, w->f) == h.len;
+    int ok = fwrite(h.data, 1, h.len, w->f) == h.len;
     jbuf_free(&h);
     if (!ok) {
         int rc = coda_errorf(err, "%s: write error: %s", w->tmp_path, strerror(errno));
         st_writer_abort(w);
         return rc;
     }
-    w->expected = offset;
     return 0;
 }
 
 // Appends the next bytes of the data section (tensors in header order, back to back).
 static inline int st_writer_put(StWriter* w, const void* bytes, size_t n, CodaError* err) {
-    if (w->written + n > w->expected) {
-        int rc = coda_errorf(err, "%s: more tensor bytes written (%zu) than the header declares (%zu)", w->path, w->written + n, w->expected);
+    if (n > w->expected - w->written) {
+        int rc = coda_errorf(err, "%s: more tensor bytes written (%zu + %zu) than the header declares (%zu)", w->path, w->written, n, w->expected);
         st_writer_abort(w);
         return rc;
     }
