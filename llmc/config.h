@@ -74,7 +74,8 @@ typedef struct {
     int cross_block_grad;           // gradients flow through state carried across blocks (ring, bank history)
 } ModelConfig;
 
-// A tiny architecture for tests; CoDA options at the paper's defaults.
+// The Mistral-7B architecture (v0.1 vocabulary): a base every field is valid for, whose sizes tests
+// and presets override; CoDA options at the paper's defaults.
 static inline ModelConfig config_default(void) {
     ModelConfig c;
     memset(&c, 0, sizeof(c));
@@ -107,27 +108,76 @@ static inline double config_rope_base(const ModelConfig* c) {
 // Slots of the bounded state: ring, then exact bank, then summary bank (SPEC §2.1).
 static inline int config_state_slots(const ModelConfig* c) { return c->window + c->n_exact + c->n_summary; }
 
-// Checks the invariants every later stage relies on; the message names the offending field.
+// Upper limits of every size in the config. Each is far above any real model, and low enough that
+// the products the code forms from them (widths, slot counts, table sizes, int loop bounds) cannot
+// wrap; a typo or a corrupt config.json stops here with the field's name, not as a wrapped
+// allocation much later.
+#define CONFIG_MAX_VOCAB (1 << 24)     // ids: the largest real vocabularies have ~256K; 2^24 x 4 bytes is one table
+#define CONFIG_MAX_DIM (1 << 16)       // hidden_size and the q / kv widths (heads x head_dim): the widest models have ~16-25K
+#define CONFIG_MAX_FFN (1 << 18)       // intermediate_size: 4x CONFIG_MAX_DIM (Mistral-7B has 14336)
+#define CONFIG_MAX_LAYERS (1 << 10)    // num_hidden_layers: the deepest real models have ~130
+#define CONFIG_MAX_HEADS (1 << 10)     // num_attention_heads, num_key_value_heads: 7B has 32 / 8
+#define CONFIG_MAX_HEAD_DIM (1 << 10)  // head_dim: real models use 64..256
+#define CONFIG_MAX_SEQ_LEN (1 << 24)   // max_position_embeddings: the longest real contexts are ~10M
+#define CONFIG_MAX_STATE (1 << 20)     // W, Me, Ms, block_size and candidates per block, each: the paper uses 256/64/64;
+                                       // W + Me + Ms <= 3 x 2^20 stays an int, and so does a block of rows
+
+// Checks the invariants every later stage relies on; the message names the offending field and,
+// for a size, its limit. The bounded-state fields are checked whether or not the config is bounded:
+// a config can be switched to bounded later (infer_coda --bounded 1), and written out meanwhile.
 static inline int config_validate(const ModelConfig* c, CodaError* err) {
 #define REQUIRE(cond, ...) do { if (!(cond)) return coda_errorf(err, __VA_ARGS__); } while (0)
-    REQUIRE(c->vocab_size > 0, "config: vocab_size must be > 0 (got %d)", c->vocab_size);
-    REQUIRE(c->dim > 0, "config: hidden_size must be > 0 (got %d)", c->dim);
-    REQUIRE(c->ffn_dim > 0, "config: intermediate_size must be > 0 (got %d)", c->ffn_dim);
-    REQUIRE(c->n_layers > 0, "config: num_hidden_layers must be > 0 (got %d)", c->n_layers);
-    REQUIRE(c->n_heads > 0 && c->n_kv_heads > 0, "config: head counts must be > 0 (got %d/%d)", c->n_heads, c->n_kv_heads);
+// An int field in [lo, hi]; the message gives the field's config.json name and the range.
+#define REQUIRE_RANGE(v, lo, hi, name) \
+    REQUIRE((v) >= (lo) && (v) <= (hi), "config: %s must be in [%d, %d] (got %d)", name, (int)(lo), (int)(hi), (int)(v))
+// A float field that must be finite (NaN and Infinity parse as JSON numbers but mean nothing here).
+#define REQUIRE_FINITE(v, name) REQUIRE(isfinite((double)(v)), "config: %s must be a finite number (got %g)", name, (double)(v))
+    REQUIRE_RANGE(c->vocab_size, 1, CONFIG_MAX_VOCAB, "vocab_size");
+    REQUIRE_RANGE(c->dim, 1, CONFIG_MAX_DIM, "hidden_size");
+    REQUIRE_RANGE(c->ffn_dim, 1, CONFIG_MAX_FFN, "intermediate_size");
+    REQUIRE_RANGE(c->n_layers, 1, CONFIG_MAX_LAYERS, "num_hidden_layers");
+    REQUIRE_RANGE(c->n_heads, 1, CONFIG_MAX_HEADS, "num_attention_heads");
+    REQUIRE_RANGE(c->n_kv_heads, 1, CONFIG_MAX_HEADS, "num_key_value_heads");
     REQUIRE(c->n_heads % c->n_kv_heads == 0, "config: num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)",
             c->n_heads, c->n_kv_heads);
-    REQUIRE(c->head_dim > 0 && c->head_dim % 2 == 0, "config: head_dim must be positive and even (got %d)", c->head_dim);
-    REQUIRE(c->norm_eps > 0, "config: rms_norm_eps must be > 0");
-    REQUIRE(c->rope_theta > 0, "config: rope_theta must be > 0");
-    REQUIRE(c->head_norm_eps > 0, "config: head_norm_eps must be > 0");
-    if (c->bounded) {
-        REQUIRE(c->window > 0, "config: window (W) must be > 0 (got %d)", c->window);
-        REQUIRE(c->n_exact >= 0 && c->n_summary >= 0, "config: bank sizes must be >= 0 (got Me=%d Ms=%d)", c->n_exact, c->n_summary);
-        REQUIRE(c->block_size > 0, "config: block_size must be > 0 (got %d)", c->block_size);
-        REQUIRE(c->exact_candidates_per_block >= 0 && c->summary_candidates_per_block >= 0,
-                "config: candidates per block must be >= 0");
-    }
+    REQUIRE_RANGE(c->head_dim, 2, CONFIG_MAX_HEAD_DIM, "head_dim");
+    REQUIRE(c->head_dim % 2 == 0, "config: head_dim must be even: RoPE rotates pairs (got %d)", c->head_dim);
+    REQUIRE((int64_t)c->n_heads * c->head_dim <= CONFIG_MAX_DIM,
+            "config: num_attention_heads x head_dim = %d x %d must be <= %d", c->n_heads, c->head_dim, CONFIG_MAX_DIM);
+    REQUIRE_RANGE(c->max_seq_len, 0, CONFIG_MAX_SEQ_LEN, "max_position_embeddings");
+    REQUIRE_FINITE(c->norm_eps, "rms_norm_eps");
+    REQUIRE(c->norm_eps > 0, "config: rms_norm_eps must be > 0 (got %g)", (double)c->norm_eps);
+    REQUIRE_FINITE(c->rope_theta, "rope_theta");
+    REQUIRE(c->rope_theta > 0, "config: rope_theta must be > 0 (got %g)", c->rope_theta);
+    REQUIRE_FINITE(c->rope_theta_override, "coda.rope_theta_override");
+    REQUIRE(c->rope_theta_override >= 0, "config: coda.rope_theta_override must be 0 (none) or > 0 (got %g)", c->rope_theta_override);
+    REQUIRE_FINITE(c->init_std, "initializer_range");
+    REQUIRE(c->init_std >= 0, "config: initializer_range must be >= 0 (got %g)", (double)c->init_std);
+    REQUIRE_FINITE(c->head_norm_eps, "coda.head_norm_eps");
+    REQUIRE(c->head_norm_eps > 0, "config: coda.head_norm_eps must be > 0 (got %g)", (double)c->head_norm_eps);
+    REQUIRE_FINITE(c->theta_init, "coda.theta_init");
+    REQUIRE_FINITE(c->lambda_init_bias, "coda.lambda_init_bias");
+    REQUIRE_FINITE(c->write_gate_init_bias, "coda.write_gate_init_bias");
+    REQUIRE_FINITE(c->eta_init_logit, "coda.eta_init_logit");
+    REQUIRE_FINITE(c->gate_threshold_exact, "coda.gate_threshold_exact");
+    REQUIRE_FINITE(c->gate_threshold_summary, "coda.gate_threshold_summary");
+    REQUIRE_FINITE(c->exact_match_threshold, "coda.exact_match_threshold");
+    REQUIRE_FINITE(c->exact_novelty_threshold, "coda.exact_novelty_threshold");
+    // enums (a config built in code could hold any int; writers index name tables with them)
+    REQUIRE_RANGE(c->rope_layout, 0, 1, "coda.rope_layout");
+    REQUIRE_RANGE(c->head_norm, 0, 1, "coda.head_norm");
+    REQUIRE_RANGE(c->write_policy, 0, 1, "coda.write_policy");
+    REQUIRE_RANGE(c->mem_init, 0, 1, "coda.mem_init");
+    REQUIRE_RANGE(c->candidate_order, 0, 1, "coda.candidate_order");
+    // bounded state
+    REQUIRE_RANGE(c->window, 1, CONFIG_MAX_STATE, "coda.window (W)");
+    REQUIRE_RANGE(c->n_exact, 0, CONFIG_MAX_STATE, "coda.n_exact (Me)");
+    REQUIRE_RANGE(c->n_summary, 0, CONFIG_MAX_STATE, "coda.n_summary (Ms)");
+    REQUIRE_RANGE(c->block_size, 1, CONFIG_MAX_STATE, "coda.block_size");
+    REQUIRE_RANGE(c->exact_candidates_per_block, 0, CONFIG_MAX_STATE, "coda.exact_candidates_per_block");
+    REQUIRE_RANGE(c->summary_candidates_per_block, 0, CONFIG_MAX_STATE, "coda.summary_candidates_per_block");
+#undef REQUIRE_FINITE
+#undef REQUIRE_RANGE
 #undef REQUIRE
     return 0;
 }

@@ -185,11 +185,9 @@ static inline int hf__check_rope_type(const char* path, const char* key, const J
     return 0;
 }
 
-// Reads a Mistral/Llama config.json (plus the optional "coda" object) into cfg.
-static inline int config_read_hf(const char* config_json_path, ModelConfig* cfg, CodaError* err) {
-    const char* path = config_json_path;
-    JsonValue* root = NULL;
-    if (json_parse_file(path, &root, err) != 0) return -1;
+// Reads a parsed Mistral/Llama config.json (plus the optional "coda" object) into cfg; `path`
+// only names the source in messages. cfg is written only on success.
+static inline int config_from_json(const JsonValue* root, const char* path, ModelConfig* cfg, CodaError* err) {
     ModelConfig c = config_default();
     int rc = -1;
     static const char* const MODEL_TYPES[] = {"mistral", "llama", NULL};
@@ -276,21 +274,34 @@ static inline int config_read_hf(const char* config_json_path, ModelConfig* cfg,
     *cfg = c;
     rc = 0;
 done:
+    return rc;
+}
+
+// config.json text already in memory (fuzzing, tests); `path` names it in messages.
+static inline int config_read_hf_text(const char* path, const char* text, size_t len, ModelConfig* cfg, CodaError* err) {
+    JsonValue* root = NULL;
+    CodaError inner;
+    if (json_parse(text, len, &root, &inner) != 0) return coda_errorf(err, "%s: %s", path, inner.msg);
+    int rc = config_from_json(root, path, cfg, err);
+    json_free(root);
+    return rc;
+}
+
+// Reads a Mistral/Llama config.json file (plus the optional "coda" object) into cfg.
+static inline int config_read_hf(const char* config_json_path, ModelConfig* cfg, CodaError* err) {
+    JsonValue* root = NULL;
+    if (json_parse_file(config_json_path, &root, err) != 0) return -1;
+    int rc = config_from_json(root, config_json_path, cfg, err);
     json_free(root);
     return rc;
 }
 
 // Writes bytes to path atomically (temp file in the same directory, fsync, rename).
 static inline int hf__write_file_atomic(const char* path, const char* data, size_t len, CodaError* err) {
-    size_t tl = strlen(path) + 32;
+    size_t tl = strlen(path) + 64;
     char* tmp = (char*)coda_malloc_or_die(tl, "temp path");
-    snprintf(tmp, tl, "%s.tmp.%d", path, (int)getpid());
-    FILE* f = fopen(tmp, "wb");
-    if (!f) {
-        int rc = coda_errorf(err, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        free(tmp);
-        return rc;
-    }
+    FILE* f = coda_create_temp_beside(path, tmp, tl, err);
+    if (!f) { free(tmp); return -1; }
     int ok = fwrite(data, 1, len, f) == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
@@ -329,33 +340,40 @@ static inline void hf__write_field(JsonBuf* b, const HfField* f, const ModelConf
     jbuf_puts(b, last ? "\n" : ",\n");
 }
 
-// config.json that transformers loads as MistralConfig (keys sorted, indent 2, like save_pretrained),
-// with the weights' dtype recorded as torch_dtype, plus the "coda" object.
-static inline int config_write_hf_dtype(const char* path, const ModelConfig* cfg, DType weights_dtype, CodaError* err) {
+// config.json text that transformers loads as MistralConfig (keys sorted, indent 2, like
+// save_pretrained), with the weights' dtype recorded as torch_dtype, plus the "coda" object, into b
+// (initialised by the caller). `path` names the destination in messages.
+static inline int config_to_json(JsonBuf* b, const char* path, const ModelConfig* cfg, DType weights_dtype, CodaError* err) {
     const char* torch_dtype = hf__torch_dtype_name(weights_dtype);
     if (!torch_dtype) return coda_errorf(err, "%s: weights dtype %s has no torch float dtype", path, dtype_name(weights_dtype));
     CodaError inner;
     if (config_validate(cfg, &inner) != 0) return coda_errorf(err, "%s: refusing to write an invalid config: %s", path, inner.msg);
+    jbuf_puts(b, "{\n  \"architectures\": [\n    \"MistralForCausalLM\"\n  ],\n  \"attention_dropout\": 0.0,\n");
+    jbuf_printf(b, "  \"bos_token_id\": %d,\n  \"coda\": {\n", cfg->bos_id);
+    for (int i = 0; i < HF_N_CODA_FIELDS; i++) hf__write_field(b, &HF_CODA_FIELDS[i], cfg, 4, i == HF_N_CODA_FIELDS - 1);
+    jbuf_printf(b, "  },\n  \"eos_token_id\": %d,\n  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n", cfg->eos_id, cfg->head_dim);
+    jbuf_printf(b, "  \"hidden_size\": %d,\n  \"initializer_range\": ", cfg->dim);
+    json_write_float(b, cfg->init_std);
+    jbuf_printf(b, ",\n  \"intermediate_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"model_type\": \"mistral\",\n",
+                cfg->ffn_dim, cfg->max_seq_len);
+    jbuf_printf(b, "  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n",
+                cfg->n_heads, cfg->n_layers, cfg->n_kv_heads);
+    jbuf_puts(b, "  \"rms_norm_eps\": ");
+    json_write_float(b, cfg->norm_eps);
+    jbuf_puts(b, ",\n  \"rope_theta\": ");
+    json_write_double(b, cfg->rope_theta);
+    jbuf_printf(b, ",\n  \"sliding_window\": null,\n  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n",
+                cfg->tie_embeddings ? "true" : "false", torch_dtype);
+    jbuf_printf(b, "  \"use_cache\": true,\n  \"vocab_size\": %d\n}\n", cfg->vocab_size);
+    return 0;
+}
+
+// Writes config_to_json's text to path atomically.
+static inline int config_write_hf_dtype(const char* path, const ModelConfig* cfg, DType weights_dtype, CodaError* err) {
     JsonBuf b;
     jbuf_init(&b);
-    jbuf_puts(&b, "{\n  \"architectures\": [\n    \"MistralForCausalLM\"\n  ],\n  \"attention_dropout\": 0.0,\n");
-    jbuf_printf(&b, "  \"bos_token_id\": %d,\n  \"coda\": {\n", cfg->bos_id);
-    for (int i = 0; i < HF_N_CODA_FIELDS; i++) hf__write_field(&b, &HF_CODA_FIELDS[i], cfg, 4, i == HF_N_CODA_FIELDS - 1);
-    jbuf_printf(&b, "  },\n  \"eos_token_id\": %d,\n  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n", cfg->eos_id, cfg->head_dim);
-    jbuf_printf(&b, "  \"hidden_size\": %d,\n  \"initializer_range\": ", cfg->dim);
-    json_write_float(&b, cfg->init_std);
-    jbuf_printf(&b, ",\n  \"intermediate_size\": %d,\n  \"max_position_embeddings\": %d,\n  \"model_type\": \"mistral\",\n",
-                cfg->ffn_dim, cfg->max_seq_len);
-    jbuf_printf(&b, "  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n",
-                cfg->n_heads, cfg->n_layers, cfg->n_kv_heads);
-    jbuf_puts(&b, "  \"rms_norm_eps\": ");
-    json_write_float(&b, cfg->norm_eps);
-    jbuf_puts(&b, ",\n  \"rope_theta\": ");
-    json_write_double(&b, cfg->rope_theta);
-    jbuf_printf(&b, ",\n  \"sliding_window\": null,\n  \"tie_word_embeddings\": %s,\n  \"torch_dtype\": \"%s\",\n",
-                cfg->tie_embeddings ? "true" : "false", torch_dtype);
-    jbuf_printf(&b, "  \"use_cache\": true,\n  \"vocab_size\": %d\n}\n", cfg->vocab_size);
-    int rc = hf__write_file_atomic(path, b.data, b.len, err);
+    int rc = config_to_json(&b, path, cfg, weights_dtype, err);
+    if (rc == 0) rc = hf__write_file_atomic(path, b.data, b.len, err);
     jbuf_free(&b);
     return rc;
 }
@@ -380,7 +398,31 @@ typedef struct {
     char unexpected[HF_REPORT_NAMES][128];  // the first few of those
 } HfLoadReport;
 
+// Options of hf_load_params_opts; all zero = the defaults (what hf_load_params uses).
+typedef struct {
+    int allow_nonfinite;    // 1: load NaN/Inf weights as they are. Default: refuse the file, naming the
+                            // first such tensor and element (a model with them evaluates to ppl nan)
+} HfLoadOptions;
+
 static inline int hf__is_float(DType t) { return t == DT_F32 || t == DT_F64 || t == DT_BF16 || t == DT_F16; }
+
+// Can a finite value of type src become infinite as dst? (F16 holds less range than BF16, which holds
+// as much as F32 less rounding at the very top.)
+static inline int hf__may_overflow(DType src, DType dst) {
+    if (dst == DT_F16) return src != DT_F16;
+    if (dst == DT_BF16) return src == DT_F32 || src == DT_F64;
+    if (dst == DT_F32) return src == DT_F64;
+    return 0;
+}
+
+// One element of a float-like buffer as a double (for messages).
+static inline double hf__element(const void* p, DType t, size_t i) {
+    double v = 0;
+    unsigned char tmp[8];
+    memcpy(tmp, (const char*)p + i * dtype_size(t), dtype_size(t));
+    convert_floats(&v, DT_F64, tmp, t, 1);
+    return v;
+}
 
 static inline int hf__ends_with(const char* s, const char* suffix) {
     size_t n = strlen(s), m = strlen(suffix);
@@ -412,6 +454,7 @@ typedef struct {
     DType dst_dtype;
     const char** source;    // [table->n]: file the tensor came from, NULL until loaded
     HfLoadReport* report;
+    HfLoadOptions opt;
 } HfLoad;
 
 // Copies every tensor of one open file that the table knows into the buffer.
@@ -442,6 +485,11 @@ static inline int hf__load_file(HfLoad* L, const SafeTensors* st, CodaError* err
             hf__format_shape(got, sizeof(got), s->ndim, s->shape);
             return coda_errorf(err, "%s: tensor '%s' has shape %s but the config expects %s", st->path, s->name, got, want);
         }
+        size_t bad = L->opt.allow_nonfinite ? s->numel : floats_first_nonfinite(s->data, s->dtype, s->numel);
+        if (bad < s->numel)
+            return coda_errorf(err, "%s: tensor '%s' element %zu is %g: refusing a model with non-finite weights "
+                               "(it would evaluate to NaN; HfLoadOptions.allow_nonfinite loads it anyway)", st->path, s->name, bad,
+                               hf__element(s->data, s->dtype, bad));
         char* out = (char*)L->dst + p->offset * dsize;
         size_t ssize = dtype_size(s->dtype);
         if ((uintptr_t)s->data % ssize == 0) {
@@ -455,6 +503,12 @@ static inline int hf__load_file(HfLoad* L, const SafeTensors* st, CodaError* err
                 convert_floats(out + at * dsize, L->dst_dtype, tmp, s->dtype, k);
             }
         }
+        // A finite value can still overflow a narrower buffer type (an F64 1e300 as F32 or BF16).
+        bad = L->opt.allow_nonfinite || !hf__may_overflow(s->dtype, L->dst_dtype) ? s->numel
+                                                                                   : floats_first_nonfinite(out, L->dst_dtype, s->numel);
+        if (bad < s->numel)
+            return coda_errorf(err, "%s: tensor '%s' element %zu = %g (%s) overflows %s, the type it is loaded into", st->path,
+                               s->name, bad, hf__element(s->data, s->dtype, bad), dtype_name(s->dtype), dtype_name(L->dst_dtype));
         L->source[idx] = st->path;
         L->report->n_loaded++;
     }
@@ -508,8 +562,9 @@ static inline const JsonValue* hf__read_index(const char* index_path, const char
 
 // Loads the tensors of a HF model directory into dst (laid out by t, elements of dst_dtype).
 // Tensors of role ROLE_CODA_NEW that the files lack keep whatever the caller put there.
-static inline int hf_load_params(const char* model_dir, const ParamTable* t, void* dst, DType dst_dtype,
-                                 HfLoadReport* report, CodaError* err) {
+// opt may be NULL (defaults: NaN/Inf weights are refused).
+static inline int hf_load_params_opts(const char* model_dir, const ParamTable* t, void* dst, DType dst_dtype,
+                                      const HfLoadOptions* opt, HfLoadReport* report, CodaError* err) {
     HfLoadReport local;
     if (!report) report = &local;
     memset(report, 0, sizeof(*report));
@@ -522,6 +577,8 @@ static inline int hf_load_params(const char* model_dir, const ParamTable* t, voi
     L.dst = dst;
     L.dst_dtype = dst_dtype;
     L.report = report;
+    memset(&L.opt, 0, sizeof(L.opt));
+    if (opt) L.opt = *opt;
     L.source = (const char**)coda_calloc_or_die((size_t)t->n + 1, sizeof(char*), "load sources");
     SafeTensors* open_files = NULL;  // kept open until the end: L.source points at their paths
     int n_open = 0, rc = -1;
@@ -586,6 +643,12 @@ done:
     json_free(index);
     free(L.source);
     return rc;
+}
+
+// hf_load_params_opts with the default options.
+static inline int hf_load_params(const char* model_dir, const ParamTable* t, void* dst, DType dst_dtype,
+                                 HfLoadReport* report, CodaError* err) {
+    return hf_load_params_opts(model_dir, t, dst, dst_dtype, NULL, report, err);
 }
 
 // mkdir -p.
