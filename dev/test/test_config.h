@@ -1,5 +1,6 @@
 // test_config.h — config validation and the data-driven parameter table.
 #pragma once
+#include <stddef.h>
 #include "../../llmc/config.h"
 #include "../../llmc/params.h"
 
@@ -65,6 +66,83 @@ TEST(config_validate_rejects_bad_fields) {
     c = config_default();
     c.bounded = 1; c.window = 0;
     CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "window"), "%s", err.msg);
+}
+
+// Every size in the config has a named upper limit (config.h), checked whether or not the config is
+// bounded, and the message names the field and the limit. Regression: "coda": {"window": 2147483647}
+// passed, overflowed window + n_exact + n_summary (an int) and ended as an allocation of
+// 18446744004990075360 x 4 bytes. NaN and infinity are refused wherever a number is read.
+TEST(config_validate_bounds_every_size_and_refuses_non_finite_values) {
+    struct { const char* name; size_t offset; int limit; } sizes[] = {
+        {"vocab_size", offsetof(ModelConfig, vocab_size), CONFIG_MAX_VOCAB},
+        {"hidden_size", offsetof(ModelConfig, dim), CONFIG_MAX_DIM},
+        {"intermediate_size", offsetof(ModelConfig, ffn_dim), CONFIG_MAX_FFN},
+        {"num_hidden_layers", offsetof(ModelConfig, n_layers), CONFIG_MAX_LAYERS},
+        {"num_attention_heads", offsetof(ModelConfig, n_heads), CONFIG_MAX_HEADS},
+        {"num_key_value_heads", offsetof(ModelConfig, n_kv_heads), CONFIG_MAX_HEADS},
+        {"head_dim", offsetof(ModelConfig, head_dim), CONFIG_MAX_HEAD_DIM},
+        {"max_position_embeddings", offsetof(ModelConfig, max_seq_len), CONFIG_MAX_SEQ_LEN},
+        {"coda.window (W)", offsetof(ModelConfig, window), CONFIG_MAX_STATE},
+        {"coda.n_exact (Me)", offsetof(ModelConfig, n_exact), CONFIG_MAX_STATE},
+        {"coda.n_summary (Ms)", offsetof(ModelConfig, n_summary), CONFIG_MAX_STATE},
+        {"coda.block_size", offsetof(ModelConfig, block_size), CONFIG_MAX_STATE},
+        {"coda.exact_candidates_per_block", offsetof(ModelConfig, exact_candidates_per_block), CONFIG_MAX_STATE},
+        {"coda.summary_candidates_per_block", offsetof(ModelConfig, summary_candidates_per_block), CONFIG_MAX_STATE},
+    };
+    CodaError err;
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        const int too_big[2] = {sizes[i].limit + 1, 2147483647};
+        for (int k = 0; k < 2; k++)
+            for (int bounded = 0; bounded <= 1; bounded++) {  // bounded-state sizes are checked in an unbounded config too
+                ModelConfig c = config_default();
+                c.bounded = bounded;
+                memcpy((char*)&c + sizes[i].offset, &too_big[k], sizeof(int));
+                char want[160];
+                snprintf(want, sizeof(want), "%s must be in [", sizes[i].name);
+                char limit[32];
+                snprintf(limit, sizeof(limit), ", %d] (got %d)", sizes[i].limit, too_big[k]);
+                err.msg[0] = 0;
+                CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, want) && strstr(err.msg, limit), "%s = %d: %s", sizes[i].name,
+                      too_big[k], err.msg);
+            }
+    }
+    // at the limits: accepted
+    ModelConfig c = config_default();
+    c.bounded = 1; c.window = c.n_exact = c.n_summary = c.block_size = CONFIG_MAX_STATE;
+    CHECK(config_validate(&c, &err) == 0, "%s", err.msg);
+    CHECK(config_state_slots(&c) == 3 * CONFIG_MAX_STATE, "the slot count stays an int");
+    // the q width is a product of two bounded fields: bounded itself
+    c = config_default();
+    c.n_heads = 1024; c.n_kv_heads = 8; c.head_dim = 128;
+    CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "num_attention_heads x head_dim = 1024 x 128 must be <= 65536"), "%s", err.msg);
+    // non-finite numbers: every float of the config
+    struct { const char* name; size_t offset; int is_double; } reals[] = {
+        {"rms_norm_eps", offsetof(ModelConfig, norm_eps), 0}, {"rope_theta", offsetof(ModelConfig, rope_theta), 1},
+        {"coda.rope_theta_override", offsetof(ModelConfig, rope_theta_override), 1}, {"initializer_range", offsetof(ModelConfig, init_std), 0},
+        {"coda.head_norm_eps", offsetof(ModelConfig, head_norm_eps), 0}, {"coda.theta_init", offsetof(ModelConfig, theta_init), 0},
+        {"coda.lambda_init_bias", offsetof(ModelConfig, lambda_init_bias), 0},
+        {"coda.write_gate_init_bias", offsetof(ModelConfig, write_gate_init_bias), 0},
+        {"coda.eta_init_logit", offsetof(ModelConfig, eta_init_logit), 0},
+        {"coda.gate_threshold_exact", offsetof(ModelConfig, gate_threshold_exact), 0},
+        {"coda.gate_threshold_summary", offsetof(ModelConfig, gate_threshold_summary), 0},
+        {"coda.exact_match_threshold", offsetof(ModelConfig, exact_match_threshold), 0},
+        {"coda.exact_novelty_threshold", offsetof(ModelConfig, exact_novelty_threshold), 0},
+    };
+    const double bad[3] = {NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++)
+        for (int k = 0; k < 3; k++) {
+            c = config_default();
+            if (reals[i].is_double) memcpy((char*)&c + reals[i].offset, &bad[k], sizeof(double));
+            else { float f = (float)bad[k]; memcpy((char*)&c + reals[i].offset, &f, sizeof(float)); }
+            char want[128];
+            snprintf(want, sizeof(want), "%s must be a finite number", reals[i].name);
+            err.msg[0] = 0;
+            CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, want), "%s = %g: %s", reals[i].name, bad[k], err.msg);
+        }
+    // an enum value out of range (a config built in code): writers index name tables with it
+    c = config_default();
+    c.candidate_order = (CandidateOrder)7;
+    CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "coda.candidate_order must be in [0, 1] (got 7)"), "%s", err.msg);
 }
 
 TEST(convert_floats_copies_same_type_bits_and_rejects_non_floats) {

@@ -246,6 +246,24 @@ TEST(json_writer_round_trips_strings_and_numbers) {
     jbuf_free(&b);
 }
 
+// Found by fuzzing (dev/test/fixtures/fuzz/json/): %.17g prints a large integral double with neither
+// '.' nor exponent, which reads back as an integer. The writers keep such values float literals.
+TEST(json_writer_keeps_large_integral_floats_floats) {
+    const double d[3] = {12345678901234562.0, 1e16, -9.5e18};
+    const float f[2] = {123456792.0f, 3e9f};
+    for (int i = 0; i < 5; i++) {
+        JsonBuf b;
+        jbuf_init(&b);
+        if (i < 3) json_write_double(&b, d[i]); else json_write_float(&b, f[i - 3]);
+        CodaError err;
+        JsonValue* v = io_parse(b.data, &err);
+        CHECK(v && v->type == JSON_NUMBER && !v->is_int, "%s reads back as an integer", b.data);
+        CHECK(v && (i < 3 ? v->number == d[i] : (float)v->number == f[i - 3]), "%s reads back as another value", b.data);
+        json_free(v);
+        jbuf_free(&b);
+    }
+}
+
 TEST(json_parse_file_names_the_file) {
     char dir[] = "/tmp/coda_json_XXXXXX";
     CHECK(mkdtemp(dir) != NULL, "mkdtemp");
@@ -395,6 +413,10 @@ TEST(safetensors_rejects_every_kind_of_bad_file) {
          "tensor 'w' appears twice"},
         {"{\"__metadata__\": {\"n\": 1}}", -1, 0,
          "__metadata__ value of 'n' must be a string, found number"},
+        // found reading the code while writing the fuzz targets: a second __metadata__ object
+        // replaced the first list (leaking it) and wrote past the end of the new, smaller one
+        {"{\"__metadata__\": {\"a\": \"1\", \"b\": \"2\"}, \"__metadata__\": {\"c\": \"3\"}}", -1, 0,
+         "__metadata__ appears twice in the header"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         io_write_raw_st(p, bad[i].header, bad[i].hlen, bad[i].nbytes ? data : NULL, bad[i].nbytes);
@@ -580,7 +602,16 @@ TEST(hf_config_rejects_malformed_and_wrong_fields) {
     io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"bounded\": \"yes\"},",
                                 "field 'coda.bounded' must be true or false, found string \"yes\"");
     io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"bounded\": true, \"window\": 0},",
-                                "window (W) must be > 0");
+                                "coda.window (W) must be in [1, 1048576] (got 0)");
+    // regression: a window this large overflowed W + Me + Ms; bounded or not, it is refused by name
+    io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"window\": 2147483647},",
+                                "coda.window (W) must be in [1, 1048576] (got 2147483647)");
+    // regression: Infinity was accepted and printed as "RoPE base inf"; NaN thresholds too
+    io_expect_config_edit_error(path, "\"rope_theta\": 1000000.0", "\"rope_theta\": Infinity", "rope_theta must be a finite number (got inf)");
+    io_expect_config_edit_error(path, "\"use_cache\": true,", "\"coda\": {\"gate_threshold_exact\": NaN},",
+                                "coda.gate_threshold_exact must be a finite number");
+    io_expect_config_edit_error(path, "\"rms_norm_eps\": 1e-05", "\"rms_norm_eps\": -Infinity", "rms_norm_eps must be a finite number");
+    io_expect_config_edit_error(path, "\"vocab_size\": 32768", "\"vocab_size\": 20000000", "vocab_size must be in [1, 16777216]");
     io_expect_config_error(path, "[]", "config must be a JSON object, found array");
     ModelConfig c;
     CodaError err;
@@ -848,4 +879,161 @@ TEST(hf_params_reject_bad_checkpoints_naming_file_and_tensor) {
     free(src);
     param_table_free(&t);
     test_rmtree(dir);
+}
+
+// A weights file that is a directory or a pipe is refused at once (open() on a pipe blocks forever);
+// the same bytes read from memory (st_open_memory, what the fuzzers use) give the same tensors.
+TEST(safetensors_refuses_non_regular_files_and_reads_from_memory) {
+    char dir[64], p[128], fifo[128];
+    test_mkdtemp(dir, sizeof(dir), "io");
+    snprintf(fifo, sizeof(fifo), "%s/pipe.safetensors", dir);
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo");
+    io_expect_st_error(fifo, "not a regular file (a pipe)");
+    io_expect_st_error(dir, "not a regular file (a directory)");
+    snprintf(p, sizeof(p), "%s/m.safetensors", dir);
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    int64_t shape[2] = {2, 3};
+    StWriteTensor ts[2] = {{"zeta", DT_F32, 2, shape, a}, {"alpha", DT_F32, 1, shape + 1, a + 3}};
+    CodaError err;
+    CHECK(st_write(p, ts, 2, NULL, 0, &err) == 0, "%s", err.msg);
+    FILE* f = fopen(p, "rb");
+    uint8_t bytes[512];
+    size_t n = f ? fread(bytes, 1, sizeof(bytes), f) : 0;
+    if (f) fclose(f);
+    SafeTensors st;
+    CHECK(st_open_memory(&st, "in-memory", bytes, n, &err) == 0, "%s", err.msg);
+    const StTensor* t = st_find(&st, "alpha");
+    CHECK(st.n == 2 && t && t->numel == 3 && memcmp(t->data, a + 3, 12) == 0, "");
+    CHECK(st_find(&st, "zeta") == &st.tensors[0] && st_find(&st, "beta") == NULL, "binary search by name");
+    st_close(&st);
+    CHECK(st_open_memory(&st, "in-memory", bytes, 7, &err) != 0 && strstr(err.msg, "in-memory: file is too short"), "%s", err.msg);
+    test_rmtree(dir);
+}
+
+// Regression: a model whose weights hold a NaN or an infinity loaded and evaluated to "ppl nan"
+// with exit code 0. The loader names the first non-finite tensor and element and refuses, unless
+// HfLoadOptions.allow_nonfinite; a finite value that overflows the buffer's narrower type is refused too.
+TEST(hf_params_refuse_non_finite_weights_unless_allowed) {
+    char dir[64], path[256];
+    test_mkdtemp(dir, sizeof(dir), "io");
+    snprintf(path, sizeof(path), "%s/" HF_SINGLE_NAME, dir);
+    ModelConfig c = io_tiny_config();
+    ParamTable t;
+    float* src = io_random_params(&c, &t, 9);
+    float* dst = (float*)malloc(t.total * sizeof(float));
+    const ParamTensor* down = param_find(&t, PK_DOWN, 1);
+    HfLoadReport rep;
+    CodaError err;
+    // F32 NaN and -Inf, BF16 +Inf: each named with its element index
+    const float bad_f32[2] = {NAN, -INFINITY};
+    const char* bad_name[2] = {"element 5 is nan", "element 5 is -inf"};
+    for (int k = 0; k < 2; k++) {
+        src[down->offset + 5] = bad_f32[k];
+        io_write_model_file(path, &t, src, NULL, NULL, 0);
+        err.msg[0] = 0;
+        CHECK(hf_load_params(dir, &t, dst, DT_F32, &rep, &err) != 0, "non-finite weights accepted");
+        CHECK(strstr(err.msg, path) && strstr(err.msg, "tensor 'model.layers.1.mlp.down_proj.weight'") && strstr(err.msg, bad_name[k]) &&
+              strstr(err.msg, "allow_nonfinite"), "%s", err.msg);
+        HfLoadOptions allow;
+        memset(&allow, 0, sizeof(allow));
+        allow.allow_nonfinite = 1;
+        CHECK(hf_load_params_opts(dir, &t, dst, DT_F32, &allow, &rep, &err) == 0, "%s", err.msg);
+        CHECK(memcmp(&dst[down->offset + 5], &bad_f32[k], 4) == 0, "allowed: loaded as it is");
+    }
+    src[down->offset + 5] = 0.5f;
+    uint16_t* b16 = (uint16_t*)malloc(down->numel * 2);
+    for (size_t i = 0; i < down->numel; i++) b16[i] = f32_to_bf16(src[down->offset + i]);
+    b16[77] = 0x7f80;  // +inf
+    StWriteTensor as_bf16 = {down->name, DT_BF16, down->ndim, down->shape, b16};
+    io_write_model_file(path, &t, src, NULL, &as_bf16, 1);
+    CHECK(hf_load_params(dir, &t, dst, DT_F32, &rep, &err) != 0 && strstr(err.msg, "element 77 is inf"), "%s", err.msg);
+    // F64 1e300 is finite in the file but not as F32 or BF16
+    double* f64 = (double*)malloc(down->numel * 8);
+    for (size_t i = 0; i < down->numel; i++) f64[i] = src[down->offset + i];
+    f64[3] = 1e300;
+    StWriteTensor as_f64 = {down->name, DT_F64, down->ndim, down->shape, f64};
+    io_write_model_file(path, &t, src, NULL, &as_f64, 1);
+    CHECK(hf_load_params(dir, &t, dst, DT_F32, &rep, &err) != 0 && strstr(err.msg, "element 3 = 1e+300 (F64) overflows F32"), "%s", err.msg);
+    f64[3] = 0.25;
+    io_write_model_file(path, &t, src, NULL, &as_f64, 1);
+    CHECK(hf_load_params(dir, &t, dst, DT_F32, &rep, &err) == 0 && dst[down->offset + 3] == 0.25f, "%s", err.msg);
+    // sharded: the message names the shard that holds it
+    unlink(path);
+    src[param_find(&t, PK_FINAL_NORM, 0)->offset + 2] = NAN;
+    CHECK(hf_save_params(dir, &t, src, DT_F32, DT_F32, 4096, &err) == 0, "%s", err.msg);
+    CHECK(hf_load_params(dir, &t, dst, DT_F32, &rep, &err) != 0 && strstr(err.msg, "-of-") &&
+          strstr(err.msg, "tensor 'model.norm.weight' element 2 is nan"), "%s", err.msg);
+    free(f64); free(b16); free(dst); free(src);
+    param_table_free(&t);
+    test_rmtree(dir);
+}
+
+// ---- fuzz inputs (dev/fuzz/, `make fuzz`) ----
+// Every committed seed must still be accepted by its target (a seed that stops being accepted means
+// a format or a harness changed: rerun dev/fuzz/make_corpus.c), and every input a fuzzer ever
+// saved under dev/test/fixtures/fuzz/<target>/ (crashes, leaks, timeouts found and fixed since)
+// must go through the same entry point cleanly: accepted, or refused with a message.
+#include "../fuzz/fuzz_targets.h"
+
+// Runs every file of dir through target t: counts them; *bad counts the ones that fail `want`
+// (FUZZ_ACCEPTED only, or anything clean), each reported. Returns -1 when dir does not exist.
+static int io_replay_dir(const FuzzTarget* t, const char* dir, int must_accept, int* bad) {
+    DIR* d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent* e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        char path[1024];
+        snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+        FILE* f = fopen(path, "rb");
+        if (!f) continue;
+        uint8_t* data = NULL;
+        size_t len = 0, cap = 0;
+        for (;;) {  // exact-size copy: a read past the input is a read past the buffer
+            if (len == cap) { cap = cap ? 2 * cap : 4096; data = (uint8_t*)realloc(data, cap); }
+            size_t got = fread(data + len, 1, cap - len, f);
+            len += got;
+            if (got == 0) break;
+        }
+        fclose(f);
+        uint8_t* exact = (uint8_t*)malloc(len ? len : 1);
+        if (len) memcpy(exact, data, len);
+        free(data);
+        CodaError err;
+        err.msg[0] = 0;
+        int rc = t->fn(exact, len, &err);
+        free(exact);
+        int ok = must_accept ? rc == FUZZ_ACCEPTED : (rc == FUZZ_ACCEPTED || (rc == FUZZ_REFUSED && err.msg[0]));
+        if (!ok) {
+            (*bad)++;
+            CHECK(0, "%s: target %s %s: %s", path, t->name,
+                  rc == FUZZ_BROKEN ? "broke an invariant" : rc == FUZZ_REFUSED ? "refused it" : "accepted it", err.msg[0] ? err.msg : "(no message)");
+        }
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+TEST(fuzz_inputs_replay_cleanly) {
+    int seeds = 0, saved = 0, bad = 0;
+    for (int i = 0; i < FUZZ_N_TARGETS; i++) {
+        const FuzzTarget* t = &FUZZ_TARGETS[i];
+        char dir[256];
+        snprintf(dir, sizeof(dir), "dev/fuzz/corpus/%s", t->name);
+        int n = io_replay_dir(t, dir, 1, &bad);
+        CHECK(n > 0, "%s: no seed inputs (the suite runs from the repository root)", dir);
+        seeds += n > 0 ? n : 0;
+        snprintf(dir, sizeof(dir), "dev/test/fixtures/fuzz/%s", t->name);
+        n = io_replay_dir(t, dir, 0, &bad);
+        saved += n > 0 ? n : 0;
+    }
+    // a fixture directory must belong to a target (a renamed target would silently stop its replays)
+    DIR* d = opendir("dev/test/fixtures/fuzz");
+    struct dirent* e;
+    while (d && (e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.') CHECK(fuzz_target_find(e->d_name) != NULL, "dev/test/fixtures/fuzz/%s: no such fuzz target", e->d_name);
+    if (d) closedir(d);
+    printf("    %d seed inputs and %d saved fuzz findings over %d targets, %d bad\n", seeds, saved, FUZZ_N_TARGETS, bad);
 }
