@@ -79,6 +79,7 @@ typedef struct {
 } TokAdded;
 
 struct Tokenizer {
+    char* path;               // the tokenizer.json it came from (every message names it)
     int vocab_size;           // ids are 0 .. vocab_size-1, every one with a piece
     char* piece_bytes;        // all pieces back to back (UTF-8 as in the file)
     uint32_t* piece_start;    // piece i is piece_bytes[piece_start[i] .. piece_start[i+1])
@@ -198,6 +199,7 @@ static inline int tok__utf8_char(const unsigned char* s, size_t n, uint32_t* cp)
 
 static inline void tokenizer_free(Tokenizer* t) {
     if (!t) return;
+    free(t->path);
     free(t->piece_bytes);
     free(t->piece_start);
     free(t->piece_byte);
@@ -333,19 +335,28 @@ static inline int tok__hex_digit(char c) {
 // Fills pieces, the piece table and the byte/char tables from (piece, id) entries that cover
 // ids 0..vocab_size-1 (vocab plus added tokens; an id listed twice must name the same piece).
 static inline int tok__build_vocab(Tokenizer* t, const JsonValue* vocab, const JsonValue* added, const char* path, CodaError* err) {
-    // 1. vocab_size = largest id + 1
+    // 1. vocab_size = largest id + 1. Ids must be dense, so with E entries (vocab + added tokens)
+    // no valid id reaches E: that bound is checked first, before anything is sized by an id (a
+    // 62-byte file naming id 1000000000 must not allocate gigabytes to find the gap).
+    const size_t n_entries = vocab->count + (added ? added->count : 0);
     int64_t max_id = -1;
     for (size_t i = 0; i < vocab->count; i++) {
         const JsonValue* v = &vocab->items[i];
-        if (v->type != JSON_NUMBER || !v->is_int || v->integer < 0 || v->integer >= INT32_MAX / 2)
+        if (v->type != JSON_NUMBER || !v->is_int || v->integer < 0)
             return coda_errorf(err, "%s: model.vocab entry \"%s\" has id that is not a non-negative integer", path, vocab->keys[i]);
+        if ((uint64_t)v->integer >= n_entries || v->integer >= INT32_MAX / 2)
+            return coda_errorf(err, "%s: model.vocab entry \"%s\" has id %lld, but ids must cover 0..N-1 and there are only "
+                               "N = %zu entries (vocab and added_tokens)", path, vocab->keys[i], (long long)v->integer, n_entries);
         if (v->integer > max_id) max_id = v->integer;
     }
     for (size_t i = 0; added && i < added->count; i++) {
         const JsonValue* id = json_get(&added->items[i], "id");
         const JsonValue* content = json_get(&added->items[i], "content");
-        if (!id || !id->is_int || id->integer < 0 || id->integer >= INT32_MAX / 2 || !content || content->type != JSON_STRING)
+        if (!id || !id->is_int || id->integer < 0 || !content || content->type != JSON_STRING)
             return coda_errorf(err, "%s: added_tokens[%zu] needs an integer \"id\" >= 0 and a string \"content\"", path, i);
+        if ((uint64_t)id->integer >= n_entries || id->integer >= INT32_MAX / 2)
+            return coda_errorf(err, "%s: added_tokens[%zu] has id %lld, but ids must cover 0..N-1 and there are only "
+                               "N = %zu entries (vocab and added_tokens)", path, i, (long long)id->integer, n_entries);
         if (id->integer > max_id) max_id = id->integer;
     }
     if (max_id < 0) return coda_errorf(err, "%s: model.vocab is empty", path);
@@ -443,8 +454,16 @@ static inline int tok__build_merges(Tokenizer* t, const JsonValue* merges, const
             free(joined);
             return coda_errorf(err, "%s: model.merges[%zu] is neither a string \"a b\" (one space) nor a pair [\"a\", \"b\"]", path, r);
         }
+        if (na == 0 || nb == 0) {  // e.g. " ": a merge with an empty side would map a piece onto itself
+            free(joined);
+            return coda_errorf(err, "%s: model.merges[%zu] (\"%.*s\" + \"%.*s\") has an empty side", path, r, (int)na, a, (int)nb, b);
+        }
         int ia = tokenizer_piece_to_id(t, a, na), ib = tokenizer_piece_to_id(t, b, nb);
-        if (na + nb > joined_cap) { joined_cap = 2 * (na + nb); joined = (char*)realloc(joined, joined_cap); if (!joined) coda_fatal("out of host memory (merges)"); }
+        if (na + nb > joined_cap) {
+            joined_cap = 2 * (na + nb);
+            joined = (char*)realloc(joined, joined_cap);
+            if (!joined) coda_fatal("%s: out of host memory allocating %zu bytes for a merged piece", path, joined_cap);
+        }
         memcpy(joined, a, na);
         memcpy(joined + na, b, nb);
         int im = tokenizer_piece_to_id(t, joined, na + nb);
@@ -520,6 +539,8 @@ static inline void tok__plan_words(Tokenizer* t);
 // into it). `path` only names the source in messages. On failure t is left empty and err says why.
 static inline int tokenizer_load_json(Tokenizer* t, const JsonValue* root, const char* path, CodaError* err) {
     memset(t, 0, sizeof(*t));
+    if (!path) path = "tokenizer.json";
+    t->path = strdup(path);
     int rc = 0;
     const JsonValue* model = json_get(root, "model");
     const JsonValue* type = json_get(model, "type");
@@ -783,16 +804,18 @@ static inline int tokenizer_encode_flags(const Tokenizer* t, const char* text, s
     *ids = NULL;
     *n_ids = 0;
     if (!t->piece_table) return coda_errorf(err, "tokenizer_encode: the tokenizer is not loaded");
-    if (len > 0 && !text) return coda_errorf(err, "tokenizer_encode: text is NULL");
-    if (len >= (size_t)INT32_MAX / 4) return coda_errorf(err, "tokenizer_encode: text of %zu bytes is too long for one call; split it", len);
-    if ((flags & TOKENIZER_ADD_BOS) && t->bos_id < 0) return coda_errorf(err, "tokenizer_encode: this tokenizer has no BOS token");
+    if (len > 0 && !text) return coda_errorf(err, "%s: tokenizer_encode: text is NULL", t->path);
+    if (len >= (size_t)INT32_MAX / 4)
+        return coda_errorf(err, "%s: tokenizer_encode: text of %zu bytes is too long for one call; split it", t->path, len);
+    if ((flags & TOKENIZER_ADD_BOS) && t->bos_id < 0)
+        return coda_errorf(err, "%s: tokenizer_encode: this tokenizer has no BOS token", t->path);
     if (flags & TOKENIZER_PARSE_SPECIAL)
         for (int k = 0; k < t->n_added; k++)
             if (t->added[k].unsupported_flag) {
                 size_t n;
                 const char* p = tokenizer_piece(t, t->added[k].id, &n);
-                return coda_errorf(err, "tokenizer_encode: added token \"%.*s\" sets lstrip/rstrip/single_word/normalized, "
-                                   "which matching special tokens in text does not implement", (int)n, p);
+                return coda_errorf(err, "%s: tokenizer_encode: added token \"%.*s\" sets lstrip/rstrip/single_word/normalized, "
+                                   "which matching special tokens in text does not implement", t->path, (int)n, p);
             }
     TokIds out = {NULL, 0, 0};
     TokScratch scratch;
@@ -839,7 +862,8 @@ static inline int tokenizer_decode_flags(const Tokenizer* t, const int32_t* ids,
     size_t bound = 1;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= t->vocab_size)
-            return coda_errorf(err, "tokenizer_decode: token id %d at position %zu is out of range [0, %d)", (int)ids[i], i, t->vocab_size);
+            return coda_errorf(err, "%s: tokenizer_decode: token id %d at position %zu is out of range [0, %d)", t->path, (int)ids[i],
+                               i, t->vocab_size);
         bound += t->piece_start[ids[i] + 1] - t->piece_start[ids[i]];
     }
     char* out = (char*)coda_malloc_or_die(bound, "decoded text");

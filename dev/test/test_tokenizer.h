@@ -789,9 +789,41 @@ TEST(tokenizer_load_errors_are_clear) {
     char* text;
     size_t len;
     CHECK(tokenizer_decode(&t, bad, 2, &text, &len, &err) != 0 && strstr(err.msg, "token id 9999 at position 1 is out of range [0, 270)"), "%s", err.msg);
+    CHECK(strstr(err.msg, "/tmp/coda_tokenizer_toy_") == err.msg, "the message names the tokenizer.json: %s", err.msg);
     t.bos_id = -1;
     int32_t* ids;
     size_t n;
     CHECK(tokenizer_encode(&t, "a", 1, 1, &ids, &n, &err) != 0 && strstr(err.msg, "no BOS"), "%s", err.msg);
+    CHECK(strstr(err.msg, "/tmp/coda_tokenizer_toy_") == err.msg, "the message names the tokenizer.json: %s", err.msg);
     tokenizer_free(&t);
+}
+
+// Regressions found by fuzzing: (1) a 62-byte tokenizer.json whose only piece has id 1000000000 made
+// the loader allocate 16 GB before it found that ids 0..999999999 have no pieces: ids are now bounded
+// by the number of entries first (dev/test/fixtures/fuzz/tokenizer/oom-*); (2) the merge " " (two
+// empty sides) reached memcpy(NULL, ..., 0), undefined behaviour (.../merge-space-regression.json).
+TEST(tokenizer_load_bounds_ids_before_allocating_and_refuses_empty_merges) {
+    const char* tiny = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1000000000},\"merges\":[]}}\n";
+    CHECK(strlen(tiny) == 62, "the file from the report is 62 bytes (%zu)", strlen(tiny));
+    CodaError err = {{0}};
+    JsonValue* root = NULL;
+    CHECK(json_parse(tiny, strlen(tiny), &root, &err) == 0, "%s", err.msg);
+    Tokenizer t;
+    double t0 = now_seconds();
+    CHECK(tokenizer_load_json(&t, root, "tiny.json", &err) != 0, "accepted");
+    CHECK(now_seconds() - t0 < 0.5, "took %.2f s: sized something by the id", now_seconds() - t0);
+    CHECK(strstr(err.msg, "tiny.json: model.vocab entry \"a\" has id 1000000000, but ids must cover 0..N-1 and there are only N = 1"),
+          "%s", err.msg);
+    json_free(root);
+    ToktToy o = tokt_toy_default();
+    o.extra_merge = "\" \"";
+    tokt_expect_load_error(&o, "model.merges[5] (\"\" + \"\") has an empty side");
+    o.extra_merge = "[\"a\", \"\"]";
+    tokt_expect_load_error(&o, "model.merges[5] (\"a\" + \"\") has an empty side");
+    // an added token's id is bounded the same way
+    const char* added = "{\"added_tokens\":[{\"id\":70000,\"content\":\"<s>\"}],\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}";
+    CHECK(json_parse(added, strlen(added), &root, &err) == 0, "%s", err.msg);
+    CHECK(tokenizer_load_json(&t, root, "added.json", &err) != 0 && strstr(err.msg, "added_tokens[0] has id 70000") &&
+          strstr(err.msg, "only N = 2 entries"), "%s", err.msg);
+    json_free(root);
 }
