@@ -5,45 +5,58 @@
 // dev/test/hf_tokenizer_reference.py does; lines are read into memory first, so only encoding is
 // timed. Prints MB/s (best of N passes), tokens, and the FNV-1a digest of all ids, which must equal
 // the HF digest of the same files (dev/test/fixtures/hf_tokenizer_digests.txt).
-#define _POSIX_C_SOURCE 199309L  // clock_gettime under strict -std=c99
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L  // clock_gettime and strdup under strict -std=c99
+#endif
 #include <time.h>
 #include "llmc/tokenizer.h"
 
-static double wall_seconds(void) {
+static double bench_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
-int main(int argc, char** argv) {
+static const char BENCH_USAGE[] =
+    "usage: bench_tokenizer TOKENIZER_JSON FILE... [--repeat N]\n"
+    "  Encodes every non-empty line of the FILEs (at most 64) as one text, N passes (default 3), and\n"
+    "  prints the best pass in MB/s (one thread), the token count and the FNV-1a digest of the ids.\n";
+
+// The program; main is left out when BENCH_TOKENIZER_NO_MAIN is defined (the tests call this).
+static int bench_tokenizer_main(int argc, char** argv) {
     int repeat = 3;
     const char* files[64];
     int n_files = 0;
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) { fputs(BENCH_USAGE, stdout); return 0; }
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) repeat = atoi(argv[++i]);
         else if (n_files < 64) files[n_files++] = argv[i];
+        else { fprintf(stderr, "bench_tokenizer: more than 64 files\n%s", BENCH_USAGE); return 2; }
     }
     if (argc < 3 || n_files == 0 || repeat < 1) {
-        fprintf(stderr, "usage: %s TOKENIZER_JSON FILE... [--repeat N]\n", argv[0]);
+        fputs(BENCH_USAGE, stderr);
         return 2;
     }
     Tokenizer tok;
     CodaError err;
-    double t0 = wall_seconds();
+    double t0 = bench_seconds();
     if (tokenizer_load(&tok, argv[1], &err) != 0) coda_fatal("%s", err.msg);
-    double load_s = wall_seconds() - t0;
+    double load_s = bench_seconds() - t0;
 
     // All files into one buffer; lines are the non-empty runs between '\n'.
     char* text = NULL;
     size_t len = 0;
     for (int f = 0; f < n_files; f++) {
         FILE* fp = fopen(files[f], "rb");
-        if (!fp) coda_fatal("cannot open %s", files[f]);
+        if (!fp) coda_fatal("%s: cannot open: %s", files[f], strerror(errno));
         fseek(fp, 0, SEEK_END);
         long n = ftell(fp);
         fseek(fp, 0, SEEK_SET);
+        if (n < 0) coda_fatal("%s: cannot tell its size (not a regular file?)", files[f]);
         text = (char*)realloc(text, len + (size_t)n + 1);
-        if (!text || fread(text + len, 1, (size_t)n, fp) != (size_t)n) coda_fatal("cannot read %s", files[f]);
+        if (!text) coda_fatal("out of host memory allocating %zu bytes for the text of %s", len + (size_t)n + 1, files[f]);
+        if (fread(text + len, 1, (size_t)n, fp) != (size_t)n) coda_fatal("%s: read error", files[f]);
         fclose(fp);
         len += (size_t)n;
         if (len && text[len - 1] != '\n') text[len++] = '\n';
@@ -58,7 +71,7 @@ int main(int argc, char** argv) {
     for (int r = 0; r < repeat; r++) {
         uint64_t h = 0xcbf29ce484222325ull;
         n_tokens = 0;
-        double start = wall_seconds();
+        double start = bench_seconds();
         for (size_t i = 0, s = 0; i < len; i++) {
             if (text[i] != '\n') continue;
             if (i > s) {
@@ -75,7 +88,7 @@ int main(int argc, char** argv) {
             }
             s = i + 1;
         }
-        double dt = wall_seconds() - start;
+        double dt = bench_seconds() - start;
         if (dt < best) best = dt;
         digest = h;
     }
@@ -88,3 +101,7 @@ int main(int argc, char** argv) {
     tokenizer_free(&tok);
     return 0;
 }
+
+#ifndef BENCH_TOKENIZER_NO_MAIN
+int main(int argc, char** argv) { return bench_tokenizer_main(argc, argv); }
+#endif

@@ -49,7 +49,7 @@ static inline void tc_idvec_append(TcIdVec* v, const int32_t* ids, size_t n) {
         size_t cap = v->cap ? v->cap : 1024;
         while (cap < v->n + n) cap *= 2;
         v->ids = (int32_t*)realloc(v->ids, cap * sizeof(int32_t));
-        if (!v->ids) coda_fatal("out of host memory growing a token list to %zu ids", cap);
+        if (!v->ids) coda_fatal("out of host memory growing a token list to %zu ids (%zu bytes)", cap, cap * sizeof(int32_t));
         v->cap = cap;
     }
     memcpy(v->ids + v->n, ids, n * sizeof(int32_t));
@@ -103,7 +103,7 @@ static int packer_check_tokenizer(ShardPacker* p, CodaError* err) {
     if (tokenizer_encode(p->tok, "\n", 1, 0, &ids, &n, err) != 0) return -1;
     if (n < 1 || n - 1 > sizeof(p->prefix) / sizeof(p->prefix[0])) {
         free(ids);
-        return coda_errorf(err, "tokenizer: encode(\"\\n\") gave %zu ids; cannot encode in chunks", n);
+        return coda_errorf(err, "%s: encode(\"\\n\") gave %zu ids; cannot encode in chunks", p->tok->path, n);
     }
     p->nl_id = ids[n - 1];
     p->n_prefix = n - 1;
@@ -117,9 +117,9 @@ static int packer_check_tokenizer(ShardPacker* p, CodaError* err) {
         if (id == p->nl_id || len < nl_len) continue;
         for (size_t k = 0; k + nl_len <= len; k++)
             if (memcmp(s + k, nl, nl_len) == 0)
-                return coda_errorf(err, "tokenizer: piece %d (\"%.*s\") contains the newline piece \"%.*s\", so merges can "
+                return coda_errorf(err, "%s: piece %d (\"%.*s\") contains the newline piece \"%.*s\", so merges can "
                                    "cross a newline and chunked encoding would not equal whole-text encoding",
-                                   id, (int)len, s, (int)nl_len, nl);
+                                   p->tok->path, id, (int)len, s, (int)nl_len, nl);
     }
     return 0;
 }
@@ -130,7 +130,7 @@ static int packer_init(ShardPacker* p, const Tokenizer* tok, ShardWriter* w, Sha
     p->w = w;
     p->opt = opt;
     if (p->opt.chunk_bytes == 0) p->opt.chunk_bytes = 4u << 20;
-    if (tokenizer_bos_id(tok) < 0) return coda_errorf(err, "tokenizer: it has no BOS token, which the packing needs");
+    if (tokenizer_bos_id(tok) < 0) return coda_errorf(err, "%s: the tokenizer has no BOS token, which the packing needs", tok->path);
     return packer_check_tokenizer(p, err);
 }
 
@@ -249,9 +249,8 @@ static int packer_end_file(ShardPacker* p, CodaError* err) {
     return 0;
 }
 
-// Called once after the last file: encodes the rest of the joined string.
+// Called once after the last file (which has documents): encodes the rest of the joined string.
 static int packer_finish(ShardPacker* p, CodaError* err) {
-    if (p->n_docs == 0) return coda_errorf(err, "the input has no documents (only blank lines?)");
     if (!p->opt.bos_per_doc) return packer_end_string(p, err);
     return 0;
 }
@@ -306,15 +305,55 @@ static int packer_add_file(ShardPacker* p, const char* path, TcProgress* pr, Cod
     return rc;
 }
 
+// Refuses an output that would destroy an input: the same file (device and inode, so "./a.txt",
+// a hard link or a symlink to a.txt all count) as the tokenizer or any text input, or an existing
+// path that is not a regular file (renaming a shard onto /dev/null would replace the device).
+static int tc_check_output(const char* out_path, const char* tok_path, const char** inputs, int n, CodaError* err) {
+    struct stat out;
+    if (stat(out_path, &out) != 0) return 0;  // does not exist yet: it cannot be one of the inputs
+    if (!S_ISREG(out.st_mode))
+        return coda_errorf(err, "%s: the output exists and is not a regular file; refusing to replace it", out_path);
+    for (int i = -1; i < n; i++) {
+        const char* in = i < 0 ? tok_path : inputs[i];
+        struct stat st;
+        if (!in || stat(in, &st) != 0) continue;  // a missing input is reported when it is read
+        if (st.st_dev == out.st_dev && st.st_ino == out.st_ino)
+            return coda_errorf(err, "%s: the output is the same file as the %s %s; refusing to overwrite it", out_path,
+                               i < 0 ? "tokenizer" : "input", in);
+    }
+    return 0;
+}
+
+// The temporary file being written, for the signal handler of main(): an interrupted run removes
+// it, and the old output (if any) was never touched.
+static const char* volatile tc_tmp_in_progress = NULL;
+
+// "a.txt" or "a.txt, b.txt and 3 more" for messages about the inputs as a whole.
+static void tc_describe_inputs(const char** inputs, int n, char* buf, size_t size) {
+    if (n <= 0) { snprintf(buf, size, "(no input files)"); return; }
+    if (n == 1) snprintf(buf, size, "%s", inputs[0]);
+    else if (n == 2) snprintf(buf, size, "%s, %s", inputs[0], inputs[1]);
+    else snprintf(buf, size, "%s, %s and %d more", inputs[0], inputs[1], n - 2);
+}
+
 // Tokenizes the files inputs[0..n) into the shard out_path (written atomically). pr may be NULL.
+// The output must not be the tokenizer or an input (tc_check_output); until the final rename, an
+// existing out_path is left as it was.
 static int tokenize_files(const Tokenizer* tok, const char** inputs, int n, const char* out_path, ShardPackOptions opt,
                           TcProgress* pr, int64_t* n_tokens, int64_t* n_docs, int64_t* n_chunks, CodaError* err) {
+    *n_tokens = *n_docs = *n_chunks = 0;
+    if (tc_check_output(out_path, tok->path, inputs, n, err) != 0) return -1;
     ShardWriter* w = (ShardWriter*)malloc(sizeof(ShardWriter));
     ShardPacker* p = (ShardPacker*)calloc(1, sizeof(ShardPacker));
-    if (!w || !p) { free(w); free(p); return coda_errorf(err, "out of memory"); }
+    if (!w || !p) {
+        free(w); free(p);
+        return coda_errorf(err, "%s: out of host memory allocating %zu bytes for the shard writer", out_path,
+                           sizeof(ShardWriter) + sizeof(ShardPacker));
+    }
     int rc = shard_writer_open(w, out_path, tokenizer_vocab_size(tok), tokenizer_bos_id(tok), tokenizer_eos_id(tok),
                                opt.bos_per_doc ? SHARD_PACK_BOS_PER_DOC : SHARD_PACK_JOINED, err);
     int opened = rc == 0;
+    if (opened) tc_tmp_in_progress = w->tmp_path;
     if (rc == 0) rc = packer_init(p, tok, w, opt, err);
     for (int i = 0; i < n && rc == 0; i++)
         if (packer_add_file(p, inputs[i], pr, err) != 0) {
@@ -322,54 +361,85 @@ static int tokenize_files(const Tokenizer* tok, const char** inputs, int n, cons
             snprintf(m, sizeof(m), "%s", err->msg);
             rc = coda_errorf(err, "%.900s (while reading %s)", m, inputs[i]);
         }
+    if (rc == 0 && p->n_docs == 0) {
+        char names[512];
+        tc_describe_inputs(inputs, n, names, sizeof(names));
+        rc = coda_errorf(err, "%s: the input has no documents (only blank lines?); %s not written", names, out_path);
+    }
     if (rc == 0) rc = packer_finish(p, err);
     *n_tokens = w->h.n_tokens;
     *n_docs = p->n_docs;
     *n_chunks = p->n_chunks;
     if (rc == 0) rc = shard_writer_close(w, p->n_docs, err);
     else if (opened) shard_writer_abort(w);
+    tc_tmp_in_progress = NULL;
     packer_free(p);
     free(p);
     free(w);
     return rc;
 }
 
-#ifndef TOKENIZE_CODA_NO_MAIN
-static void tc_usage(void) {
-    fprintf(stderr,
-            "usage: tokenize_coda [options] tokenizer.json input.txt [more.txt ...] output.bin\n"
-            "  Documents are runs of non-blank lines. By default they are joined with \"\\n\\n\" and tokenized\n"
-            "  as one string with one BOS at the very start (the paper's packing, PROTOCOL.md section 2).\n"
-            "options:\n"
-            "  --bos-per-doc   tokenize each document alone, each with its own BOS (no separator)\n"
-            "  --rows          each non-blank line is a document and keeps its \"\\n\" (WikiText wiki.*.raw)\n"
-            "  --chunk-mb N    encode about N MB of text per call (default 4; memory stays bounded)\n"
-            "  --verify        also encode each whole string in one call and check the chunks equal it\n"
-            "                  (holds the whole text in memory; for checking, not for 0.5 GB corpora)\n"
-            "  -q              no progress bar\n");
-    exit(2);
+// ---- the program (main is left out when TOKENIZE_CODA_NO_MAIN is defined: the tests call
+// tokenize_coda_main itself) ----
+#include <signal.h>
+
+static const char TC_USAGE[] =
+    "usage: tokenize_coda [options] tokenizer.json input.txt [more.txt ...] output.bin\n"
+    "  Documents are runs of non-blank lines. By default they are joined with \"\\n\\n\" and tokenized\n"
+    "  as one string with one BOS at the very start (the paper's packing, PROTOCOL.md section 2).\n"
+    "  The output is written to a temporary file beside it and renamed at the end, so a failed or\n"
+    "  interrupted run leaves an existing output.bin as it was; it may not be the tokenizer or an input.\n"
+    "options:\n"
+    "  --bos-per-doc   tokenize each document alone, each with its own BOS (no separator)\n"
+    "  --rows          each non-blank line is a document and keeps its \"\\n\" (WikiText wiki.*.raw)\n"
+    "  --chunk-mb N    encode about N MB of text per call (default 4; memory stays bounded)\n"
+    "  --verify        also encode each whole string in one call and check the chunks equal it\n"
+    "                  (holds the whole text in memory; for checking, not for 0.5 GB corpora)\n"
+    "  -q              no progress bar\n"
+    "  -h, --help      this text\n";
+
+// A usage error: the message and the usage text on stderr, exit status 2. (--help prints the
+// usage on stdout and exits 0.)
+static int tc_usage_error(const char* what, const char* arg) {
+    fprintf(stderr, "tokenize_coda: %s%s\n", what, arg);
+    fputs(TC_USAGE, stderr);
+    return 2;
 }
 
-int main(int argc, char** argv) {
+// SIGINT / SIGTERM / SIGHUP: remove the temporary file, then die of the signal as usual.
+static void tc_on_signal(int sig) {
+    const char* tmp = tc_tmp_in_progress;
+    if (tmp) unlink(tmp);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int tokenize_coda_main(int argc, char** argv) {
     ShardPackOptions opt;
     memset(&opt, 0, sizeof(opt));
     int quiet = 0, npos = 0;
-    const char** pos = (const char**)malloc((size_t)argc * sizeof(char*));
+    for (int i = 1; i < argc; i++)  // --help anywhere wins over everything else
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { fputs(TC_USAGE, stdout); return 0; }
+    const char** pos = (const char**)coda_malloc_or_die((size_t)argc * sizeof(char*), "argument list");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--bos-per-doc")) opt.bos_per_doc = 1;
         else if (!strcmp(argv[i], "--rows")) opt.rows = 1;
         else if (!strcmp(argv[i], "--verify")) opt.verify = 1;
         else if (!strcmp(argv[i], "-q")) quiet = 1;
-        else if (!strcmp(argv[i], "--chunk-mb") && i + 1 < argc) {
-            double mb = atof(argv[++i]);
-            if (!(mb > 0)) coda_fatal("--chunk-mb needs a positive number, not '%s'", argv[i]);
+        else if (!strcmp(argv[i], "--chunk-mb")) {
+            if (i + 1 >= argc) { free(pos); return tc_usage_error("--chunk-mb needs a value", ""); }
+            char* end;
+            double mb = strtod(argv[++i], &end);
+            if (end == argv[i] || *end || !(mb > 0) || mb > 1e6) {
+                free(pos);
+                return tc_usage_error("--chunk-mb needs a number of MB in (0, 1e6], not ", argv[i]);
+            }
             opt.chunk_bytes = (size_t)(mb * 1048576.0);
             if (opt.chunk_bytes < 1) opt.chunk_bytes = 1;
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) tc_usage();
-        else if (argv[i][0] == '-' && argv[i][1]) { fprintf(stderr, "unknown option %s\n", argv[i]); tc_usage(); }
+        } else if (argv[i][0] == '-' && argv[i][1]) { free(pos); return tc_usage_error("unknown option ", argv[i]); }
         else pos[npos++] = argv[i];
     }
-    if (npos < 3) tc_usage();
+    if (npos < 3) { free(pos); return tc_usage_error("needs a tokenizer.json, at least one input file and an output file", ""); }
     const char* tok_path = pos[0];
     const char* out_path = pos[npos - 1];
     TcProgress pr;
@@ -377,12 +447,16 @@ int main(int argc, char** argv) {
     for (int i = 1; i < npos - 1; i++) {
         struct stat st;
         if (stat(pos[i], &st) != 0) coda_fatal("%s: cannot open: %s", pos[i], strerror(errno));
-        if (!strcmp(pos[i], out_path)) coda_fatal("the output %s is also an input", out_path);
         pr.total += (uint64_t)st.st_size;
     }
     CodaError err = {{0}};
+    // Checked before the (slow) tokenizer load too, so a mistyped command fails at once.
+    if (tc_check_output(out_path, tok_path, pos + 1, npos - 2, &err) != 0) coda_fatal("%s", err.msg);
     Tokenizer* tok = (Tokenizer*)calloc(1, sizeof(Tokenizer));
     if (tokenizer_load(tok, tok_path, &err) != 0) coda_fatal("%s", err.msg);
+    signal(SIGINT, tc_on_signal);
+    signal(SIGTERM, tc_on_signal);
+    signal(SIGHUP, tc_on_signal);
     int64_t n_tokens = 0, n_docs = 0, n_chunks = 0;
     pr.enabled = !quiet && isatty(2);
     pr.t0 = pr.last = tc_now();
@@ -402,4 +476,7 @@ int main(int argc, char** argv) {
     free(pos);
     return 0;
 }
+
+#ifndef TOKENIZE_CODA_NO_MAIN
+int main(int argc, char** argv) { return tokenize_coda_main(argc, argv); }
 #endif

@@ -32,6 +32,15 @@ static void dt_tmpdir_remove(DataTmpDir* d) {  // the tests create only plain fi
     rmdir(d->dir);
 }
 static int dt_exists(const char* p) { return access(p, F_OK) == 0; }
+// Entries of the test directory (a writer's temporary file has a unique name: count them all).
+static int dt_count_files(const DataTmpDir* d) {
+    DIR* dp = opendir(d->dir);
+    int n = 0;
+    struct dirent* e;
+    while (dp && (e = readdir(dp)) != NULL) n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    if (dp) closedir(dp);
+    return n;
+}
 
 // Tokens 0..n-1 mod vocab: every position is recognisable from its value.
 static int32_t* dt_ramp(size_t n, int32_t vocab) {
@@ -59,8 +68,7 @@ TEST(shard_header_round_trip_uint16) {
     CodaError err = {{0}};
     CHECK(shard_write(p, t, 100000, V, 1, 2, SHARD_PACK_JOINED, 3, &err) == 0, "%s", err.msg);
     CHECK(dt_file_size(p) == SHARD_HEADER_BYTES + 100000 * 2, "size %ld", dt_file_size(p));
-    char tmp[600]; snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-    CHECK(!dt_exists(tmp), "temp file left behind");
+    CHECK(dt_count_files(&d) == 1, "temp file left behind");
     ShardHeader h; int32_t* back = NULL;
     CHECK(shard_load(p, &h, &back, &err) == 0, "%s", err.msg);
     CHECK(h.magic == SHARD_MAGIC && h.version == SHARD_VERSION, "");
@@ -113,8 +121,7 @@ TEST(shard_writer_rejects_out_of_vocab_ids_and_leaves_no_file) {
     int32_t neg[2] = {1, -5};
     CHECK(shard_write(p, neg, 2, 300, 1, 2, SHARD_PACK_JOINED, 1, &err) != 0, "negative id accepted");
     CHECK(strstr(err.msg, "token id -5"), "%s", err.msg);
-    char tmp[600]; snprintf(tmp, sizeof(tmp), "%s.tmp", p);
-    CHECK(!dt_exists(p) && !dt_exists(tmp), "a failed write left a file");
+    CHECK(dt_count_files(&d) == 0, "a failed write left a file");
     dt_tmpdir_remove(&d);
 }
 
@@ -184,6 +191,56 @@ TEST(shard_bad_inputs_give_clear_errors) {
     dt_path(&d, "nope.bin", p, sizeof(p));
     CHECK(dataloader_init(&dl, p, 1, 8, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "nope.bin: cannot open token shard"), "%s", err.msg);
     free(t); free(bytes); dt_tmpdir_remove(&d);
+}
+
+// A header whose token count times width wraps around 2^64 must be refused at open (regression:
+// 2^62 + 5 four-byte tokens "need" 1024 + 20 bytes once the product wraps, the 1044-byte file
+// passed the size check, and loading overran the 20-byte buffers sized from the same product).
+// The fuzz input that found it is dev/test/fixtures/fuzz/shard/crash-1feb8f1b...
+TEST(shard_with_a_wrapping_token_count_is_refused) {
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char p[512]; dt_path(&d, "wrap.bin", p, sizeof(p));
+    const int32_t V = 70000;  // needs 4-byte tokens
+    int32_t ids[5] = {1, 2, 3, 4, 5};
+    CodaError err = {{0}};
+    CHECK(shard_write(p, ids, 5, V, 1, 2, SHARD_PACK_JOINED, 1, &err) == 0, "%s", err.msg);
+    uint8_t bytes[SHARD_HEADER_BYTES + 20];
+    FILE* f = fopen(p, "rb");
+    CHECK(f && fread(bytes, 1, sizeof(bytes), f) == sizeof(bytes), "");
+    if (f) fclose(f);
+    const uint64_t counts[] = {(1ull << 62) + 5, (1ull << 63) - 1, (1ull << 62)};  // the last wraps to 0 tokens' worth
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        int32_t lo = (int32_t)(uint32_t)(counts[i] & 0xffffffffu), hi = (int32_t)(uint32_t)(counts[i] >> 32);
+        memcpy(bytes + 12, &lo, 4);
+        memcpy(bytes + 16, &hi, 4);
+        dt_write_bytes(p, bytes, counts[i] == (1ull << 62) ? SHARD_HEADER_BYTES : sizeof(bytes));
+        ShardHeader h; int32_t* back = NULL; DataLoader dl;
+        err.msg[0] = 0;
+        CHECK(shard_open(p, &h, NULL, &err) != 0 && strstr(err.msg, "wrap.bin: corrupt token shard") && strstr(err.msg, "overflows"),
+              "count %llu: %s", (unsigned long long)counts[i], err.msg);
+        CHECK(shard_load(p, &h, &back, &err) != 0 && back == NULL, "count %llu loaded", (unsigned long long)counts[i]);
+        CHECK(dataloader_init(&dl, p, 1, 1, 0, 1, 0, 1, &err) != 0 && strstr(err.msg, "overflows"), "%s", err.msg);
+    }
+    // reads of a range that would overflow first + n are refused, not wrapped
+    CHECK(shard_write(p, ids, 5, V, 1, 2, SHARD_PACK_JOINED, 1, &err) == 0, "%s", err.msg);
+    ShardHeader h; FILE* sf = NULL;
+    CHECK(shard_open(p, &h, &sf, &err) == 0, "%s", err.msg);
+    int32_t out[2]; uint8_t scratch[8];
+    CHECK(sf && shard_read_tokens(sf, &h, p, 3, SIZE_MAX - 1, out, scratch, &err) != 0 && strstr(err.msg, "outside the shard"), "%s", err.msg);
+    CHECK(sf && shard_read_tokens(sf, &h, p, INT64_MAX, 2, out, scratch, &err) != 0 && strstr(err.msg, "outside the shard"), "%s", err.msg);
+    if (sf) fclose(sf);
+    dt_tmpdir_remove(&d);
+}
+
+// A shard path that is a directory or a pipe is refused at once (opening a pipe would block forever).
+TEST(shard_open_refuses_directories_and_pipes) {
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char fifo[512]; dt_path(&d, "pipe.bin", fifo, sizeof(fifo));
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo");
+    ShardHeader h; CodaError err = {{0}};
+    CHECK(shard_open(fifo, &h, NULL, &err) != 0 && strstr(err.msg, "pipe.bin: cannot open token shard: not a regular file (a pipe)"), "%s", err.msg);
+    CHECK(shard_open(d.dir, &h, NULL, &err) != 0 && strstr(err.msg, "not a regular file (a directory)"), "%s", err.msg);
+    dt_tmpdir_remove(&d);
 }
 
 // ---- dataloader ----
@@ -534,12 +591,11 @@ TEST(tokenize_coda_packing_and_chunking_equal_whole_string_encoding) {
 
 TEST(tokenize_coda_errors) {
     DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
-    char tj[512], bad[512], f1[512], out[512], tmp[600];
+    char tj[512], bad[512], f1[512], out[512];
     dt_path(&d, "tokenizer.json", tj, sizeof(tj));
     dt_path(&d, "bad.json", bad, sizeof(bad));
     dt_path(&d, "blank.txt", f1, sizeof(f1));
     dt_path(&d, "out.bin", out, sizeof(out));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", out);
     CHECK(dt_write_toy_tokenizer(tj, 0) == 0 && dt_write_toy_tokenizer(bad, 1) == 0, "");
     Tokenizer tok, tokbad; CodaError err = {{0}};
     CHECK(tokenizer_load(&tok, tj, &err) == 0, "%s", err.msg);
@@ -550,18 +606,125 @@ TEST(tokenize_coda_errors) {
     dt_write_bytes(f1, "ab\n\nab\n", 7);
     const char* files[1] = {f1};
     CHECK(tokenize_files(&tokbad, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 &&
-          strstr(err.msg, "contains the newline piece \"<0x0A>\""), "%s", err.msg);
-    CHECK(!dt_exists(out) && !dt_exists(tmp), "a refused run left a file");
+          strstr(err.msg, "bad.json: piece") && strstr(err.msg, "contains the newline piece \"<0x0A>\""), "%s", err.msg);
+    CHECK(dt_count_files(&d) == 3, "a refused run left a file");  // tokenizer.json, bad.json, blank.txt
     // no documents
     dt_write_bytes(f1, "\n  \n\t\n", 6);
-    CHECK(tokenize_files(&tok, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 && strstr(err.msg, "no documents"), "%s", err.msg);
-    CHECK(!dt_exists(out) && !dt_exists(tmp), "a failed run left a file");
+    CHECK(tokenize_files(&tok, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 &&
+          strstr(err.msg, "blank.txt: the input has no documents"), "%s", err.msg);
+    CHECK(dt_count_files(&d) == 3, "a failed run left a file");
     // a missing input is named
     dt_path(&d, "missing.txt", f1, sizeof(f1));
     CHECK(tokenize_files(&tok, files, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 && strstr(err.msg, "missing.txt: cannot open"), "%s", err.msg);
-    CHECK(!dt_exists(out) && !dt_exists(tmp), "");
+    CHECK(dt_count_files(&d) == 3, "");
     tokenizer_free(&tok); tokenizer_free(&tokbad);
     dt_tmpdir_remove(&d);
+}
+
+// Regression: `tokenize_coda tok.json a.txt ./a.txt` replaced the text with a shard (and exited 0),
+// and naming the tokenizer as the output replaced tokenizer.json. The output is compared with every
+// input by device and inode, so no spelling, hard link or symlink gets past; a refused or failed run
+// leaves every file as it was and no temporary file behind.
+TEST(tokenize_coda_never_overwrites_an_input_or_a_previous_output) {
+    DataTmpDir d; CHECK(dt_tmpdir_make(&d) == 0, "mkdtemp");
+    char tj[512], txt[512], dotted[600], hard[512], sym[512], out[512], blank[512];
+    dt_path(&d, "tokenizer.json", tj, sizeof(tj));
+    dt_path(&d, "a.txt", txt, sizeof(txt));
+    snprintf(dotted, sizeof(dotted), "%s/./a.txt", d.dir);
+    dt_path(&d, "hard.txt", hard, sizeof(hard));
+    dt_path(&d, "sym.bin", sym, sizeof(sym));
+    dt_path(&d, "out.bin", out, sizeof(out));
+    dt_path(&d, "blank.txt", blank, sizeof(blank));
+    CHECK(dt_write_toy_tokenizer(tj, 0) == 0, "");
+    const char text[] = "ab ca\n\nabc\n";
+    dt_write_bytes(txt, text, sizeof(text) - 1);
+    CHECK(link(txt, hard) == 0 && symlink(txt, sym) == 0, "link/symlink");
+    Tokenizer tok; CodaError err = {{0}};
+    CHECK(tokenizer_load(&tok, tj, &err) == 0, "%s", err.msg);
+    long tj_size = dt_file_size(tj);
+    ShardPackOptions opt; memset(&opt, 0, sizeof(opt));
+    int64_t nt, nd, nc;
+    const char* inputs[1] = {txt};
+    const char* outs[4] = {dotted, hard, sym, tj};
+    const char* what[4] = {"the input", "the input", "the input", "the tokenizer"};
+    for (int i = 0; i < 4; i++) {
+        err.msg[0] = 0;
+        CHECK(tokenize_files(&tok, inputs, 1, outs[i], opt, NULL, &nt, &nd, &nc, &err) != 0, "output %s accepted", outs[i]);
+        CHECK(strstr(err.msg, "the output is the same file as") && strstr(err.msg, what[i]), "%s", err.msg);
+    }
+    FILE* f = fopen(txt, "rb");
+    char back[64] = {0};
+    size_t got = f ? fread(back, 1, sizeof(back), f) : 0;
+    if (f) fclose(f);
+    CHECK(got == sizeof(text) - 1 && memcmp(back, text, got) == 0, "the input was changed");
+    CHECK(dt_file_size(tj) == tj_size && dt_count_files(&d) == 4, "the tokenizer was changed or a file was left behind");
+    // a good run, then a failing one into the same output: the first shard survives untouched
+    CHECK(tokenize_files(&tok, inputs, 1, out, opt, NULL, &nt, &nd, &nc, &err) == 0, "%s", err.msg);
+    long shard_size = dt_file_size(out);
+    dt_write_bytes(blank, "\n \n", 3);
+    const char* blanks[1] = {blank};
+    CHECK(tokenize_files(&tok, blanks, 1, out, opt, NULL, &nt, &nd, &nc, &err) != 0 && strstr(err.msg, "blank.txt: the input has no documents"),
+          "%s", err.msg);
+    ShardHeader h; int32_t* ids = NULL;
+    CHECK(dt_file_size(out) == shard_size && shard_load(out, &h, &ids, &err) == 0 && h.n_docs == 2, "the previous output was damaged: %s", err.msg);
+    free(ids);
+    CHECK(dt_count_files(&d) == 6, "a temporary file was left behind (%d files)", dt_count_files(&d));
+    // an existing output that is not a regular file is never replaced
+    CHECK(tokenize_files(&tok, inputs, 1, d.dir, opt, NULL, &nt, &nd, &nc, &err) != 0 && strstr(err.msg, "not a regular file"), "%s", err.msg);
+    tokenizer_free(&tok);
+    dt_tmpdir_remove(&d);
+}
+
+// Runs main-like fn(argc, argv) with stdout and stderr going to files; returns its exit status and
+// the first bytes of each stream (NUL-terminated).
+typedef int (*DtMainFn)(int, char**);
+static int dt_run_captured(DtMainFn fn, int argc, const char** argv, char* out, size_t out_n, char* errs, size_t err_n) {
+    DataTmpDir d;
+    if (dt_tmpdir_make(&d) != 0) return -1000;
+    char po[512], pe[512];
+    dt_path(&d, "stdout", po, sizeof(po));
+    dt_path(&d, "stderr", pe, sizeof(pe));
+    fflush(stdout); fflush(stderr);
+    int saved_out = dup(1), saved_err = dup(2);
+    FILE* fo = fopen(po, "w+");
+    FILE* fe = fopen(pe, "w+");
+    dup2(fileno(fo), 1); dup2(fileno(fe), 2);
+    int rc = fn(argc, (char**)argv);
+    fflush(stdout); fflush(stderr);
+    dup2(saved_out, 1); dup2(saved_err, 2);
+    close(saved_out); close(saved_err);
+    FILE* streams[2] = {fo, fe};
+    char* bufs[2] = {out, errs};
+    size_t sizes[2] = {out_n, err_n};
+    for (int i = 0; i < 2; i++) {
+        rewind(streams[i]);
+        size_t n = fread(bufs[i], 1, sizes[i] - 1, streams[i]);
+        bufs[i][n] = 0;
+        fclose(streams[i]);
+    }
+    dt_tmpdir_remove(&d);
+    return rc;
+}
+
+#define BENCH_TOKENIZER_NO_MAIN
+#include "../bench_tokenizer.c"
+
+// --help is a request, not an error: usage on stdout, exit 0. A usage error stays on stderr, exit 2.
+TEST(tools_help_exits_0_on_stdout_and_usage_errors_exit_2) {
+    static const DtMainFn mains[2] = {tokenize_coda_main, bench_tokenizer_main};
+    static const char* names[2] = {"tokenize_coda", "bench_tokenizer"};
+    char out[4096], errs[4096];
+    for (int i = 0; i < 2; i++) {
+        const char* help[2] = {names[i], "--help"};
+        CHECK(dt_run_captured(mains[i], 2, help, out, sizeof(out), errs, sizeof(errs)) == 0, "%s --help", names[i]);
+        CHECK(strstr(out, "usage:") == out && errs[0] == 0, "%s --help: stdout '%.60s', stderr '%.60s'", names[i], out, errs);
+        const char* none[1] = {names[i]};
+        CHECK(dt_run_captured(mains[i], 1, none, out, sizeof(out), errs, sizeof(errs)) == 2, "%s without arguments", names[i]);
+        CHECK(out[0] == 0 && strstr(errs, "usage:"), "%s without arguments: stdout '%.60s', stderr '%.60s'", names[i], out, errs);
+    }
+    const char* bad[5] = {"tokenize_coda", "--chunk-mb", "lots", "t.json", "a.txt"};
+    CHECK(dt_run_captured(tokenize_coda_main, 5, bad, out, sizeof(out), errs, sizeof(errs)) == 2 &&
+          strstr(errs, "--chunk-mb needs a number of MB in (0, 1e6], not lots"), "%s", errs);
 }
 
 // The same check on real text with the real Mistral tokenizer, when `make shards` (or the fetch
