@@ -97,3 +97,31 @@ shards:
 #   make bench_tokenizer && ./bench_tokenizer data/tokenizers/mistral-v0.1/tokenizer.json data/brown/train.txt
 bench_tokenizer: dev/bench_tokenizer.c llmc/tokenizer.h llmc/json.h llmc/common.h
 	$(CC) $(CC_FLAGS) -o $@ $< -lm
+
+# ---- fuzz: libFuzzer + AddressSanitizer + UBSan over every reader of untrusted bytes (dev/fuzz/README.md) ----
+#   make fuzz                                            every target, FUZZ_SECONDS (default 60) each
+#   make fuzz FUZZ_SECONDS=600 FUZZ_TARGETS="shard tokenizer"
+# A crash, leak, hang or out-of-memory input is copied to dev/test/fixtures/fuzz/<target>/, and
+# test_cpu replays it from then on (test fuzz_inputs_replay_cleanly), as it replays the seeds in
+# dev/fuzz/corpus/. One binary holds every target (CODA_FUZZ_TARGET picks one). Needs clang.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+             -Wall -Wno-unused-function -Wno-unknown-pragmas -I.
+.PHONY: fuzz check-clang
+check-clang:
+	@if ! command -v $(FUZZ_CC) >/dev/null 2>&1; then \
+	  echo "error: $(FUZZ_CC) not found: make fuzz needs clang with libFuzzer (-fsanitize=fuzzer)."; \
+	  echo "       Debian 12: apt-get install clang libclang-rt-dev   (clang 14), or pass FUZZ_CC=/path/to/clang"; exit 1; fi
+	@if ! printf 'int LLVMFuzzerTestOneInput(const char* d, unsigned long n) { return 0; }\n' | \
+	     $(FUZZ_CC) -x c -fsanitize=fuzzer,address,undefined -o /dev/null - 2>/dev/null; then \
+	  echo "error: $(FUZZ_CC) cannot link -fsanitize=fuzzer,address,undefined: its runtime libraries are missing."; \
+	  echo "       Debian 12: apt-get install libclang-rt-dev"; exit 1; fi
+build/coda_fuzz: dev/fuzz/fuzz_main.c dev/fuzz/fuzz_targets.h $(wildcard llmc/*.h llmc/cpu/*.h) | check-clang
+	@mkdir -p build
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< -lm
+fuzz: build/coda_fuzz
+	dev/fuzz/run.sh build/coda_fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+# test_cpu replays the fuzz inputs through fuzz_targets.h and tests bench_tokenizer's command line
+test_cpu: dev/fuzz/fuzz_targets.h dev/bench_tokenizer.c
