@@ -15,6 +15,8 @@
 static int gpu_available(char* reason, size_t len) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
+    const char* no_gpu = cuda_no_gpu_message(e);  // llmc/cuda_common.cuh: "no CUDA GPU or driver found"
+    if (no_gpu) { snprintf(reason, len, "%s", no_gpu); return 0; }
     if (e != cudaSuccess) { snprintf(reason, len, "cudaGetDeviceCount: %s", cudaGetErrorString(e)); return 0; }
     if (n == 0) { snprintf(reason, len, "no CUDA device"); return 0; }
     return 1;

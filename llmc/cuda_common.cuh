@@ -24,9 +24,22 @@ typedef __nv_bfloat16 floatX;
 #define PRECISION_NAME "BF16"
 #endif
 
+// On a machine without a GPU the runtime's first call fails with cudaErrorInsufficientDriver, whose
+// text ("CUDA driver version is insufficient for CUDA runtime version") reads like a version problem.
+// Without the NVIDIA kernel driver loaded (no /proc/driver/nvidia/version) it only means "no GPU",
+// and that is what we say; with the driver present it is a real version mismatch and keeps CUDA's text.
+// Returns NULL for every other error.
+static inline const char* cuda_no_gpu_message(cudaError_t e) {
+    if (e == cudaErrorNoDevice) return "no CUDA GPU or driver found";
+    if (e == cudaErrorInsufficientDriver && access("/proc/driver/nvidia/version", F_OK) != 0) return "no CUDA GPU or driver found";
+    return NULL;
+}
+
 static inline void cuda_check_impl(cudaError_t e, const char* call, const char* file, int line) {
     if (e != cudaSuccess) {
-        fprintf(stderr, "CUDA error: %s\n  in %s\n  at %s:%d\n", cudaGetErrorString(e), call, file, line);
+        const char* no_gpu = cuda_no_gpu_message(e);
+        if (no_gpu) fprintf(stderr, "error: %s; this program needs one (%s failed at %s:%d)\n", no_gpu, call, file, line);
+        else fprintf(stderr, "CUDA error: %s\n  in %s\n  at %s:%d\n", cudaGetErrorString(e), call, file, line);
         exit(1);
     }
 }
