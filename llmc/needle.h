@@ -40,6 +40,42 @@ typedef struct {
     int exact_used;      // exact-bank slots in use at the end
 } NeedleResult;
 
+// The demo's inputs, shared by the CPU run below and the GPU run (needle_gpu.cuh): the layer's weights
+// (a Model_f32 drawn from seed, write_proj := u, bias 0) and the sequence x [length][D].
+typedef struct {
+    Model_f32 m;
+    AttnWeights_f32 w;
+    float* x;
+} NeedleInputs;
+
+static inline int needle_inputs(const ModelConfig* c, int length, int pos, double needle_scale, uint64_t seed, NeedleInputs* in,
+                                CodaError* err) {
+    CodaError inner;
+    if (config_validate(c, &inner) != 0) return coda_errorf(err, "needle: %s", inner.msg);
+    if (!c->bounded) return coda_errorf(err, "needle: the test needs a bounded layer");
+    if (pos < 0 || pos >= length) return coda_errorf(err, "needle: position %d is outside the sequence of %d tokens", pos, length);
+    const int D = c->dim;
+    model_init_f32(&in->m, c, seed);
+    in->w = model_attn_weights_f32(&in->m, in->m.params, 0);
+    Rng rng;
+    rng_seed(&rng, seed + 1);
+    float* u = in->w.write_w;  // the gate's direction: a random unit vector
+    double nrm = 0;
+    for (int d = 0; d < D; d++) { u[d] = (float)rng_normal(&rng); nrm += (double)u[d] * u[d]; }
+    for (int d = 0; d < D; d++) u[d] = (float)(u[d] / sqrt(nrm));
+    in->w.write_b[0] = 0.0f;
+    in->x = (float*)coda_malloc_or_die(sizeof(float) * (size_t)length * D, "needle inputs");
+    for (int t = 0; t < length; t++) {
+        double a = t == pos ? needle_scale : -5.0;
+        for (int d = 0; d < D; d++) in->x[(size_t)t * D + d] = (float)(a * u[d] + 0.01 * rng_normal(&rng));
+    }
+    return 0;
+}
+static inline void needle_inputs_free(NeedleInputs* in) {
+    free(in->x);
+    model_free_f32(&in->m);
+}
+
 // One run at sequence length `length` with the needle at `pos`. needle_scale: +5 is the demo's
 // needle; a negative control passes -5 (the "needle" is then background).
 static inline int needle_run(const ModelConfig* cfg, int length, int pos, double needle_scale, uint64_t seed, NeedleResult* r,
@@ -48,27 +84,11 @@ static inline int needle_run(const ModelConfig* cfg, int length, int pos, double
     r->length = length;
     r->pos = pos;
     ModelConfig c = *cfg;
-    CodaError inner;
-    if (config_validate(&c, &inner) != 0) return coda_errorf(err, "needle: %s", inner.msg);
-    if (!c.bounded) return coda_errorf(err, "needle: the test needs a bounded layer");
-    if (pos < 0 || pos >= length) return coda_errorf(err, "needle: position %d is outside the sequence of %d tokens", pos, length);
+    NeedleInputs in;
+    if (needle_inputs(&c, length, pos, needle_scale, seed, &in, err) != 0) return -1;
     int D = c.dim, Dh = c.head_dim, Hkv = c.n_kv_heads, kvd = config_kvdim(&c);
-    Model_f32 m;
-    model_init_f32(&m, &c, seed);
-    AttnWeights_f32 w = model_attn_weights_f32(&m, m.params, 0);
-    Rng rng;
-    rng_seed(&rng, seed + 1);
-    float* u = (float*)coda_malloc_or_die(sizeof(float) * D, "needle direction");
-    double nrm = 0;
-    for (int d = 0; d < D; d++) { u[d] = (float)rng_normal(&rng); nrm += (double)u[d] * u[d]; }
-    for (int d = 0; d < D; d++) u[d] = (float)(u[d] / sqrt(nrm));
-    memcpy(w.write_w, u, sizeof(float) * D);
-    w.write_b[0] = 0.0f;
-    float* x = (float*)coda_malloc_or_die(sizeof(float) * (size_t)length * D, "needle inputs");
-    for (int t = 0; t < length; t++) {
-        double a = t == pos ? needle_scale : -5.0;
-        for (int d = 0; d < D; d++) x[(size_t)t * D + d] = (float)(a * u[d] + 0.01 * rng_normal(&rng));
-    }
+    const AttnWeights_f32 w = in.w;
+    const float* x = in.x;
     AttnActs_f32 acts;
     attn_acts_alloc_f32(&acts, &c, 1, length, 0);
     BankState_f32 st;
@@ -98,8 +118,6 @@ static inline int needle_run(const ModelConfig* cfg, int length, int pos, double
     free(kn);
     bank_free_f32(&st);
     attn_acts_free_f32(&acts);
-    free(x);
-    free(u);
-    model_free_f32(&m);
+    needle_inputs_free(&in);
     return 0;
 }

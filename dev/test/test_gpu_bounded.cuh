@@ -5,6 +5,7 @@
 // recompute; and the property that a bounded model on a sequence no longer than its window is the
 // unbounded model (nothing is ever evicted), bit for bit.
 #pragma once
+#include "../../llmc/needle_gpu.cuh"
 #include "test_gpu_model.cuh"
 
 // A small bounded config whose blocks evict into both banks within T = 100: W = 24, block 32 (W is
@@ -73,4 +74,35 @@ GPU_TEST(gpu_bounded_equals_unbounded_within_the_window) {
     free(a); free(b);
     gpu_model_free(&gu);
     gpu_model_free(&gb);
+}
+
+// The needle demo (PROTOCOL §4) through the GPU kernels in the build's precision, at the demo's
+// 256, 1K, 4K and 16K tokens (the needle at 64 has left the W = 128 ring at every length): with
+// coda.c's candidate order the exact bank holds it; with the reference's literal
+// order the FP32 build loses it as the reference loses it in fp32 (the BF16 result is printed: coda.c's
+// gates are fp32 in both builds, so they do not tie as the reference's bf16 gates do).
+GPU_TEST(gpu_needle_demo_candidate_orders) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    ConfigOverrides ov = overrides_none();
+    ModelConfig c = needle_config(&ov);
+    const int lengths[] = {256, 1024, 4096, 16384};
+    for (int order = 0; order < 2; order++) {
+        c.candidate_order = order ? CAND_ORDER_REFERENCE : CAND_ORDER_BY_GATE;
+        for (int i = 0; i < 4; i++) {
+            NeedleResult r;
+            CodaError err;
+            CHECK(needle_run_gpu(&ctx, &c, lengths[i], 64, 5.0, 0, &r, &err) == 0, "%s", err.msg);
+            printf("    %s %-9s length %5d: %s (best cosine %.6f, slot %d holding %lld, needle gate %.4f, exact slots used %d/%d)\n",
+                   PRECISION_NAME, order ? "reference" : "by_gate", lengths[i], r.retained ? "retained" : "LOST", r.best_cos, r.slot,
+                   (long long)r.slot_src, r.needle_gate, r.exact_used, c.n_exact);
+            if (!order)
+                CHECK(r.retained && r.where == 2 && r.slot_src == 64 && r.exact_used == 1, "by_gate, length %d: retained %d where %d src %lld",
+                      lengths[i], r.retained, r.where, (long long)r.slot_src);
+            else if (sizeof(floatX) == 4)
+                CHECK(!r.retained && r.exact_used == 0, "reference order (FP32), length %d: retained %d, %d exact slots used", lengths[i],
+                      r.retained, r.exact_used);
+        }
+    }
+    gpu_context_free(&ctx);
 }
