@@ -190,7 +190,10 @@ static inline const ParamTensor* param_find_by_name(const ParamTable* t, const c
 
 // Trainability policies (PROTOCOL §1.3): everything (phase 0), the attention adapters (q/k/v/o and
 // the new CoDA tensors; phases 1 and 2), or only the new CoDA tensors.
-typedef enum { TRAIN_ALL, TRAIN_ATTENTION, TRAIN_CODA_ONLY, TRAIN_NONE } TrainPolicy;
+// Which tensors train: everything (phase 0); the attention adapters (phases 1 and 2: copied q/k/v/o and
+// the CoDA tensors); the adapters without theta and lambda (the 2x2's "GQA" arm, PROTOCOL §5: the
+// differential stream stays at lambda ~ 0); the CoDA tensors alone; nothing.
+typedef enum { TRAIN_ALL, TRAIN_ATTENTION, TRAIN_ATTENTION_NO_DIFF, TRAIN_CODA_ONLY, TRAIN_NONE } TrainPolicy;
 static inline void param_table_set_trainable(ParamTable* t, TrainPolicy policy) {
     for (int i = 0; i < t->n; i++) {
         ParamRole role = PARAM_KINDS[t->tensors[i].kind].role;
@@ -198,6 +201,11 @@ static inline void param_table_set_trainable(ParamTable* t, TrainPolicy policy) 
         switch (policy) {
             case TRAIN_ALL: on = 1; break;
             case TRAIN_ATTENTION: on = role != ROLE_BASE; break;
+            case TRAIN_ATTENTION_NO_DIFF: {
+                ParamKind k = t->tensors[i].kind;
+                on = role != ROLE_BASE && k != PK_THETA && k != PK_LAMBDA_W && k != PK_LAMBDA_B;
+                break;
+            }
             case TRAIN_CODA_ONLY: on = role == ROLE_CODA_NEW; break;
             case TRAIN_NONE: on = 0; break;
         }
