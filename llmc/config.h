@@ -122,6 +122,13 @@ static inline int config_state_slots(const ModelConfig* c) { return c->window + 
 #define CONFIG_MAX_STATE (1 << 20)     // W, Me, Ms, block_size and candidates per block, each: the paper uses 256/64/64;
                                        // W + Me + Ms <= 3 x 2^20 stays an int, and so does a block of rows
 
+// The int an enum field holds (enums are int-sized: hf_model.h checks), whatever its value.
+static inline int config__stored_int(const void* field) {
+    int v;
+    memcpy(&v, field, sizeof(v));
+    return v;
+}
+
 // Checks the invariants every later stage relies on; the message names the offending field and,
 // for a size, its limit. The bounded-state fields are checked whether or not the config is bounded:
 // a config can be switched to bounded later (infer_coda --bounded 1), and written out meanwhile.
@@ -163,12 +170,13 @@ static inline int config_validate(const ModelConfig* c, CodaError* err) {
     REQUIRE_FINITE(c->gate_threshold_summary, "coda.gate_threshold_summary");
     REQUIRE_FINITE(c->exact_match_threshold, "coda.exact_match_threshold");
     REQUIRE_FINITE(c->exact_novelty_threshold, "coda.exact_novelty_threshold");
-    // enums (a config built in code could hold any int; writers index name tables with them)
-    REQUIRE_RANGE(c->rope_layout, 0, 1, "coda.rope_layout");
-    REQUIRE_RANGE(c->head_norm, 0, 1, "coda.head_norm");
-    REQUIRE_RANGE(c->write_policy, 0, 1, "coda.write_policy");
-    REQUIRE_RANGE(c->mem_init, 0, 1, "coda.mem_init");
-    REQUIRE_RANGE(c->candidate_order, 0, 1, "coda.candidate_order");
+    // enums (a config built in code could hold any int; writers index name tables with them). Read
+    // as the int they are stored in: in C++, loading an out-of-range enum value is itself undefined.
+    REQUIRE_RANGE(config__stored_int(&c->rope_layout), 0, 1, "coda.rope_layout");
+    REQUIRE_RANGE(config__stored_int(&c->head_norm), 0, 1, "coda.head_norm");
+    REQUIRE_RANGE(config__stored_int(&c->write_policy), 0, 1, "coda.write_policy");
+    REQUIRE_RANGE(config__stored_int(&c->mem_init), 0, 1, "coda.mem_init");
+    REQUIRE_RANGE(config__stored_int(&c->candidate_order), 0, 1, "coda.candidate_order");
     // bounded state
     REQUIRE_RANGE(c->window, 1, CONFIG_MAX_STATE, "coda.window (W)");
     REQUIRE_RANGE(c->n_exact, 0, CONFIG_MAX_STATE, "coda.n_exact (Me)");

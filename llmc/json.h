@@ -448,9 +448,9 @@ static inline int json__read_file(const char* path, char** out, size_t* out_len,
         len += got;
         if (got == 0) break;
     }
-    int failed = ferror(f);
+    int failed = ferror(f), e = errno;
     fclose(f);
-    if (failed) { free(buf); return coda_errorf(err, "%s: read error", path); }
+    if (failed) { free(buf); return coda_errorf(err, "%s: read error: %s", path, strerror(e)); }
     buf[len] = '\0';
     *out = buf;
     *out_len = len;

@@ -619,7 +619,7 @@ static inline void tok__push(TokIds* out, int32_t id) {
     if (out->n == out->cap) {
         out->cap = out->cap ? 2 * out->cap : 64;
         out->ids = (int32_t*)realloc(out->ids, out->cap * sizeof(int32_t));
-        if (!out->ids) coda_fatal("out of host memory growing a token list to %zu ids", out->cap);
+        if (!out->ids) coda_fatal("out of host memory growing a token list to %zu ids (%zu bytes)", out->cap, out->cap * sizeof(int32_t));
     }
     out->ids[out->n++] = id;
 }

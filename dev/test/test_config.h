@@ -141,7 +141,8 @@ TEST(config_validate_bounds_every_size_and_refuses_non_finite_values) {
         }
     // an enum value out of range (a config built in code): writers index name tables with it
     c = config_default();
-    c.candidate_order = (CandidateOrder)7;
+    const int seven = 7;
+    memcpy(&c.candidate_order, &seven, sizeof(int));  // stored as an int: no enum value is formed
     CHECK(config_validate(&c, &err) != 0 && strstr(err.msg, "coda.candidate_order must be in [0, 1] (got 7)"), "%s", err.msg);
 }
 
