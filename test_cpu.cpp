@@ -11,6 +11,7 @@
 #include "dev/test/test_tokenizer.h"
 #include "dev/test/test_infer.h"
 #include "dev/test/test_cli.h"
+#include "dev/test/test_checkpoint.h"
 
 int main(int argc, char** argv) {
     const char* filter = argc > 1 ? argv[1] : NULL;

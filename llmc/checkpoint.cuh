@@ -17,30 +17,45 @@ static inline int ckpt__write(FILE* f, const void* p, size_t bytes, const char* 
     return 0;
 }
 
-// Copies a device fp32 array to a file through a bounded host buffer.
-static inline int ckpt__write_device_floats(FILE* f, const float* dev, size_t n, const char* path, CodaError* err) {
+// Copies a device fp32 array to a file through a bounded host buffer, adding its bytes to *sum.
+static inline int ckpt__write_device_floats(FILE* f, const float* dev, size_t n, Checksum* sum, const char* path, CodaError* err) {
     size_t chunk = 16u << 20;
     float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i += chunk) {
         size_t k = n - i < chunk ? n - i : chunk;
         cudaCheck(cudaMemcpy(buf, dev + i, sizeof(float) * k, cudaMemcpyDeviceToHost));
+        checksum_update(sum, buf, sizeof(float) * k);
         rc = ckpt__write(f, buf, sizeof(float) * k, path, err);
     }
     free(buf);
     return rc;
 }
-static inline int ckpt__read_device_floats(FILE* f, float* dev, size_t n, const char* path, CodaError* err) {
+// The reverse: file to device, adding the bytes read to *sum.
+static inline int ckpt__read_device_floats(FILE* f, float* dev, size_t n, Checksum* sum, const char* path, CodaError* err) {
     size_t chunk = 16u << 20;
     float* buf = (float*)coda_malloc_or_die(sizeof(float) * (n < chunk ? (n ? n : 1) : chunk), "checkpoint staging");
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i += chunk) {
         size_t k = n - i < chunk ? n - i : chunk;
-        if (fread(buf, sizeof(float), k, f) != k) rc = coda_errorf(err, "%s is truncated", path);
-        else cudaCheck(cudaMemcpy(dev + i, buf, sizeof(float) * k, cudaMemcpyHostToDevice));
+        if (fread(buf, sizeof(float), k, f) != k) {
+            rc = coda_errorf(err, "cannot read %s (truncated while reading?): %s", path, ferror(f) ? strerror(errno) : "end of file");
+        } else {
+            checksum_update(sum, buf, sizeof(float) * k);
+            cudaCheck(cudaMemcpy(dev + i, buf, sizeof(float) * k, cudaMemcpyHostToDevice));
+        }
     }
     free(buf);
     return rc;
+}
+
+// What a train state of this model and run must match.
+static inline TrainStateExpect checkpoint_expect(const GpuModel* m, const TrainRun* run) {
+    TrainStateExpect e;
+    e.n_train = (int64_t)m->n_train;
+    e.layout = train_state_layout(&m->table, m->train_offset);
+    e.run = *run;
+    return e;
 }
 
 // Saves update `step` into OUT/step_NNNNNNNN (through step_NNNNNNNN.tmp) and points OUT/LATEST at it.
@@ -66,11 +81,21 @@ static inline int checkpoint_save(GpuModel* m, const char* out_dir, int step, co
     h.magic = TRAIN_STATE_MAGIC; h.version = TRAIN_STATE_VERSION; h.n_train = (int64_t)m->n_train; h.step = step;
     h.adam_step = m->adam_step; h.data_epoch = (int64_t)pos.epoch; h.data_index = (int64_t)pos.index; h.seed = run->seed;
     h.B = run->B; h.T = run->T; h.accum = run->accum;
-    if (ckpt__write(f, &h, sizeof(h), path, err) != 0 || ckpt__write_device_floats(f, m->master, m->n_train, path, err) != 0 ||
-        ckpt__write_device_floats(f, m->adam_m, m->n_train, path, err) != 0 ||
-        ckpt__write_device_floats(f, m->adam_v, m->n_train, path, err) != 0) {
+    h.layout = (int64_t)train_state_layout(&m->table, m->train_offset);
+    // the header goes first with checksum 0, the arrays stream through the checksum, then the header
+    // is written again with it
+    Checksum sum;
+    train_state_checksum_begin(&sum, &h);
+    if (ckpt__write(f, &h, sizeof(h), path, err) != 0 || ckpt__write_device_floats(f, m->master, m->n_train, &sum, path, err) != 0 ||
+        ckpt__write_device_floats(f, m->adam_m, m->n_train, &sum, path, err) != 0 ||
+        ckpt__write_device_floats(f, m->adam_v, m->n_train, &sum, path, err) != 0) {
         fclose(f);
         return -1;
+    }
+    h.checksum = (int64_t)checksum_final(&sum);
+    if (fseek(f, 0, SEEK_SET) != 0 || ckpt__write(f, &h, sizeof(h), path, err) != 0) {
+        fclose(f);
+        return coda_errorf(err, "cannot finish %s: %s", path, strerror(errno));
     }
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
         fclose(f);
@@ -97,27 +122,31 @@ static inline int checkpoint_load_weights(GpuModel* m, const char* dir, HfLoadRe
 }
 
 // Resumes from checkpoint directory `dir`: weights, fp32 masters, AdamW moments and step; *step is
-// the number of updates done, *pos where the training data continues. The run must match the one
-// that wrote it (train_state_check).
+// the number of updates done, *pos where the training data continues. The state must be of this
+// model and run (train_state_check_header) and pass its checksum. On an error the model's weights
+// and optimizer state are partly overwritten: the caller starts again or stops.
 static inline int checkpoint_resume(GpuModel* m, const char* dir, const TrainRun* run, HfLoadReport* rep, int* step, DataPosition* pos,
                                     CodaError* err) {
-    if (checkpoint_load_weights(m, dir, rep, err) != 0) return -1;
     char path[4300];
     snprintf(path, sizeof(path), "%s/train_state.bin", dir);
-    FILE* f = fopen(path, "rb");
-    if (!f) return coda_errorf(err, "cannot open %s: %s", path, strerror(errno));
+    TrainStateExpect expect = checkpoint_expect(m, run);
     TrainStateHeader h;
-    if (fread(&h, sizeof(h), 1, f) != 1) {
+    FILE* f;
+    if (train_state_open(path, &expect, &h, &f, err) != 0) return -1;  // before any weight is touched
+    if (checkpoint_load_weights(m, dir, rep, err) != 0) {
         fclose(f);
-        return coda_errorf(err, "%s is not a coda.c training state", path);
+        return -1;
     }
-    if (train_state_check(&h, path, m->n_train, run, err) != 0 || ckpt__read_device_floats(f, m->master, m->n_train, path, err) != 0 ||
-        ckpt__read_device_floats(f, m->adam_m, m->n_train, path, err) != 0 ||
-        ckpt__read_device_floats(f, m->adam_v, m->n_train, path, err) != 0) {
+    Checksum sum;
+    train_state_checksum_begin(&sum, &h);
+    if (ckpt__read_device_floats(f, m->master, m->n_train, &sum, path, err) != 0 ||
+        ckpt__read_device_floats(f, m->adam_m, m->n_train, &sum, path, err) != 0 ||
+        ckpt__read_device_floats(f, m->adam_v, m->n_train, &sum, path, err) != 0) {
         fclose(f);
         return -1;
     }
     fclose(f);
+    if (h.version >= 2 && checksum_final(&sum) != (uint64_t)h.checksum) return coda_errorf(err, "%s is damaged: checksum mismatch", path);
     m->adam_step = (int)h.adam_step;
     pos->epoch = (uint64_t)h.data_epoch;
     pos->index = (uint64_t)h.data_index;
