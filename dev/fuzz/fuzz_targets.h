@@ -1,7 +1,7 @@
 // fuzz_targets.h — one entry point per reader of coda.c, each taking raw bytes: what libFuzzer
 // drives (dev/fuzz/fuzz_main.c, `make fuzz`) and what the CPU test suite replays (every file under
 // dev/fuzz/corpus/<target>/ and dev/test/fixtures/fuzz/<target>/, test "fuzz_inputs_replay_cleanly").
-// Plain C (also compiles as C++ under nvcc). README: dev/fuzz/README.md.
+// Plain C (also compiles as C++: test_cpu includes it). README: dev/fuzz/README.md.
 //
 // An entry returns
 //   FUZZ_ACCEPTED  the reader took the input (and every check on what it produced held),
@@ -246,7 +246,7 @@ static inline int fuzz_safetensors_struct(const uint8_t* data, size_t size, Coda
         wt[i].name = names[i];
     }
     StMeta meta[2];
-    char meta_text[2][2][8];
+    char meta_text[2][2][16];
     int n_meta = (int)(fz_u8(&in) % 3);
     for (int m = 0; m < n_meta; m++) {
         snprintf(meta_text[m][0], sizeof(meta_text[m][0]), "k%d", m);
@@ -558,25 +558,43 @@ static inline int fuzz_tokenizer_roundtrip(const uint8_t* data, size_t size, Cod
 }
 
 // ---------------------------------------------------------------------------------------------
-// train_state: the bytes are train_state.bin of a checkpoint for a model with FZ_TRAIN_N trainable
-// values, resumed with FZ_TRAIN_RUN: the header through train_state.h's check, then the three fp32
-// arrays the body holds (checkpoint.cuh reads those on the GPU; here they are read from memory).
+// train_state: the bytes are train_state.bin (llmc/train_state.h) of a checkpoint for a model with
+// FZ_TRAIN_N trainable values resumed with FZ_TRAIN_RUN. Each input is parsed as it is (so a damaged
+// file meets the checksum) and once more sealed with a matching checksum (so that mutations also
+// reach the checks behind it), each time without and with a model to match. What is accepted must
+// have exactly the size its header announces.
 
 #define FZ_TRAIN_N 6
 static const TrainRun FZ_TRAIN_RUN = {1, 2, 8, 1};  // seed, B, T, accum
 
 static inline int fuzz_train_state(const uint8_t* data, size_t size, CodaError* err) {
-    const char* path = "train_state.bin";
-    TrainStateHeader h;
-    if (size < sizeof(h)) return coda_errorf(err, "%s: truncated: %zu bytes, the header alone takes %zu", path, size, sizeof(h));
-    memcpy(&h, data, sizeof(h));
-    if (train_state_check(&h, path, FZ_TRAIN_N, &FZ_TRAIN_RUN, err) != 0) return FUZZ_REFUSED;
-    float arrays[3][FZ_TRAIN_N];
-    if (size - sizeof(h) != sizeof(arrays))
-        return coda_errorf(err, "%s: %zu bytes after the header, but master, adam_m and adam_v take %zu", path, size - sizeof(h), sizeof(arrays));
-    memcpy(arrays, data + sizeof(h), sizeof(arrays));
-    for (int i = 0; i < FZ_TRAIN_N; i++) fz_sink += isfinite(arrays[0][i]) + isfinite(arrays[1][i]) + isfinite(arrays[2][i]);
-    return FUZZ_ACCEPTED;
+    TrainStateExpect expect;
+    memset(&expect, 0, sizeof(expect));
+    expect.n_train = FZ_TRAIN_N;
+    expect.run = FZ_TRAIN_RUN;
+    uint8_t* sealed = (uint8_t*)coda_malloc_or_die(size ? size : 1, "fuzz copy");
+    if (size) memcpy(sealed, data, size);
+    train_state_seal(sealed, size);
+    int rc = FUZZ_REFUSED;
+    for (int k = 0; k < 4 && rc != FUZZ_BROKEN; k++) {
+        const uint8_t* bytes = k < 2 ? data : sealed;
+        TrainStateHeader h;
+        CodaError e2;
+        e2.msg[0] = 0;
+        if (train_state_parse(bytes, size, "train_state.bin", k % 2 ? &expect : NULL, &h, &e2) != 0) {
+            if (!e2.msg[0]) rc = fz_broken(err, "train_state: refused without a message");
+            else if (k == 0) snprintf(err->msg, sizeof(err->msg), "%s", e2.msg);
+            continue;
+        }
+        if (train_state_file_bytes(h.n_train) != size)
+            rc = fz_broken(err, "train_state: accepted %zu bytes for %lld trainable values", size, (long long)h.n_train);
+        else if (k % 2 && h.n_train != FZ_TRAIN_N)
+            rc = fz_broken(err, "train_state: accepted %lld trainable values for a model with %d", (long long)h.n_train, FZ_TRAIN_N);
+        else if (k == 0)
+            rc = FUZZ_ACCEPTED;  // the input as given
+    }
+    free(sealed);
+    return rc;
 }
 
 // bounded_state: the bytes are a generation session's state file (state_file.h) for a tiny bounded
@@ -643,7 +661,7 @@ static const FuzzTarget FUZZ_TARGETS[] = {
     {"shard", fuzz_shard, "token shard file: shard_load and the dataloader (init, next, seek)"},
     {"tokenizer", fuzz_tokenizer, "tokenizer.json -> tokenizer_load_json, then encode/decode samples"},
     {"tokenizer_roundtrip", fuzz_tokenizer_roundtrip, "bytes -> ids -> bytes through two toy tokenizers"},
-    {"train_state", fuzz_train_state, "train_state.bin: train_state_check, then the fp32 arrays"},
+    {"train_state", fuzz_train_state, "train_state.bin (train_state_parse), as given and sealed with a valid checksum"},
     {"bounded_state", fuzz_bounded_state, "a session's bounded-state file (state_file_parse), saved back, one decode step"},
 };
 #define FUZZ_N_TARGETS ((int)(sizeof(FUZZ_TARGETS) / sizeof(FUZZ_TARGETS[0])))

@@ -123,17 +123,18 @@ int main(int argc, char** argv) {
               "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"byte_fallback\":false,\"vocab\":{\"<unk>\":0,\"<s>\":1,"
               "\"\xE2\x96\x81\":2,\"a\":3,\"b\":4,\"ab\":5,\"\xE2\x96\x81" "ab\":6},\"merges\":[\"a b\",[\"\xE2\x96\x81\",\"ab\"]]}}");
 
-    // train_state: a header for FZ_TRAIN_RUN and its arrays
-    {
+    // train_state: version 2 (sealed with its checksum) and version 1 files for FZ_TRAIN_RUN
+    for (int version = 1; version <= TRAIN_STATE_VERSION; version += TRAIN_STATE_VERSION - 1) {
         uint8_t buf[sizeof(TrainStateHeader) + 3 * FZ_TRAIN_N * sizeof(float)];
         TrainStateHeader h;
         memset(&h, 0, sizeof(h));
-        h.magic = TRAIN_STATE_MAGIC; h.version = TRAIN_STATE_VERSION; h.n_train = FZ_TRAIN_N; h.step = 150; h.adam_step = 150;
+        h.magic = TRAIN_STATE_MAGIC; h.version = version; h.n_train = FZ_TRAIN_N; h.step = 150; h.adam_step = 150;
         h.data_epoch = 1; h.data_index = 16; h.seed = FZ_TRAIN_RUN.seed; h.B = FZ_TRAIN_RUN.B; h.T = FZ_TRAIN_RUN.T;
         h.accum = FZ_TRAIN_RUN.accum;
         memcpy(buf, &h, sizeof(h));
         for (int i = 0; i < 3 * FZ_TRAIN_N; i++) { float v = 0.5f * (float)i - 1.0f; memcpy(buf + sizeof(h) + 4 * i, &v, 4); }
-        emit("train_state", "step150", buf, sizeof(buf));
+        if (version >= 2) train_state_seal(buf, sizeof(buf));
+        emit("train_state", version >= 2 ? "v2-step150" : "v1-step150", buf, sizeof(buf));
     }
 
     // bounded_state: a fresh session's state, and one after a prompt (banks filled, logits pending)
