@@ -73,9 +73,8 @@ static inline int st__parse_entry(const char* path, const char* name, const Json
         if (s->integer < 0)
             return coda_errorf(err, "%s: tensor '%s': negative dimension shape[%d] = %lld", path, name, d, (long long)s->integer);
         t->shape[d] = s->integer;
-        if (s->integer > 0 && numel > SIZE_MAX / (size_t)s->integer)
+        if (!size_mul_ok(numel, (size_t)s->integer, &numel))
             return coda_errorf(err, "%s: tensor '%s': shape overflows size_t", path, name);
-        numel *= (size_t)s->integer;
     }
     for (int i = 0; i < 2; i++)
         if (offs->items[i].type != JSON_NUMBER || !offs->items[i].is_int || offs->items[i].integer < 0)
@@ -87,14 +86,14 @@ static inline int st__parse_entry(const char* path, const char* name, const Json
     if (end > data_len)
         return coda_errorf(err, "%s: tensor '%s': data_offsets [%llu, %llu] run past the end of the data section (%zu bytes; file truncated?)",
                            path, name, (unsigned long long)begin, (unsigned long long)end, data_len);
-    size_t esize = dtype_size(t->dtype);
-    if (numel > SIZE_MAX / esize) return coda_errorf(err, "%s: tensor '%s': byte size overflows size_t", path, name);
-    if (end - begin != numel * esize)
+    size_t esize = dtype_size(t->dtype), nbytes;
+    if (!size_mul_ok(numel, esize, &nbytes)) return coda_errorf(err, "%s: tensor '%s': byte size overflows size_t", path, name);
+    if (end - begin != nbytes)
         return coda_errorf(err, "%s: tensor '%s': data_offsets [%llu, %llu] span %llu bytes but shape x %s needs %zu",
                            path, name, (unsigned long long)begin, (unsigned long long)end,
-                           (unsigned long long)(end - begin), dtype_name(t->dtype), numel * esize);
+                           (unsigned long long)(end - begin), dtype_name(t->dtype), nbytes);
     t->numel = numel;
-    t->nbytes = numel * esize;
+    t->nbytes = nbytes;
     t->offset = (size_t)begin;
     return 0;
 }
