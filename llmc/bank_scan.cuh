@@ -303,14 +303,25 @@ __device__ __forceinline__ void bs_dot_tile(const float* A, int lda, int nA, con
         }
 }
 
-// The forward scan's shared memory, in 4-byte words (ints and floats). lde/lds: padded row lengths.
+// The forward scan's shared memory, in 4-byte words (ints and floats). Rows of slots and candidates
+// are padded to ldx = Dh + 1 floats (ld_s = lf + 1 for staged summary keys), so that the lanes of a
+// warp reading consecutive rows hit distinct banks.
+//   Resident mode (a CTA owns one head and it fits: the 7B and SmolLM2 shapes on an H100): the live
+//   state of the head is st_k/st_v in shared memory, the slot operands of the cosines are read from it
+//   directly and the global scratch state is written once, at the end.
+//   Staged mode (several heads per CTA, or too big): the live state stays in global scratch; per head,
+//   the slot operands (exact values ev, summary keys sk dims lf..) are staged before scoring.
 typedef struct {
+    int resident;
     int part_head;                       // words of one head's scores: exact [te_cap][Me], then summary [ts_cap][Ms]
-    int part;                            // [hpc][part_head] per-head cosines of this CTA's heads (read by peers)
-    int sv, sk, cv, ck;                  // staged vectors of one head: exact slot values [Me][lde], summary slot
-                                         // keys [Ms][lds] (dims lf..), candidate values [te_cap][lde], keys [ts_cap][lds]
-    int nse, nss, nce, ncs;              // their norms
-    int b1;                              // head-mean scores of the candidates this CTA reduces
+    int part;                            // clusters: [hpc][part_head] per-head cosines of this CTA's heads (read by
+                                         // peers); one CTA per row (C = 1): [2][part_head] the dot products of the
+                                         // head being scored, and the running head sum ((0 + cos_0) + cos_1) ...
+    int st_k, st_v;                      // resident: the head's live state [Mb][ldx]
+    int ev, sk;                          // staged: exact slot values [Me][ldx], summary slot keys [Ms][ld_s] (dims lf..)
+    int cand_k, cand_v;                  // the write's candidates' rows for the head being processed [t_cap][ldx]
+    int nse, nss, nce, ncs;              // norms: exact slots, summary slots, exact candidates, summary candidates
+    int b1;                              // head-mean scores of the candidates this CTA reduces (C = 1: over part[0])
     int best, bidx, route;               // per candidate: exact best score and slot, summary route (read by peers)
     int tok, gate, w;                    // per candidate: token, gate, summary weight
     int order, target, flags;            // exact: LRU victims [Me], per candidate target slot and decision bits
@@ -320,21 +331,25 @@ typedef struct {
     int words;
 } BsSmem;
 
-__host__ __device__ __forceinline__ BsSmem bs_smem_layout(const BankDims* d, int C, int hpc) {
+__host__ __device__ __forceinline__ BsSmem bs_smem_layout(const BankDims* d, int C, int hpc, int resident) {
     BsSmem L;
-    const int lde = d->Dh + 1, lds = d->lf + 1;
+    const int ldx = d->Dh + 1, ld_s = d->lf + 1;
     int o = 0;
+    L.resident = resident;
     L.part_head = d->te_cap * d->Me + d->ts_cap * d->Ms;
-    L.part = o; o += hpc * L.part_head;
-    L.sv = o; o += d->te_cap > 0 ? d->Me * lde : 0;
-    L.sk = o; o += d->ts_cap > 0 ? d->Ms * lds : 0;
-    L.cv = o; o += d->te_cap * lde;
-    L.ck = o; o += d->ts_cap * lds;
+    L.part = o; o += (C == 1 ? 2 : hpc) * L.part_head;
+    L.st_k = o; o += resident ? d->Mb * ldx : 0;
+    L.st_v = o; o += resident ? d->Mb * ldx : 0;
+    L.ev = o; o += !resident && d->te_cap > 0 ? d->Me * ldx : 0;
+    L.sk = o; o += !resident && d->ts_cap > 0 ? d->Ms * ld_s : 0;
+    L.cand_k = o; o += d->t_cap * ldx;
+    L.cand_v = o; o += d->t_cap * ldx;
     L.nse = o; o += d->Me;
     L.nss = o; o += d->Ms;
     L.nce = o; o += d->te_cap;
     L.ncs = o; o += d->ts_cap;
-    L.b1 = o; o += bs_cdiv(d->te_cap, C) * d->Me + bs_cdiv(d->ts_cap, C) * d->Ms;
+    L.b1 = o; o += C == 1 ? 0 : bs_cdiv(d->te_cap, C) * d->Me + bs_cdiv(d->ts_cap, C) * d->Ms;
+    if (C == 1) L.b1 = L.part;  // the dot products' space, free once the head sums are formed
     L.best = o; o += d->te_cap;
     L.bidx = o; o += d->te_cap;
     L.route = o; o += d->ts_cap;
@@ -363,6 +378,20 @@ __host__ __device__ __forceinline__ BsSmem bs_smem_layout(const BankDims* d, int
 #define BS_HIT 4
 #define BS_TOUCH 8
 #define BS_OVERWRITE 16
+
+// Copies n values, index i -> load(i) -> store(i, x), with BS_BATCH loads in flight per thread: a loop
+// that waited for each load before issuing the next would pay the memory latency once per element.
+#define BS_BATCH 8
+template <class Load, class Store>
+__device__ __forceinline__ void bs_copy(int n, Load load, Store store) {
+    for (int i0 = threadIdx.x; i0 < n; i0 += BS_BATCH * BS_THREADS) {
+        float x[BS_BATCH];
+#pragma unroll
+        for (int u = 0; u < BS_BATCH; u++) { const int i = i0 + u * BS_THREADS; x[u] = i < n ? load(i) : 0.f; }
+#pragma unroll
+        for (int u = 0; u < BS_BATCH; u++) { const int i = i0 + u * BS_THREADS; if (i < n) store(i, x[u]); }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Candidates of every write: grid (nb, B). cand[b][j][0..max(Te, Ts)) = token indices in candidate
@@ -415,16 +444,17 @@ __global__ void __launch_bounds__(BS_CAND_THREADS) bank_candidates_kernel(BankSc
 // ---------------------------------------------------------------------------------------------
 // Forward scan: grid (C, B), cluster (C, 1, 1), BS_THREADS threads, dynamic smem bs_smem_layout.
 
-__global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams p) {
+__global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams p, int resident) {
     extern __shared__ float smem[];
     const BankDims& D = p.d;
     const int r = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, C = p.C;
     const int Me = D.Me, Ms = D.Ms, Mb = D.Mb, Dh = D.Dh, lf = D.lf, Hkv = D.Hkv, kvd = D.kvd, nb = D.nb;
-    const int h0 = r * Hkv / C, h1 = (r + 1) * Hkv / C, lde = Dh + 1, lds = lf + 1;
-    const BsSmem L = bs_smem_layout(&D, C, p.hpc);
+    const int h0 = r * Hkv / C, h1 = (r + 1) * Hkv / C, ldx = Dh + 1, ld_s = lf + 1;
+    const BsSmem L = bs_smem_layout(&D, C, p.hpc, resident);
     float* F = smem;
     int* I = (int*)smem;
-    float *part = F + L.part, *sv = F + L.sv, *sk = F + L.sk, *cv = F + L.cv, *ck = F + L.ck;
+    float *part = F + L.part, *st_k = F + L.st_k, *st_v = F + L.st_v, *ev = F + L.ev, *sk = F + L.sk;
+    float *cand_k = F + L.cand_k, *cand_v = F + L.cand_v;
     float *nse = F + L.nse, *nss = F + L.nss, *nce = F + L.nce, *ncs = F + L.ncs, *b1 = F + L.b1;
     float *best = F + L.best, *gate = F + L.gate, *w = F + L.w, *cnt = F + L.cnt;
     int *bidx = I + L.bidx, *route = I + L.route, *tok = I + L.tok, *order = I + L.order, *target = I + L.target;
@@ -433,15 +463,31 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
     const size_t row0 = (size_t)b * D.T;  // this row's first token row
     const float escale = __fsqrt_rn(__fdiv_rn((float)Dh, (float)(Dh - lf)));
     const size_t head_elems = (size_t)Mb * Dh;
+    // The live state of head g: element (slot m, dim d) at S[m * ld + d] (resident: this CTA's one
+    // head, in smem; staged: the global scratch).
+    const int ld = resident ? ldx : Dh;
+    auto state_k = [&](int g) { return resident ? st_k : p.w.state_k + ((size_t)b * Hkv + g) * head_elems; };
+    auto state_v = [&](int g) { return resident ? st_v : p.w.state_v + ((size_t)b * Hkv + g) * head_elems; };
+    // the candidates' k and v rows of head g (all Dh dims), fp32
+    auto stage_candidates = [&](int g, int Tn) {
+        const floatX* kx = p.k + row0 * kvd + (size_t)g * Dh;
+        const floatX* vx = p.v + row0 * kvd + (size_t)g * Dh;
+        bs_copy(Tn * Dh, [&](int i) { return to_float(kx[(size_t)tok[i / Dh] * kvd + i % Dh]); },
+                [&](int i, float x) { cand_k[(i / Dh) * ldx + i % Dh] = x; });
+        bs_copy(Tn * Dh, [&](int i) { return to_float(vx[(size_t)tok[i / Dh] * kvd + i % Dh]); },
+                [&](int i, float x) { cand_v[(i / Dh) * ldx + i % Dh] = x; });
+    };
 
     // ---- initial state: init contents (or zeros), nothing used; snapshot 0 ----
     for (int m = tid; m < Me; m += BS_THREADS) { used_e[m] = 0; last_e[m] = 0; src_e[m] = -1; }
     for (int m = tid; m < Ms; m += BS_THREADS) used_s[m] = 0;
     for (int g = h0; g < h1; g++) {
         const size_t so = ((size_t)b * Hkv + g) * head_elems, to = ((size_t)b * nb * Hkv + g) * head_elems;
-        for (size_t i = tid; i < head_elems; i += BS_THREADS) {
+        float *Sk = state_k(g), *Sv = state_v(g);
+        for (int i = tid; i < Mb * Dh; i += BS_THREADS) {
             const float x = p.init_k ? p.init_k[so + i] : 0.f, y = p.init_v ? p.init_v[so + i] : 0.f;
-            p.w.state_k[so + i] = x; p.w.state_v[so + i] = y;
+            const int m = i / Dh, d = i - m * Dh;
+            Sk[m * ld + d] = x; Sv[m * ld + d] = y;
             p.tape.k[to + i] = from_float<floatX>(x); p.tape.v[to + i] = from_float<floatX>(y);
         }
     }
@@ -466,24 +512,22 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
             __syncthreads();
             // ---- A. per-head cosines of this CTA's heads ----
             for (int g = h0; g < h1; g++) {
-                float* pe = part + (g - h0) * L.part_head;  // exact [Te][Me]
-                float* ps = pe + D.te_cap * Me;             // summary [Ts][Ms]
-                const float* Sv = p.w.state_v + ((size_t)b * Hkv + g) * head_elems;
-                const float* Sk = p.w.state_k + ((size_t)b * Hkv + g) * head_elems + (size_t)Me * Dh;
-                if (Te > 0) {
-                    for (int i = tid; i < Me * Dh; i += BS_THREADS) { int m = i / Dh, d = i - m * Dh; sv[m * lde + d] = Sv[i]; }
-                    for (int i = tid; i < Te * Dh; i += BS_THREADS) {
-                        int t = i / Dh, d = i - t * Dh;
-                        cv[t * lde + d] = to_float(p.v[(row0 + tok[t]) * kvd + (size_t)g * Dh + d]);
-                    }
+                float* pe = part + (C == 1 ? 0 : g - h0) * L.part_head;  // exact [Te][Me]
+                float* ps = pe + D.te_cap * Me;                          // summary [Ts][Ms]
+                float* sum_e = part + L.part_head;                       // C = 1: the head sums
+                float* sum_s = sum_e + D.te_cap * Me;
+                // slot operands: exact values (rows [0, Me)), summary keys dims [lf, Dh)
+                const float *op_e = st_v, *op_s = st_k + (size_t)Me * ldx + lf;
+                int ld_e = ldx, ld_ks = ldx;
+                if (!resident) {
+                    const float *Sk = state_k(g), *Sv = state_v(g);
+                    if (Te > 0) bs_copy(Me * Dh, [&](int i) { return Sv[i]; }, [&](int i, float x) { ev[(i / Dh) * ldx + i % Dh] = x; });
+                    if (Ts > 0)
+                        bs_copy(Ms * lf, [&](int i) { return Sk[(size_t)(Me + i / lf) * Dh + lf + i % lf]; },
+                                [&](int i, float x) { sk[(i / lf) * ld_s + i % lf] = x; });
+                    op_e = ev; op_s = sk; ld_ks = ld_s;
                 }
-                if (Ts > 0) {
-                    for (int i = tid; i < Ms * lf; i += BS_THREADS) { int m = i / lf, d = i - m * lf; sk[m * lds + d] = Sk[(size_t)m * Dh + lf + d]; }
-                    for (int i = tid; i < Ts * lf; i += BS_THREADS) {
-                        int t = i / lf, d = i - t * lf;
-                        ck[t * lds + d] = to_float(p.k[(row0 + tok[t]) * kvd + (size_t)g * Dh + lf + d]);
-                    }
-                }
+                stage_candidates(g, Tn);
                 __syncthreads();
                 // tasks: summary dot tiles, exact dot tiles, then the norms (short; they fill the tail)
                 const int ns_tiles = Ts > 0 ? bs_cdiv(Ts, 4) * bs_cdiv(Ms, 4) : 0;
@@ -491,23 +535,33 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
                 const int nn_e = Te > 0 ? Me + Te : 0, nn_s = Ts > 0 ? Ms + Ts : 0;
                 for (int q = tid; q < ns_tiles + ne_tiles + nn_e + nn_s; q += BS_THREADS) {
                     int x = q;
-                    if (x < ns_tiles) { bs_dot_tile<4, 4>(ck, lds, Ts, sk, lds, Ms, lf, x, ps, Ms); continue; }
+                    if (x < ns_tiles) { bs_dot_tile<4, 4>(cand_k + lf, ldx, Ts, op_s, ld_ks, Ms, Dh - lf, x, ps, Ms); continue; }
                     x -= ns_tiles;
-                    if (x < ne_tiles) { bs_dot_tile<2, 2>(cv, lde, Te, sv, lde, Me, Dh, x, pe, Me); continue; }
+                    if (x < ne_tiles) { bs_dot_tile<2, 2>(cand_v, ldx, Te, op_e, ld_e, Me, Dh, x, pe, Me); continue; }
                     x -= ne_tiles;
                     if (x < nn_e) {
-                        if (x < Me) nse[x] = bs_norm(sv + x * lde, Dh);
-                        else nce[x - Me] = bs_norm(cv + (x - Me) * lde, Dh);
+                        if (x < Me) nse[x] = bs_norm(op_e + (size_t)x * ld_e, Dh);
+                        else nce[x - Me] = bs_norm(cand_v + (x - Me) * ldx, Dh);
                         continue;
                     }
                     x -= nn_e;
-                    if (x < Ms) nss[x] = bs_norm(sk + x * lds, lf);
-                    else ncs[x - Ms] = bs_norm(ck + (x - Ms) * lds, lf);
+                    if (x < Ms) nss[x] = bs_norm(op_s + (size_t)x * ld_ks, Dh - lf);
+                    else ncs[x - Ms] = bs_norm(cand_k + (x - Ms) * ldx + lf, Dh - lf);
                 }
                 __syncthreads();
-                // cos = dot / (|token| * |slot|)
-                for (int i = tid; i < Te * Me; i += BS_THREADS) { int t = i / Me, m = i - t * Me; pe[i] = __fdiv_rn(pe[i], __fmul_rn(nce[t], nse[m])); }
-                for (int i = tid; i < Ts * Ms; i += BS_THREADS) { int t = i / Ms, m = i - t * Ms; ps[i] = __fdiv_rn(ps[i], __fmul_rn(ncs[t], nss[m])); }
+                // cos = dot / (|token| * |slot|); with C = 1 added to the head sum at once (heads in order)
+                for (int i = tid; i < Te * Me; i += BS_THREADS) {
+                    const int t = i / Me, m = i - t * Me;
+                    const float c = __fdiv_rn(pe[i], __fmul_rn(nce[t], nse[m]));
+                    if (C == 1) sum_e[i] = __fadd_rn(g == 0 ? 0.f : sum_e[i], c);
+                    else pe[i] = c;
+                }
+                for (int i = tid; i < Ts * Ms; i += BS_THREADS) {
+                    const int t = i / Ms, m = i - t * Ms;
+                    const float c = __fdiv_rn(ps[i], __fmul_rn(ncs[t], nss[m]));
+                    if (C == 1) sum_s[i] = __fadd_rn(g == 0 ? 0.f : sum_s[i], c);
+                    else ps[i] = c;
+                }
                 __syncthreads();
             }
             bs_cluster_sync();  // every head's cosines are in place
@@ -519,9 +573,20 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
                 if (is_e && !used_e[m]) { b1[q] = 0.f; continue; }  // not a candidate slot: never read
                 const int off = is_e ? t * Me + m : D.te_cap * Me + t * Ms + m;
                 float s = 0.f;
-                for (int g = 0; g < Hkv; g++) {
-                    const int rg = ((g + 1) * C - 1) / Hkv, hl = g - rg * Hkv / C;  // the CTA owning head g
-                    s = __fadd_rn(s, bs_peer(part, rg)[hl * L.part_head + off]);
+                if (C == 1) {
+                    s = part[L.part_head + off];  // summed in phase A
+                } else {
+                    for (int g0 = 0; g0 < Hkv; g0 += 8) {  // eight remote loads in flight, then the sum in head order
+                        float x[8];
+#pragma unroll
+                        for (int u = 0; u < 8; u++) {
+                            const int g = g0 + u, rg = ((g + 1) * C - 1) / Hkv;  // the CTA owning head g
+                            x[u] = g < Hkv ? bs_peer(part, rg)[(g - rg * Hkv / C) * L.part_head + off] : 0.f;
+                        }
+#pragma unroll
+                        for (int u = 0; u < 8; u++)
+                            if (g0 + u < Hkv) s = __fadd_rn(s, x[u]);
+                    }
                 }
                 b1[q] = __fdiv_rn(s, (float)Hkv);
             }
@@ -612,15 +677,15 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
             }
             __syncthreads();
             for (int m = tid; m < Me; m += BS_THREADS) {  // stamps: newest touching token; the newest writer wins
-                int stamp = INT_MIN, wpos = -1;
+                int stamp = INT_MIN, wt = -1;
                 for (int t = 0; t < Te; t++) {
                     if (target[t] != m) continue;
-                    const int pos = tok[t], f = flags[t];
-                    if ((f & BS_TOUCH) && pos > stamp) stamp = pos;
-                    if ((f & BS_OVERWRITE) && pos > wpos) wpos = pos;
+                    const int f = flags[t];
+                    if ((f & BS_TOUCH) && tok[t] > stamp) stamp = tok[t];
+                    if ((f & BS_OVERWRITE) && (wt < 0 || tok[t] > tok[wt])) wt = t;
                 }
-                writer[m] = wpos;
-                if (wpos >= 0) { used_e[m] = 1; src_e[m] = wpos; }
+                writer[m] = wt;  // the candidate (index into tok) written to slot m, -1 none
+                if (wt >= 0) { used_e[m] = 1; src_e[m] = tok[wt]; }
                 if (stamp != INT_MIN) last_e[m] = stamp;
             }
         } else {  // nothing evicted into a bank: the state carries over
@@ -646,20 +711,23 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
         // ---- C. this CTA's heads: exact copies, summary EMA (SPEC §3.4 step 4), snapshot j + 1 ----
         const bool snap = j + 1 < nb;
         for (int g = h0; g < h1; g++) {
+            if (Tn > 0 && !resident && h1 - h0 > 1) {  // the candidate rows of this head (resident: still staged)
+                __syncthreads();
+                stage_candidates(g, Tn);
+                __syncthreads();
+            }
             const float eta_g = Ms > 0 ? bs_sigmoid(to_float(p.eta_logit[g])) : 0.f;
-            float* Sk = p.w.state_k + ((size_t)b * Hkv + g) * head_elems;
-            float* Sv = p.w.state_v + ((size_t)b * Hkv + g) * head_elems;
+            float *Sk = state_k(g), *Sv = state_v(g);
             floatX* Tk = snap ? p.tape.k + ((bj + 1) * Hkv + g) * head_elems : NULL;
             floatX* Tv = snap ? p.tape.v + ((bj + 1) * Hkv + g) * head_elems : NULL;
             for (int i = tid; i < Mb * Dh; i += BS_THREADS) {
                 const int m = i / Dh, d = i - m * Dh;
-                float kk = Sk[i], vv = Sv[i];
+                float kk = Sk[m * ld + d], vv = Sv[m * ld + d];
                 if (m < Me) {
                     const int wt = writer[m];
                     if (wt >= 0) {
-                        const size_t row = (row0 + wt) * kvd + (size_t)g * Dh + d;
-                        kk = to_float(p.k[row]); vv = to_float(p.v[row]);
-                        Sk[i] = kk; Sv[i] = vv;
+                        kk = cand_k[wt * ldx + d]; vv = cand_v[wt * ldx + d];
+                        Sk[m * ld + d] = kk; Sv[m * ld + d] = vv;
                     }
                 } else {
                     const int ms = m - Me, fl = sflag[ms];
@@ -668,13 +736,12 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
                         float sumk = 0.f, sumv = 0.f;
                         for (int q = bstart[ms]; q < bstart[ms + 1]; q++) {
                             const int t = bucket[q];
-                            const size_t row = (row0 + tok[t]) * kvd + (size_t)g * Dh + d;
-                            sumk = __fadd_rn(sumk, __fmul_rn(w[t], to_float(p.k[row])));
-                            sumv = __fadd_rn(sumv, __fmul_rn(w[t], to_float(p.v[row])));
+                            sumk = __fadd_rn(sumk, __fmul_rn(w[t], cand_k[t * ldx + d]));
+                            sumv = __fadd_rn(sumv, __fmul_rn(w[t], cand_v[t * ldx + d]));
                         }
                         if (d >= lf) kk = __fadd_rn(kk, __fmul_rn(eta, __fsub_rn(__fdiv_rn(__fmul_rn(escale, sumk), denom), kk)));
                         vv = __fadd_rn(vv, __fmul_rn(eta, __fsub_rn(__fdiv_rn(sumv, denom), vv)));
-                        Sk[i] = kk; Sv[i] = vv;
+                        Sk[m * ld + d] = kk; Sv[m * ld + d] = vv;
                     }
                 }
                 if (snap) { Tk[i] = from_float<floatX>(kk); Tv[i] = from_float<floatX>(vv); }
@@ -690,6 +757,15 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
         }
         __syncthreads();  // the state and flags are final for the next write
     }
+    if (resident)  // the final state to the global scratch
+        for (int g = h0; g < h1; g++) {
+            const size_t so = ((size_t)b * Hkv + g) * head_elems;
+            for (int i = tid; i < Mb * Dh; i += BS_THREADS) {
+                const int m = i / Dh, d = i - m * Dh;
+                p.w.state_k[so + i] = st_k[m * ldx + d];
+                p.w.state_v[so + i] = st_v[m * ldx + d];
+            }
+        }
     bs_cluster_sync();  // no CTA may leave while a peer can still read its shared memory
 }
 
@@ -923,6 +999,34 @@ static inline int bank_scan_has_clusters(void) {
     return fa.binaryVersion >= 90 && cluster_launch;
 }
 
+// How the forward scan runs on this device: CTAs per row (cluster size), most KV heads per CTA,
+// resident or staged state, shared memory per CTA (benchmarks print it).
+typedef struct {
+    int clusters, C, hpc, resident;
+    size_t smem;
+} BankScanPlan;
+
+static inline BankScanPlan bank_scan_plan(const BankScanShape* s) {
+    const BankDims D = bank_dims(s);
+    BankScanPlan pl;
+    pl.clusters = bank_scan_has_clusters();
+    pl.C = pl.clusters ? bs_min(D.Hkv, BS_MAX_CLUSTER) : 1;
+    pl.hpc = bs_cdiv(D.Hkv, pl.C);
+    int dev = 0, smem_max = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    // resident when a CTA owns one head and its state fits in shared memory, else staged
+    pl.resident = pl.hpc == 1 && (size_t)bs_smem_layout(&D, pl.C, pl.hpc, 1).words * 4 <= (size_t)smem_max;
+    pl.smem = (size_t)bs_smem_layout(&D, pl.C, pl.hpc, pl.resident).words * 4;
+    if (pl.smem > (size_t)smem_max) {
+        fprintf(stderr, "bank_scan_forward: n_exact=%d n_summary=%d head_dim=%d candidates=%d/%d (block_size %d) with %d KV "
+                        "heads per CTA need %zu bytes of shared memory, the device allows %d\n", D.Me, D.Ms, D.Dh, D.te_cap,
+                D.ts_cap, D.S, pl.hpc, pl.smem, smem_max);
+        exit(1);
+    }
+    return pl;
+}
+
 static void bank_scan_forward(const GpuContext* ctx, const BankScanShape* s, const floatX* k, const floatX* v,
                               const float* gate, const floatX* eta_logit, const float* init_k, const float* init_v,
                               BankTape* tape, void* scratch) {
@@ -934,19 +1038,11 @@ static void bank_scan_forward(const GpuContext* ctx, const BankScanShape* s, con
         bank_candidates_kernel<<<dim3(D.nb, D.B), BS_CAND_THREADS, 0, ctx->stream>>>(p);
         cudaCheckLaunch("bank_candidates_kernel");
     }
-    const int clusters = bank_scan_has_clusters();
-    p.C = clusters ? bs_min(D.Hkv, BS_MAX_CLUSTER) : 1;
-    p.hpc = bs_cdiv(D.Hkv, p.C);
-    const size_t smem = (size_t)bs_smem_layout(&D, p.C, p.hpc).words * 4;
-    int dev = 0, smem_max = 0;
-    cudaCheck(cudaGetDevice(&dev));
-    cudaCheck(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    if (smem > (size_t)smem_max) {
-        fprintf(stderr, "bank_scan_forward: n_exact=%d n_summary=%d head_dim=%d candidates=%d/%d (block_size %d) with %d KV "
-                        "heads per CTA need %zu bytes of shared memory, the device allows %d\n", D.Me, D.Ms, D.Dh, D.te_cap,
-                D.ts_cap, D.S, p.hpc, smem, smem_max);
-        exit(1);
-    }
+    const BankScanPlan pl = bank_scan_plan(s);
+    const int clusters = pl.clusters, resident = pl.resident;
+    const size_t smem = pl.smem;
+    p.C = pl.C;
+    p.hpc = pl.hpc;
     cudaCheck(cudaFuncSetAttribute(bank_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     cudaLaunchConfig_t lc = {};
     lc.gridDim = dim3(p.C, D.B, 1);
@@ -969,7 +1065,7 @@ static void bank_scan_forward(const GpuContext* ctx, const BankScanShape* s, con
             exit(1);
         }
     }
-    cudaCheck(cudaLaunchKernelEx(&lc, bank_scan_kernel, p));
+    cudaCheck(cudaLaunchKernelEx(&lc, bank_scan_kernel, p, resident));
     cudaCheckLaunch("bank_scan_kernel");
 }
 
