@@ -2,30 +2,39 @@
 // fed, the next-token logits and the sampling RNG, so that a loaded session continues exactly as
 // the uninterrupted one would have.
 //
-// Layout, little-endian (the hosts we run on), version 1:
+// Layout, little-endian (the hosts we run on), version 2:
 //   char[8]  "CODASTAT"
-//   uint32   version (1)
+//   uint32   version (2)
+//   uint32   0
+//   uint64   checksum: checksum_bytes() of every byte after this field
 //   int32[9] fingerprint: W, Me, Ms, Hkv, Dh, n_layers, vocab_size, dim, element bytes (4: fp32)
+//   uint64   weights: checksum_bytes() of the model's fp32 parameters (a state belongs to one model)
 //   int64    tokens fed
 //   int32    has_logits
 //   uint64   sampling RNG state; int32 has_spare; float64 spare
 //   per layer l = 0..n_layers-1:
 //     int32 recent_idx, int32 recent_filled, int64 pos,
 //     f32 k[Hkv][slots][Dh], f32 v[Hkv][slots][Dh], u8 allowed[slots], f32 g_ring[W],
-//     int64 src[slots], int64 last_exact[Me]
+//     int64 src[slots], int64 last_exact[Me]                  (slots = W + Me + Ms)
 //   f32 logits[vocab_size]   (only if has_logits)
-// The size follows from the header, so a truncated or over-long file is caught before any field is
-// used. Files are written to a temporary name and renamed (a crash never leaves half a state).
-// state_file_parse reads an image from memory (the file readers and fuzzers share it).
+// The size follows from the header: it is computed from the file's own fingerprint, checked for
+// overflow, and compared with the real size before the checksum, the model or any allocation. A
+// damaged file then fails its checksum; a file of another model shape or other weights is refused
+// naming what differs. Version 1 (no checksum, no weights) is refused with a message. Files are
+// written to a temporary name and renamed (a crash never leaves half a state). state_file_parse
+// reads an image from memory (the file reader and the fuzzers share it).
 #pragma once
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "checksum.h"
 #include "session.h"
 
 #define STATE_FILE_MAGIC "CODASTAT"
-#define STATE_FILE_VERSION 1u
+#define STATE_FILE_VERSION 2u
 #define STATE_FILE_N_FP 9
+#define STATE_FILE_CHECKSUM_AT 16   // byte offset of the checksum field; it covers the bytes from 24 on
+#define STATE_FILE_HEADER_BYTES (8 + 4 + 4 + 8 + 4 * STATE_FILE_N_FP + 8 + 8 + 4 + 8 + 4 + 8)
 static const char* const STATE_FILE_FP_NAMES[STATE_FILE_N_FP] = {"W (window)", "Me (exact bank)", "Ms (summary bank)",
                                                                  "Hkv (KV heads)", "Dh (head dim)", "n_layers", "vocab_size", "dim",
                                                                  "element bytes"};
@@ -35,11 +44,27 @@ static inline void state_file_fingerprint(const ModelConfig* c, int32_t fp[STATE
     fp[5] = c->n_layers; fp[6] = c->vocab_size; fp[7] = c->dim; fp[8] = (int32_t)sizeof(float);
 }
 
-static inline size_t state_file_layer_bytes(const ModelConfig* c) {
-    size_t slots = (size_t)config_state_slots(c), kv = (size_t)c->n_kv_heads * slots * c->head_dim;
-    return 4 + 4 + 8 + 2 * kv * sizeof(float) + slots + (size_t)c->window * sizeof(float) + slots * 8 + (size_t)c->n_exact * 8;
+// Which model a state belongs to: a checksum of its fp32 parameters.
+static inline uint64_t state_file_weights(const Model_f32* m) { return checksum_bytes(m->params, sizeof(float) * m->table.total); }
+
+// a * b + c into *out unless it overflows 64 bits (all three non-negative).
+static inline int state_file__mad(uint64_t a, uint64_t b, uint64_t c, uint64_t* out) {
+    if (b && a > (UINT64_MAX - c) / b) return -1;
+    *out = a * b + c;
+    return 0;
 }
-static inline size_t state_file_header_bytes(void) { return 8 + 4 + 4 * STATE_FILE_N_FP + 8 + 4 + 8 + 4 + 8; }
+// The bytes of a file with fingerprint fp; -1 if a field is negative or the size overflows.
+static inline int state_file_bytes(const int32_t fp[STATE_FILE_N_FP], int has_logits, uint64_t* out) {
+    for (int i = 0; i < STATE_FILE_N_FP; i++)
+        if (fp[i] < 0) return -1;
+    uint64_t W = (uint64_t)fp[0], Me = (uint64_t)fp[1], slots = W + Me + (uint64_t)fp[2], kv, layer, all;
+    // per layer: 16 bytes of counters, K and V, the mask, the ring gates, src, the LRU stamps
+    if (state_file__mad((uint64_t)fp[3] * slots, (uint64_t)fp[4], 0, &kv) != 0) return -1;
+    if (state_file__mad(kv, 8, 16 + slots + 4 * W + 8 * slots + 8 * Me, &layer) != 0) return -1;
+    if (state_file__mad(layer, (uint64_t)fp[5], STATE_FILE_HEADER_BYTES + (has_logits ? 4 * (uint64_t)fp[6] : 0), &all) != 0) return -1;
+    *out = all;
+    return 0;
+}
 
 typedef struct { char* p; size_t n, cap; } StateFileBuf;
 static inline void state_file__put(StateFileBuf* b, const void* src, size_t n) {
@@ -52,6 +77,14 @@ static inline void state_file__put(StateFileBuf* b, const void* src, size_t n) {
     b->n += n;
 }
 
+// Writes the checksum of a file image into its place (for the writer, and for test and fuzz inputs
+// that are crafted, then sealed, so that they reach the checks after the checksum).
+static inline void state_file_seal(void* bytes, size_t n) {
+    if (n < STATE_FILE_CHECKSUM_AT + 8) return;
+    uint64_t sum = checksum_bytes((const char*)bytes + STATE_FILE_CHECKSUM_AT + 8, n - STATE_FILE_CHECKSUM_AT - 8);
+    memcpy((char*)bytes + STATE_FILE_CHECKSUM_AT, &sum, 8);
+}
+
 // The file image of session s (malloc'd into *bytes, *n bytes). Only a bounded model has a state.
 static inline int state_file_encode(const Session* s, void** bytes, size_t* n, CodaError* err) {
     const ModelConfig* c = &s->m->cfg;
@@ -61,11 +94,15 @@ static inline int state_file_encode(const Session* s, void** bytes, size_t* n, C
     StateFileBuf b = {NULL, 0, 0};
     int32_t fp[STATE_FILE_N_FP];
     state_file_fingerprint(c, fp);
-    uint32_t version = STATE_FILE_VERSION;
+    uint32_t version = STATE_FILE_VERSION, zero = 0;
+    uint64_t checksum = 0, weights = state_file_weights(s->m);  // the checksum is filled in at the end
     int32_t has_logits = s->has_logits, has_spare = s->rng.has_spare;
     state_file__put(&b, STATE_FILE_MAGIC, 8);
     state_file__put(&b, &version, 4);
+    state_file__put(&b, &zero, 4);
+    state_file__put(&b, &checksum, 8);
     state_file__put(&b, fp, sizeof(fp));
+    state_file__put(&b, &weights, 8);
     state_file__put(&b, &s->n_fed, 8);
     state_file__put(&b, &has_logits, 4);
     state_file__put(&b, &s->rng.state, 8);
@@ -86,6 +123,7 @@ static inline int state_file_encode(const Session* s, void** bytes, size_t* n, C
         state_file__put(&b, st->last_exact, (size_t)st->Me * 8);
     }
     if (s->has_logits) state_file__put(&b, s->logits, (size_t)c->vocab_size * sizeof(float));
+    state_file_seal(b.p, b.n);
     *bytes = b.p;
     *n = b.n;
     return 0;
@@ -122,62 +160,96 @@ static inline void state_file__get(StateFileReader* r, void* dst, size_t n) {  /
     r->at += n;
 }
 
+// The header fields, as read.
+typedef struct {
+    uint32_t version, zero;
+    uint64_t checksum;
+    int32_t fp[STATE_FILE_N_FP];
+    uint64_t weights;
+    int64_t n_fed;
+    int32_t has_logits;
+    uint64_t rng_state;
+    int32_t has_spare;
+    double spare;
+} StateFileHeader;
+
+// Reads and checks the header of a file of file_size bytes whose first min(file_size, header) bytes
+// are at `prefix`: magic, version, and the size the file's own fields imply (overflow-checked)
+// against file_size. Needs nothing else of the file: a reader can refuse a wrong size before it
+// allocates anything.
+static inline int state_file_check_header(const void* prefix, uint64_t file_size, const char* name, StateFileHeader* h, CodaError* err) {
+    memset(h, 0, sizeof(*h));
+    StateFileReader r = {(const char*)prefix, (size_t)(file_size < STATE_FILE_HEADER_BYTES ? file_size : STATE_FILE_HEADER_BYTES), 0};
+    char magic[8];
+    if (file_size < 12)
+        return coda_errorf(err, "%s: not a coda.c state file: truncated (%llu bytes, shorter than the %d-byte header)", name,
+                           (unsigned long long)file_size, STATE_FILE_HEADER_BYTES);
+    state_file__get(&r, magic, 8);
+    if (memcmp(magic, STATE_FILE_MAGIC, 8) != 0)
+        return coda_errorf(err, "%s: not a coda.c state file (wrong magic; expected \"%s\")", name, STATE_FILE_MAGIC);
+    state_file__get(&r, &h->version, 4);
+    if (h->version != STATE_FILE_VERSION)
+        return coda_errorf(err, "%s: state file version %u is not supported (this build reads version %u%s)", name, h->version,
+                           STATE_FILE_VERSION, h->version == 1 ? "; version 1 had no checksum: save the state again" : "");
+    if (file_size < STATE_FILE_HEADER_BYTES)
+        return coda_errorf(err, "%s: truncated state file (%llu bytes, shorter than the %d-byte header)", name, (unsigned long long)file_size,
+                           STATE_FILE_HEADER_BYTES);
+    state_file__get(&r, &h->zero, 4);
+    state_file__get(&r, &h->checksum, 8);
+    state_file__get(&r, h->fp, sizeof(h->fp));
+    state_file__get(&r, &h->weights, 8);
+    state_file__get(&r, &h->n_fed, 8);
+    state_file__get(&r, &h->has_logits, 4);
+    state_file__get(&r, &h->rng_state, 8);
+    state_file__get(&r, &h->has_spare, 4);
+    state_file__get(&r, &h->spare, 8);
+    if (h->zero != 0 || (h->has_logits != 0 && h->has_logits != 1))
+        return coda_errorf(err, "%s: corrupt state file header (reserved %u, has_logits %d)", name, h->zero, h->has_logits);
+    const int32_t* fp = h->fp;
+    uint64_t expect;
+    if (state_file_bytes(fp, h->has_logits, &expect) != 0)
+        return coda_errorf(err, "%s: corrupt state file header: its shape W=%d Me=%d Ms=%d Hkv=%d Dh=%d layers=%d vocab=%d gives no valid size",
+                           name, fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6]);
+    if (file_size < expect)
+        return coda_errorf(err, "%s: truncated state file (%llu of %llu bytes)", name, (unsigned long long)file_size, (unsigned long long)expect);
+    if (file_size > expect)
+        return coda_errorf(err, "%s: state file has %llu unexpected trailing bytes (expected %llu bytes)", name,
+                           (unsigned long long)(file_size - expect), (unsigned long long)expect);
+    return 0;
+}
+
 // Parses a state file image (bytes[0, n); `name` is what messages call it, e.g. the path) into a
 // session of the same model: the session's states and pending logits are replaced, its RNG too
-// unless keep_rng. Checks magic, version, fingerprint, exact size and the counters' ranges; on error
-// the session is untouched.
+// unless keep_rng. Checks, in this order: the header (state_file_check_header: magic, version, the
+// size its fields imply); the checksum; the shape and the weights against the session's model; the
+// counters' ranges. On error the session is untouched.
 static inline int state_file_parse(const void* bytes, size_t size, const char* name, Session* s, int keep_rng, CodaError* err) {
     const ModelConfig* c = &s->m->cfg;
-    const char* path = name;
-    if (!c->bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", path);
+    if (!c->bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", name);
     int rc = -1;
-    StateFileReader r = {(const char*)bytes, size, 0};
-    char magic[8];
-    uint32_t version;
-    int32_t fp[STATE_FILE_N_FP], want[STATE_FILE_N_FP], has_logits, has_spare;
-    int64_t n_fed;
-    uint64_t rng_state;
-    double spare;
-    size_t expect;
+    StateFileHeader h;
+    int32_t want[STATE_FILE_N_FP];
+    const int32_t* fp = h.fp;
     BankState_f32* st = NULL;
-    if (size < 12) {
-        coda_errorf(err, "%s: not a coda.c state file: truncated (%zu bytes, shorter than the %zu-byte header)", path, size,
-                    state_file_header_bytes());
+    StateFileReader r = {(const char*)bytes, size, STATE_FILE_HEADER_BYTES};
+    if (state_file_check_header(bytes, size, name, &h, err) != 0) goto done;
+    if (checksum_bytes((const char*)bytes + STATE_FILE_CHECKSUM_AT + 8, size - STATE_FILE_CHECKSUM_AT - 8) != h.checksum) {
+        coda_errorf(err, "%s: damaged state file: checksum mismatch", name);
         goto done;
     }
-    state_file__get(&r, magic, 8);
-    if (memcmp(magic, STATE_FILE_MAGIC, 8) != 0) {
-        coda_errorf(err, "%s: not a coda.c state file (wrong magic; expected \"%s\")", path, STATE_FILE_MAGIC);
-        goto done;
-    }
-    state_file__get(&r, &version, 4);
-    if (version != STATE_FILE_VERSION) {
-        coda_errorf(err, "%s: state file version %u is not supported (this build reads version %u)", path, version, STATE_FILE_VERSION);
-        goto done;
-    }
-    if (size < state_file_header_bytes()) {
-        coda_errorf(err, "%s: truncated state file (%zu bytes, shorter than the %zu-byte header)", path, size, state_file_header_bytes());
-        goto done;
-    }
-    state_file__get(&r, fp, sizeof(fp));
     state_file_fingerprint(c, want);
     for (int i = 0; i < STATE_FILE_N_FP; i++)
         if (fp[i] != want[i]) {
             coda_errorf(err, "%s: state shape does not match the model: the file has %s = %d, the model %d "
                         "(file: W=%d Me=%d Ms=%d Hkv=%d Dh=%d layers=%d vocab=%d dim=%d; model: W=%d Me=%d Ms=%d Hkv=%d Dh=%d layers=%d vocab=%d dim=%d)",
-                        path, STATE_FILE_FP_NAMES[i], fp[i], want[i], fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], want[0], want[1],
+                        name, STATE_FILE_FP_NAMES[i], fp[i], want[i], fp[0], fp[1], fp[2], fp[3], fp[4], fp[5], fp[6], fp[7], want[0], want[1],
                         want[2], want[3], want[4], want[5], want[6], want[7]);
             goto done;
         }
-    state_file__get(&r, &n_fed, 8);
-    state_file__get(&r, &has_logits, 4);
-    state_file__get(&r, &rng_state, 8);
-    state_file__get(&r, &has_spare, 4);
-    state_file__get(&r, &spare, 8);
-    if (has_logits != 0 && has_logits != 1) { coda_errorf(err, "%s: corrupt state file (has_logits = %d)", path, has_logits); goto done; }
-    expect = state_file_header_bytes() + (size_t)c->n_layers * state_file_layer_bytes(c) + (has_logits ? (size_t)c->vocab_size * 4 : 0);
-    if (size < expect) { coda_errorf(err, "%s: truncated state file (%zu of %zu bytes)", path, size, expect); goto done; }
-    if (size > expect) { coda_errorf(err, "%s: state file has %zu unexpected trailing bytes (expected %zu bytes)", path, size - expect, expect); goto done; }
+    if (h.weights != state_file_weights(s->m)) {
+        coda_errorf(err, "%s: the state was saved with another model's weights (same shape, other parameters: another checkpoint?)", name);
+        goto done;
+    }
     st = layer_states_alloc(c);
     for (int l = 0; l < c->n_layers; l++) {
         BankState_f32* b = &st[l];
@@ -194,22 +266,22 @@ static inline int state_file_parse(const void* bytes, size_t size, const char* n
         state_file__get(&r, b->last_exact, (size_t)b->Me * 8);
         b->recent_idx = ri;
         b->recent_filled = rf;
-        if (rf < 0 || rf > b->W || ri < 0 || ri >= b->W || b->pos != n_fed) {
-            coda_errorf(err, "%s: corrupt state file: layer %d has recent_idx=%d recent_filled=%d pos=%lld (W=%d, tokens fed %lld)", path,
-                        l, ri, rf, (long long)b->pos, b->W, (long long)n_fed);
+        if (rf < 0 || rf > b->W || ri < 0 || ri >= b->W || b->pos != h.n_fed || h.n_fed < 0) {
+            coda_errorf(err, "%s: corrupt state file: layer %d has recent_idx=%d recent_filled=%d pos=%lld (W=%d, tokens fed %lld)", name,
+                        l, ri, rf, (long long)b->pos, b->W, (long long)h.n_fed);
             goto done;
         }
         for (int k = 0; k < b->slots; k++)
-            if (b->allowed[k] > 1) { coda_errorf(err, "%s: corrupt state file: layer %d slot %d mask byte %d", path, l, k, b->allowed[k]); goto done; }
+            if (b->allowed[k] > 1) { coda_errorf(err, "%s: corrupt state file: layer %d slot %d mask byte %d", name, l, k, b->allowed[k]); goto done; }
     }
-    if (has_logits) state_file__get(&r, s->logits, (size_t)c->vocab_size * sizeof(float));
+    if (h.has_logits) state_file__get(&r, s->logits, (size_t)c->vocab_size * sizeof(float));
     for (int l = 0; l < c->n_layers; l++) bank_copy_f32(&s->states[l], &st[l]);
-    s->n_fed = n_fed;
-    s->has_logits = has_logits;
+    s->n_fed = h.n_fed;
+    s->has_logits = h.has_logits;
     if (!keep_rng) {
-        s->rng.state = rng_state;
-        s->rng.has_spare = has_spare;
-        s->rng.spare = spare;
+        s->rng.state = h.rng_state;
+        s->rng.has_spare = h.has_spare;
+        s->rng.spare = h.spare;
     }
     rc = 0;
 done:
@@ -217,19 +289,27 @@ done:
     return rc;
 }
 
-// Loads the state file at path into session s (see state_file_parse).
+// Loads the state file at path into session s (see state_file_parse). The header is checked against
+// the file's size before the file is read into memory.
 static inline int state_file_load(const char* path, Session* s, int keep_rng, CodaError* err) {
     if (!s->m->cfg.bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", path);
     FILE* f = fopen(path, "rb");
     if (!f) return coda_errorf(err, "%s: cannot open state file: %s", path, strerror(errno));
     struct stat sb;
     if (fstat(fileno(f), &sb) != 0) { fclose(f); return coda_errorf(err, "%s: cannot stat: %s", path, strerror(errno)); }
-    size_t size = (size_t)sb.st_size;
-    char* data = (char*)coda_malloc_or_die(size ? size : 1, "state file");
-    size_t got = fread(data, 1, size, f);
+    if (!S_ISREG(sb.st_mode)) { fclose(f); return coda_errorf(err, "%s: not a regular file", path); }
+    uint64_t size = (uint64_t)sb.st_size;
+    char prefix[STATE_FILE_HEADER_BYTES];
+    size_t want = size < sizeof(prefix) ? (size_t)size : sizeof(prefix);
+    StateFileHeader h;
+    if (fread(prefix, 1, want, f) != want) { fclose(f); return coda_errorf(err, "%s: cannot read: %s", path, strerror(errno)); }
+    if (state_file_check_header(prefix, size, path, &h, err) != 0) { fclose(f); return -1; }
+    char* data = (char*)coda_malloc_or_die((size_t)size, "state file");
+    memcpy(data, prefix, want);
+    size_t got = fread(data + want, 1, (size_t)size - want, f);
     fclose(f);
-    int rc = got == size ? state_file_parse(data, size, path, s, keep_rng, err)
-                         : coda_errorf(err, "%s: read %zu of %zu bytes", path, got, size);
+    int rc = got == (size_t)size - want ? state_file_parse(data, (size_t)size, path, s, keep_rng, err)
+                                        : coda_errorf(err, "%s: read %zu of %llu bytes", path, got + want, (unsigned long long)size);
     free(data);
     return rc;
 }

@@ -7,7 +7,8 @@
 //     and differs from chunked-with-reset once the text exceeds W;
 //   * a saved state, loaded into a fresh model, continues generation exactly (greedy and sampled);
 //   * unbounded generation (re-run forward) == bounded decode while nothing is evicted;
-//   * state-file errors: missing, wrong magic, wrong version, wrong shape, truncated, trailing bytes;
+//   * state-file errors: missing, wrong magic, wrong version, truncated anywhere, trailing bytes, a
+//     byte flipped anywhere (checksum), counts that would wrap, another shape, other weights;
 //   * config overrides reach the loaded model; SPEC §6 state bytes;
 //   * the synthetic needle test: retained in the ring, then in the exact bank; a background-gated
 //     "needle" is not (negative control).
@@ -363,31 +364,77 @@ TEST(infer_state_load_errors) {
     char* bytes = (char*)malloc(n + 16);
     CHECK(fread(bytes, 1, n, f) == n, "read back");
     fclose(f);
-    CHECK(n == state_file_header_bytes() + c.n_layers * state_file_layer_bytes(&c) + (size_t)c.vocab_size * 4, "size %zu", n);
+    int32_t fp[STATE_FILE_N_FP];
+    state_file_fingerprint(&c, fp);
+    uint64_t size_from_fp = 0;
+    CHECK(state_file_bytes(fp, 1, &size_from_fp) == 0 && size_from_fp == n, "size %zu, from the fingerprint %llu", n,
+          (unsigned long long)size_from_fp);
     // a fresh session (other seed) that a failed load must leave untouched
     Session t;
     session_init(&t, &m, 4);
     CHECK(session_prefill(&t, prompt, 3, &err) == 0, "%s", err.msg);
-    struct { const char* what; size_t len; int patch_at; char patch; const char* expect; } cases[] = {
-        {"wrong magic", n, 0, 'X', "wrong magic"},
-        {"wrong version", n, 8, 2, "version 2 is not supported"},
-        {"truncated body", n - 10, -1, 0, "truncated state file"},
-        {"truncated header", 20, -1, 0, "truncated state file"},
-        {"tiny file", 5, -1, 0, "truncated"},
-        {"trailing bytes", n + 3, -1, 0, "3 unexpected trailing bytes"},
-        {"corrupt counter", n, (int)(state_file_header_bytes() + 4), 99, "corrupt state file"},
+    // Damaged files: `len` bytes of the good file, an int32 patched at `patch_at` (-1: none), then
+    // re-sealed with a matching checksum when `seal` (so that the check behind the checksum speaks).
+    const int FP_AT = STATE_FILE_CHECKSUM_AT + 8, LAYER0 = STATE_FILE_HEADER_BYTES;
+    struct { const char* what; size_t len; int patch_at; int32_t patch; int seal; const char* expect; } cases[] = {
+        {"wrong magic", n, 0, 0x41414141, 0, "wrong magic"},
+        {"version 1", n, 8, 1, 0, "version 1 is not supported (this build reads version 2; version 1 had no checksum"},
+        {"version 3", n, 8, 3, 0, "version 3 is not supported"},
+        {"truncated body", n - 10, -1, 0, 0, "truncated state file"},
+        {"truncated by one", n - 1, -1, 0, 0, "truncated state file"},
+        {"truncated header", 20, -1, 0, 0, "truncated state file"},
+        {"tiny file", 5, -1, 0, 0, "truncated"},
+        {"empty file", 0, -1, 0, 0, "truncated"},
+        {"trailing bytes", n + 3, -1, 0, 0, "3 unexpected trailing bytes"},
+        {"flipped body byte", n, LAYER0 + 40, 0x01020304, 0, "checksum mismatch"},
+        {"flipped last byte", n, (int)n - 4, 0x7f7f7f7f, 0, "checksum mismatch"},
+        {"flipped checksum", n, STATE_FILE_CHECKSUM_AT, 12345, 0, "checksum mismatch"},
+        {"reserved field", n, 12, 1, 1, "corrupt state file header"},
+        {"negative count", n, FP_AT + 3 * 4, -2, 1, "gives no valid size"},
+        {"huge counts", n, FP_AT + 4 * 4, INT32_MAX, 1, "truncated state file"},  // Hkv * slots * Dh * 8: a valid, huge size
+        {"window at INT32_MAX", n, FP_AT + 0 * 4, INT32_MAX, 1, "truncated state file"},
+        {"another shape, same size", n, FP_AT + 7 * 4, 999, 1, "the file has dim = 999, the model 16"},
+        {"another model's weights", n, FP_AT + 4 * STATE_FILE_N_FP, 777, 1, "another model's weights"},
+        {"corrupt counter", n, LAYER0 + 4, 99, 1, "corrupt state file: layer 0 has recent_idx"},
+        {"corrupt position", n, LAYER0 + 8, 5, 1, "corrupt state file: layer 0"},
+        {"corrupt mask byte", n, LAYER0 + 16 + 2 * 2 * 9 * 8 * 4, 7, 1, "mask byte 7"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char* b = (char*)calloc(cases[i].len + 16, 1);
         memcpy(b, bytes, cases[i].len < n ? cases[i].len : n);
-        if (cases[i].patch_at >= 0) b[cases[i].patch_at] = cases[i].patch;
+        if (cases[i].patch_at >= 0) memcpy(b + cases[i].patch_at, &cases[i].patch, 4);
+        if (cases[i].seal) state_file_seal(b, cases[i].len);
         infer_test_write_bytes(bad, b, cases[i].len);
-        free(b);
         err.msg[0] = 0;
         CHECK(state_file_load(bad, &t, 0, &err) != 0, "%s accepted", cases[i].what);
         CHECK(strstr(err.msg, cases[i].expect) && strstr(err.msg, bad), "%s: message '%s'", cases[i].what, err.msg);
         CHECK(t.n_fed == 3 && t.states[0].pos == 3, "%s: failed load changed the session", cases[i].what);
+        err.msg[0] = 0;  // the reader from memory says the same
+        CHECK(state_file_parse(b, cases[i].len, "mem.bin", &t, 0, &err) != 0 && strstr(err.msg, cases[i].expect), "%s, from memory: '%s'",
+              cases[i].what, err.msg);
+        free(b);
     }
+    // a byte flipped anywhere is refused
+    int n_accepted = 0;
+    for (size_t i = 0; i < n; i++) {
+        bytes[i] ^= 0x20;
+        n_accepted += state_file_parse(bytes, n, "flip.bin", &t, 0, &err) == 0;
+        bytes[i] ^= 0x20;
+    }
+    CHECK(n_accepted == 0 && t.n_fed == 3, "%d of %zu single-byte flips accepted", n_accepted, n);
+    // counts whose size would wrap 64 bits (W, Me, Ms and Hkv at INT32_MAX): refused as such, not
+    // wrapped into a small size that might match the file
+    int32_t wrap[STATE_FILE_N_FP];
+    memcpy(wrap, fp, sizeof(wrap));
+    for (int i = 0; i < 4; i++) wrap[i] = INT32_MAX;
+    uint64_t wrapped = 0;
+    CHECK(state_file_bytes(wrap, 1, &wrapped) != 0, "a size beyond 64 bits is refused, not wrapped (%llu)", (unsigned long long)wrapped);
+    memcpy(bytes + FP_AT, wrap, sizeof(wrap));
+    state_file_seal(bytes, n);
+    infer_test_write_bytes(bad, bytes, n);
+    CHECK(state_file_load(bad, &t, 0, &err) != 0 && strstr(err.msg, "gives no valid size") && strstr(err.msg, bad), "%s", err.msg);
+    memcpy(bytes + FP_AT, fp, sizeof(fp));
+    state_file_seal(bytes, n);
     CHECK(state_file_load("/nonexistent/state.bin", &t, 0, &err) != 0 && strstr(err.msg, "cannot open"), "%s", err.msg);
     // wrong shape: the same file into a model with another window / layer count
     ConfigOverrides ov = overrides_none();
@@ -406,6 +453,16 @@ TEST(infer_state_load_errors) {
     CHECK(state_file_load(good, &u, 0, &err) != 0 && strstr(err.msg, "Ms (summary bank) = 2, the model 0"), "%s", err.msg);
     session_free(&u);
     model_free_f32(&m5);
+    // the same shape with other weights (another checkpoint of the same config)
+    char dir2[64];
+    test_mkdtemp(dir2, sizeof(dir2), "infer");
+    infer_test_write_model(dir2, &c, 603);
+    infer_test_load(dir2, NULL, &m5);
+    session_init(&u, &m5, 3);
+    CHECK(state_file_load(good, &u, 0, &err) != 0 && strstr(err.msg, "another model's weights") && strstr(err.msg, good), "%s", err.msg);
+    session_free(&u);
+    model_free_f32(&m5);
+    test_rmtree(dir2);
     // an unbounded model has no state
     ov = overrides_none();
     ov.bounded = 0;
