@@ -597,9 +597,10 @@ static inline int fuzz_train_state(const uint8_t* data, size_t size, CodaError* 
     return rc;
 }
 
-// bounded_state: the bytes are a generation session's state file (state_file.h) for a tiny bounded
-// CoDA model made once. What loads must encode back to the same bytes, and the session must take a
-// decode step from it.
+// bounded_state: the bytes are a generation session's state file (llmc/state_file.h) for a tiny
+// bounded CoDA model made once. Each input is parsed as it is and once more sealed with a matching
+// checksum (so that mutations also reach the checks behind it). What loads must save back to the
+// same bytes, and the session must take a decode step from it.
 
 typedef struct {
     int ready;
@@ -625,21 +626,31 @@ static inline Model_f32* fz_bounded_model(void) {
 }
 
 static inline int fuzz_bounded_state(const uint8_t* data, size_t size, CodaError* err) {
-    Session s;
-    session_init(&s, fz_bounded_model(), 3);  // a fresh session per input: no state carries over
-    int rc = FUZZ_ACCEPTED;
-    if (state_file_parse(data, size, "state.bin", &s, 0, err) != 0) {
-        rc = FUZZ_REFUSED;
-    } else {
-        void* bytes = NULL;
-        size_t n = 0;
-        CodaError inner;
-        if (state_file_encode(&s, &bytes, &n, &inner) != 0) rc = fz_broken(err, "bounded_state: a loaded state cannot be saved: %s", inner.msg);
-        else if (n != size || memcmp(bytes, data, size) != 0) rc = fz_broken(err, "bounded_state: the loaded state saves as different bytes");
-        else if (session_step(&s, 1, &inner) != 0) rc = fz_broken(err, "bounded_state: a decode step after loading failed: %s", inner.msg);
-        free(bytes);
+    uint8_t* sealed = (uint8_t*)coda_malloc_or_die(size ? size : 1, "fuzz copy");
+    if (size) memcpy(sealed, data, size);
+    state_file_seal(sealed, size);
+    int rc = FUZZ_REFUSED;
+    for (int k = 0; k < 2 && rc != FUZZ_BROKEN; k++) {
+        const uint8_t* bytes = k ? sealed : data;
+        Session s;
+        session_init(&s, fz_bounded_model(), 3);  // a fresh session per parse: no state carries over
+        CodaError e2;
+        e2.msg[0] = 0;
+        if (state_file_parse(bytes, size, "state.bin", &s, 0, &e2) != 0) {
+            if (!e2.msg[0]) rc = fz_broken(err, "bounded_state: refused without a message");
+            else if (k == 0) snprintf(err->msg, sizeof(err->msg), "%s", e2.msg);
+        } else {
+            void* back = NULL;
+            size_t n = 0;
+            if (state_file_encode(&s, &back, &n, &e2) != 0) rc = fz_broken(err, "bounded_state: a loaded state cannot be saved: %s", e2.msg);
+            else if (n != size || memcmp(back, bytes, size) != 0) rc = fz_broken(err, "bounded_state: the loaded state saves as different bytes");
+            else if (session_step(&s, 1, &e2) != 0) rc = fz_broken(err, "bounded_state: a decode step after loading failed: %s", e2.msg);
+            else if (k == 0) rc = FUZZ_ACCEPTED;  // the input as given
+            free(back);
+        }
+        session_free(&s);
     }
-    session_free(&s);
+    free(sealed);
     return rc;
 }
 
@@ -662,7 +673,7 @@ static const FuzzTarget FUZZ_TARGETS[] = {
     {"tokenizer", fuzz_tokenizer, "tokenizer.json -> tokenizer_load_json, then encode/decode samples"},
     {"tokenizer_roundtrip", fuzz_tokenizer_roundtrip, "bytes -> ids -> bytes through two toy tokenizers"},
     {"train_state", fuzz_train_state, "train_state.bin (train_state_parse), as given and sealed with a valid checksum"},
-    {"bounded_state", fuzz_bounded_state, "a session's bounded-state file (state_file_parse), saved back, one decode step"},
+    {"bounded_state", fuzz_bounded_state, "a session's bounded-state file (state_file_parse), as given and sealed; saved back, one decode step"},
 };
 #define FUZZ_N_TARGETS ((int)(sizeof(FUZZ_TARGETS) / sizeof(FUZZ_TARGETS[0])))
 
