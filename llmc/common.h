@@ -205,20 +205,33 @@ static inline int convert_floats(void* dst, DType dt, const void* src, DType st,
 }
 
 // Index of the first NaN or infinity among n elements of a float-like dtype at p (any alignment),
-// or n when all are finite (also for non-float dtypes, which cannot hold either). Checks the
-// exponent bits directly: one pass at memory speed, no conversion.
+// or n when all are finite (also for non-float dtypes, which cannot hold either). A value is
+// non-finite when all its exponent bits are set. The scan tests 8 bytes at a time (all their
+// lanes at once: "some lane of (x & mask) ^ mask is zero", the strlen trick), so it runs at memory
+// speed without a vectorising compiler (a 7B model is 14 GB of bf16), then finds the element.
 static inline size_t floats_first_nonfinite(const void* p, DType t, size_t n) {
+    uint64_t mask, ones, high;  // the exponent mask in every lane of a word; 1 and the top bit per lane
+    switch (t) {
+        case DT_F64: mask = 0x7ff0000000000000ull; ones = 1; high = 1ull << 63; break;
+        case DT_F32: mask = 0x7f8000007f800000ull; ones = 0x0000000100000001ull; high = 0x8000000080000000ull; break;
+        case DT_BF16: mask = 0x7f807f807f807f80ull; ones = 0x0001000100010001ull; high = 0x8000800080008000ull; break;
+        case DT_F16: mask = 0x7c007c007c007c00ull; ones = 0x0001000100010001ull; high = 0x8000800080008000ull; break;
+        default: return n;
+    }
     const unsigned char* b = (const unsigned char*)p;
-    for (size_t i = 0; i < n; i++) {
-        int bad;
-        switch (t) {
-            case DT_F32: { uint32_t u; memcpy(&u, b + 4 * i, 4); bad = (u & 0x7f800000u) == 0x7f800000u; break; }
-            case DT_F64: { uint64_t u; memcpy(&u, b + 8 * i, 8); bad = (u & 0x7ff0000000000000ull) == 0x7ff0000000000000ull; break; }
-            case DT_BF16: { uint16_t u; memcpy(&u, b + 2 * i, 2); bad = (u & 0x7f80u) == 0x7f80u; break; }
-            case DT_F16: { uint16_t u; memcpy(&u, b + 2 * i, 2); bad = (u & 0x7c00u) == 0x7c00u; break; }
-            default: return n;
-        }
-        if (bad) return i;
+    const size_t esize = dtype_size(t), per_word = 8 / esize, words = n / per_word;
+    const uint64_t lane_mask = esize == 8 ? mask : mask & ((1ull << (8 * esize)) - 1);
+    size_t w = 0;
+    for (; w < words; w++) {
+        uint64_t x;
+        memcpy(&x, b + 8 * w, 8);
+        uint64_t y = (x & mask) ^ mask;  // zero in the lanes of non-finite values
+        if ((y - ones) & ~y & high) break;
+    }
+    for (size_t i = w * per_word; i < n; i++) {  // the word with the first bad lane, or the tail
+        uint64_t u = 0;
+        memcpy(&u, b + esize * i, esize);  // little-endian hosts
+        if ((u & lane_mask) == lane_mask) return i;
     }
     return n;
 }

@@ -156,6 +156,30 @@ TEST(convert_floats_copies_same_type_bits_and_rejects_non_floats) {
     CHECK(convert_floats(f, DT_F32, i64, DT_I64, 1) == -1, "integers are not float-like");
 }
 
+// floats_first_nonfinite (the weight loader's NaN/Inf scan) tests 8 bytes at a time: a bad value in
+// every lane position, at every alignment, is found at its own index; the largest finite values,
+// subnormals and -0 are not bad.
+TEST(floats_first_nonfinite_finds_each_lane) {
+    static const DType types[4] = {DT_F32, DT_F64, DT_BF16, DT_F16};
+    static const uint64_t inf_bits[4] = {0x7f800000u, 0x7ff0000000000000ull, 0x7f80u, 0x7c00u};
+    static const uint64_t nan_bits[4] = {0xffc00001u, 0x7ff8000000000001ull, 0xff81u, 0xfe01u};
+    static const uint64_t max_bits[4] = {0x7f7fffffu, 0x7fefffffffffffffull, 0x7f7fu, 0x7bffu};  // largest finite
+    unsigned char buf[8 * 40 + 8];
+    for (int k = 0; k < 4; k++) {
+        const size_t es = dtype_size(types[k]), n = 37;
+        for (size_t off = 0; off < 8; off++)
+            for (size_t bad = 0; bad <= n; bad++) {  // bad == n: none
+                for (size_t i = 0; i < n; i++) {
+                    uint64_t v = bad == i ? (i % 2 ? nan_bits[k] : inf_bits[k]) : i % 3 == 0 ? max_bits[k] : i % 3 == 1 ? 1 : (1ull << (8 * es - 1));
+                    memcpy(buf + off + es * i, &v, es);  // little-endian
+                }
+                size_t got = floats_first_nonfinite(buf + off, types[k], n);
+                CHECK(got == bad, "%s offset %zu: bad value at %zu found at %zu", dtype_name(types[k]), off, bad, got);
+            }
+    }
+    CHECK(floats_first_nonfinite(buf, DT_I32, 4) == 4, "integers hold no NaN");
+}
+
 // param_init_fill (the GPU model's random init): the same values for any thread count, each tensor and
 // seed its own stream, and each init kind's distribution.
 #include <omp.h>
