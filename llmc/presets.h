@@ -38,3 +38,17 @@ static inline int model_config_from(const char* name_or_file, ModelConfig* c, Co
     }
     return config_read_hf(name_or_file, c, err);
 }
+
+// The paper's bounded states (PROTOCOL §1.9; eval_llm's window-only): ring W, exact bank Me, summary
+// bank Ms. Phase 2 trains with one of them (medium by default); the block is separate (--block, 256).
+typedef struct {
+    const char* name;
+    int window, n_exact, n_summary;
+} BoundedPreset;
+static const BoundedPreset BOUNDED_PRESETS[] = {
+    {"tiny", 128, 32, 32},
+    {"medium", 256, 64, 64},
+    {"large", 512, 128, 128},
+    {"window-only", 256, 0, 0},
+};
+#define N_BOUNDED_PRESETS ((int)(sizeof(BOUNDED_PRESETS) / sizeof(BOUNDED_PRESETS[0])))

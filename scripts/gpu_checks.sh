@@ -14,12 +14,19 @@
 #   bench-7b       phase 1 at the Mistral-7B shape from a random base (T=2048, 8192; recompute off/on) vs HF
 #                  (attention-only trainable), with the --timing breakdown of one update (BENCH_CFGS="T:recompute ...",
 #                  T8192=0, HF2048=0 select parts)
+#   smoke-phase2   phase 0 (tiny) -> phase 1 -> phase 2 (bounded medium, T=1024) on Brown, validation loss per
+#                  phase; then phase 2 resumed from its middle checkpoint, whose log must equal the uninterrupted one
+#   bench-phase2   phase 2 (bounded medium) next to phase 1 from the same random base, same card, same call:
+#                  SmolLM2-135M shape (B=8, T=2048) and Mistral-7B (B=1, T=2048 and 8192; PHASE2_7B=0 skips 7B),
+#                  tok/s, peak memory and the --timing split of one update
+# TRAIN_BIN overrides ./train_coda (e.g. a binary built elsewhere and carried).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
 OUT=${OUT:-gpu_logs}
 mkdir -p "$OUT"
 TRAIN=data/shards/brown_train.bin VAL=data/shards/brown_val.bin
+TRAIN_BIN=${TRAIN_BIN:-./train_coda}
 run() { echo "+ $*"; "$@"; }
 for stage in "$@"; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -104,6 +111,36 @@ for stage in "$@"; do
       [ "${HF2048:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 2048 --batch 1 --trainable attention --steps 5 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log"
       [ "${T8192:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 8192 --batch 1 --trainable attention --steps 4 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log"
       [ "${T8192:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 8192 --batch 1 --trainable attention --grad-ckpt --steps 4 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log" ;;
+    smoke-phase2)
+      # the three phases at tiny scale; phase 2 with the paper's medium state at T = 1024 (4 blocks, so
+      # the banks fill), at raised learning rates (--lr-scale 1, lr 1e-3) so that 40 updates show an effect
+      rm -rf out_p0 out_p1 out_p2
+      run $TRAIN_BIN --phase 0 --model tiny --train $TRAIN --val $VAL --batch 8 --seq 256 --accum 1 --steps 150 --lr 1e-3 \
+          --weight-decay 0.1 --warmup 10 --eval-every 150 --eval-batches 8 --save-every 150 --log-every 50 --out out_p0 2>&1 | tee "$OUT/p2smoke_phase0.log" | grep -E "val|done"
+      run $TRAIN_BIN --phase 1 --init out_p0/step_00000150 --train $TRAIN --val $VAL --batch 8 --seq 256 --accum 2 --steps 30 --lr 1e-3 \
+          --warmup 5 --eval-every 30 --eval-batches 8 --save-every 30 --log-every 10 --out out_p1 2>&1 | tee "$OUT/p2smoke_phase1.log" | grep -E "val|done"
+      p2="--phase 2 --train $TRAIN --val $VAL --batch 4 --seq 1024 --accum 2 --steps 40 --lr 1e-3 --lr-coda 1e-3 --lr-scale 1 --warmup 5 \
+          --eval-every 10 --eval-batches 4 --save-every 20 --log-every 10 --out out_p2"
+      run $TRAIN_BIN $p2 --init out_p1/step_00000030 2>&1 | tee "$OUT/p2smoke_phase2.log" | grep -E "bounded|val|done|step +(1|10|40)/"
+      cp out_p2/log.txt "$OUT/p2smoke_phase2_log.txt"
+      echo step_00000020 > out_p2/LATEST; rm -rf out_p2/step_00000040
+      run $TRAIN_BIN $p2 --resume 2>&1 | tail -3
+      a=$(grep -E "^step (2[1-9]|3[0-9]|40) (loss|val)" "$OUT/p2smoke_phase2_log.txt" | sed 's/ ms .*//')
+      b=$(grep -E "^step (2[1-9]|3[0-9]|40) (loss|val)" out_p2/log.txt | tail -n "$(echo "$a" | wc -l)" | sed 's/ ms .*//')
+      if [ "$a" = "$b" ]; then echo "phase 2 resume: updates 21-40 identical to the uninterrupted run (loss, lr, norm, val loss)"
+      else echo "phase 2 resume DIFFERS:"; diff <(echo "$a") <(echo "$b") | head; fi ;;
+    bench-phase2)
+      shapes="smollm2-135m:8:2048"; [ "${PHASE2_7B:-1}" = 0 ] || shapes="$shapes mistral-7b:1:2048 mistral-7b:1:8192"
+      for shp in $shapes; do
+        IFS=: read -r model B T <<< "$shp"
+        for ph in 1 2; do
+          log="$OUT/bench_phase${ph}_${model}_T$T.log"
+          rm -rf out_bench
+          run $TRAIN_BIN --phase $ph --init random --model $model --train $TRAIN --batch $B --seq $T --accum 1 --steps 6 --warmup 2 \
+              --eval-every 0 --save-every 0 --log-every 1 --timing 5 --out out_bench > "$log" 2>&1
+          grep -E "bounded state|^step +6/|done|attention kernels|^ *(bank|attention_fwd|attention_bwd|matmul_fwd|update wall)" "$log"
+        done
+      done ;;
     *) echo "unknown stage $stage"; exit 1 ;;
   esac
 done
