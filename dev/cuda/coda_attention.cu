@@ -9,6 +9,7 @@
 //    and backward, TFLOP/s counted the FlashAttention way (forward 4*Dh per visible (query, key) pair
 //    per stream and head, backward 2.5x the forward; both backwards really do 3.5x: S and P are
 //    recomputed in the dQ and in the dK/dV pass).
+// 3. Bounded (phase 2, the medium state) next to causal attention at the same shapes, AUTO kernels.
 #include <algorithm>
 #include <vector>
 #include "dev/cuda/bench_common.cuh"
@@ -63,6 +64,40 @@ int main(int argc, char** argv) {
                 fflush(stdout);
                 ga_case_free(&c);
             }
+        }
+    }
+    // 3. bounded (phase 2) next to unbounded at the same shape, the wgmma/AUTO kernels: the paper's medium
+    // state (W = 256, Me = Ms = 64, block 256); the bank ~60% allowed (none in block 0). TFLOP/s over the
+    // (query, key) pairs each really computes: bank slots allowed + its window + its causal block.
+    printf("\n| shape | T | key set | fwd ms | bwd ms | fwd+bwd vs unbounded | fwd TFLOP/s | bwd TFLOP/s |\n|---|---|---|---|---|---|---|---|\n");
+    for (const auto& shp : shapes) {
+        double unb = 0;
+        for (int bounded = 0; bounded < 2; bounded++) {
+            CodaAttnShape sh = {shp.B, shp.T, shp.H, shp.Hkv, shp.Dh, 1, 0, 1e-6f, CA_IMPL_AUTO};
+            if (bounded) { sh.block = 256; sh.window = 256; sh.bank_slots = 128; }
+            GaCase c;
+            ga_case_init(&c, sh, 9);
+            CodaAttnInputs in = ga_case_inputs(&c);
+            CodaAttnSaved sv = {c.out, c.a_sig, c.a_noise, c.lse, c.hn_rstd};
+            CodaAttnGrads gr = {c.dq, c.dk, c.dv, c.dlam, c.dtheta, c.dhn, c.dbank_k, c.dbank_v};
+            double fwd = bench_ms([&]() { coda_attention_forward(ctx, &sh, &in, &sv); }, reps);
+            double bwd = bench_ms([&]() { coda_attention_backward(ctx, &sh, &in, &sv, c.d_dout, &gr, c.scratch, c.scratch_bytes); }, reps);
+            double pairs = 0;  // per batch row and head, both streams below
+            for (int i = 0; i < sh.T; i++) {
+                if (!bounded) { pairs += i + 1; continue; }
+                const int j = i / sh.block, lo = j * sh.block - sh.window > 0 ? j * sh.block - sh.window : 0;
+                int allowed = 0;
+                for (int m = 0; m < sh.bank_slots; m++) allowed += c.allowed[(size_t)j * sh.bank_slots + m];
+                pairs += allowed + (i - lo + 1);
+            }
+            pairs *= (double)sh.B * sh.H * 2;
+            double ffl = 4.0 * sh.Dh * pairs, bfl = 2.5 * ffl;
+            if (!bounded) unb = fwd + bwd;
+            printf("| %s B=%d | %d | %s | %.2f | %.2f | %.2fx | %.1f | %.1f |\n", shp.name, sh.B, sh.T,
+                   bounded ? "bounded medium (W 256, bank 128, block 256)" : "causal", fwd, bwd, unb / (fwd + bwd), ffl / fwd * 1e-9,
+                   bfl / bwd * 1e-9);
+            fflush(stdout);
+            ga_case_free(&c);
         }
     }
     return 0;
