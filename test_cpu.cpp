@@ -12,6 +12,7 @@
 #include "dev/test/test_infer.h"
 #include "dev/test/test_cli.h"
 #include "dev/test/test_checkpoint.h"
+#include "dev/test/test_phases.h"
 
 int main(int argc, char** argv) {
     const char* filter = argc > 1 ? argv[1] : NULL;

@@ -150,28 +150,6 @@ static void parse_options(Options* o, int argc, char** argv) {
     }
 }
 
-// Phase 2's surgery on a phase-1 config: the bounded state and its switches (write gate and eta
-// keep their config's init values, SPEC §5). A config that is not CoDA (a base or phase-0 model) is
-// refused: phase 2 continues a phase-1 run.
-static int phase2_config(ModelConfig* c, const Options* o, const char* from, CodaError* err) {
-    if (!c->differential && !o->gqa_arm)
-        return coda_errorf(err, "--phase 2: %s is not a phase-1 (CoDA) checkpoint: its attention is standard GQA; run --phase 1 on it first",
-                           from);
-    const BoundedPreset* p = &BOUNDED_PRESETS[o->bounded_preset];
-    c->differential = 1;
-    c->bounded = 1;
-    c->window = o->window > 0 ? o->window : p->window;
-    c->n_exact = o->n_exact >= 0 ? o->n_exact : p->n_exact;
-    c->n_summary = o->n_summary >= 0 ? o->n_summary : p->n_summary;
-    c->block_size = o->block > 0 ? o->block : 256;
-    c->detach_evicted = o->detach_evicted;
-    c->cross_block_grad = o->cross_block_grad;
-    c->mask_unused_memory = o->mask_unused_memory;
-    c->candidate_order = (CandidateOrder)o->candidate_order;
-    c->mem_init = MEM_INIT_ZEROS;  // training: every sequence starts from an empty zero state
-    return 0;
-}
-
 // Prints what loading a model directory did (hf_load_params' report).
 static void print_load_report(const char* dir, const HfLoadReport* rep) {
     printf("loaded %d tensors from %s (%d files)", rep->n_loaded, dir, rep->n_files);
@@ -278,7 +256,9 @@ int main(int argc, char** argv) {
             cfg.lambda_init_bias = o.gqa_arm ? -100.0f : (float)o.lambda_init_bias;
             cfg.head_norm = (HeadNormMode)o.head_norm;
         }
-        if (o.phase == 2 && phase2_config(&cfg, &o, random_base ? "the random base" : path, &err) != 0) coda_fatal("%s", err.msg);
+        const BoundedOptions bo = {o.bounded_preset, o.window, o.n_exact, o.n_summary, o.block, o.detach_evicted, o.cross_block_grad,
+                                   o.mask_unused_memory, (CandidateOrder)o.candidate_order};
+        if (o.phase == 2 && phase2_config(&cfg, &bo, random_base ? "the random base" : path, &err) != 0) coda_fatal("%s", err.msg);
     }
     if (o.rope_theta > 0) cfg.rope_theta_override = o.rope_theta;
     if (o.rope_bf16_positions) cfg.rope_bf16_positions = 1;

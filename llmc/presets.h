@@ -52,3 +52,35 @@ static const BoundedPreset BOUNDED_PRESETS[] = {
     {"window-only", 256, 0, 0},
 };
 #define N_BOUNDED_PRESETS ((int)(sizeof(BOUNDED_PRESETS) / sizeof(BOUNDED_PRESETS[0])))
+
+// Phase 2's surgery on a phase-1 config (PROTOCOL §1.9): the bounded state (a preset, each size
+// overridable; -1 = the preset's, block -1 = 256), the training switches, and an empty zero state per
+// sequence. The write gate and eta keep their config's init values (SPEC §5). A config that is not
+// CoDA (a base or phase-0 model, or any model that did not go through phase 1) is refused, naming
+// `from`: phase 2 continues a phase-1 run.
+typedef struct {
+    int preset;                              // index into BOUNDED_PRESETS
+    int window, n_exact, n_summary, block;   // -1: the preset's (block: 256)
+    int detach_evicted, cross_block_grad, mask_unused_memory;
+    CandidateOrder candidate_order;
+} BoundedOptions;
+
+static inline int phase2_config(ModelConfig* c, const BoundedOptions* b, const char* from, CodaError* err) {
+    if (!c->differential)
+        return coda_errorf(err, "--phase 2: %s is not a phase-1 (CoDA) checkpoint: its attention is standard GQA; run --phase 1 on it first",
+                           from);
+    if (b->preset < 0 || b->preset >= N_BOUNDED_PRESETS) return coda_errorf(err, "--phase 2: no bounded preset %d", b->preset);
+    const BoundedPreset* p = &BOUNDED_PRESETS[b->preset];
+    c->bounded = 1;
+    c->window = b->window > 0 ? b->window : p->window;
+    c->n_exact = b->n_exact >= 0 ? b->n_exact : p->n_exact;
+    c->n_summary = b->n_summary >= 0 ? b->n_summary : p->n_summary;
+    c->block_size = b->block > 0 ? b->block : 256;
+    c->detach_evicted = b->detach_evicted;
+    c->cross_block_grad = b->cross_block_grad;
+    c->mask_unused_memory = b->mask_unused_memory;
+    c->candidate_order = b->candidate_order;
+    c->mem_init = MEM_INIT_ZEROS;  // training: every sequence starts from an empty zero state (SPEC §2.5)
+    return config_validate(c, err);
+}
+
