@@ -4,6 +4,11 @@
 //   Phase 1: from a base checkpoint (coda.c's or a Hugging Face Mistral directory), every attention
 //            layer becomes CoDA (unbounded): q/k/v/o copied, theta/lambda initialised (SPEC §5,
 //            PROTOCOL §1.2); attention adapters trainable, everything else frozen.
+//   Phase 2: from a phase-1 checkpoint, every layer becomes bounded (PROTOCOL §1.9): a fixed-size
+//            state (ring + exact + summary bank; the medium preset by default), write gate and eta
+//            initialised (SPEC §5), a fresh optimizer at 0.1x the phase-1 learning rates, 50 warmup
+//            updates; trained with scan-then-attend (llmc/model.cuh, bank_scan.cuh).
+//   --gqa-arm (phases 1 and 2): the 2x2's "GQA" arm (PROTOCOL §5): lambda bias -100, theta 0, both frozen.
 // Every hyper-parameter is a flag; Phase-1 defaults are the paper's (PROTOCOL §1.4-1.6).
 // Checkpoints (llmc/checkpoint.cuh): OUT/step_NNNNNNNN/{config.json, model.safetensors,
 // train_state.bin}, written to a temporary directory and renamed, then OUT/LATEST is replaced
@@ -40,9 +45,18 @@ typedef struct {
     double theta_init, lambda_init_bias, rope_theta;
     int head_norm;            // HeadNormMode
     int rope_bf16_positions;
+    int gqa_arm;              // phases 1, 2: lambda ~ 0 (bias -100), theta 0, both frozen
+    // phase 2: the bounded state and its training switches
+    int bounded_preset;       // index into BOUNDED_PRESETS
+    int window, n_exact, n_summary, block;  // -1: the preset's (block: 256)
+    double lr_scale;          // multiplies --lr and --lr-coda
+    int detach_evicted, cross_block_grad, mask_unused_memory, candidate_order;
+    int warmup_given, steps_given;
 } Options;
 
 static const CliChoice HEAD_NORM_CHOICES[] = {{"identity", HEAD_NORM_IDENTITY}, {"full", HEAD_NORM_FULL}, {NULL, 0}};
+static const CliChoice CANDIDATE_ORDER_CHOICES[] = {{"by_gate", CAND_ORDER_BY_GATE}, {"reference", CAND_ORDER_REFERENCE}, {NULL, 0}};
+static CliChoice BOUNDED_PRESET_CHOICES[N_BOUNDED_PRESETS + 1];
 
 // Parses argv into o, defaults first (phase-1 defaults are the paper's); exits on a bad command line.
 static void parse_options(Options* o, int argc, char** argv) {
@@ -53,27 +67,36 @@ static void parse_options(Options* o, int argc, char** argv) {
     o->lr = 5e-5; o->lr_coda = 1e-3; o->weight_decay = 0.01; o->min_lr_frac = 0.0; o->clip = 1.0;
     o->beta1 = 0.9; o->beta2 = 0.999; o->eps = 1e-8;
     o->theta_init = 0.0; o->lambda_init_bias = -6.0; o->rope_theta = 0.0; o->head_norm = HEAD_NORM_IDENTITY;
+    o->bounded_preset = 1;  // medium
+    o->window = o->n_exact = o->n_summary = o->block = -1;
+    o->lr_scale = 0.1; o->detach_evicted = 1; o->cross_block_grad = 1; o->mask_unused_memory = 1;
+    o->candidate_order = CAND_ORDER_BY_GATE;
+    for (int i = 0; i < N_BOUNDED_PRESETS; i++) BOUNDED_PRESET_CHOICES[i] = {BOUNDED_PRESETS[i].name, i};
     char model_help[256];
     snprintf(model_help, sizeof(model_help), "phase 0 architecture: a preset (%s) or a config.json", model_preset_names());
     const CliFlag flags[] = {
-        cli_int("--phase", &o->phase, 0, 1, "0|1",
-                "0: GQA from random init, all trainable; 1: CoDA from --init (bounded phase-2\n"
-                "training is not on the GPU yet)"),
+        cli_int("--phase", &o->phase, 0, 2, "0|1|2",
+                "0: GQA from random init, all trainable; 1: CoDA from --init (a base model);\n"
+                "2: bounded CoDA from --init (a phase-1 checkpoint)"),
         cli_string("--model", &o->model, "NAME|FILE", model_help),
         cli_string("--init", &o->init, "DIR|random",
-                   "phase 1 base model: config.json + model.safetensors[.index.json]; random: a\n"
-                   "randomly initialised base of --model's architecture (benchmarks)"),
+                   "phase 1: the base model, phase 2: the phase-1 checkpoint (config.json +\n"
+                   "model.safetensors[.index.json]); random: a randomly initialised base of\n"
+                   "--model's architecture (benchmarks)"),
         cli_string("--train", &o->train_path, "FILE", "training token shard (tokenize_coda; required)"),
         cli_string("--val", &o->val_path, "FILE", "validation token shard"),
         cli_string("--out", &o->out_dir, "DIR", "checkpoints and log.txt"),
         cli_int("--batch", &o->B, 1, INT_MAX, "B", "micro-batch rows"),
         cli_int("--seq", &o->T, 1, INT_MAX, "T", "tokens per row"),
         cli_int("--accum", &o->accum, 1, INT_MAX, "N", "micro-batches per update"),
-        cli_int("--steps", &o->steps, 1, INT_MAX, "N", "optimizer updates (250 = the paper's 2000 micro-batches / 8)"),
+        cli_given(cli_int("--steps", &o->steps, 1, INT_MAX, "N",
+                          "optimizer updates (phase 1: 250 = the paper's 2000 micro-batches / 8;\n"
+                          "phase 2: 75 = 600 / 8)"), &o->steps_given),
         cli_double("--lr", &o->lr, 0, HUGE_VAL, "X", "peak lr of q/k/v/o (and of all matrices in phase 0)"),
         cli_double("--lr-coda", &o->lr_coda, 0, HUGE_VAL, "X", "peak lr of theta / lambda / head_norm"),
         cli_double("--weight-decay", &o->weight_decay, 0, HUGE_VAL, "X", "on q/k/v/o and matrices; none on norms, theta, lambda"),
-        cli_int("--warmup", &o->warmup, 0, INT_MAX, "N", "linear warmup updates, then cosine decay"),
+        cli_given(cli_int("--warmup", &o->warmup, 0, INT_MAX, "N", "linear warmup updates, then cosine decay (phase 2: 50)"),
+                  &o->warmup_given),
         cli_double("--min-lr-frac", &o->min_lr_frac, 0, 1, "X", "the lr at the last update, as a fraction of the peak"),
         cli_double("--clip", &o->clip, 0, HUGE_VAL, "X", "global gradient-norm clip (0 = none)"),
         cli_double_in("--beta1", &o->beta1, 0, 1, "[)", "X", "AdamW beta1"),
@@ -102,11 +125,35 @@ static void parse_options(Options* o, int argc, char** argv) {
                    "override the config's RoPE base (0 = keep it; the reference's bounded layers\n"
                    "used 10000)"),
         cli_switch("--rope-bf16-positions", &o->rope_bf16_positions, "reproduce the reference's bf16 RoPE positions (a defect; for comparisons)"),
+        cli_switch("--gqa-arm", &o->gqa_arm,
+                   "phases 1, 2: the 2x2's GQA arm: lambda bias -100 and theta 0 at init, both frozen\n"
+                   "(pass it in both phases)"),
+        cli_section("phase 2 (bounded state; the paper's values by default):"),
+        cli_enum("--bounded-config", &o->bounded_preset, BOUNDED_PRESET_CHOICES,
+                 "state preset: W / Me / Ms = 128/32/32, 256/64/64, 512/128/128, 256/0/0"),
+        cli_int("--window", &o->window, 1, CONFIG_MAX_STATE, "W", "ring slots (overrides the preset)"),
+        cli_int("--exact", &o->n_exact, 0, CONFIG_MAX_STATE, "Me", "exact-bank slots (overrides the preset)"),
+        cli_int("--summary", &o->n_summary, 0, CONFIG_MAX_STATE, "Ms", "summary-bank slots (overrides the preset)"),
+        cli_int("--block", &o->block, 1, CONFIG_MAX_STATE, "S", "tokens per block of the chunked prefill (256)"),
+        cli_double("--lr-scale", &o->lr_scale, 0, HUGE_VAL, "X", "phase 2 multiplies --lr and --lr-coda by this"),
+        cli_int("--detach-evicted", &o->detach_evicted, 0, 1, "0|1",
+                "evicted tokens enter the banks as constants (no gradient to the write gate)"),
+        cli_int("--cross-block-grad", &o->cross_block_grad, 0, 1, "0|1", "gradients flow through the state across blocks"),
+        cli_int("--mask-unused-memory", &o->mask_unused_memory, 0, 1, "0|1", "attend only to filled ring slots and used bank slots"),
+        cli_enum("--candidate-order", &o->candidate_order, CANDIDATE_ORDER_CHOICES,
+                 "which evicted tokens each bank gets: its highest gates, or the reference's\n"
+                 "index-ordered top-k list (SPEC 3.1)"),
     };
     const CliSpec cli = {"train_coda", "train_coda [options]", NULL, flags, (int)(sizeof(flags) / sizeof(flags[0]))};
     cli_parse_or_exit(&cli, argc, argv);
     if (!o->train_path) cli_fail(&cli, "--train FILE is required (a token shard; see dev/data/README.md)");
     if (o->phase == 1 && !o->init && !o->resume) cli_fail(&cli, "--phase 1 needs --init DIR (the base model)");
+    if (o->phase == 2 && !o->init && !o->resume) cli_fail(&cli, "--phase 2 needs --init DIR (a phase-1 checkpoint)");
+    if (o->phase == 0 && o->gqa_arm) cli_fail(&cli, "--gqa-arm is for phases 1 and 2 (phase 0 trains plain GQA anyway)");
+    if (o->phase == 2) {  // the paper's phase 2: 600 micro-batches of 8 (75 updates), 50 of them warmup
+        if (!o->steps_given) o->steps = 75;
+        if (!o->warmup_given) o->warmup = 50;
+    }
 }
 
 // Prints what loading a model directory did (hf_load_params' report).
@@ -121,15 +168,18 @@ static void print_load_report(const char* dir, const HfLoadReport* rep) {
 // Accounting
 
 // Model FLOPs per token in llm.c's convention (6 per matmul parameter per token, plus attention's
-// 6·L·H·Dh·T, doubled for CoDA's two streams), counted for the full backward whether or not weights
-// are frozen.
+// 6·L·H·Dh·T for causal attention = 12·L·H·Dh per key seen, doubled for CoDA's two streams; a bounded
+// layer sees at most its bank, ring and half a block), counted for the full backward whether or not
+// weights are frozen.
 static double flops_per_token(const GpuModel* m) {
     const ModelConfig* c = &m->cfg;
     double n = 0;
     for (int i = 0; i < m->table.n; i++)
         if (m->table.tensors[i].ndim == 2 && m->table.tensors[i].kind != PK_EMBED) n += (double)m->table.tensors[i].numel;
     if (c->tie_embeddings) n += (double)c->vocab_size * c->dim;
-    double attn = 6.0 * c->n_layers * config_qdim(c) * (double)m->T * (c->differential ? 2 : 1);
+    // keys per query: T / 2 on average when causal; bounded: the bank, the ring and half a block, at most
+    double keys = c->bounded ? fmin(m->T / 2.0, c->n_exact + c->n_summary + c->window + c->block_size / 2.0) : m->T / 2.0;
+    double attn = 12.0 * c->n_layers * config_qdim(c) * keys * (c->differential ? 2 : 1);
     return 6.0 * n + attn;
 }
 // Dense bf16 peak of the card (H100/H200 SXM: 989 TFLOP/s); < 0 if unknown.
@@ -196,7 +246,7 @@ int main(int argc, char** argv) {
     if (found < 0) coda_fatal("%s", err.msg);
     if (resume_note[0]) printf("--resume: %s\n", resume_note);
     int resuming = found == 0;
-    const int random_base = o.phase == 1 && !resuming && o.init && strcmp(o.init, "random") == 0;
+    const int random_base = o.phase >= 1 && !resuming && o.init && strcmp(o.init, "random") == 0;
     if (o.resume && !resuming) printf("--resume: no checkpoint in %s yet, starting fresh\n", o.out_dir);
     if (resuming) {
         char path[4300];
@@ -205,27 +255,32 @@ int main(int argc, char** argv) {
     } else if (o.phase == 0) {
         if (model_config_from(o.model, &cfg, &err) != 0) coda_fatal("%s", err.msg);
     } else {
+        char path[4300];
+        snprintf(path, sizeof(path), "%s/config.json", random_base ? o.model : o.init);
         if (random_base) {
             if (model_config_from(o.model, &cfg, &err) != 0) coda_fatal("%s", err.msg);
         } else {
-            char path[4300];
-            snprintf(path, sizeof(path), "%s/config.json", o.init);
             if (config_read_hf(path, &cfg, &err) != 0) coda_fatal("%s", err.msg);
         }
-        cfg.differential = 1;  // the Phase-1 swap: CoDA attention in every layer
-        cfg.bounded = 0;
-        cfg.theta_init = (float)o.theta_init;
-        cfg.lambda_init_bias = (float)o.lambda_init_bias;
-        cfg.head_norm = (HeadNormMode)o.head_norm;
+        if (o.phase == 1 || random_base) {  // the Phase-1 swap: CoDA attention in every layer
+            cfg.differential = 1;
+            cfg.bounded = 0;
+            cfg.theta_init = o.gqa_arm ? 0.0f : (float)o.theta_init;
+            cfg.lambda_init_bias = o.gqa_arm ? -100.0f : (float)o.lambda_init_bias;
+            cfg.head_norm = (HeadNormMode)o.head_norm;
+        }
+        const BoundedOptions bo = {o.bounded_preset, o.window, o.n_exact, o.n_summary, o.block, o.detach_evicted, o.cross_block_grad,
+                                   o.mask_unused_memory, (CandidateOrder)o.candidate_order};
+        if (o.phase == 2 && phase2_config(&cfg, &bo, random_base ? "the random base" : path, &err) != 0) coda_fatal("%s", err.msg);
     }
     if (o.rope_theta > 0) cfg.rope_theta_override = o.rope_theta;
     if (o.rope_bf16_positions) cfg.rope_bf16_positions = 1;
     if (config_validate(&cfg, &err) != 0) coda_fatal("%s", err.msg);
     GpuModel m;
-    gpu_model_create(&m, &cfg, o.phase == 0 ? TRAIN_ALL : TRAIN_ATTENTION);
-    // phase 0 and a random phase-1 base draw everything; a base checkpoint or a resumed one supplies all
-    // but the new CoDA tensors
-    gpu_model_init_random(&m, (uint64_t)o.seed, resuming || (o.phase == 1 && !random_base));
+    gpu_model_create(&m, &cfg, o.phase == 0 ? TRAIN_ALL : o.gqa_arm ? TRAIN_ATTENTION_NO_DIFF : TRAIN_ATTENTION);
+    // phase 0 and a random base draw everything; a base / phase-1 checkpoint or a resumed one supplies
+    // all but the tensors it lacks (phase 1: theta, lambda; phase 2: write gate, eta)
+    gpu_model_init_random(&m, (uint64_t)o.seed, resuming || (o.phase >= 1 && !random_base));
     DataPosition pos = {0, 0};
     int start_step = 0;
     if (resuming) {
@@ -234,7 +289,7 @@ int main(int argc, char** argv) {
         print_load_report(resume_dir, &rep);
         printf("resumed from %s at update %d\n", resume_dir, start_step);
     } else {
-        if (o.phase == 1 && !random_base) {
+        if (o.phase >= 1 && !random_base) {
             HfLoadReport rep;
             if (checkpoint_load_weights(&m, o.init, &rep, &err) != 0) coda_fatal("%s", err.msg);
             print_load_report(o.init, &rep);
@@ -255,8 +310,9 @@ int main(int argc, char** argv) {
     // ---- optimizer ----
     AdamWConfig opt;
     memset(&opt, 0, sizeof(opt));
-    opt.lr[GROUP_MATRIX] = opt.lr[GROUP_NORM] = opt.lr[GROUP_ATTN_PROJ] = o.lr;
-    opt.lr[GROUP_CODA] = o.lr_coda;
+    const double lr_mult = o.phase == 2 ? o.lr_scale : 1.0;  // phase 2: a fresh optimizer at 0.1x the rates
+    opt.lr[GROUP_MATRIX] = opt.lr[GROUP_NORM] = opt.lr[GROUP_ATTN_PROJ] = o.lr * lr_mult;
+    opt.lr[GROUP_CODA] = o.lr_coda * lr_mult;
     opt.weight_decay[GROUP_MATRIX] = opt.weight_decay[GROUP_ATTN_PROJ] = o.weight_decay;
     opt.beta1 = o.beta1; opt.beta2 = o.beta2; opt.eps = o.eps; opt.grad_clip = o.clip;
 
@@ -265,6 +321,10 @@ int main(int argc, char** argv) {
     cudaCheck(cudaGetDeviceProperties(&prop, 0));
     printf("coda.c train | phase %d | %s | %s | %d layers d%d | %zu params, %zu trainable | B %d T %d accum %d | %d updates\n",
            o.phase, prop.name, PRECISION_NAME, cfg.n_layers, cfg.dim, m.table.total, m.n_train, o.B, o.T, o.accum, o.steps);
+    if (cfg.bounded)
+        printf("bounded state: W %d, exact %d, summary %d, block %d | detach_evicted %d cross_block_grad %d mask_unused_memory %d | "
+               "candidate order %s%s\n", cfg.window, cfg.n_exact, cfg.n_summary, cfg.block_size, cfg.detach_evicted, cfg.cross_block_grad,
+               cfg.mask_unused_memory, cfg.candidate_order == CAND_ORDER_REFERENCE ? "reference" : "by_gate", o.gqa_arm ? " | GQA arm" : "");
     char log_path[4200];
     snprintf(log_path, sizeof(log_path), "%s/log.txt", o.out_dir);
     FILE* log = fopen(log_path, "a");
@@ -320,10 +380,10 @@ int main(int argc, char** argv) {
         double tok_s = (double)o.B * o.T * o.accum / dt, mfu = peak > 0 ? fpt * tok_s / peak : -1;
         if (step % o.log_every == 0 || step == o.steps - 1) {
             printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f ms | %.0f tok/s | MFU %.1f%% | mem %.1f GiB\n", step + 1, o.steps,
-                   loss, lr_scale * o.lr, norm, dt * 1e3, tok_s, mfu * 100, (total_b - free_b) / 1073741824.0);
+                   loss, lr_scale * opt.lr[GROUP_ATTN_PROJ], norm, dt * 1e3, tok_s, mfu * 100, (total_b - free_b) / 1073741824.0);
             fflush(stdout);
         }
-        fprintf(log, "step %d loss %.6f lr %.6e norm %.6f ms %.2f tok_s %.1f mfu %.4f mem_gib %.2f\n", step + 1, loss, lr_scale * o.lr, norm,
+        fprintf(log, "step %d loss %.6f lr %.6e norm %.6f ms %.2f tok_s %.1f mfu %.4f mem_gib %.2f\n", step + 1, loss, lr_scale * opt.lr[GROUP_ATTN_PROJ], norm,
                 dt * 1e3, tok_s, mfu, (total_b - free_b) / 1073741824.0);
         if (timed) {
             step_timer_collect(&timer);
