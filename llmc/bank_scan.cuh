@@ -32,6 +32,7 @@
 //   state_k, state_v [B][Hkv][Mb][Dh] fp32    the live state; after the forward: the state after the
 //                                             last block's write (what a prefill would continue from)
 //   cand   [B][nb][t_cap] int                 candidate list of each write (both banks take a prefix)
+//   cand_g [B][nb][t_cap] fp32                their gates
 //   dw     [B][nb][Hkv][Ts_max] fp32          backward: per-head gate gradient of each candidate
 //   deta_part [B][Hkv][Ms] fp32               backward: eta gradient per (row, head, slot)
 // Backward inputs: d_bank_k, d_bank_v [B][nb][Hkv][Mb][Dh] fp32 = dL/d(tape k/v of block j) as block
@@ -114,6 +115,7 @@ typedef struct {
 typedef struct {
     float *state_k, *state_v;    // [B][Hkv][Mb][Dh]
     int* cand;                   // [B][n_blocks][t_cap]
+    float* cand_g;               // [B][n_blocks][t_cap] their gates
     float* dw;                   // [B][n_blocks][Hkv][Ts_max]
     float* deta_part;            // [B][Hkv][Ms]
 } BankScratch;
@@ -197,6 +199,7 @@ static inline size_t bank_scratch_layout(BankScratch* w, char* base, const BankS
     off = bs_carve(&p, off, st * sizeof(float), base); w->state_k = (float*)p;
     off = bs_carve(&p, off, st * sizeof(float), base); w->state_v = (float*)p;
     off = bs_carve(&p, off, bn * d.t_cap * sizeof(int), base); w->cand = (int*)p;
+    off = bs_carve(&p, off, bn * d.t_cap * sizeof(float), base); w->cand_g = (float*)p;
     off = bs_carve(&p, off, bn * d.Hkv * d.ts_stride * sizeof(float), base); w->dw = (float*)p;
     off = bs_carve(&p, off, (size_t)d.B * d.Hkv * d.Ms * sizeof(float), base); w->deta_part = (float*)p;
     return off;
@@ -381,7 +384,7 @@ __host__ __device__ __forceinline__ BsSmem bs_smem_layout(const BankDims* d, int
 
 // Copies n values, index i -> load(i) -> store(i, x), with BS_BATCH loads in flight per thread: a loop
 // that waited for each load before issuing the next would pay the memory latency once per element.
-#define BS_BATCH 8
+#define BS_BATCH 16
 template <class Load, class Store>
 __device__ __forceinline__ void bs_copy(int n, Load load, Store store) {
     for (int i0 = threadIdx.x; i0 < n; i0 += BS_BATCH * BS_THREADS) {
@@ -391,6 +394,15 @@ __device__ __forceinline__ void bs_copy(int n, Load load, Store store) {
 #pragma unroll
         for (int u = 0; u < BS_BATCH; u++) { const int i = i0 + u * BS_THREADS; if (i < n) store(i, x[u]); }
     }
+}
+
+// Two consecutive floatX (an even element index: 4- or 8-byte aligned) in one store.
+__device__ __forceinline__ void bs_store_pair(floatX* p, float a, float b) {
+#if defined(ENABLE_FP32)
+    *(float2*)p = make_float2(a, b);
+#else
+    *(__nv_bfloat162*)p = __floats2bfloat162_rn(a, b);
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,6 +420,7 @@ __global__ void __launch_bounds__(BS_CAND_THREADS) bank_candidates_kernel(BankSc
     if (Tn == 0) return;
     const float* g = p.gate + (size_t)b * D.T + e0;
     int* out = p.w.cand + ((size_t)b * D.nb + j) * D.t_cap;
+    float* out_g = p.w.cand_g + ((size_t)b * D.nb + j) * D.t_cap;
     __shared__ float vstar;
     __shared__ int n_gt;
     for (int i = tid; i < n; i += BS_CAND_THREADS) {
@@ -417,7 +430,7 @@ __global__ void __launch_bounds__(BS_CAND_THREADS) bank_candidates_kernel(BankSc
             const float gu = g[u];
             rank += gu > gi || (gu == gi && u < i);
         }
-        if (!p.order_ref) { if (rank < Tn) out[rank] = e0 + i; }
+        if (!p.order_ref) { if (rank < Tn) { out[rank] = e0 + i; out_g[rank] = gi; } }
         else if (rank == Tn - 1) vstar = gi;
     }
     if (!p.order_ref) return;
@@ -429,6 +442,7 @@ __global__ void __launch_bounds__(BS_CAND_THREADS) bank_candidates_kernel(BankSc
         int before = 0;  // fewer than Tn tokens are above the Tn-th largest gate
         for (int u = 0; u < i; u++) before += g[u] > vs;
         out[before] = e0 + i;
+        out_g[before] = g[i];
         atomicAdd(&n_gt, 1);  // an integer count: order-independent
     }
     __syncthreads();
@@ -437,7 +451,7 @@ __global__ void __launch_bounds__(BS_CAND_THREADS) bank_candidates_kernel(BankSc
         if (!(g[i] == vs)) continue;
         int at = above;
         for (int u = 0; u < i; u++) at += g[u] == vs;
-        if (at < Tn) out[at] = e0 + i;
+        if (at < Tn) { out[at] = e0 + i; out_g[at] = g[i]; }
     }
 }
 
@@ -478,6 +492,18 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
                 [&](int i, float x) { cand_v[(i / Dh) * ldx + i % Dh] = x; });
     };
 
+    // The candidates of write jj (entries from `first` on; the first BS_THREADS are prefetched, one per
+    // thread, while the previous write finishes).
+    auto candidate_count = [&](int jj) {
+        int e0_, n_, te_, ts_;
+        bs_block_evict(&D, jj, &e0_, &n_, &te_, &ts_);
+        return bs_max(te_, ts_);
+    };
+    auto load_candidates = [&](int jj, int first) {
+        const size_t o = ((size_t)b * nb + jj) * D.t_cap;
+        for (int t = first + tid; t < candidate_count(jj); t += BS_THREADS) { tok[t] = p.w.cand[o + t]; gate[t] = p.w.cand_g[o + t]; }
+    };
+
     // ---- initial state: init contents (or zeros), nothing used; snapshot 0 ----
     for (int m = tid; m < Me; m += BS_THREADS) { used_e[m] = 0; last_e[m] = 0; src_e[m] = -1; }
     for (int m = tid; m < Ms; m += BS_THREADS) used_s[m] = 0;
@@ -496,6 +522,7 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
         for (int m = tid; m < Mb; m += BS_THREADS) p.tape.allowed[bj * Mb + m] = p.mask_unused ? 0 : 1;
         for (int m = tid; m < Me; m += BS_THREADS) p.tape.src[bj * Me + m] = -1;
     }
+    load_candidates(0, 0);
     __syncthreads();
 
     for (int j = 0; j < nb; j++) {
@@ -504,12 +531,10 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
         const int Tn = bs_max(Te, Ts);
         const size_t bj = (size_t)b * nb + j;
         if (Tn > 0) {
-            for (int t = tid; t < Tn; t += BS_THREADS) {
-                const int tk = p.w.cand[bj * D.t_cap + t];
-                tok[t] = tk;
-                gate[t] = p.gate[row0 + tk];
+            if (j > 0 && Tn > BS_THREADS) {  // beyond what the previous write prefetched
+                load_candidates(j, BS_THREADS);
+                __syncthreads();
             }
-            __syncthreads();
             // ---- A. per-head cosines of this CTA's heads ----
             for (int g = h0; g < h1; g++) {
                 float* pe = part + (C == 1 ? 0 : g - h0) * L.part_head;  // exact [Te][Me]
@@ -710,6 +735,14 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
         __syncthreads();
         // ---- C. this CTA's heads: exact copies, summary EMA (SPEC §3.4 step 4), snapshot j + 1 ----
         const bool snap = j + 1 < nb;
+        // prefetch the next write's first candidates (their loads overlap this phase)
+        const int Tn_next = snap ? candidate_count(j + 1) : 0;
+        int pre_tok = 0;
+        float pre_gate = 0.f;
+        if (tid < Tn_next) {
+            pre_tok = p.w.cand[(bj + 1) * D.t_cap + tid];
+            pre_gate = p.w.cand_g[(bj + 1) * D.t_cap + tid];
+        }
         for (int g = h0; g < h1; g++) {
             if (Tn > 0 && !resident && h1 - h0 > 1) {  // the candidate rows of this head (resident: still staged)
                 __syncthreads();
@@ -720,33 +753,46 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
             float *Sk = state_k(g), *Sv = state_v(g);
             floatX* Tk = snap ? p.tape.k + ((bj + 1) * Hkv + g) * head_elems : NULL;
             floatX* Tv = snap ? p.tape.v + ((bj + 1) * Hkv + g) * head_elems : NULL;
-            for (int i = tid; i < Mb * Dh; i += BS_THREADS) {
-                const int m = i / Dh, d = i - m * Dh;
-                float kk = Sk[m * ld + d], vv = Sv[m * ld + d];
+            const int hd = Dh / 2;
+            for (int i2 = tid; i2 < Mb * hd; i2 += BS_THREADS) {  // two dims (d, d + 1) of one slot per step
+                const int m = i2 / hd, d = 2 * (i2 - m * hd);
+                float* sk_ = Sk + (size_t)m * ld + d;
+                float* sv_ = Sv + (size_t)m * ld + d;
+                float kk[2] = {sk_[0], sk_[1]}, vv[2] = {sv_[0], sv_[1]};
                 if (m < Me) {
                     const int wt = writer[m];
                     if (wt >= 0) {
-                        kk = cand_k[wt * ldx + d]; vv = cand_v[wt * ldx + d];
-                        Sk[m * ld + d] = kk; Sv[m * ld + d] = vv;
+                        for (int e = 0; e < 2; e++) {
+                            kk[e] = cand_k[wt * ldx + d + e]; vv[e] = cand_v[wt * ldx + d + e];
+                            sk_[e] = kk[e]; sv_[e] = vv[e];
+                        }
                     }
                 } else {
                     const int ms = m - Me, fl = sflag[ms];
                     if (fl & 1) {
                         const float c = cnt[ms], denom = c > 1e-6f ? c : 1e-6f, eta = (fl & 2) ? 1.f : eta_g;
-                        float sumk = 0.f, sumv = 0.f;
+                        float sumk[2] = {0.f, 0.f}, sumv[2] = {0.f, 0.f};
                         for (int q = bstart[ms]; q < bstart[ms + 1]; q++) {
                             const int t = bucket[q];
-                            sumk = __fadd_rn(sumk, __fmul_rn(w[t], cand_k[t * ldx + d]));
-                            sumv = __fadd_rn(sumv, __fmul_rn(w[t], cand_v[t * ldx + d]));
+                            for (int e = 0; e < 2; e++) {
+                                sumk[e] = __fadd_rn(sumk[e], __fmul_rn(w[t], cand_k[t * ldx + d + e]));
+                                sumv[e] = __fadd_rn(sumv[e], __fmul_rn(w[t], cand_v[t * ldx + d + e]));
+                            }
                         }
-                        if (d >= lf) kk = __fadd_rn(kk, __fmul_rn(eta, __fsub_rn(__fdiv_rn(__fmul_rn(escale, sumk), denom), kk)));
-                        vv = __fadd_rn(vv, __fmul_rn(eta, __fsub_rn(__fdiv_rn(sumv, denom), vv)));
-                        Sk[m * ld + d] = kk; Sv[m * ld + d] = vv;
+                        for (int e = 0; e < 2; e++) {
+                            if (d + e >= lf) kk[e] = __fadd_rn(kk[e], __fmul_rn(eta, __fsub_rn(__fdiv_rn(__fmul_rn(escale, sumk[e]), denom), kk[e])));
+                            vv[e] = __fadd_rn(vv[e], __fmul_rn(eta, __fsub_rn(__fdiv_rn(sumv[e], denom), vv[e])));
+                            sk_[e] = kk[e]; sv_[e] = vv[e];
+                        }
                     }
                 }
-                if (snap) { Tk[i] = from_float<floatX>(kk); Tv[i] = from_float<floatX>(vv); }
+                if (snap) {
+                    bs_store_pair(Tk + (size_t)m * Dh + d, kk[0], kk[1]);
+                    bs_store_pair(Tv + (size_t)m * Dh + d, vv[0], vv[1]);
+                }
             }
         }
+        if (tid < Tn_next) { tok[tid] = pre_tok; gate[tid] = pre_gate; }  // tok is not read after the staging above
         if (r == 0 && snap) {
             const size_t bn = bj + 1;
             for (int m = tid; m < Me; m += BS_THREADS) {

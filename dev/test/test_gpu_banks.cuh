@@ -38,7 +38,9 @@ static float gb_fx(float x) { return gb_is_bf16 ? round_bf16(x) : x; }  // a val
 // ---------------------------------------------------------------------------------------------
 // The case grid
 
-enum { GB_GATES_UNIFORM = 0, GB_GATES_EQUAL, GB_GATES_LEVELS };  // U(0,1); all sigmoid(-2) (init); {0.04, 0.3, 0.7}
+// U(0,1); all sigmoid(-2) (init); {0.04, 0.3, 0.7}; U(0, 2e-7) with both gate thresholds 0 (slot totals
+// below the 1e-6 clamp of SPEC §3.4)
+enum { GB_GATES_UNIFORM = 0, GB_GATES_EQUAL, GB_GATES_LEVELS, GB_GATES_TINY };
 enum { GB_VALUES_RANDOM = 0, GB_VALUES_REPEAT };                  // U(-1,1); repeats and near-repeats of 5 prototypes
 
 // What a case must exercise (counted on the CPU run), one bit each.
@@ -54,11 +56,13 @@ enum {
     GB_DROP = 1 << 8,     // a summary candidate had weight 0 (gate below the summary threshold)
     GB_TIE = 1 << 9,      // gates tied at the candidate cut (the T-th largest evicted gate occurs twice)
     GB_ORDER = 1 << 10,   // the two candidate orders give different lists
-    GB_N_NEED = 11
+    GB_CLAMP = 1 << 11,   // an active summary slot's total weight was below 1e-6 (clamped)
+    GB_N_NEED = 12
 };
 static const char* gb_need_name[GB_N_NEED] = {"evictions", "exact inserts", "exact replacements", "exact touches",
                                               "exact hits", "'between' tokens", "summary EMA updates", "new summary slots",
-                                              "weight-0 summary candidates", "gate ties at the cut", "order differences"};
+                                              "weight-0 summary candidates", "gate ties at the cut", "order differences",
+                                              "clamped slot totals"};
 
 typedef struct {
     const char* name;
@@ -95,6 +99,7 @@ static const GbCase gb_forward_cases[] = {
     {"no_overwrite_on_insert",2, 192,  32,  32,  8,  6,  2, 32,  4, 12, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 1, GB_EVICT | GB_INSERT | GB_EMA},
     {"odd_sizes",             2, 211,  37,  45, 13,  7,  3, 34,  5, 23, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_BASE_NEED},
     {"many_candidates",       1, 384,  64,  64, 40, 37,  2, 32, 64, 64, GB_GATES_UNIFORM, GB_VALUES_REPEAT, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_BASE_NEED | GB_HIT},
+    {"one_kv_head",           2, 192,  32,  32,  8,  6,  1, 32,  4, 12, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_BASE_NEED},
     {"heads_12_uneven",       1, 256,  32,  32,  8,  6, 12, 32,  4, 12, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_BASE_NEED},
     {"heads_16",              1, 256,  32,  32,  8,  6, 16, 32,  4, 12, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_BASE_NEED},
     {"smollm2_135m_shape",    2, 1024, 256, 256, 64, 64, 3, 64,  8, 64, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_EVICT | GB_INSERT | GB_EMA | GB_NEW},
@@ -109,6 +114,7 @@ static const GbCase gb_backward_cases[] = {
     {"bwd_policy_none_unmasked", 2, 256, 32, 20,  6,  5,  2, 32,  4, 10, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   1, 0, 1, 0, 0, GB_BASE_NEED},
     {"bwd_init_random",       1, 256,  32,  24,  6,  5,  3, 34,  4, 10, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_REFERENCE, 0, 0, 0, 1, 0, GB_BASE_NEED},
     {"bwd_mistral_heads",     1, 640, 128,  96, 16, 16,  8, 128, 8, 32, GB_GATES_UNIFORM, GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_BASE_NEED},
+    {"bwd_tiny_gates",        2, 256,  32,  20,  6,  5,  2, 32,  4, 10, GB_GATES_TINY,    GB_VALUES_RANDOM, CAND_ORDER_BY_GATE,   0, 0, 0, 0, 0, GB_BASE_NEED | GB_CLAMP},
 };
 
 static ModelConfig gb_config(const GbCase* k) {
@@ -122,6 +128,7 @@ static ModelConfig gb_config(const GbCase* k) {
     c.exact_refresh_on_hit = k->refresh;
     c.mask_unused_memory = !k->mask_off;
     c.summary_overwrite_on_insert = !k->no_overwrite;
+    if (k->gates == GB_GATES_TINY) c.gate_threshold_exact = c.gate_threshold_summary = 0.0f;
     return c;
 }
 
@@ -212,7 +219,8 @@ static void gb_setup(GbRun* R, const GbCase* cs, uint64_t seed) {
     static const float levels[3] = {0.04f, 0.3f, 0.7f};
     for (size_t t = 0; t < R->BT; t++) {
         float g = cs->gates == GB_GATES_EQUAL ? sigmoid_f32(-2.0f)
-                  : cs->gates == GB_GATES_LEVELS ? levels[gb_next(&s) % 3] : gb_uniform(&s, 0.f, 1.f);
+                  : cs->gates == GB_GATES_LEVELS ? levels[gb_next(&s) % 3]
+                  : cs->gates == GB_GATES_TINY ? gb_uniform(&s, 0.f, 2e-7f) : gb_uniform(&s, 0.f, 1.f);
         R->gate[t] = cs->policy_none ? 1.0f : g;  // the caller's convention for write policy none
     }
     for (int g = 0; g < cs->Hkv; g++) R->eta[g] = gb_eta_logit(g);
@@ -471,6 +479,7 @@ static void gb_tally(const GbRun* R, long* cnt) {
             for (int m = 0; m < Ms && lg->n_cand > 0; m++) {
                 if (lg->slot_active[m] && !lg->slot_new[m]) cnt[6]++;
                 if (lg->slot_new[m]) cnt[7]++;
+                if (lg->slot_active[m] && lg->slot_cnt[m] <= 1e-6f) cnt[11]++;
             }
             for (int t = 0; t < lg->n_cand; t++) cnt[8] += lg->cand_w[t] == 0.f;
         }
