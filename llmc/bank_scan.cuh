@@ -56,12 +56,17 @@
 //     reference's PyTorch-CUDA top-k order (above the T-th largest in index order, then its ties).
 //   Forward scan: one thread-block cluster of C = min(Hkv, 8) CTAs per batch row (C = 1 on pre-Hopper
 //     binaries), CTA r owning KV heads [r*Hkv/C, (r+1)*Hkv/C) of the live state; 512 threads. Per write:
-//     A. each CTA scores the candidates against the slots for its heads (per-head cosines, in smem);
+//     A. each CTA stages the candidates' k/v rows and scores them against the slots for its heads
+//        (per-head cosines, in smem; with C = 1 the head sum is formed here, in head order);
 //     B1. cluster barrier; CTA r sums the heads (DSMEM, head order 0..Hkv-1) for candidates t = r mod C
 //         and takes the argmaxes (exact best/bidx, summary route);
 //     B2. cluster barrier; every CTA gathers all of them and takes the remaining decisions (novelty,
 //         LRU victims, caps, stamps, weights, per-slot totals) redundantly and identically;
-//     C. each CTA updates its heads' slots (exact copies, summary EMA) and writes the next snapshot.
+//     C. each CTA updates its heads' slots (exact copies, summary EMA), writes the next snapshot and
+//        prefetches the next write's candidate list.
+//     Resident mode (one head per CTA and its state fits in smem: the 7B and SmolLM2 shapes on an
+//     H100) keeps the head's live state in shared memory for the whole scan; staged mode keeps it in
+//     the global scratch and stages each head's slot operands before scoring (bs_smem_layout).
 //     The cosines are the work (Ts*Ms*Dh/2 + Te*Me*Dh products per head and write, with no FMA): one
 //     head per SM keeps a 7B write at a few microseconds.
 //   Reverse scan: (1) grid (Ms, Hkv, B), one CTA per summary slot and head: the slot's gradient lives in
@@ -1034,15 +1039,30 @@ static inline BankScanParams bank_scan_params(const BankScanShape* s, const Bank
     return p;
 }
 
-// Whether the binary and the device have thread-block clusters (sm_90). Without them the scan runs
-// one CTA per batch row (C = 1), which then owns every KV head.
-static inline int bank_scan_has_clusters(void) {
-    cudaFuncAttributes fa;
-    cudaCheck(cudaFuncGetAttributes(&fa, bank_scan_kernel));
+// What the launcher asks of a device once (per device of the process): whether the binary and the
+// device have thread-block clusters (sm_90; without them the scan runs one CTA per batch row, C = 1,
+// which then owns every KV head), the shared memory a CTA may opt into, the dynamic shared memory
+// the scan kernel has been allowed so far, and per cluster size the most shared memory per CTA
+// verified to fit (cudaOccupancyMaxActiveClusters).
+typedef struct {
+    int known, clusters, smem_max, smem_attr;
+    size_t fit_smem[BS_MAX_CLUSTER + 1];
+} BankScanDevice;
+
+static inline BankScanDevice* bank_scan_device(void) {
+    static BankScanDevice devices[64];
     int dev = 0, cluster_launch = 0;
     cudaCheck(cudaGetDevice(&dev));
-    cudaCheck(cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, dev));
-    return fa.binaryVersion >= 90 && cluster_launch;
+    BankScanDevice* d = &devices[dev & 63];
+    if (!d->known) {
+        cudaFuncAttributes fa;
+        cudaCheck(cudaFuncGetAttributes(&fa, bank_scan_kernel));
+        cudaCheck(cudaDeviceGetAttribute(&cluster_launch, cudaDevAttrClusterLaunch, dev));
+        cudaCheck(cudaDeviceGetAttribute(&d->smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+        d->clusters = fa.binaryVersion >= 90 && cluster_launch;
+        d->known = 1;
+    }
+    return d;
 }
 
 // How the forward scan runs on this device: CTAs per row (cluster size), most KV heads per CTA,
@@ -1055,12 +1075,11 @@ typedef struct {
 static inline BankScanPlan bank_scan_plan(const BankScanShape* s) {
     const BankDims D = bank_dims(s);
     BankScanPlan pl;
-    pl.clusters = bank_scan_has_clusters();
+    const BankScanDevice* dev = bank_scan_device();
+    const int smem_max = dev->smem_max;
+    pl.clusters = dev->clusters;
     pl.C = pl.clusters ? bs_min(D.Hkv, BS_MAX_CLUSTER) : 1;
     pl.hpc = bs_cdiv(D.Hkv, pl.C);
-    int dev = 0, smem_max = 0;
-    cudaCheck(cudaGetDevice(&dev));
-    cudaCheck(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     // resident when a CTA owns one head and its state fits in shared memory, else staged
     pl.resident = pl.hpc == 1 && (size_t)bs_smem_layout(&D, pl.C, pl.hpc, 1).words * 4 <= (size_t)smem_max;
     pl.smem = (size_t)bs_smem_layout(&D, pl.C, pl.hpc, pl.resident).words * 4;
@@ -1089,7 +1108,11 @@ static void bank_scan_forward(const GpuContext* ctx, const BankScanShape* s, con
     const size_t smem = pl.smem;
     p.C = pl.C;
     p.hpc = pl.hpc;
-    cudaCheck(cudaFuncSetAttribute(bank_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    BankScanDevice* dev = bank_scan_device();
+    if ((int)smem > dev->smem_attr) {
+        cudaCheck(cudaFuncSetAttribute(bank_scan_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        dev->smem_attr = (int)smem;
+    }
     cudaLaunchConfig_t lc = {};
     lc.gridDim = dim3(p.C, D.B, 1);
     lc.blockDim = dim3(BS_THREADS, 1, 1);
@@ -1102,7 +1125,7 @@ static void bank_scan_forward(const GpuContext* ctx, const BankScanShape* s, con
     attr[0].val.clusterDim.z = 1;
     lc.attrs = attr;
     lc.numAttrs = clusters ? 1 : 0;  // sm_90 code always runs in a cluster (possibly of one CTA)
-    if (clusters) {
+    if (clusters && smem > dev->fit_smem[p.C]) {  // not yet verified for this size
         int n_clusters = 0;
         cudaCheck(cudaOccupancyMaxActiveClusters(&n_clusters, bank_scan_kernel, &lc));
         if (n_clusters < 1) {
@@ -1110,6 +1133,7 @@ static void bank_scan_forward(const GpuContext* ctx, const BankScanShape* s, con
                             "this device\n", p.C, smem);
             exit(1);
         }
+        dev->fit_smem[p.C] = smem;
     }
     cudaCheck(cudaLaunchKernelEx(&lc, bank_scan_kernel, p, resident));
     cudaCheckLaunch("bank_scan_kernel");
