@@ -41,7 +41,7 @@ static void print_model_config(const ModelConfig* c, const HfLoadReport* rep) {
         StateBytes s32 = state_bytes(c, 4), s16 = state_bytes(c, 2);
         printf("bounded state: W=%d Me=%d Ms=%d block=%d mem_init=%s\n", c->window, c->n_exact, c->n_summary, c->block_size,
                c->mem_init == MEM_INIT_ZEROS ? "zeros" : "random_normal");
-        printf("state bytes per layer (SPEC §6 formula, coda.c's own state): K/V 2*Hkv*(W+Me+Ms)*Dh*4 = %zu + gates 4*W = %zu"
+        printf("state bytes per layer (docs/spec.md §6 formula, coda.c's own state): K/V 2*Hkv*(W+Me+Ms)*Dh*4 = %zu + gates 4*W = %zu"
                " + mask (W+Me+Ms) = %zu + LRU 8*Me = %zu = %zu B (fp32, this CPU path; %zu B with bf16 K/V);"
                " x %d layers = %zu B. Constant in sequence length. Not counted: per-slot source positions"
                " (8*(W+Me+Ms) B, training bookkeeping) and 3 scalar counters; no norm caches are kept.\n",
@@ -122,11 +122,11 @@ int main(int argc, char** argv) {
         cli_int("--summary-candidates", &o.ov.summary_cands, 0, INT_MAX, "N", "summary-bank candidates per block write (paper 64)"),
         cli_enum("--candidate-order", &o.ov.candidate_order, CANDIDATE_ORDER_CHOICES,
                  "which evicted tokens each bank gets (the config's, by_gate unless set: its\n"
-                 "highest gates; reference: the reference's index-ordered top-k list, SPEC §3.1)"),
+                 "highest gates; reference: the reference's index-ordered top-k list, docs/spec.md §3.1)"),
         cli_double_in("--rope-theta", &o.ov.rope_theta, 0, HUGE_VAL, "(]", "X", "RoPE base override (the reference's bounded layers used 10000)"),
         cli_enum("--mem-init", &o.ov.mem_init, MEM_INIT_CHOICES, "initial bank contents of an empty state (the config's, random_normal unless set)"),
         cli_given(cli_uint64("--seed", &o.seed, "N", "mem-init and sampling seed; layer l's banks use seed + l"), &o.seed_given),
-        cli_section("perplexity (PROTOCOL.md §3):"),
+        cli_section("perplexity (docs/protocol.md §3):"),
         cli_string("--ppl", &o.ppl_path, "FILE.bin", "token shard (tokenize_coda)"),
         cli_int64("--max-tokens", &o.max_tokens, 0, INT64_MAX, "N", "use the first N tokens (0 = all)"),
         cli_enum("--procedure", &o.procedure, PROCEDURE_CHOICES,
@@ -158,7 +158,7 @@ int main(int argc, char** argv) {
         cli_string("--load-state", &o.load_state, "FILE",
                    "start from a saved state; without a prompt, continue generating exactly\n"
                    "where it stopped (the saved RNG continues unless --seed is given)"),
-        cli_section("needle-in-a-haystack (PROTOCOL.md §4; no --model: the reference demo's synthetic single random layer,\n"
+        cli_section("needle-in-a-haystack (docs/protocol.md §4; no --model: the reference demo's synthetic single random layer,\n"
                     "D=512 H=8 Hkv=2, W=128 Me=32 Ms=32 block 256 unless overridden; tests bank bookkeeping, not retrieval):"),
         cli_switch("--needle", &o.needle, "run it; retained = the needle's key has cosine > 0.999 with a ring or\nexact-bank slot"),
         cli_string("--needle-lengths", &o.needle_lengths, "L,...", "sequence lengths"),
@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
         int n_lens, n_ok = 0;
         if (cli_parse_int_list("--needle-lengths", o.needle_lengths, 1, &lens, &n_lens, &err) != 0) cli_fail(&cli, "%s", err.msg);
         ModelConfig nc = needle_config(&o.ov);
-        printf("needle (PROTOCOL 4): one random CoDA layer D=%d H=%d Hkv=%d, W=%d Me=%d Ms=%d block %d, needle at %d\n", nc.dim,
+        printf("needle (docs/protocol.md §4): one random CoDA layer D=%d H=%d Hkv=%d, W=%d Me=%d Ms=%d block %d, needle at %d\n", nc.dim,
                nc.n_heads, nc.n_kv_heads, nc.window, nc.n_exact, nc.n_summary, nc.block_size, o.needle_pos);
         for (int i = 0; i < n_lens; i++) {
             NeedleResult r;
@@ -225,8 +225,8 @@ int main(int argc, char** argv) {
             coda_fatal("%s", err.msg);
         cpu_scorer_free(&cs);
         const char* pname = PPL_PROCEDURE_NAMES[o.procedure];
-        printf("ppl %s (%s): %lld tokens, ", pname, o.procedure == PPL_SLIDING ? "PROTOCOL 3.1" : o.procedure == PPL_CHUNKED ?
-               (o.partial_chunk ? "PROTOCOL 3.2a" : "PROTOCOL 3.2b") : "PROTOCOL 3.2c", (long long)n);
+        printf("ppl %s (%s): %lld tokens, ", pname, o.procedure == PPL_SLIDING ? "docs/protocol.md §3.1" : o.procedure == PPL_CHUNKED ?
+               (o.partial_chunk ? "docs/protocol.md §3.2a" : "docs/protocol.md §3.2b") : "docs/protocol.md §3.2c", (long long)n);
         if (o.procedure == PPL_SLIDING) printf("ctx %d stride %d, %d windows", o.ctx, o.stride, r.n_forwards);
         else if (o.procedure == PPL_CHUNKED) printf("ctx %d, %d chunks", o.ctx, r.n_forwards);
         else printf("chunk %d, %d chunks", o.chunk, r.n_forwards);

@@ -2,14 +2,14 @@
 // already rank-aware; multi-GPU is a later issue).
 //   Phase 0: a Mistral-architecture model from random init, standard GQA, all parameters trainable.
 //   Phase 1: from a base checkpoint (coda.c's or a Hugging Face Mistral directory), every attention
-//            layer becomes CoDA (unbounded): q/k/v/o copied, theta/lambda initialised (SPEC §5,
-//            PROTOCOL §1.2); attention adapters trainable, everything else frozen.
-//   Phase 2: from a phase-1 checkpoint, every layer becomes bounded (PROTOCOL §1.9): a fixed-size
+//            layer becomes CoDA (unbounded): q/k/v/o copied, theta/lambda initialised (docs/spec.md §5,
+//            docs/protocol.md §1.2); attention adapters trainable, everything else frozen.
+//   Phase 2: from a phase-1 checkpoint, every layer becomes bounded (docs/protocol.md §1.9): a fixed-size
 //            state (ring + exact + summary bank; the medium preset by default), write gate and eta
-//            initialised (SPEC §5), a fresh optimizer at 0.1x the phase-1 learning rates, 50 warmup
+//            initialised (docs/spec.md §5), a fresh optimizer at 0.1x the phase-1 learning rates, 50 warmup
 //            updates; trained with scan-then-attend (llmc/model.cuh, bank_scan.cuh).
-//   --gqa-arm (phases 1 and 2): the 2x2's "GQA" arm (PROTOCOL §5): lambda bias -100, theta 0, both frozen.
-// Every hyper-parameter is a flag; Phase-1 defaults are the paper's (PROTOCOL §1.4-1.6).
+//   --gqa-arm (phases 1 and 2): the 2x2's "GQA" arm (docs/protocol.md §5): lambda bias -100, theta 0, both frozen.
+// Every hyper-parameter is a flag; Phase-1 defaults are the paper's (docs/protocol.md §1.4-1.6).
 // Checkpoints (llmc/checkpoint.cuh): OUT/step_NNNNNNNN/{config.json, model.safetensors,
 // train_state.bin}, written to a temporary directory and renamed, then OUT/LATEST is replaced
 // atomically: a crash never leaves a corrupt latest checkpoint. model.safetensors + config.json is a
@@ -142,7 +142,7 @@ static void parse_options(Options* o, int argc, char** argv) {
         cli_int("--mask-unused-memory", &o->mask_unused_memory, 0, 1, "0|1", "attend only to filled ring slots and used bank slots"),
         cli_enum("--candidate-order", &o->candidate_order, CANDIDATE_ORDER_CHOICES,
                  "which evicted tokens each bank gets: its highest gates, or the reference's\n"
-                 "index-ordered top-k list (SPEC 3.1)"),
+                 "index-ordered top-k list (docs/spec.md §3.1)"),
     };
     const CliSpec cli = {"train_coda", "train_coda [options]", NULL, flags, (int)(sizeof(flags) / sizeof(flags[0]))};
     cli_parse_or_exit(&cli, argc, argv);

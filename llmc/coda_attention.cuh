@@ -1,5 +1,5 @@
-// coda_attention.cuh — CoDA two-stream attention (SPEC §1), unbounded (causal) and bounded (the
-// key set of SPEC §2.3's chunked prefill, all blocks in one launch), forward and backward, for B rows x
+// coda_attention.cuh — CoDA two-stream attention (docs/spec.md §1), unbounded (causal) and bounded (the
+// key set of docs/spec.md §2.3's chunked prefill, all blocks in one launch), forward and backward, for B rows x
 // T tokens, in three implementations of the same math (CodaAttnShape.impl): tiled fp32-FMA kernels on
 // CUDA cores (this file; the FP32 build's exact path and the benchmarks' baseline),
 // FlashAttention-2-style tensor-core kernels on mma.sync (coda_attention_mma.cuh; ~13x faster) and
@@ -7,7 +7,7 @@
 // on an H100/H200). All share the combine kernels below. Everything is deterministic (no floating-point
 // atomics): two runs on the same inputs give the same bits.
 //
-// Math (SPEC §1.4, §1.5), per token t, query head h, KV head g = h / G:
+// Math (docs/spec.md §1.4, §1.5), per token t, query head h, KV head g = h / G:
 //   qn      = R_theta[h](q)            rotation of interleaved pairs (2j, 2j+1) by theta[h, j]
 //   A_sig   = softmax(q  K^T / sqrt(Dh) + mask) V
 //   A_noise = softmax(qn K^T / sqrt(Dh) + mask) V         (differential only; same K/V tile)
@@ -17,9 +17,9 @@
 //             o                                         otherwise (as the CPU reference)
 //
 // Key sets ("mask"). Unbounded (block == 0): query i sees keys 0..i of its row. Bounded (block S > 0;
-// DESIGN "scan-then-attend"): query i of block j = i / S sees
+// docs/design.md §5, "scan-then-attend"): query i of block j = i / S sees
 //   * its row's own keys [max(0, jS - W), i]: the ring as the write of block j-1 left it (the last
-//     min(W, jS) tokens before the block, SPEC §3.1 step 4) followed by block j causally, and
+//     min(W, jS) tokens before the block, docs/spec.md §3.1 step 4) followed by block j causally, and
 //   * the allowed slots of the bank block j attends to (exact + summary slots, CodaAttnBank: the bank
 //     scan's snapshot of the state before block j's write, llmc/bank_scan.cuh),
 //   * with mask_unused_memory off (unmasked_memory) also the W - min(W, jS) empty ring slots: zero
@@ -28,7 +28,7 @@
 // Query tiles never straddle blocks (tile = (block, tile within block)), so a tile has one key set;
 // every kernel walks the bank's tiles first, then the sequence tiles from max(0, jS - W). The backward
 // gives dq, dk, dv for the sequence and dbank (fp32 gradients of the bank slots as attended, per
-// block), which the reverse bank scan sends on to the evicted tokens and eta (SPEC §4). With
+// block), which the reverse bank scan sends on to the evicted tokens and eta (docs/spec.md §4). With
 // cross_block_grad off (grad_cut) block j's queries pass no gradient to keys before (j-1)S: the state
 // is cut at every block boundary (the CPU reference's state_grad_flows).
 //
@@ -233,7 +233,7 @@ __device__ __forceinline__ int ca_stage_bank_bits(const CodaAttnShape& s, const 
     return extent;
 }
 
-// Rotation of the two pairs (x.x, x.y), (x.z, x.w) by theta[pair0], theta[pair0 + 1] (SPEC §1.4).
+// Rotation of the two pairs (x.x, x.y), (x.z, x.w) by theta[pair0], theta[pair0 + 1] (docs/spec.md §1.4).
 // sign = -1: the inverse (transpose) rotation.
 __device__ __forceinline__ float4 ca_rotate4(float4 x, const floatX* theta_h, int pair0, float sign) {
     float s0, c0, s1, c1;

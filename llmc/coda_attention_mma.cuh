@@ -177,7 +177,7 @@ __device__ __forceinline__ void ca_block_coords(int ntiles, int H, int B, int re
 }
 
 // ---------------------------------------------------------------------------------------------
-// qn = R_theta[h](q): rotation of interleaved pairs (SPEC §1.4), rounded to bf16. One thread per pair.
+// qn = R_theta[h](q): rotation of interleaved pairs (docs/spec.md §1.4), rounded to bf16. One thread per pair.
 
 __global__ void ca_noise_query_kernel(bf16* qn, const bf16* q, const bf16* theta, int H, int Dh, size_t npairs) {
     size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x;

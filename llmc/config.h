@@ -1,25 +1,25 @@
 // config.h — the model configuration: Mistral/Llama architecture fields (as Hugging Face's
-// config.json names them) plus the CoDA-GQA-L attention options (SPEC.md §1.1, §2, §3).
-// Defaults follow the paper's Mistral protocol (PROTOCOL.md §1.2, §1.9) where it fixes a value, and
-// the reference module defaults (SPEC.md §1.1) otherwise. Reading/writing config.json is in
+// config.json names them) plus the CoDA-GQA-L attention options (docs/spec.md §1.1, §2, §3).
+// Defaults follow the paper's Mistral protocol (docs/protocol.md §1.2, §1.9) where it fixes a value, and
+// the reference module defaults (docs/spec.md §1.1) otherwise. Reading/writing config.json is in
 // hf_model.h; this header only defines, defaults and validates.
 #pragma once
 #include <math.h>
 #include "common.h"
 
-// How attention is computed: the 2x2 of the paper's ablation (PROTOCOL.md §5).
+// How attention is computed: the 2x2 of the paper's ablation (docs/protocol.md §5).
 //   differential = 0: one softmax stream (standard GQA);  1: CoDA signal - lambda * noise stream.
 //   bounded      = 0: full causal attention;  1: fixed-size state (ring + exact bank + summary bank).
 typedef enum { ROPE_HALF_SPLIT = 0, ROPE_INTERLEAVED = 1 } RopeLayout;     // HF Llama/Mistral = half-split
-typedef enum { HEAD_NORM_IDENTITY = 0, HEAD_NORM_FULL = 1 } HeadNormMode;  // SPEC §1.5
+typedef enum { HEAD_NORM_IDENTITY = 0, HEAD_NORM_FULL = 1 } HeadNormMode;  // docs/spec.md §1.5
 typedef enum { WRITE_POLICY_GATED = 0, WRITE_POLICY_NONE = 1 } WritePolicy;
 typedef enum { MEM_INIT_RANDOM_NORMAL = 0, MEM_INIT_ZEROS = 1 } MemInit;     // inference state init (training is always zeros)
-// Which evicted tokens a block write hands to each bank, and in which order (SPEC §3.1, §11.16).
+// Which evicted tokens a block write hands to each bank, and in which order (docs/spec.md §3.1, §11.16).
 //   BY_GATE   (default): each bank takes its highest-gated candidates, highest first, ties by
 //             ascending eviction index. What the paper describes.
 //   REFERENCE: the reference's literal order: one top-T list (T = max(Te, Ts)) in PyTorch CUDA top-k
 //             order (gates above the T-th largest in index order, then the ties), each bank taking
-//             its first Te / Ts entries. In fp32 this loses the needle demo's needle (SPEC §3.1).
+//             its first Te / Ts entries. In fp32 this loses the needle demo's needle (docs/spec.md §3.1).
 typedef enum { CAND_ORDER_BY_GATE = 0, CAND_ORDER_REFERENCE = 1 } CandidateOrder;
 
 typedef struct {
@@ -43,7 +43,7 @@ typedef struct {
     int bounded;            // fixed-size KV state
     RopeLayout rope_layout; // pairing convention of RoPE on q/k
     double rope_theta_override;  // > 0: use this base instead of rope_theta (the reference's bounded 10,000)
-    int rope_bf16_positions;     // emulate the reference's bf16 position/angle arithmetic (PROTOCOL §8.2)
+    int rope_bf16_positions;     // emulate the reference's bf16 position/angle arithmetic (docs/protocol.md §8.2)
 
     // ---- CoDA (differential) options ----
     HeadNormMode head_norm;
@@ -105,7 +105,7 @@ static inline int config_kvdim(const ModelConfig* c) { return c->n_kv_heads * c-
 static inline double config_rope_base(const ModelConfig* c) {
     return c->rope_theta_override > 0 ? c->rope_theta_override : c->rope_theta;
 }
-// Slots of the bounded state: ring, then exact bank, then summary bank (SPEC §2.1).
+// Slots of the bounded state: ring, then exact bank, then summary bank (docs/spec.md §2.1).
 static inline int config_state_slots(const ModelConfig* c) { return c->window + c->n_exact + c->n_summary; }
 
 // Upper limits of every size in the config. Each is far above any real model, and low enough that

@@ -2,7 +2,7 @@
 // fp32 by PRECISION), checked CUDA/cuBLAS calls that name the failing call, device allocation that
 // reports the sizes asked for on out-of-memory, and small conversion helpers.
 //
-// Numerics policy (DESIGN.md): weights and activations in floatX, accumulation in fp32; norm
+// Numerics policy (docs/design.md §3): weights and activations in floatX, accumulation in fp32; norm
 // statistics, softmax, losses and routing in fp32; trainable parameters keep fp32 masters, fp32
 // gradients and fp32 AdamW moments; frozen parameters exist only in floatX.
 #pragma once

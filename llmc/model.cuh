@@ -1,12 +1,12 @@
 // model.cuh — the model on one GPU: parameter memory laid out by the ParamTable, activations,
 // forward, backward and the AdamW update. Used by train_coda.cu (training, phases 0, 1 and 2) and
 // the GPU tests. Every attention kind of the 2x2 is a mode of the same layer: GQA or CoDA, unbounded
-// or bounded. A bounded layer (phase 2) trains as DESIGN's scan-then-attend: the write gate and the
+// or bounded. A bounded layer (phase 2) trains as the scan-then-attend of docs/design.md §5: the write gate and the
 // bank scan over the whole sequence (bank_scan.cuh), then one attention launch over every block's
 // key set (coda_attention.cuh), and in the backward the reverse scan into the evicted tokens and eta.
 // Each sequence starts from an empty, zero-initialised state (the reference's training forward).
 //
-// Memory (DESIGN.md numerics policy):
+// Memory (docs/design.md §3, numerics policy):
 //   params   floatX, every tensor, table order (frozen tensors exist only here)
 //   master   fp32, trainable tensors only, in a compact layout (train_offset[i] = offset or -1)
 //   grad     fp32, same compact layout (weight gradients straight from cuBLASLt in fp32)

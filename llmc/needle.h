@@ -1,4 +1,4 @@
-// needle.h — needle-in-a-haystack (PROTOCOL.md §4): the reference's examples/needle_demo.py. A
+// needle.h — needle-in-a-haystack (docs/protocol.md §4): the reference's examples/needle_demo.py. A
 // synthetic test of ONE randomly initialised bounded CoDA layer (not a retrieval test of a trained
 // model): the write gate reads a random unit direction u (write_proj weight := u, bias 0); background
 // tokens are -5u + N(0, 0.01^2) (gate ~ 0.007, below both keep thresholds: never admitted to a bank),
@@ -9,7 +9,7 @@
 // retrieval.
 //
 // With the demo's settings (8 exact / 64 summary candidates per block) the result depends on the
-// candidate order (SPEC §3.1, §11.16). coda.c's default (each bank takes its highest-gated candidates)
+// candidate order (docs/spec.md §3.1, §11.16). coda.c's default (each bank takes its highest-gated candidates)
 // hands the needle (gate 0.993) to the exact bank at every length. The reference order (one top-64
 // list in index order, of which the exact bank takes the first 8) gives the exact bank, in fp32, the
 // 8 oldest background tokens (strictly above the 64th-largest gate), which the 0.10 threshold

@@ -1,4 +1,4 @@
-// needle_gpu.cuh — the needle demo (needle.h; PROTOCOL §4) on the GPU, in the build's precision: the
+// needle_gpu.cuh — the needle demo (needle.h; docs/protocol.md §4) on the GPU, in the build's precision: the
 // same layer weights and inputs as the CPU run (needle_inputs), the keys, values and write gates
 // computed by the GPU kernels the trainer uses (cuBLASLt projections, RoPE, write_gate.cuh), then the
 // bank scan (bank_scan.cuh) over the whole sequence in blocks. The scan's tape holds the bank each

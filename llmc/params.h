@@ -40,7 +40,7 @@ typedef enum { WHEN_ALWAYS, WHEN_UNTIED, WHEN_DIFF, WHEN_HEAD_NORM, WHEN_BOUNDED
 // How a fresh tensor is initialised (matrices: normal(0, init_std) as HF Mistral does).
 typedef enum { INIT_NORMAL, INIT_ONES, INIT_ZEROS, INIT_FANIN_UNIFORM, INIT_THETA, INIT_LAMBDA_BIAS,
                INIT_WRITE_BIAS, INIT_ETA } InitKind;
-// Optimizer groups: each gets its own lr and weight decay (PROTOCOL §1.4).
+// Optimizer groups: each gets its own lr and weight decay (docs/protocol.md §1.4).
 typedef enum { GROUP_MATRIX, GROUP_NORM, GROUP_ATTN_PROJ, GROUP_CODA, GROUP_COUNT } ParamGroup;
 // What a tensor is, for trainability policies: base model vs. attention adapter (copied q/k/v/o
 // and the new CoDA tensors).
@@ -69,7 +69,7 @@ static const ParamKindInfo PARAM_KINDS[PK_COUNT] = {
     {PK_LAMBDA_W, "model.layers.%d.self_attn.lambda_proj.weight", 1, SZ_H, SZ_D, WHEN_DIFF, INIT_FANIN_UNIFORM, GROUP_CODA, ROLE_CODA_NEW},
     {PK_LAMBDA_B, "model.layers.%d.self_attn.lambda_proj.bias", 1, SZ_H, SZ_NONE, WHEN_DIFF, INIT_LAMBDA_BIAS, GROUP_CODA, ROLE_CODA_NEW},
     {PK_HEAD_NORM, "model.layers.%d.self_attn.head_norm.weight", 1, SZ_DH, SZ_NONE, WHEN_HEAD_NORM, INIT_ONES, GROUP_CODA, ROLE_CODA_NEW},
-    // write gate and eta sit in the projection group, as in the reference's optimizer (SPEC §5.2)
+    // write gate and eta sit in the projection group, as in the reference's optimizer (docs/spec.md §5.2)
     {PK_WRITE_W, "model.layers.%d.self_attn.write_proj.weight", 1, SZ_ONE, SZ_D, WHEN_BOUNDED, INIT_ZEROS, GROUP_ATTN_PROJ, ROLE_CODA_NEW},
     {PK_WRITE_B, "model.layers.%d.self_attn.write_proj.bias", 1, SZ_ONE, SZ_NONE, WHEN_BOUNDED, INIT_WRITE_BIAS, GROUP_ATTN_PROJ, ROLE_CODA_NEW},
     {PK_ETA, "model.layers.%d.self_attn.summary_eta_logit", 1, SZ_HKV, SZ_NONE, WHEN_BOUNDED, INIT_ETA, GROUP_ATTN_PROJ, ROLE_CODA_NEW},
@@ -188,10 +188,10 @@ static inline const ParamTensor* param_find_by_name(const ParamTable* t, const c
     return NULL;
 }
 
-// Trainability policies (PROTOCOL §1.3): everything (phase 0), the attention adapters (q/k/v/o and
+// Trainability policies (docs/protocol.md §1.3): everything (phase 0), the attention adapters (q/k/v/o and
 // the new CoDA tensors; phases 1 and 2), or only the new CoDA tensors.
 // Which tensors train: everything (phase 0); the attention adapters (phases 1 and 2: copied q/k/v/o and
-// the CoDA tensors); the adapters without theta and lambda (the 2x2's "GQA" arm, PROTOCOL §5: the
+// the CoDA tensors); the adapters without theta and lambda (the 2x2's "GQA" arm, docs/protocol.md §5: the
 // differential stream stays at lambda ~ 0); the CoDA tensors alone; nothing.
 typedef enum { TRAIN_ALL, TRAIN_ATTENTION, TRAIN_ATTENTION_NO_DIFF, TRAIN_CODA_ONLY, TRAIN_NONE } TrainPolicy;
 static inline void param_table_set_trainable(ParamTable* t, TrainPolicy policy) {

@@ -1,4 +1,4 @@
-// ppl.h — perplexity on a token sequence with the paper's three procedures (PROTOCOL.md §3):
+// ppl.h — perplexity on a token sequence with the paper's three procedures (docs/protocol.md §3):
 //   sliding    §3.1   windows of ctx with a stride; the first window scores all its targets, each
 //                     later one only its last `stride` targets (unbounded or bounded model);
 //   chunked    §3.2b  non-overlapping chunks of ctx, only full chunks, state reset per chunk, all

@@ -39,7 +39,7 @@ static inline int model_config_from(const char* name_or_file, ModelConfig* c, Co
     return config_read_hf(name_or_file, c, err);
 }
 
-// The paper's bounded states (PROTOCOL §1.9; eval_llm's window-only): ring W, exact bank Me, summary
+// The paper's bounded states (docs/protocol.md §1.9; eval_llm's window-only): ring W, exact bank Me, summary
 // bank Ms. Phase 2 trains with one of them (medium by default); the block is separate (--block, 256).
 typedef struct {
     const char* name;
@@ -53,9 +53,9 @@ static const BoundedPreset BOUNDED_PRESETS[] = {
 };
 #define N_BOUNDED_PRESETS ((int)(sizeof(BOUNDED_PRESETS) / sizeof(BOUNDED_PRESETS[0])))
 
-// Phase 2's surgery on a phase-1 config (PROTOCOL §1.9): the bounded state (a preset, each size
+// Phase 2's surgery on a phase-1 config (docs/protocol.md §1.9): the bounded state (a preset, each size
 // overridable; -1 = the preset's, block -1 = 256), the training switches, and an empty zero state per
-// sequence. The write gate and eta keep their config's init values (SPEC §5). A config that is not
+// sequence. The write gate and eta keep their config's init values (docs/spec.md §5). A config that is not
 // CoDA (a base or phase-0 model, or any model that did not go through phase 1) is refused, naming
 // `from`: phase 2 continues a phase-1 run.
 typedef struct {
@@ -80,7 +80,7 @@ static inline int phase2_config(ModelConfig* c, const BoundedOptions* b, const c
     c->cross_block_grad = b->cross_block_grad;
     c->mask_unused_memory = b->mask_unused_memory;
     c->candidate_order = b->candidate_order;
-    c->mem_init = MEM_INIT_ZEROS;  // training: every sequence starts from an empty zero state (SPEC §2.5)
+    c->mem_init = MEM_INIT_ZEROS;  // training: every sequence starts from an empty zero state (docs/spec.md §2.5)
     return config_validate(c, err);
 }
 

@@ -6,7 +6,7 @@
 //   ang = (float)pos * inv_freq[i], cos/sin with the precise cosf/sinf (never __sinf/__cosf: angles
 //   reach 8192 rad and more; the fast intrinsics lose all accuracy there). Do not build with
 //   --use_fast_math.
-//   bf16_positions = 1 emulates the reference's defect (PROTOCOL §8.2): position, inv_freq (from a
+//   bf16_positions = 1 emulates the reference's defect (docs/protocol.md §8.2): position, inv_freq (from a
 //   double pow), the angle and the cos/sin tables rounded to bf16.
 //   x[a] = xa*c - xb*s, x[b] = xb*c + xa*s with s = sign*sin; sign = -1 is the backward (the inverse
 //   rotation, applied to the gradient).

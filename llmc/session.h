@@ -1,7 +1,7 @@
 // session.h — generation with the fp32 CPU reference model (llmc/cpu/): the per-layer bounded states,
 // a session (model + state + next-token logits + sampling RNG), prompt prefill, one decode step per
 // token, and the generation loop. A bounded model keeps a constant-size state: the prompt is prefilled
-// in blocks (SPEC §2.3), then one decode step per token (SPEC §2.4). An unbounded model keeps every
+// in blocks (docs/spec.md §2.3), then one decode step per token (docs/spec.md §2.4). An unbounded model keeps every
 // token and re-runs the forward over the growing context for each new one (correct, slow).
 // The session's state can be saved and loaded exactly (state_file.h).
 #pragma once
@@ -26,10 +26,10 @@ static inline void layer_states_reset(BankState_f32* st, const ModelConfig* c, u
     for (int l = 0; l < c->n_layers; l++) bank_reset_f32(&st[l], c->mem_init, seed + (uint64_t)l);
 }
 
-// Bytes of one layer's bounded state, by SPEC §6's formula applied to what coda.c itself keeps:
+// Bytes of one layer's bounded state, by docs/spec.md §6's formula applied to what coda.c itself keeps:
 // K and V buffers (2·Hkv·slots·Dh·kv_bytes), ring write gates (fp32, 4·W), the attendable mask
 // (1 byte per slot) and the exact bank's LRU stamps (int64, 8·Me). coda.c keeps no normalised-vector
-// caches (SPEC §2.1: derived data, recomputed), so those terms of the reference's formula are 0.
+// caches (docs/spec.md §2.1: derived data, recomputed), so those terms of the reference's formula are 0.
 // Not counted: the per-slot source positions the CPU reference keeps for the training backward
 // (8·slots) and the three scalar counters.
 typedef struct { size_t kv, gates, mask, lru, total; } StateBytes;
@@ -111,7 +111,7 @@ static inline int session_prefill(Session* s, const int* ids, int n, CodaError* 
     return 0;
 }
 
-// Feeds one generated token: bounded = one decode step (SPEC §2.4) on the constant-size state;
+// Feeds one generated token: bounded = one decode step (docs/spec.md §2.4) on the constant-size state;
 // unbounded = the forward over the whole context again.
 static inline int session_step(Session* s, int token, CodaError* err) {
     if (!s->m->cfg.bounded) return session_prefill(s, &token, 1, err);

@@ -11,7 +11,7 @@
 //   slot 6      bos_id           -1 when the tokenizer has none
 //   slot 7      eos_id           -1 when the tokenizer has none
 //   slot 8      packing          SHARD_PACK_JOINED: documents joined with "\n\n", tokenized as one
-//                                string, one BOS at the very start (PROTOCOL.md §2);
+//                                string, one BOS at the very start (docs/protocol.md §2);
 //                                SHARD_PACK_BOS_PER_DOC: each document tokenized alone with its BOS
 //   slots 9, 10 n_docs           int64, documents packed (informational)
 //   slots 11..255                zero (room for later versions)

@@ -1,8 +1,8 @@
-// write_gate.cuh — the bounded layer's write gate (SPEC §1.2): one scalar per token,
+// write_gate.cuh — the bounded layer's write gate (docs/spec.md §1.2): one scalar per token,
 //   g[t] = sigmoid(x[t] · w + b)        (write_policy gated)      g[t] = 1   (write_policy none)
 // and its backward. x is the attention input (the normed hidden state, [N, D] floatX), w = write_proj
 // weight [D] (a [1, D] matrix), b its bias [1]. The gate is kept in fp32 (the bank routing thresholds
-// 0.10 / 0.05 compare it, SPEC §3): the dot product is accumulated in fp32 by one warp per token,
+// 0.10 / 0.05 compare it, docs/spec.md §3): the dot product is accumulated in fp32 by one warp per token,
 // rather than a cuBLASLt product with one output column whose result would be rounded to floatX.
 //
 // Backward (only needed when gradients reach the gates, i.e. detach_evicted off): with dg[t] the

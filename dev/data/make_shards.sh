@@ -3,7 +3,7 @@
 #   data/shards/brown_train.bin   Brown corpus, 459 files   (training)
 #   data/shards/brown_val.bin     Brown corpus, 41 files    (in-domain validation)
 #   data/shards/foldoc.bin        FOLDOC, 12,014 entries    (held-out evaluation, another source)
-# Packing as the paper's (PROTOCOL.md section 2): documents joined with "\n\n", one string, one BOS.
+# Packing as the paper's (docs/protocol.md §2): documents joined with "\n\n", one string, one BOS.
 # Tokenizer: $TOKENIZER if set, else Mistral v0.3 (32768 ids, the Mistral-7B-v0.3 vocabulary), from
 # dev/data/fetch_tokenizer.sh. For v0.1: TOKENIZER=data/tokenizers/mistral-v0.1/tokenizer.json.
 # Each shard is checked against encoding its whole text in one call (--verify). Idempotent: the

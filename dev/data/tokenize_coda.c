@@ -5,10 +5,10 @@
 // Documents. By default a document is a run of non-blank lines (a blank line holds only spaces,
 // tabs or CRs); blank lines and file ends separate documents. A document's text is its lines joined
 // with "\n". With --rows, every non-blank line is a document and keeps its own "\n": that is how
-// the paper (PROTOCOL.md §2) treats the rows of Hugging Face's WikiText (the lines of
+// the paper (docs/protocol.md §2) treats the rows of Hugging Face's WikiText (the lines of
 // wiki.*.raw), so `--rows wiki.train.raw` reproduces its token stream.
 //
-// Packing (PROTOCOL.md §2, the default): the documents are joined with "\n\n" and the result is
+// Packing (docs/protocol.md §2, the default): the documents are joined with "\n\n" and the result is
 // tokenized as ONE string, with a single BOS at the very start, no EOS, nothing per row.
 // --bos-per-doc: every document is tokenized on its own with its own BOS (llm.c style), no separator.
 //
@@ -386,7 +386,7 @@ static int tokenize_files(const Tokenizer* tok, const char** inputs, int n, cons
 static const char TC_USAGE[] =
     "usage: tokenize_coda [options] tokenizer.json input.txt [more.txt ...] output.bin\n"
     "  Documents are runs of non-blank lines. By default they are joined with \"\\n\\n\" and tokenized\n"
-    "  as one string with one BOS at the very start (the paper's packing, PROTOCOL.md section 2).\n"
+    "  as one string with one BOS at the very start (the paper's packing, docs/protocol.md §2).\n"
     "  The output is written to a temporary file beside it and renamed at the end, so a failed or\n"
     "  interrupted run leaves an existing output.bin as it was; it may not be the tokenizer or an input.\n"
     "options:\n"

@@ -38,7 +38,7 @@ TEST(param_table_coda_bounded_adds_adapter_tensors) {
     CHECK(param_find(&t, PK_HEAD_NORM, 3)->numel == 128, "");
     CHECK(param_find(&t, PK_WRITE_W, 3)->numel == 4096, "");
     CHECK(param_find(&t, PK_ETA, 3)->numel == 8, "one eta per KV head");
-    // Phase-1/2 policy: adapters trainable, base frozen (PROTOCOL §1.3)
+    // Phase-1/2 policy: adapters trainable, base frozen (docs/protocol.md §1.3)
     param_table_set_trainable(&t, TRAIN_ATTENTION);
     CHECK(!param_find(&t, PK_EMBED, 0)->trainable && !param_find(&t, PK_GATE, 5)->trainable, "");
     CHECK(param_find(&t, PK_Q, 5)->trainable && param_find(&t, PK_THETA, 5)->trainable, "");
@@ -46,7 +46,7 @@ TEST(param_table_coda_bounded_adds_adapter_tensors) {
     ParamTable t2;
     param_table_build(&t2, &c, DT_F32);
     param_table_set_trainable(&t2, TRAIN_ATTENTION);
-    // PROTOCOL §1.3: Phase-1 trainable = 1,346,438,144 (q/k/v/o + lambda_proj + theta) ...
+    // docs/protocol.md §1.3: Phase-1 trainable = 1,346,438,144 (q/k/v/o + lambda_proj + theta) ...
     size_t phase2 = param_table_trainable_count(&t2);
     size_t extra = 32 * (4096 + 1 + 8);  // ... plus write_proj and eta in Phase 2
     CHECK(phase2 == 1346438144ull + extra, "trainable %zu", phase2);

@@ -1,5 +1,5 @@
 // test_cpu_model.h — the CPU reference model: finite-difference gradient checks (fp64 build) for
-// every parameter kind in every attention variant, and the properties SPEC.md §7 asks for
+// every parameter kind in every attention variant, and the properties docs/spec.md §7 asks for
 // (bounded == unbounded when nothing is evicted, decode == prefill, summary LF band stays zero,
 // deterministic decisions), plus a tiny training run whose loss falls.
 #pragma once
@@ -84,7 +84,7 @@ static int gradcheck_model(const ModelConfig* c, uint64_t seed, int per_tensor, 
         CHECK(act.exact_inserts > 0 && act.weighted_candidates > 0 && act.ema_updates > 0 && act.new_slots > 0,
               "bank paths not exercised: %d inserts, %d weighted candidates, %d EMA updates, %d new slots",
               act.exact_inserts, act.weighted_candidates, act.ema_updates, act.new_slots);
-        // SPEC §4: with detached evictions the write gate gets exactly zero gradient; without, it gets some.
+        // docs/spec.md §4: with detached evictions the write gate gets exactly zero gradient; without, it gets some.
         const ParamTensor* wt = param_find(&m.table, PK_WRITE_W, 0);
         double gsum = 0;
         for (size_t j = 0; j < wt->numel; j++) gsum += fabs(m.grads[wt->offset + j]);
@@ -173,7 +173,7 @@ TEST(gradcheck_gqa_bounded_through_evictions) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Properties (SPEC §7 "worth adding")
+// Properties (docs/spec.md §7 "worth adding")
 
 static double max_rel_diff_f32(const float* a, const float* b, size_t n) {
     double mx = 0, scale = 0;
@@ -192,7 +192,7 @@ static float* forward_logits_f32(Model_f32* m, const int* tok, int B, int T) {
 }
 
 TEST(bounded_equals_unbounded_without_evictions) {
-    // SPEC §2.3: with L <= W (any block size) or L <= block (any W) nothing is evicted before a block
+    // docs/spec.md §2.3: with L <= W (any block size) or L <= block (any W) nothing is evicted before a block
     // needs it, so bounded attention is exactly causal attention.
     int B = 2, T = 16;
     int tok[32];
@@ -230,7 +230,7 @@ TEST(bounded_equals_unbounded_without_evictions) {
 }
 
 TEST(decode_step_equals_prefill_for_first_window) {
-    // SPEC §7: for positions < W, decoding token by token (write, then attend) equals prefilling the
+    // docs/spec.md §7: for positions < W, decoding token by token (write, then attend) equals prefilling the
     // same tokens: no token has been evicted yet, so both attend to the whole causal prefix.
     ModelConfig c = tiny_config(1, 1);
     c.window = 12; c.block_size = 5; c.head_norm = HEAD_NORM_FULL;
@@ -288,7 +288,7 @@ TEST(training_forward_keeps_summary_lf_band_zero_and_is_deterministic) {
 }
 
 TEST(coda_with_zero_lambda_and_theta_equals_gqa) {
-    // The Phase-1 swap (PROTOCOL §1.2): q/k/v/o copied from a GQA model, theta = 0 (noise query =
+    // The Phase-1 swap (docs/protocol.md §1.2): q/k/v/o copied from a GQA model, theta = 0 (noise query =
     // signal query) and lambda ~ 0 reproduce the GQA model, bounded or not (the 2x2's "GQA" cells).
     for (int bounded = 0; bounded <= 1; bounded++) {
         ModelConfig cg = tiny_config(0, bounded), cc = tiny_config(1, bounded);
@@ -433,7 +433,7 @@ TEST(tiny_training_loss_falls) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// RoPE conventions and the reference-defect switches (SPEC §1.3, PROTOCOL §8.1-8.2)
+// RoPE conventions and the reference-defect switches (docs/spec.md §1.3, docs/protocol.md §8.1-8.2)
 
 TEST(rope_layouts_match_their_definitions) {
     int Dh = 8, half = 4, T = 3;

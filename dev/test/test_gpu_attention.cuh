@@ -457,7 +457,7 @@ GPU_TEST(kattn_mma_gqa_vs_cpu_reference) {
     ga_run_grid(0, 0, CA_IMPL_MMA);
 }
 
-// Bounded key sets (SPEC §2.3, scan-then-attend): each case against the CPU reference's block loop
+// Bounded key sets (docs/spec.md §2.3, scan-then-attend): each case against the CPU reference's block loop
 // over the same bank. The grid covers W < S, W > S, W not a multiple of S, W = 1, S > T, S < the
 // query tile (64), T not a multiple of S, a bank of 0 / 24 / 128 / 130 slots (a partial 64-slot
 // tile; block 0's bank is empty, some blocks have a fully hidden first tile), unused memory

@@ -1,6 +1,6 @@
 // test_gpu_bounded.cuh — the whole GPU model with bounded attention layers (phase 2: write gate, bank
 // scan, bounded attention, reverse scan) against the CPU reference's training forward and backward
-// (a fresh zero state per row, SPEC §2.5): logits, loss and every parameter gradient, with
+// (a fresh zero state per row, docs/spec.md §2.5): logits, loss and every parameter gradient, with
 // detach_evicted on (the paper) and off, the cross-block cut, unused memory attended, GQA and CoDA,
 // recompute; and the property that a bounded model on a sequence no longer than its window is the
 // unbounded model (nothing is ever evicted), bit for bit.
@@ -76,7 +76,7 @@ GPU_TEST(gpu_bounded_equals_unbounded_within_the_window) {
     gpu_model_free(&gb);
 }
 
-// The needle demo (PROTOCOL §4) through the GPU kernels in the build's precision, at the demo's
+// The needle demo (docs/protocol.md §4) through the GPU kernels in the build's precision, at the demo's
 // 256, 1K, 4K and 16K tokens (the needle at 64 has left the W = 128 ring at every length): with
 // coda.c's candidate order the exact bank holds it; with the reference's literal
 // order the FP32 build loses it as the reference loses it in fp32 (the BF16 result is printed: coda.c's

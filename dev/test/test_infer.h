@@ -9,7 +9,7 @@
 //   * unbounded generation (re-run forward) == bounded decode while nothing is evicted;
 //   * state-file errors: missing, wrong magic, wrong version, truncated anywhere, trailing bytes, a
 //     byte flipped anywhere (checksum), counts that would wrap, another shape, other weights;
-//   * config overrides reach the loaded model; SPEC §6 state bytes;
+//   * config overrides reach the loaded model; docs/spec.md §6 state bytes;
 //   * the synthetic needle test: retained in the ring, then in the exact bank; a background-gated
 //     "needle" is not (negative control).
 #pragma once
@@ -503,7 +503,7 @@ TEST(infer_overrides_reach_the_config_and_state_bytes) {
     CHECK(rep.n_coda_missing == 3 * c.n_layers, "write_proj w/b and eta are new in a bounded run of an unbounded checkpoint: %d",
           rep.n_coda_missing);
     model_free_f32(&m);
-    // SPEC §6 table, bench model (Hkv=2, Dh=64), medium 256/64/64, minus the two norm-cache terms coda.c does not keep
+    // docs/spec.md §6 table, bench model (Hkv=2, Dh=64), medium 256/64/64, minus the two norm-cache terms coda.c does not keep
     ModelConfig bench = config_default();
     bench.n_kv_heads = 2; bench.head_dim = 64;
     StateBytes sb = state_bytes(&bench, 2);
@@ -515,7 +515,7 @@ TEST(infer_overrides_reach_the_config_and_state_bytes) {
     test_rmtree(dir);
 }
 
-// The demo's candidate counts (8 exact, 64 summary): the candidate order decides retention (SPEC §3.1,
+// The demo's candidate counts (8 exact, 64 summary): the candidate order decides retention (docs/spec.md §3.1,
 // §11.16). coda.c's default hands the needle to the exact bank; the reference's literal order gives
 // the exact bank the 8 oldest background tokens and loses the needle in fp32, as the reference does.
 TEST(infer_needle_candidate_order_decides_retention) {
@@ -543,7 +543,7 @@ TEST(infer_needle_candidate_order_decides_retention) {
 
 TEST(infer_needle_retained_by_ring_and_exact_bank) {
     InferTestOneThread one_thread;
-    // PROTOCOL §4's synthetic needle test, scaled down (D=128, W=32, Me=Ms=8, block 64). The exact and
+    // docs/protocol.md §4's synthetic needle test, scaled down (D=128, W=32, Me=Ms=8, block 64). The exact and
     // summary banks get the same number of candidates (8), so the candidate list is the top-8 by gate
     // and always holds the needle (see infer_needle's comment on the demo's 8 / 64).
     ConfigOverrides ov = overrides_none();

@@ -24,7 +24,7 @@ TEST(phase2_config_presets_overrides_and_switches) {
         CHECK(c.bounded && c.window == want[p][0] && c.n_exact == want[p][1] && c.n_summary == want[p][2] && c.block_size == 256,
               "preset %s: W %d Me %d Ms %d block %d", BOUNDED_PRESETS[p].name, c.window, c.n_exact, c.n_summary, c.block_size);
         CHECK(c.detach_evicted && c.cross_block_grad && c.mask_unused_memory && c.mem_init == MEM_INIT_ZEROS, "switches");
-        CHECK(c.write_gate_init_bias == -2.0f && c.eta_init_logit == -3.0f, "write gate / eta init (SPEC 5)");
+        CHECK(c.write_gate_init_bias == -2.0f && c.eta_init_logit == -3.0f, "write gate / eta init (docs/spec.md §5)");
     }
     ModelConfig c = base;
     BoundedOptions b = phases_default_bounded();

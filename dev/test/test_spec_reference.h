@@ -1,8 +1,8 @@
-// test_spec_reference.h — the reference implementation's own tests (SPEC.md §7: test_correctness.py
+// test_spec_reference.h — the reference implementation's own tests (docs/spec.md §7: test_correctness.py
 // 1-12 and 16, test_invariants.py 1-17, test_edge_configs.py incl. the 4 backward tests,
 // test_determinism.py 1-6) restated in C against the CPU reference (llmc/cpu/), in the module setting
 // §7 describes: one bounded CoDA layer with D=128, H=4, Hkv=2 (Dh=32, G=2), Me=Ms=16 and the module
-// defaults of SPEC §1.1, fed N(0,1) inputs. Plus a few properties §7 suggests (summary LF band under
+// defaults of docs/spec.md §1.1, fed N(0,1) inputs. Plus a few properties §7 suggests (summary LF band under
 // decode, ring chronology, allowed <= slots, exact-bank LRU against an independent model).
 //
 // Restatement notes:
@@ -11,7 +11,7 @@
 //    must stay untouched.
 //  * return_outputs=False is y == NULL: the state must advance exactly as with outputs.
 //  * The reference's norm caches (_exact_v_norm, _sum_lf_k_norm) are derived data that coda.c does not
-//    store (SPEC §2.1): invariant 9 becomes "routing scores are cosines of the current slot contents",
+//    store (docs/spec.md §2.1): invariant 9 becomes "routing scores are cosines of the current slot contents",
 //    invariant 10 becomes the state's slot layout with Me=0 / Ms=0.
 //  * Backward tests use a 1-layer Model_f32 through model_forward/model_backward (training path: fresh
 //    zero state per row) and assert finite, non-zero input (embedding) gradients.
@@ -31,7 +31,7 @@ typedef struct {
     AttnWeights_f32 w;
 } SrMod;
 
-// SPEC §7 module setting with the §1.1 module defaults set explicitly.
+// docs/spec.md §7 module setting with the §1.1 module defaults set explicitly.
 static ModelConfig sr_config(int W) {
     ModelConfig c = config_default();
     c.vocab_size = 64; c.dim = SR_D; c.ffn_dim = 64; c.n_layers = 1;
@@ -84,7 +84,7 @@ static BankState_f32 sr_clone(const BankState_f32* s, const ModelConfig* c) {
     return d;
 }
 
-// Chunked prefill (SPEC §2.3) of x [B*L*D] through states[B]; y [B*L*D] or NULL (no outputs).
+// Chunked prefill (docs/spec.md §2.3) of x [B*L*D] through states[B]; y [B*L*D] or NULL (no outputs).
 static void sr_prefill(SrMod* M, BankState_f32* st, const float* x, int B, int L, int block, int write_cache, float* y) {
     M->cfg.block_size = block;
     AttnActs_f32 a;
@@ -92,7 +92,7 @@ static void sr_prefill(SrMod* M, BankState_f32* st, const float* x, int B, int L
     attn_forward_f32(&M->w, &M->cfg, &a, x, B, L, st, write_cache, y);
     attn_acts_free_f32(&a);
 }
-// One decode step (SPEC §2.4) per row: x [B*D] -> y [B*D] (y may be NULL).
+// One decode step (docs/spec.md §2.4) per row: x [B*D] -> y [B*D] (y may be NULL).
 static void sr_step(SrMod* M, BankState_f32* st, const float* x, int B, float* y) {
     float tmp[SR_D];
     for (int b = 0; b < B; b++) attn_decode_f32(&M->w, &M->cfg, &st[b], x + (size_t)b * SR_D, y ? y + (size_t)b * SR_D : tmp);
@@ -473,7 +473,7 @@ TEST(spec_correctness_12_summary_bank_hf_zero) {
 }
 
 TEST(spec_correctness_16_prefill_causal_mask_correctness) {
-    // Block queries see the whole prefix (prefix-causal mask, SPEC §2.3 / §11.11): corrupting the key
+    // Block queries see the whole prefix (prefix-causal mask, docs/spec.md §2.3 / §11.11): corrupting the key
     // of the last allowed slot (+100 on all dims of all KV heads) must change query 0's output.
     ModelConfig c = sr_config(64);
     SrMod M;
@@ -639,7 +639,7 @@ TEST(spec_invariants_08_lru_timestamps) {
     sr_free(&M);
 }
 
-// Independent cosine (SPEC §3): mean over KV heads of <n(a_g[d0:]), n(b_g[d0:])>, n(x) = x / max(|x|, 1e-6).
+// Independent cosine (docs/spec.md §3): mean over KV heads of <n(a_g[d0:]), n(b_g[d0:])>, n(x) = x / max(|x|, 1e-6).
 static double sr_cos_ref(const float* tok, const BankState_f32* st, const float* bank, int slot, int d0) {
     double s = 0;
     for (int g = 0; g < st->Hkv; g++) {
@@ -1201,7 +1201,7 @@ TEST(spec_extra_summary_hf_band_zero_after_prefill_and_decode) {
 }
 
 TEST(spec_extra_decode_equals_prefill_within_window) {
-    // SPEC §2.4 write-then-attend: while nothing has been evicted (positions < W) a decode step sees its
+    // docs/spec.md §2.4 write-then-attend: while nothing has been evicted (positions < W) a decode step sees its
     // own key and the whole causal prefix, exactly like chunked prefill of the same tokens.
     ModelConfig c = sr_config(64);
     SrMod M;
@@ -1445,7 +1445,7 @@ TEST(spec_extra_exact_bank_lru) {
     sr_free(&M);
 }
 
-// SPEC §3.1 / §11.16: the two candidate orders on one list of gates with ties. by_gate: the T highest
+// docs/spec.md §3.1 / §11.16: the two candidate orders on one list of gates with ties. by_gate: the T highest
 // gates, highest first, ties by ascending index; reference: gates above the T-th largest in index
 // order, then the ties in index order.
 TEST(spec_candidate_orders) {

@@ -3,14 +3,14 @@
 //
 // One routine serves every variant: a block of queries attends to a KeySet = P "prefix" keys (slots
 // of the bounded state) followed by the block's own keys, causally. Unbounded attention is one block
-// with no prefix; bounded prefill walks blocks (SPEC §2.3); the decode step (§2.4) is one query over
-// the state's slots. CoDA (SPEC §1): q_noise = R_theta(RoPE(q)) on interleaved pairs, both streams
+// with no prefix; bounded prefill walks blocks (docs/spec.md §2.3); the decode step (§2.4) is one query over
+// the state's slots. CoDA (docs/spec.md §1): q_noise = R_theta(RoPE(q)) on interleaved pairs, both streams
 // share every K/V, o = A_sig - lambda * A_noise, optional head RMSNorm, then o_proj.
 //
 // Training with bounded attention records a tape per batch row: the state each block attended to (a
 // copy) and what each block write did (WriteLog). The backward replays blocks in reverse, sending
 // slot gradients to the tokens they came from (ring, exact bank) and through the summary-bank EMA
-// (SPEC §4), honouring detach_evicted and cross_block_grad.
+// (docs/spec.md §4), honouring detach_evicted and cross_block_grad.
 
 typedef struct {
     REAL *wq, *wk, *wv, *wo;        // projections
@@ -156,7 +156,7 @@ static void FN(attend_forward)(const ModelConfig* c, const FN(KeySet)* ks, const
                 const REAL* qh = (s ? qn : q) + ((size_t)i * H + h) * Dh;
                 REAL* out = (s ? a_noise : a_sig) + ((size_t)i * H + h) * Dh;
                 memset(out, 0, sizeof(REAL) * Dh);
-                if (nvis == 0) continue;  // nothing to attend to: zeros (SPEC §2.4)
+                if (nvis == 0) continue;  // nothing to attend to: zeros (docs/spec.md §2.4)
                 FN(attention_probs)(qh, K, nvis, Dh, p);
                 for (int j = 0; j < nvis; j++)
                     for (int e = 0; e < Dh; e++) out[e] += p[j] * V[(size_t)j * Dh + e];
@@ -230,7 +230,7 @@ static void FN(attn_project)(const FN(AttnWeights)* w, const ModelConfig* c, con
     }
 }
 
-// Noise query: rotate interleaved pairs (2j, 2j+1) of each head's RoPE'd q by theta[h, j] (SPEC §1.4).
+// Noise query: rotate interleaved pairs (2j, 2j+1) of each head's RoPE'd q by theta[h, j] (docs/spec.md §1.4).
 // sign = -1 applies the inverse rotation (the backward with respect to q).
 static void FN(noise_rotate)(REAL* out, const REAL* q, const REAL* theta, int n, int H, int Dh, int sign) {
     for (int t = 0; t < n; t++)
@@ -306,9 +306,9 @@ static void FN(attn_row_forward)(const FN(AttnWeights)* w, const ModelConfig* c,
 }
 
 // Attention layer forward for B rows x T tokens of x [B*T, D] -> y [B*T, D] (y may be NULL: no output).
-// Bounded layers: states[B] are the persistent states (inference: chunked prefill, SPEC §2.3); with
+// Bounded layers: states[B] are the persistent states (inference: chunked prefill, docs/spec.md §2.3); with
 // states == NULL each row starts from a fresh zero state and the tape for the backward is recorded
-// (training, SPEC §2.5). Unbounded layers ignore states.
+// (training, docs/spec.md §2.5). Unbounded layers ignore states.
 static void FN(attn_forward)(const FN(AttnWeights)* w, const ModelConfig* c, FN(AttnActs)* a, const REAL* x, int B, int T,
                              FN(BankState)* states, int write_cache, REAL* y) {
     int n = B * T;
@@ -329,7 +329,7 @@ static void FN(attn_forward)(const FN(AttnWeights)* w, const ModelConfig* c, FN(
     if (y) FN(matmul_forward)(y, a->out, w->wo, NULL, n, config_qdim(c), c->dim);
 }
 
-// SPEC §2.4: one token x [D] of one row through a bounded layer: write first (may evict into the
+// docs/spec.md §2.4: one token x [D] of one row through a bounded layer: write first (may evict into the
 // banks), then attend over the state's slots (the ring now holds this token). y [D].
 static void FN(attn_decode)(const FN(AttnWeights)* w, const ModelConfig* c, FN(BankState)* st, const REAL* x, REAL* y) {
     int H = c->n_heads, Dh = c->head_dim, qd = config_qdim(c), kvd = config_kvdim(c);
@@ -356,7 +356,7 @@ static void FN(attn_decode)(const FN(AttnWeights)* w, const ModelConfig* c, FN(B
 
 // Whether a state entry that came from token `tok` (row index) may pass gradient into it when block
 // j attends to it. Without cross-block gradients the state is cut at every block boundary, so only
-// entries written from the previous block's own tokens carry gradient (SPEC §4, §11.1).
+// entries written from the previous block's own tokens carry gradient (docs/spec.md §4, §11.1).
 static int FN(state_grad_flows)(const ModelConfig* c, int tok, int j) {
     return c->cross_block_grad || tok >= (j - 1) * c->block_size;
 }

@@ -1,4 +1,4 @@
-// llmc/cpu/banks.h — the bounded KV state of one layer and one batch row (SPEC.md §2.1) and its
+// llmc/cpu/banks.h — the bounded KV state of one layer and one batch row (docs/spec.md §2.1) and its
 // updates: block write (prefill, §3.1 with §3.3 exact and §3.4 summary bank updates) and single-token
 // write (decode, §3.2 with §3.5, §3.6). Type-generic (REAL, FN): see llmc/cpu/reference.h.
 //
@@ -6,7 +6,7 @@
 // [W+Me, W+Me+Ms). Keys are stored RoPE'd ("RoPE at write"). src[slot] is the absolute position of the
 // token a ring or exact slot holds (-1: empty, or a summary slot): the training backward uses it to
 // send a slot's gradient to the token it came from. The reference's normalised-vector caches are
-// derived data (SPEC §2.1) and are recomputed on the fly here.
+// derived data (docs/spec.md §2.1) and are recomputed on the fly here.
 
 typedef struct {
     int W, Me, Ms, Hkv, Dh, slots;
@@ -21,7 +21,7 @@ typedef struct {
     int64_t pos;           // position of the next token
 } FN(BankState);
 
-// What a block write did, for the training backward (SPEC §4): the summary-bank candidates with their
+// What a block write did, for the training backward (docs/spec.md §4): the summary-bank candidates with their
 // route and weight, and per summary slot whether it was updated and with which eta.
 typedef struct {
     int n_cand;            // summary candidates (Ts)
@@ -57,7 +57,7 @@ static void FN(bank_free)(FN(BankState)* st) {
 
 // Empty state. MEM_INIT_RANDOM_NORMAL fills the (never attended, but routed-against) bank contents
 // with N(0, 0.02^2) in the reference's order: exact k, exact v, summary k (dims [Dh/2, Dh) only),
-// summary v. Summary key dims [0, Dh/2) are zero and stay zero forever (SPEC §3.4).
+// summary v. Summary key dims [0, Dh/2) are zero and stay zero forever (docs/spec.md §3.4).
 static void FN(bank_reset)(FN(BankState)* st, MemInit init, uint64_t seed) {
     size_t kv = (size_t)st->Hkv * st->slots * st->Dh;
     memset(st->k, 0, kv * sizeof(REAL));
@@ -95,7 +95,7 @@ static void FN(bank_copy)(FN(BankState)* dst, const FN(BankState)* src) {
     dst->pos = src->pos;
 }
 
-// Cosine between a and b over n dims, each normalised by max(||x||, 1e-6) (SPEC §3).
+// Cosine between a and b over n dims, each normalised by max(||x||, 1e-6) (docs/spec.md §3).
 static REAL FN(cosine)(const REAL* a, const REAL* b, int n) {
     REAL aa = 0, bb = 0, ab = 0;
     for (int i = 0; i < n; i++) { aa += a[i] * a[i]; bb += b[i] * b[i]; ab += a[i] * b[i]; }
@@ -142,7 +142,7 @@ static void FN(exact_write_slot)(FN(BankState)* st, int m, const FN(Evicted)* e)
     st->src[st->W + m] = e->pos;
 }
 
-// SPEC §3.3: exact-bank update with the block's first Te candidates (candidate order). Every decision
+// docs/spec.md §3.3: exact-bank update with the block's first Te candidates (candidate order). Every decision
 // is taken against the bank as it was before the block; writes are applied afterwards.
 static void FN(exact_update_block)(FN(BankState)* st, const ModelConfig* c, const FN(Evicted)* cand, int Te) {
     int Me = st->Me;
@@ -193,7 +193,7 @@ static void FN(exact_update_block)(FN(BankState)* st, const ModelConfig* c, cons
     for (int t = 0; t < Te; t++)
         if (touch[t] && cand[t].pos > stamp[target[t]]) stamp[target[t]] = cand[t].pos;
     // Writes. Novel inserts hit distinct slots. With refresh_on_hit several candidates may write one
-    // slot: the newest token wins (the reference adds the deltas, SPEC §11.7 -- a defect not copied).
+    // slot: the newest token wins (the reference adds the deltas, docs/spec.md §11.7 -- a defect not copied).
     for (int t = 0; t < Te; t++) {
         if (!overwrite[t]) continue;
         int newest = 1;
@@ -206,7 +206,7 @@ static void FN(exact_update_block)(FN(BankState)* st, const ModelConfig* c, cons
     free(order); free(target); free(overwrite); free(touch); free(stamp);
 }
 
-// SPEC §3.4: summary-bank update with the block's first Ts candidates: hard LF-key routing over all
+// docs/spec.md §3.4: summary-bank update with the block's first Ts candidates: hard LF-key routing over all
 // slots, gate-weighted average per slot, then an EMA with eta = sigmoid(eta_logit[g]) per KV head (1
 // for a slot filled for the first time) on key dims [Dh/2, Dh) (scaled by sqrt(Dh/(Dh - Dh/2))) and
 // all value dims. log (may be NULL) records what the training backward needs.
@@ -261,7 +261,7 @@ static void FN(summary_update_block)(FN(BankState)* st, const ModelConfig* c, co
     free(route); free(w); free(cnt); free(sk); free(sv);
 }
 
-// The reference's candidate list (SPEC §3.1, PyTorch CUDA top-k): with v* the T-th largest gate, all
+// The reference's candidate list (docs/spec.md §3.1, PyTorch CUDA top-k): with v* the T-th largest gate, all
 // tokens with gate > v* in ascending index, then tokens with gate == v* in ascending index until T are
 // taken. Each bank takes a prefix of this one list.
 static void FN(topk_reference_order)(const REAL* gates, int n, int T, int* out) {
@@ -304,7 +304,7 @@ typedef struct {
     int64_t pos0;
 } FN(FrozenRows);
 
-// SPEC §3.1: write a block of blk tokens (k, v: [blk][Hkv*Dh] RoPE'd; g: [blk]) at positions pos0...
+// docs/spec.md §3.1: write a block of blk tokens (k, v: [blk][Hkv*Dh] RoPE'd; g: [blk]) at positions pos0...
 // The ring's old tokens followed by the block form one chronological sequence; its oldest tokens
 // beyond W are evicted, the top-T by gate become bank candidates, the newest min(W, total) refill the
 // ring from slot 0.
@@ -379,7 +379,7 @@ static void FN(bank_write_block)(FN(BankState)* st, const ModelConfig* c, const 
     free(ck); free(cv); free(cg);
 }
 
-// SPEC §3.5: exact bank, one evicted token (decode path).
+// docs/spec.md §3.5: exact bank, one evicted token (decode path).
 static void FN(exact_update_one)(FN(BankState)* st, const ModelConfig* c, const FN(Evicted)* e) {
     int Me = st->Me;
     if (Me == 0) return;
@@ -406,7 +406,7 @@ static void FN(exact_update_one)(FN(BankState)* st, const ModelConfig* c, const 
     if (keep) st->last_exact[idx] = e->pos;
 }
 
-// SPEC §3.6: summary bank, one evicted token (decode path): eta is multiplied by the gate here.
+// docs/spec.md §3.6: summary bank, one evicted token (decode path): eta is multiplied by the gate here.
 static void FN(summary_update_one)(FN(BankState)* st, const ModelConfig* c, const FN(Evicted)* e, const REAL* eta_logit) {
     int Ms = st->Ms, Dh = st->Dh, lf = Dh / 2, s0 = st->W + st->Me;
     if (Ms == 0) return;
@@ -430,7 +430,7 @@ static void FN(summary_update_one)(FN(BankState)* st, const ModelConfig* c, cons
     if (keep) st->allowed[s0 + idx] = 1;
 }
 
-// SPEC §3.2: write one token (k, v: [Hkv*Dh] RoPE'd) at position st->pos.
+// docs/spec.md §3.2: write one token (k, v: [Hkv*Dh] RoPE'd) at position st->pos.
 static void FN(bank_write_one)(FN(BankState)* st, const ModelConfig* c, const REAL* k, const REAL* v, REAL gate,
                                const REAL* eta_logit) {
     int W = st->W, Dh = st->Dh, kvd = st->Hkv * Dh, slot;

@@ -249,7 +249,7 @@ static double FN(model_adamw_step)(FN(Model)* m, const AdamWConfig* opt, double 
     return norm;
 }
 
-// Decode one token per row through every layer (bounded layers use SPEC §2.4's step; the model must
+// Decode one token per row through every layer (bounded layers use docs/spec.md §2.4's step; the model must
 // be bounded). states [L*B]; logits [B, V].
 static void FN(model_step)(FN(Model)* m, FN(BankState)* states, const int* tokens, int B, REAL* logits) {
     const ModelConfig* c = &m->cfg;

@@ -100,7 +100,7 @@ static void FN(swiglu_backward)(REAL* dgate, REAL* dup, const REAL* dact, const 
 // RoPE tables for positions pos0..pos0+T-1: cos/sin[t, i], i < Dh/2, with inv_freq[i] = base^(-2i/Dh)
 // computed in fp32 and angles from fp32 positions, as HF does (the fp64 build computes in double).
 // bf16_positions emulates the reference's defect: positions, inv_freq, angles and the tables rounded
-// to bf16 (PROTOCOL.md §8.2).
+// to bf16 (docs/protocol.md §8.2).
 static void FN(rope_tables)(REAL* cosv, REAL* sinv, int64_t pos0, int T, int Dh, double base, int bf16_positions) {
     int half = Dh / 2;
     for (int t = 0; t < T; t++) {

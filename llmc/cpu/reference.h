@@ -12,7 +12,7 @@
 #include "../optim.h"
 #include "../rand.h"
 
-// Index of the two members of RoPE pair i in a head vector (SPEC §1.3).
+// Index of the two members of RoPE pair i in a head vector (docs/spec.md §1.3).
 static inline void rope_pair(int i, int Dh, RopeLayout layout, int* a, int* b) {
     if (layout == ROPE_INTERLEAVED) { *a = 2 * i; *b = 2 * i + 1; }
     else { *a = i; *b = i + Dh / 2; }
