@@ -181,19 +181,25 @@ static inline int ckpt_latest_read(const char* out_dir, char* dir, size_t len, C
     return 0;
 }
 
-// Points OUT/LATEST at checkpoint `name` atomically (written to LATEST.tmp, synced, renamed).
+// Points OUT/LATEST at checkpoint `name` atomically (written to a new temporary file beside it,
+// synced, renamed over it; two writers never share the temporary file).
 static inline int ckpt_latest_write(const char* out_dir, const char* name, CodaError* err) {
     char latest[4200], tmp[4300];
     snprintf(latest, sizeof(latest), "%s/LATEST", out_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", latest);
-    FILE* f = fopen(tmp, "w");
-    if (!f) return coda_errorf(err, "cannot write %s: %s", tmp, strerror(errno));
+    FILE* f = coda_create_temp_beside(latest, tmp, sizeof(tmp), err);
+    if (!f) return -1;
     fprintf(f, "%s\n", name);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        int e = errno;
         fclose(f);
-        return coda_errorf(err, "cannot write %s: %s", tmp, strerror(errno));
+        unlink(tmp);
+        return coda_errorf(err, "cannot write %s: %s", tmp, strerror(e));
     }
-    if (fclose(f) != 0 || rename(tmp, latest) != 0) return coda_errorf(err, "cannot update %s: %s", latest, strerror(errno));
+    if (fclose(f) != 0 || rename(tmp, latest) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return coda_errorf(err, "cannot update %s: %s", latest, strerror(e));
+    }
     return 0;
 }
 

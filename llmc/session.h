@@ -98,7 +98,7 @@ static inline int session_prefill(Session* s, const int* ids, int n, CodaError* 
         if (s->n_ctx + n > s->cap_ctx) {
             s->cap_ctx = (s->n_ctx + n) * 2;
             s->ctx = (int*)realloc(s->ctx, sizeof(int) * (size_t)s->cap_ctx);
-            if (!s->ctx) coda_fatal("out of host memory for the generation context");
+            if (!s->ctx) coda_fatal("out of host memory for the generation context (%zu bytes)", sizeof(int) * (size_t)s->cap_ctx);
         }
         memcpy(s->ctx + s->n_ctx, ids, sizeof(int) * (size_t)n);
         s->n_ctx += n;

@@ -71,7 +71,7 @@ static inline void state_file__put(StateFileBuf* b, const void* src, size_t n) {
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2;
         b->p = (char*)realloc(b->p, b->cap);
-        if (!b->p) coda_fatal("out of host memory writing a state file");
+        if (!b->p) coda_fatal("out of host memory writing a state file (%zu bytes)", b->cap);
     }
     memcpy(b->p + b->n, src, n);
     b->n += n;
@@ -293,6 +293,7 @@ done:
 // the file's size before the file is read into memory.
 static inline int state_file_load(const char* path, Session* s, int keep_rng, CodaError* err) {
     if (!s->m->cfg.bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", path);
+    if (coda_check_regular_file(path, "state file", err) != 0) return -1;  // a FIFO would block fopen
     FILE* f = fopen(path, "rb");
     if (!f) return coda_errorf(err, "%s: cannot open state file: %s", path, strerror(errno));
     struct stat sb;

@@ -154,6 +154,7 @@ static inline void train_state_seal(void* bytes, size_t n) {
 // after the header), else closes it.
 static inline int train_state_open(const char* path, const TrainStateExpect* expect, TrainStateHeader* h, FILE** f, CodaError* err) {
     if (f) *f = NULL;
+    if (coda_check_regular_file(path, "train state", err) != 0) return -1;  // a FIFO would block fopen
     FILE* fp = fopen(path, "rb");
     if (!fp) return coda_errorf(err, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;

@@ -5,6 +5,7 @@
 //     version-1 files still read; the checksum streams in any split (llmc/checksum.h);
 //   * checkpoint directories (llmc/checkpoint_dir.h): see the second half.
 #pragma once
+#include <sys/stat.h>
 #include "../../llmc/checkpoint_dir.h"
 #include "../../llmc/checksum.h"
 #include "../../llmc/train_state.h"
@@ -166,6 +167,11 @@ TEST(train_state_open_checks_the_file_on_disk) {
     if (opened) fclose(opened);
     snprintf(path, sizeof(path), "%s/missing.bin", dir);
     CHECK(train_state_open(path, &e, &h, NULL, &err) != 0 && strstr(err.msg, "cannot open") && strstr(err.msg, "missing.bin"), "%s", err.msg);
+    // a FIFO in place of the file is refused without opening it (fopen on a FIFO blocks until a writer comes)
+    snprintf(path, sizeof(path), "%s/fifo.bin", dir);
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo %s", path);
+    CHECK(train_state_open(path, &e, &h, NULL, &err) != 0 && strstr(err.msg, "not a regular file") && strstr(err.msg, "a pipe"), "%s", err.msg);
+    unlink(path);
     free(good);
     test_rmtree(dir);
 }

@@ -151,7 +151,7 @@ static void FN(exact_update_block)(FN(BankState)* st, const ModelConfig* c, cons
     int any_used = 0;
     for (int m = 0; m < Me; m++) any_used |= used[m];
     // LRU victims: free slots first (lowest index first), then used slots by oldest stamp.
-    int* order = (int*)coda_malloc_or_die(sizeof(int) * Me, "LRU order");
+    int* order = (int*)coda_malloc_or_die(sizeof(int) * (size_t)Me, "LRU order");
     for (int m = 0; m < Me; m++) order[m] = m;
     for (int i = 1; i < Me; i++) {  // insertion sort by (key, index): Me is small
         int m = order[i], j = i - 1;
