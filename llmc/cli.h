@@ -293,19 +293,28 @@ static inline void cli_usage(const CliSpec* s, FILE* out) {
     }
 }
 
-// For a program's main: parses argv; -h / --help prints the usage on stdout and exits 0; an error
-// prints "error: ..." on stderr and exits 2.
-static inline void cli_parse_or_exit(const CliSpec* s, int argc, char** argv) {
+// Parses argv and reports as a program does: -h / --help prints the usage on `out` and returns 0;
+// an error prints "error: ..." and a pointer to --help on `errs` and returns 2; a good command line
+// prints nothing and returns -1. (cli_parse_or_exit turns the first two into the exit status.)
+static inline int cli_parse_report(const CliSpec* s, int argc, char** argv, FILE* out, FILE* errs) {
     CodaError err;
     int rc = cli_parse(s, argc, argv, &err);
     if (rc == CLI_HELP) {
-        cli_usage(s, stdout);
-        exit(0);
+        cli_usage(s, out);
+        return 0;
     }
     if (rc != 0) {
-        fprintf(stderr, "error: %s\n(%s --help lists the flags)\n", err.msg, s->program);
-        exit(2);
+        fprintf(errs, "error: %s\n(%s --help lists the flags)\n", err.msg, s->program);
+        return 2;
     }
+    return -1;
+}
+
+// For a program's main: -h / --help prints the usage on stdout and exits 0; an error goes to stderr
+// and exits 2; otherwise it returns with the flags parsed.
+static inline void cli_parse_or_exit(const CliSpec* s, int argc, char** argv) {
+    int status = cli_parse_report(s, argc, argv, stdout, stderr);
+    if (status >= 0) exit(status);
 }
 
 // A command-line error found after parsing (a missing required flag, two that exclude each
