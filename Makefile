@@ -36,6 +36,7 @@ help:
 	@echo "  make tokenize_coda text files -> token shard (CPU only)"
 	@echo "  make shards        fetch Brown, FOLDOC and the Mistral tokenizer; write data/shards/*.bin"
 	@echo "  make bench_tokenizer  tokenizer speed in MB/s (CPU only)"
+	@echo "  make fuzz          every libFuzzer target (dev/fuzz/) for FUZZ_SECONDS (60) each; needs clang"
 	@echo "  make clean         remove the built programs"
 	@echo "flags: PRECISION=BF16|FP32  GPU_ARCH=90a  NVCC=path  CC=compiler"
 
