@@ -1,9 +1,9 @@
 // bank_scan.cuh — the bounded state's bank scan on the GPU (bounded "phase 2" training, scan-then-attend):
 // per layer, once q/k/v and the write gates of the whole sequence exist, walk the blocks of every
 // sequence once, apply each block's evictions and bank updates exactly as the CPU reference's
-// bank_write_block does (SPEC §3.1 with §3.3 exact and §3.4 summary bank), and keep per block the bank
+// bank_write_block does (docs/spec.md §3.1 with §3.3 exact and §3.4 summary bank), and keep per block the bank
 // state that block attends to; one attention launch then serves all blocks. The backward is the
-// reverse scan (SPEC §4): bank-slot gradients go to the evicted tokens' k, v and gates and to eta.
+// reverse scan (docs/spec.md §4): bank-slot gradients go to the evicted tokens' k, v and gates and to eta.
 // The oracle is llmc/cpu/banks.h + the bounded loops of llmc/cpu/attention.h; every decision (which
 // token goes to which slot, every flag, the candidate lists) is bit-identical to it in both builds
 // (see "Numerics" below).
@@ -155,7 +155,7 @@ static inline BankDims bank_dims(const BankScanShape* s) {
     return d;
 }
 
-// The tokens block j's write evicts: [e0, e0 + n) of its row (SPEC §3.1: the ring held the last
+// The tokens block j's write evicts: [e0, e0 + n) of its row (docs/spec.md §3.1: the ring held the last
 // min(W, jS) tokens before the block; the oldest beyond W of ring + block go), and how many of them
 // each bank is offered (Te, Ts; the candidate list is max(Te, Ts) long, each bank takes a prefix).
 __host__ __device__ __forceinline__ void bs_block_evict(const BankDims* d, int j, int* e0, int* n, int* Te, int* Ts) {
@@ -412,7 +412,7 @@ __device__ __forceinline__ void bs_store_pair(floatX* p, float a, float b) {
 
 // ---------------------------------------------------------------------------------------------
 // Candidates of every write: grid (nb, B). cand[b][j][0..max(Te, Ts)) = token indices in candidate
-// order (SPEC §3.1, llmc/cpu/banks.h topk_candidates): by gate, the stable descending ranks; the
+// order (docs/spec.md §3.1, llmc/cpu/banks.h topk_candidates): by gate, the stable descending ranks; the
 // reference's order, with v* the gate of stable rank T-1: gates > v* by index, then gates == v* by
 // index until T are taken.
 
@@ -694,7 +694,7 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
                 bucket[pos] = t;
             }
             __syncthreads();
-            if (tid == 0) {  // exact: novel kept candidates take the LRU victims in candidate order (SPEC §3.3)
+            if (tid == 0) {  // exact: novel kept candidates take the LRU victims in candidate order (docs/spec.md §3.3)
                 const int n_lru = bs_min(Te, Me);
                 int n_nk = 0;
                 for (int t = 0; t < Te; t++) {
@@ -738,7 +738,7 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
             }
         }
         __syncthreads();
-        // ---- C. this CTA's heads: exact copies, summary EMA (SPEC §3.4 step 4), snapshot j + 1 ----
+        // ---- C. this CTA's heads: exact copies, summary EMA (docs/spec.md §3.4 step 4), snapshot j + 1 ----
         const bool snap = j + 1 < nb;
         // prefetch the next write's first candidates (their loads overlap this phase)
         const int Tn_next = snap ? candidate_count(j + 1) : 0;
@@ -821,7 +821,7 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reverse scan (SPEC §4; the CPU's summary_write_backward and keyset_scatter, block by block in
+// Reverse scan (docs/spec.md §4; the CPU's summary_write_backward and keyset_scatter, block by block in
 // reverse). A summary slot's gradient dn = dL/d(slot after write j) enters write j's backward:
 //   avg = sum_t w_t x_t / max(cnt, 1e-6) over the slot's candidates, new = old + eta (escale avg - old)
 //   (keys, dims >= lf) resp. old + eta (avg - old) (values);
@@ -938,7 +938,7 @@ __global__ void bank_summary_backward_kernel(BankScanParams p) {
 }
 
 // grid (Me, Hkv, B), blockDim = Dh in whole warps: exact slot m's gradient of every block whose key
-// set held it goes to the token it copies (SPEC §4: d copy / d token = 1), where state_grad_flows:
+// set held it goes to the token it copies (docs/spec.md §4: d copy / d token = 1), where state_grad_flows:
 // cross_block_grad, or the token belongs to block j-1 or later. A token lives in one slot over a run
 // of consecutive snapshots, so each token's sum is formed here, by one thread per dim, and added once.
 __global__ void bank_exact_backward_kernel(BankScanParams p) {

@@ -39,7 +39,7 @@ static float gb_fx(float x) { return gb_is_bf16 ? round_bf16(x) : x; }  // a val
 // The case grid
 
 // U(0,1); all sigmoid(-2) (init); {0.04, 0.3, 0.7}; U(0, 2e-7) with both gate thresholds 0 (slot totals
-// below the 1e-6 clamp of SPEC §3.4)
+// below the 1e-6 clamp of docs/spec.md §3.4)
 enum { GB_GATES_UNIFORM = 0, GB_GATES_EQUAL, GB_GATES_LEVELS, GB_GATES_TINY };
 enum { GB_VALUES_RANDOM = 0, GB_VALUES_REPEAT };                  // U(-1,1); repeats and near-repeats of 5 prototypes
 
