@@ -1,6 +1,6 @@
 // matmul.cu — llmc/matmul.cuh (cuBLASLt): CPU check, then TFLOP/s of forward, backward-input and
 // backward-weight (fp32 dW, beta = 1) at the Mistral-7B projection shapes, N = 2048 and 8192 tokens.
-// Ceiling: ~790-800 TFLOP/s measured for an 8192^3 bf16 product on these H100/H200s (KINDS.md).
+// Ceiling: ~790-800 TFLOP/s, the rate of an 8192^3 bf16 cuBLAS product on the H100/H200s of dev/PERF.md.
 #include "bench_common.cuh"
 #include "llmc/matmul.cuh"
 

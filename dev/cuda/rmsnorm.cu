@@ -1,6 +1,6 @@
 // rmsnorm.cu — llmc/rmsnorm.cuh: CPU check, then GB/s (bytes that must move: inputs read once,
 // outputs written once) at C = 4096, N = 2048 / 8192. Ceiling ~3.0 TB/s (H100) / ~4.3 TB/s (H200),
-// the device-to-device copy rates measured on these machines (KINDS.md).
+// the device-to-device copy rates measured on the H100 / H200 machines of dev/PERF.md.
 #include "bench_common.cuh"
 #include "llmc/rmsnorm.cuh"
 
