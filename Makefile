@@ -70,7 +70,10 @@ data/foldoc/foldoc.txt:
 # ---- test_cpu: every CPU test (dev/test/*.h), built by the host compiler: no CUDA needed ----
 #   make test_cpu && ./test_cpu [name-filter]
 CXX_TEST_FLAGS = -std=c++17 -fopenmp -Wall -Wno-unused-function -I.
-CPU_TEST_DEPS = test_cpu.cpp $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/data/tokenize_coda.c
+# (test_cpu also replays the fuzz inputs through dev/fuzz/fuzz_targets.h and tests the command lines of
+# tokenize_coda and bench_tokenizer, whose sources it includes)
+CPU_TEST_DEPS = test_cpu.cpp $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/data/tokenize_coda.c \
+                dev/fuzz/fuzz_targets.h dev/bench_tokenizer.c
 test_cpu: $(CPU_TEST_DEPS)
 	$(CXX) -O2 $(CXX_TEST_FLAGS) -o $@ $< -lm
 
@@ -136,5 +139,3 @@ build/coda_fuzz: dev/fuzz/fuzz_main.c dev/fuzz/fuzz_targets.h $(wildcard llmc/*.
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< -lm
 fuzz: build/coda_fuzz
 	dev/fuzz/run.sh build/coda_fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
-# test_cpu replays the fuzz inputs through fuzz_targets.h and tests bench_tokenizer's command line
-test_cpu: dev/fuzz/fuzz_targets.h dev/bench_tokenizer.c
