@@ -7,9 +7,10 @@
 //     the uninterrupted run would have;
 //   * needle-in-a-haystack (llmc/needle.h): the reference demo's synthetic single-layer test of the
 //     bank bookkeeping (--needle; needs no model).
-// THIS VERSION RUNS ON THE CPU REFERENCE MODEL (llmc/cpu/, fp32). It is built with nvcc like the
-// other binaries, but touches no GPU; the GPU inference path is a later issue. Expect tiny and small
-// models to be practical, not 7B.
+// Perplexity runs on the GPU model (llmc/ppl_gpu.cuh: the trainer's forward, bf16, or fp32 in the
+// FP32 build) when a GPU is present (--device auto, the default) for the sliding and chunked
+// procedures; the streaming procedure, generation and state files run on the CPU reference model
+// (llmc/cpu/, fp32) in this version: practical for small models, not 7B.
 #include <errno.h>
 #include <math.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include "llmc/needle.h"
 #include "llmc/overrides.h"
 #include "llmc/ppl.h"
+#include "llmc/ppl_gpu.cuh"
 #include "llmc/sampling.h"
 #include "llmc/session.h"
 #include "llmc/shard.h"
@@ -93,7 +95,53 @@ typedef struct {
     // needle-in-a-haystack (synthetic single-layer test, no model)
     int needle, needle_pos;
     const char* needle_lengths;
+    int device;  // Device
 } Options;
+typedef enum { DEVICE_AUTO = 0, DEVICE_CPU = 1, DEVICE_GPU = 2 } Device;
+static const CliChoice DEVICE_CHOICES[] = {{"auto", DEVICE_AUTO}, {"cpu", DEVICE_CPU}, {"gpu", DEVICE_GPU}, {NULL, 0}};
+
+static int gpu_present(void) {
+    int n = 0;
+    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+// Prints (and, with json, one JSON line) the result of a perplexity run over n tokens of path.
+static void print_ppl(const Options* o, const ModelConfig* c, const PplResult* r, int64_t n, const char* device) {
+    const char* pname = PPL_PROCEDURE_NAMES[o->procedure];
+    printf("ppl %s (%s) on the %s: %lld tokens, ", pname, o->procedure == PPL_SLIDING ? "docs/protocol.md §3.1" : o->procedure == PPL_CHUNKED ?
+           (o->partial_chunk ? "docs/protocol.md §3.2a" : "docs/protocol.md §3.2b") : "docs/protocol.md §3.2c", device, (long long)n);
+    if (o->procedure == PPL_SLIDING) printf("ctx %d stride %d, %d windows", o->ctx, o->stride, r->n_forwards);
+    else if (o->procedure == PPL_CHUNKED) printf("ctx %d, %d chunks", o->ctx, r->n_forwards);
+    else printf("chunk %d, %d chunks", o->chunk, r->n_forwards);
+    printf("\ntokens scored %lld  mean NLL %.6f  PPL %.4f\n", (long long)r->n_scored, ppl_mean_nll(r), ppl_value(r));
+    if (!o->json) return;
+    printf("{\"procedure\": \"%s\", \"shard\": \"%s\", \"tokens\": %lld, \"device\": \"%s\", \"model\": \"%s\", ", pname, o->ppl_path,
+           (long long)n, device, o->model_dir);
+    if (o->procedure == PPL_SLIDING) printf("\"ctx\": %d, \"stride\": %d, ", o->ctx, o->stride);
+    else if (o->procedure == PPL_CHUNKED) printf("\"ctx\": %d, \"partial_chunk\": %d, ", o->ctx, o->partial_chunk);
+    else printf("\"chunk\": %d, ", o->chunk);
+    printf("\"bounded\": %d, \"differential\": %d, ", c->bounded, c->differential);
+    if (c->bounded)
+        printf("\"window\": %d, \"n_exact\": %d, \"n_summary\": %d, \"block_size\": %d, \"mem_init\": \"%s\", \"seed\": %llu, ",
+               c->window, c->n_exact, c->n_summary, c->block_size, c->mem_init == MEM_INIT_ZEROS ? "zeros" : "random_normal",
+               (unsigned long long)o->seed);
+    printf("\"forwards\": %d, \"tokens_scored\": %lld, \"mean_nll\": %.9g, \"ppl\": %.9g}\n", r->n_forwards, (long long)r->n_scored,
+           ppl_mean_nll(r), ppl_value(r));
+}
+
+// Loads the shard of --ppl (its first --max-tokens); the tokens are checked against the model later.
+static int32_t* load_ppl_tokens(const Options* o, int vocab_size, int64_t* n) {
+    ShardHeader h;
+    int32_t* tokens;
+    CodaError err;
+    if (shard_load(o->ppl_path, &h, &tokens, &err) != 0) coda_fatal("%s", err.msg);
+    if (h.vocab_size > vocab_size)
+        fprintf(stderr, "warning: %s was written for a vocabulary of %d ids, the model has %d (ids are checked as used)\n", o->ppl_path,
+                h.vocab_size, vocab_size);
+    *n = h.n_tokens;
+    if (o->max_tokens > 0 && o->max_tokens < *n) *n = o->max_tokens;
+    return tokens;
+}
 
 static const CliChoice PROCEDURE_CHOICES[] = {{"sliding", PPL_SLIDING}, {"chunked", PPL_CHUNKED}, {"streaming", PPL_STREAMING}, {NULL, 0}};
 static const CliChoice MEM_INIT_CHOICES[] = {{"zeros", MEM_INIT_ZEROS}, {"random", MEM_INIT_RANDOM_NORMAL},
@@ -163,9 +211,15 @@ int main(int argc, char** argv) {
         cli_switch("--needle", &o.needle, "run it; retained = the needle's key has cosine > 0.999 with a ring or\nexact-bank slot"),
         cli_string("--needle-lengths", &o.needle_lengths, "L,...", "sequence lengths"),
         cli_int("--needle-pos", &o.needle_pos, 0, INT_MAX, "P", "needle position"),
+        cli_section("where it runs:"),
+        cli_enum("--device", &o.device, DEVICE_CHOICES,
+                 "perplexity (sliding, chunked) on the GPU model when a GPU is present (auto), always\n"
+                 "(gpu), or on the fp32 CPU reference (cpu); streaming, generation and state files\n"
+                 "run on the CPU reference in this version"),
     };
     const CliSpec cli = {"infer_coda", "infer_coda --model DIR [options]",
-                         "  Runs on the CPU reference model (fp32) in this version; the GPU inference path is a later issue.", flags,
+                         "  Perplexity runs on the GPU when one is present (--device); streaming, generation and state\n"
+                         "  files run on the CPU reference model (fp32) in this version.", flags,
                          (int)(sizeof(flags) / sizeof(flags[0]))};
     cli_parse_or_exit(&cli, argc, argv);
     if (!o.needle) {  // the needle test is synthetic: it needs no model
@@ -200,6 +254,31 @@ int main(int argc, char** argv) {
         free(lens);
         return n_ok == n_lens ? 0 : 2;
     }
+    const int gpu_ppl = o.ppl_path && o.procedure != PPL_STREAMING &&
+                        (o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present()));
+    if (o.device == DEVICE_GPU && !gpu_ppl)
+        coda_fatal("--device gpu: only perplexity with the sliding or chunked procedure runs on the GPU in this version "
+                   "(streaming, generation and state files: --device cpu)");
+    if (gpu_ppl) {  // perplexity on the GPU model
+        GpuModel gm;
+        HfLoadReport grep_;
+        if (gpu_eval_model_load(&gm, o.model_dir, &o.ov, &grep_, &err) != 0) coda_fatal("%s", err.msg);
+        print_model_config(&gm.cfg, &grep_);
+        int64_t n;
+        int32_t* tokens = load_ppl_tokens(&o, gm.cfg.vocab_size, &n);
+        GpuScorer gs;
+        PplScorer scorer = gpu_scorer(&gs, &gm, o.procedure == PPL_SLIDING || o.procedure == PPL_CHUNKED ? o.ctx : o.chunk, 0, o.seed);
+        scorer.progress = print_progress;
+        PplResult r;
+        if (ppl_run(&scorer, (PplProcedure)o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
+            coda_fatal("%s", err.msg);
+        print_ppl(&o, &gm.cfg, &r, n, PRECISION_NAME " GPU model");
+        gpu_scorer_free(&gs);
+        gpu_model_free(&gm);
+        free(tokens);
+        if (!(o.prompt || o.prompt_ids || o.load_state)) return 0;
+        o.ppl_path = NULL;  // done; generation goes on below on the CPU reference
+    }
     Model_f32 m;
     HfLoadReport rep;
     if (reference_load_dir(o.model_dir, &o.ov, &m, &rep, &err) != 0) coda_fatal("%s", err.msg);
@@ -209,14 +288,8 @@ int main(int argc, char** argv) {
         coda_fatal("--save-state / --load-state need a bounded model (this one is unbounded: use --bounded 1)");
 
     if (o.ppl_path) {
-        ShardHeader h;
-        int32_t* tokens;
-        if (shard_load(o.ppl_path, &h, &tokens, &err) != 0) coda_fatal("%s", err.msg);
-        if (h.vocab_size > c->vocab_size)
-            fprintf(stderr, "warning: %s was written for a vocabulary of %d ids, the model has %d (ids are checked as used)\n", o.ppl_path,
-                    h.vocab_size, c->vocab_size);
-        int64_t n = h.n_tokens;
-        if (o.max_tokens > 0 && o.max_tokens < n) n = o.max_tokens;
+        int64_t n;
+        int32_t* tokens = load_ppl_tokens(&o, c->vocab_size, &n);
         PplResult r;
         CpuScorer cs;
         PplScorer scorer = cpu_scorer(&cs, &m, o.seed);
@@ -224,26 +297,7 @@ int main(int argc, char** argv) {
         if (ppl_run(&scorer, (PplProcedure)o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
             coda_fatal("%s", err.msg);
         cpu_scorer_free(&cs);
-        const char* pname = PPL_PROCEDURE_NAMES[o.procedure];
-        printf("ppl %s (%s): %lld tokens, ", pname, o.procedure == PPL_SLIDING ? "docs/protocol.md §3.1" : o.procedure == PPL_CHUNKED ?
-               (o.partial_chunk ? "docs/protocol.md §3.2a" : "docs/protocol.md §3.2b") : "docs/protocol.md §3.2c", (long long)n);
-        if (o.procedure == PPL_SLIDING) printf("ctx %d stride %d, %d windows", o.ctx, o.stride, r.n_forwards);
-        else if (o.procedure == PPL_CHUNKED) printf("ctx %d, %d chunks", o.ctx, r.n_forwards);
-        else printf("chunk %d, %d chunks", o.chunk, r.n_forwards);
-        printf("\ntokens scored %lld  mean NLL %.6f  PPL %.4f\n", (long long)r.n_scored, ppl_mean_nll(&r), ppl_value(&r));
-        if (o.json) {
-            printf("{\"procedure\": \"%s\", \"shard\": \"%s\", \"tokens\": %lld, ", pname, o.ppl_path, (long long)n);
-            if (o.procedure == PPL_SLIDING) printf("\"ctx\": %d, \"stride\": %d, ", o.ctx, o.stride);
-            else if (o.procedure == PPL_CHUNKED) printf("\"ctx\": %d, \"partial_chunk\": %d, ", o.ctx, o.partial_chunk);
-            else printf("\"chunk\": %d, ", o.chunk);
-            printf("\"bounded\": %d, \"differential\": %d, ", c->bounded, c->differential);
-            if (c->bounded)
-                printf("\"window\": %d, \"n_exact\": %d, \"n_summary\": %d, \"block_size\": %d, \"mem_init\": \"%s\", \"seed\": %llu, ",
-                       c->window, c->n_exact, c->n_summary, c->block_size, c->mem_init == MEM_INIT_ZEROS ? "zeros" : "random_normal",
-                       (unsigned long long)o.seed);
-            printf("\"forwards\": %d, \"tokens_scored\": %lld, \"mean_nll\": %.9g, \"ppl\": %.9g}\n", r.n_forwards,
-                   (long long)r.n_scored, ppl_mean_nll(&r), ppl_value(&r));
-        }
+        print_ppl(&o, c, &r, n, "fp32 CPU reference");
         free(tokens);
     }
 

@@ -10,6 +10,7 @@
 #include "dev/test/test_gpu_banks.cuh"  // llmc/bank_scan.cuh: the bank scan vs the CPU reference
 #include "dev/test/test_gpu_model.cuh"
 #include "dev/test/test_gpu_bounded.cuh"
+#include "dev/test/test_gpu_infer.cuh"
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
 static int gpu_available(char* reason, size_t len) {

@@ -84,6 +84,9 @@ typedef struct {
     float *dbank_k, *dbank_v;     // [B][n_blocks][Hkv][Me+Ms][Dh]
     float *dk_acc, *dv_acc;       // [BT, Hkv*Dh] token gradients through the banks (detach_evicted off)
     float* dwgate;                // [BT] gradient w.r.t. the write gate (detach_evicted off)
+    // bounded layers at inference: each layer's initial bank contents, k then v, [L][2][B][Hkv][Me+Ms][Dh]
+    // fp32 (docs/spec.md §2.1 mem_init random_normal), or NULL: an all-zero state (training, §2.5)
+    float* bank_init;
     StepTimer* timer;             // per-category GPU time of the ops (NULL = off, the default)
 } GpuModel;
 
@@ -315,8 +318,10 @@ static void gpu_layer_forward(GpuModel* m, int l) {
         const BankScanShape bs = gm_scan_shape(m);
         STEP_TIMED(tm, ST_BANK, write_gate_forward(ctx, a->wgate, a->hn1, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), N, D,
                                                    c->write_policy == WRITE_POLICY_GATED));
-        STEP_TIMED(tm, ST_BANK, bank_scan_forward(ctx, &bs, a->k, a->v, a->wgate, gm_param(m, PK_ETA, l), NULL, NULL, &a->tape,
-                                                  m->scan_scratch));
+        const size_t per = (size_t)m->B * KVD * (c->n_exact + c->n_summary);  // one layer's k (or v) init
+        const float* init_k = m->bank_init ? m->bank_init + (size_t)l * 2 * per : NULL;
+        STEP_TIMED(tm, ST_BANK, bank_scan_forward(ctx, &bs, a->k, a->v, a->wgate, gm_param(m, PK_ETA, l), init_k,
+                                                  init_k ? init_k + per : NULL, &a->tape, m->scan_scratch));
     }
     CodaAttnShape s = gm_attn_shape(m);
     CodaAttnInputs in = gm_attn_inputs(m, a, l);
@@ -528,7 +533,7 @@ static void gpu_model_free(GpuModel* m) {
         free(m->layers);
         void* ptrs[] = {m->tokens, m->targets, m->resid, m->hf, m->rstdf, m->logits, m->losses, m->dres, m->dmid, m->dh, m->dhf,
                         m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch,
-                        m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate};
+                        m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate, m->bank_init};
         for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     }
     void* ptrs[] = {m->params, m->master, m->grad, m->adam_m, m->adam_v, m->scalar};

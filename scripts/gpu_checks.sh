@@ -19,7 +19,10 @@
 #   bench-phase2   phase 2 (bounded medium) next to phase 1 from the same random base, same card, same call:
 #                  SmolLM2-135M shape (B=8, T=2048) and Mistral-7B (B=1, T=2048 and 8192; PHASE2_7B=0 skips 7B),
 #                  tok/s, peak memory and the --timing split of one update
-# TRAIN_BIN overrides ./train_coda (e.g. a binary built elsewhere and carried).
+#   ppl-hf-tiny    the tiny random HF model (fp32 and bf16): transformers' sliding-window perplexity (scripts/hf_ppl.py)
+#                  next to infer_coda's on the GPU model, same windows, on a random-token shard of its vocabulary
+# TRAIN_BIN overrides ./train_coda, INFER_BIN / INFER_BIN_FP32 ./infer_coda / ./infer_coda_fp32 (binaries built
+# elsewhere and carried).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
@@ -27,6 +30,7 @@ OUT=${OUT:-gpu_logs}
 mkdir -p "$OUT"
 TRAIN=data/shards/brown_train.bin VAL=data/shards/brown_val.bin
 TRAIN_BIN=${TRAIN_BIN:-./train_coda}
+INFER_BIN=${INFER_BIN:-./infer_coda} INFER_BIN_FP32=${INFER_BIN_FP32:-./infer_coda_fp32}
 run() { echo "+ $*"; "$@"; }
 for stage in "$@"; do
   echo "=== $stage ($(date -u +%H:%M:%S))"
@@ -140,6 +144,20 @@ for stage in "$@"; do
               --eval-every 0 --save-every 0 --log-every 1 --timing 5 --out out_bench > "$log" 2>&1
           grep -E "bounded state|^step +6/|done|attention kernels|^ *(bank|attention_fwd|attention_bwd|matmul_fwd|update wall)" "$log"
         done
+      done ;;
+    ppl-hf-tiny)
+      mkdir -p data/hf_parity
+      shard=data/hf_parity/random_v1031.bin
+      python3 scripts/hf_ppl.py --write-random-shard $shard --vocab 1031 --n 4096 --seed 3
+      for p in fp32 bf16; do
+        dir=data/hf_parity/tiny_$p dt=float32 bin=$INFER_BIN_FP32; [ $p = bf16 ] && dt=bfloat16 bin=$INFER_BIN
+        [ -f $dir/config.json ] || python3 scripts/hf_parity.py --shape tiny --dtype $dt --out $dir > /dev/null 2>&1
+        hf=$(python3 scripts/hf_ppl.py --model $dir --shard $shard --ctx 256 --stride 64 2>/dev/null | tail -1)
+        cc=$($bin --model $dir --ppl $shard --procedure sliding --ctx 256 --stride 64 --device gpu --json 2>&1 | tail -1)
+        echo "[$p] HF:     $hf"; echo "[$p] coda.c: $cc"
+        python3 -c "import json,sys; h=json.loads(sys.argv[1]); c=json.loads(sys.argv[2]); \
+print('[%s] scored %d vs %d, mean NLL HF %.7f coda.c %.7f, rel diff %.2e' % (sys.argv[3], h['scored'], c['tokens_scored'], \
+h['mean_nll'], c['mean_nll'], abs(h['mean_nll'] - c['mean_nll']) / h['mean_nll']))" "$hf" "$cc" $p
       done ;;
     *) echo "unknown stage $stage"; exit 1 ;;
   esac
