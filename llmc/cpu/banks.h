@@ -146,7 +146,7 @@ static void FN(exact_write_slot)(FN(BankState)* st, int m, const FN(Evicted)* e)
 // is taken against the bank as it was before the block; writes are applied afterwards.
 static void FN(exact_update_block)(FN(BankState)* st, const ModelConfig* c, const FN(Evicted)* cand, int Te) {
     int Me = st->Me;
-    if (Me == 0 || Te == 0) return;
+    if (Me <= 0 || Te == 0) return;
     const unsigned char* used = st->allowed + st->W;
     int any_used = 0;
     for (int m = 0; m < Me; m++) any_used |= used[m];
