@@ -14,9 +14,11 @@ else
   $(error PRECISION must be BF16 or FP32, not '$(PRECISION)')
 endif
 
-# Host code: -O2 (the CPU reference must stay IEEE-exact: no fast-math), OpenMP over rows.
+# Host code: -O2 (the CPU reference must stay IEEE-exact: no fast-math, and no FMA contraction, which
+# gcc does by default where the CPU has FMA, e.g. aarch64: the GPU scan reproduces the CPU's separate
+# multiply and add bit for bit), OpenMP over rows.
 NVCC_FLAGS = -O2 -std=c++17 -gencode arch=compute_$(GPU_ARCH),code=sm_$(GPU_ARCH) \
-             -Xcompiler -fopenmp,-Wall,-Wno-unused-function $(PRECISION_FLAG) -I.
+             -Xcompiler -fopenmp,-ffp-contract=off,-Wall,-Wno-unused-function $(PRECISION_FLAG) -I.
 NVCC_LIBS = -lcublas -lcublasLt -lgomp
 CC_FLAGS = -O2 -Wall -Wno-unused-function -I.
 
@@ -69,7 +71,7 @@ data/foldoc/foldoc.txt:
 
 # ---- test_cpu: every CPU test (dev/test/*.h), built by the host compiler: no CUDA needed ----
 #   make test_cpu && ./test_cpu [name-filter]
-CXX_TEST_FLAGS = -std=c++17 -fopenmp -Wall -Wno-unused-function -I.
+CXX_TEST_FLAGS = -std=c++17 -fopenmp -ffp-contract=off -Wall -Wno-unused-function -I.
 # (test_cpu also replays the fuzz inputs through dev/fuzz/fuzz_targets.h and tests the command lines of
 # tokenize_coda and bench_tokenizer, whose sources it includes)
 CPU_TEST_DEPS = test_cpu.cpp $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/data/tokenize_coda.c \

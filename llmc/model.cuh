@@ -245,6 +245,9 @@ static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int c
     const ModelConfig* c = &m->cfg;
     if (c->head_dim != 64 && c->head_dim != 128)
         coda_fatal("head_dim %d: the GPU attention kernel supports head_dim 64 and 128 (Mistral-7B: 128, SmolLM2: 64)", c->head_dim);
+    if (c->bounded && c->n_exact + c->n_summary > CA_MAX_BANK_SLOTS)
+        coda_fatal("bounded config: n_exact + n_summary = %d bank slots, the GPU attention takes at most %d per block (the paper's "
+                   "large state has 256)", c->n_exact + c->n_summary, CA_MAX_BANK_SLOTS);
     m->B = B; m->T = T; m->recompute = recompute;
     size_t BT = (size_t)B * T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c);
     m->chunk_rows = (chunk_rows <= 0 || (size_t)chunk_rows > BT) ? (int)BT : chunk_rows;

@@ -213,7 +213,10 @@ static void FN(exact_update_block)(FN(BankState)* st, const ModelConfig* c, cons
 static void FN(summary_update_block)(FN(BankState)* st, const ModelConfig* c, const FN(Evicted)* cand, int Ts,
                                      const REAL* eta_logit, FN(WriteLog)* log) {
     int Ms = st->Ms, Dh = st->Dh, lf = Dh / 2, s0 = st->W + st->Me;
-    if (log) log->n_cand = 0;
+    if (log) {  // a write without summary candidates leaves every slot untouched
+        log->n_cand = 0;
+        for (int m = 0; m < Ms; m++) { log->slot_active[m] = 0; log->slot_new[m] = 0; log->slot_cnt[m] = 0; }
+    }
     if (Ms == 0 || Ts == 0) return;
     REAL escale = sqrt((REAL)Dh / (REAL)(Dh - lf));
     int* route = (int*)coda_malloc_or_die(sizeof(int) * Ts, "summary routes");
@@ -328,7 +331,10 @@ static void FN(bank_write_block)(FN(BankState)* st, const ModelConfig* c, const 
     memcpy(cg + Lr, gb, sizeof(REAL) * blk);
     int64_t first_pos = pos0 - Lr;  // position of cat[0]
     int keep = total < W ? total : W, evict = total - keep;
-    if (log) log->n_cand = 0;
+    if (log) {  // a write that evicts nothing into the summary bank leaves every slot untouched
+        log->n_cand = 0;
+        for (int m = 0; m < st->Ms; m++) { log->slot_active[m] = 0; log->slot_new[m] = 0; log->slot_cnt[m] = 0; }
+    }
     if (evict > 0) {
         int Te = (st->Me > 0 && c->exact_candidates_per_block > 0) ? (c->exact_candidates_per_block < evict ? c->exact_candidates_per_block : evict) : 0;
         int Ts = (st->Ms > 0 && c->summary_candidates_per_block > 0) ? (c->summary_candidates_per_block < evict ? c->summary_candidates_per_block : evict) : 0;
