@@ -100,20 +100,27 @@ typedef struct {
 typedef enum { DEVICE_AUTO = 0, DEVICE_CPU = 1, DEVICE_GPU = 2 } Device;
 static const CliChoice DEVICE_CHOICES[] = {{"auto", DEVICE_AUTO}, {"cpu", DEVICE_CPU}, {"gpu", DEVICE_GPU}, {NULL, 0}};
 
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
 static int gpu_present(void) {
     int n = 0;
     return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
 // Prints (and, with json, one JSON line) the result of a perplexity run over n tokens of path.
-static void print_ppl(const Options* o, const ModelConfig* c, const PplResult* r, int64_t n, const char* device) {
+static void print_ppl(const Options* o, const ModelConfig* c, const PplResult* r, int64_t n, const char* device, double seconds) {
     const char* pname = PPL_PROCEDURE_NAMES[o->procedure];
     printf("ppl %s (%s) on the %s: %lld tokens, ", pname, o->procedure == PPL_SLIDING ? "docs/protocol.md §3.1" : o->procedure == PPL_CHUNKED ?
            (o->partial_chunk ? "docs/protocol.md §3.2a" : "docs/protocol.md §3.2b") : "docs/protocol.md §3.2c", device, (long long)n);
     if (o->procedure == PPL_SLIDING) printf("ctx %d stride %d, %d windows", o->ctx, o->stride, r->n_forwards);
     else if (o->procedure == PPL_CHUNKED) printf("ctx %d, %d chunks", o->ctx, r->n_forwards);
     else printf("chunk %d, %d chunks", o->chunk, r->n_forwards);
-    printf("\ntokens scored %lld  mean NLL %.6f  PPL %.4f\n", (long long)r->n_scored, ppl_mean_nll(r), ppl_value(r));
+    printf("\ntokens scored %lld  mean NLL %.6f  PPL %.4f  (%.2f s, %.0f scored tokens/s)\n", (long long)r->n_scored, ppl_mean_nll(r),
+           ppl_value(r), seconds, r->n_scored / (seconds > 0 ? seconds : 1e-9));
     if (!o->json) return;
     printf("{\"procedure\": \"%s\", \"shard\": \"%s\", \"tokens\": %lld, \"device\": \"%s\", \"model\": \"%s\", ", pname, o->ppl_path,
            (long long)n, device, o->model_dir);
@@ -125,8 +132,8 @@ static void print_ppl(const Options* o, const ModelConfig* c, const PplResult* r
         printf("\"window\": %d, \"n_exact\": %d, \"n_summary\": %d, \"block_size\": %d, \"mem_init\": \"%s\", \"seed\": %llu, ",
                c->window, c->n_exact, c->n_summary, c->block_size, c->mem_init == MEM_INIT_ZEROS ? "zeros" : "random_normal",
                (unsigned long long)o->seed);
-    printf("\"forwards\": %d, \"tokens_scored\": %lld, \"mean_nll\": %.9g, \"ppl\": %.9g}\n", r->n_forwards, (long long)r->n_scored,
-           ppl_mean_nll(r), ppl_value(r));
+    printf("\"forwards\": %d, \"tokens_scored\": %lld, \"mean_nll\": %.9g, \"ppl\": %.9g, \"seconds\": %.4f, \"scored_tok_s\": %.1f}\n",
+           r->n_forwards, (long long)r->n_scored, ppl_mean_nll(r), ppl_value(r), seconds, r->n_scored / (seconds > 0 ? seconds : 1e-9));
 }
 
 // Loads the shard of --ppl (its first --max-tokens); the tokens are checked against the model later.
@@ -270,9 +277,10 @@ int main(int argc, char** argv) {
         PplScorer scorer = gpu_scorer(&gs, &gm, o.procedure == PPL_SLIDING || o.procedure == PPL_CHUNKED ? o.ctx : o.chunk, 0, o.seed);
         scorer.progress = print_progress;
         PplResult r;
+        const double t0 = now_seconds();
         if (ppl_run(&scorer, (PplProcedure)o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
             coda_fatal("%s", err.msg);
-        print_ppl(&o, &gm.cfg, &r, n, PRECISION_NAME " GPU model");
+        print_ppl(&o, &gm.cfg, &r, n, PRECISION_NAME " GPU model", now_seconds() - t0);
         gpu_scorer_free(&gs);
         gpu_model_free(&gm);
         free(tokens);
@@ -294,10 +302,11 @@ int main(int argc, char** argv) {
         CpuScorer cs;
         PplScorer scorer = cpu_scorer(&cs, &m, o.seed);
         scorer.progress = print_progress;
+        const double t0 = now_seconds();
         if (ppl_run(&scorer, (PplProcedure)o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
             coda_fatal("%s", err.msg);
         cpu_scorer_free(&cs);
-        print_ppl(&o, c, &r, n, "fp32 CPU reference");
+        print_ppl(&o, c, &r, n, "fp32 CPU reference", now_seconds() - t0);
         free(tokens);
     }
 

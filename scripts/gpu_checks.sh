@@ -21,6 +21,9 @@
 #                  tok/s, peak memory and the --timing split of one update
 #   ppl-hf-tiny    the tiny random HF model (fp32 and bf16): transformers' sliding-window perplexity (scripts/hf_ppl.py)
 #                  next to infer_coda's on the GPU model, same windows, on a random-token shard of its vocabulary
+#   ppl-hf-7b      a random Mistral-7B (bf16, save_pretrained) on Brown's validation shard: transformers'
+#                  sliding-window perplexity (2048 / 512) next to infer_coda's on the GPU, values and tokens/s
+#                  (PPL_TOKENS=16384 tokens)
 # TRAIN_BIN overrides ./train_coda, INFER_BIN / INFER_BIN_FP32 ./infer_coda / ./infer_coda_fp32 (binaries built
 # elsewhere and carried).
 set -uo pipefail
@@ -159,6 +162,19 @@ for stage in "$@"; do
 print('[%s] scored %d vs %d, mean NLL HF %.7f coda.c %.7f, rel diff %.2e' % (sys.argv[3], h['scored'], c['tokens_scored'], \
 h['mean_nll'], c['mean_nll'], abs(h['mean_nll'] - c['mean_nll']) / h['mean_nll']))" "$hf" "$cc" $p
       done ;;
+    ppl-hf-7b)
+      dir=data/hf_parity/ppl7b n=${PPL_TOKENS:-16384}
+      [ -f $dir/config.json ] || { t=$(date +%s); python3 scripts/hf_ppl.py --write-random-model $dir --shape mistral-7b > "$OUT/ppl7b_write.log" 2>&1;
+                                   echo "random 7B written in $(( $(date +%s) - t )) s"; }
+      hf=$(python3 scripts/hf_ppl.py --model $dir --shard $VAL --ctx 2048 --stride 512 --max-tokens $n 2> "$OUT/ppl7b_hf.log" | tail -1)
+      t=$(date +%s)
+      cc=$($INFER_BIN --model $dir --ppl $VAL --procedure sliding --ctx 2048 --stride 512 --max-tokens $n --device gpu --json 2> "$OUT/ppl7b_coda.log" | tail -1)
+      echo "coda.c run (load + eval) $(( $(date +%s) - t )) s"
+      echo "HF:     $hf"; echo "coda.c: $cc"
+      python3 -c "import json,sys; h=json.loads(sys.argv[1]); c=json.loads(sys.argv[2]); \
+print('scored %d vs %d, mean NLL HF %.6f coda.c %.6f, rel diff %.2e; scored tok/s HF %.0f coda.c %.0f (%.2fx)' % (h['scored'], \
+c['tokens_scored'], h['mean_nll'], c['mean_nll'], abs(h['mean_nll'] - c['mean_nll']) / h['mean_nll'], h['scored_tok_s'], \
+c['scored_tok_s'], c['scored_tok_s'] / h['scored_tok_s']))" "$hf" "$cc" ;;
     *) echo "unknown stage $stage"; exit 1 ;;
   esac
 done

@@ -13,9 +13,30 @@ Prints one JSON line: tokens, scored, nll_sum, mean_nll, ppl, windows. Needs tor
 
     python3 scripts/hf_ppl.py --write-random-shard FILE --vocab V --n N [--seed S]
 writes a coda.c token shard of N uniformly random ids < V (for random models whose vocabulary is
-smaller than a real tokenizer's); needs only numpy."""
-import argparse, json, struct, sys
+smaller than a real tokenizer's); needs only numpy.
+
+    python3 scripts/hf_ppl.py --write-random-model DIR --shape mistral-7b [--seed S]
+writes a random Mistral (bf16) with save_pretrained, initialised on the GPU (seconds, not minutes).
+The perplexity run reloads it with from_pretrained, which keeps the rotary frequencies in fp32."""
+import argparse, json, struct, sys, time
 import numpy as np
+
+SHAPES = {  # hidden, intermediate, layers, heads, kv_heads, vocab (as scripts/hf_parity.py)
+    "tiny": dict(hidden_size=256, intermediate_size=640, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=1031),
+    "mistral-7b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                       num_key_value_heads=8, vocab_size=32768),
+}
+
+def write_random_model(path, shape, seed):
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+    torch.manual_seed(seed)
+    cfg = MistralConfig(**SHAPES[shape], head_dim=SHAPES[shape]["hidden_size"] // SHAPES[shape]["num_attention_heads"],
+                        max_position_embeddings=32768, rope_theta=1e6, tie_word_embeddings=False, sliding_window=None)
+    with torch.device("cuda"):
+        model = MistralForCausalLM(cfg).to(torch.bfloat16)
+    model.save_pretrained(path, safe_serialization=True)
 
 def read_shard(path, max_tokens):
     with open(path, "rb") as f:
@@ -51,6 +72,8 @@ def main():
     ap.add_argument("--model")
     ap.add_argument("--shard")
     ap.add_argument("--write-random-shard")
+    ap.add_argument("--write-random-model")
+    ap.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
     ap.add_argument("--vocab", type=int, default=0)
     ap.add_argument("--n", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -64,6 +87,9 @@ def main():
             sys.exit("--write-random-shard needs --vocab V >= 1 and --n N >= 2")
         write_random_shard(a.write_random_shard, a.vocab, a.n, a.seed)
         return
+    if a.write_random_model:
+        write_random_model(a.write_random_model, a.shape, a.seed)
+        return
     if not a.model or not a.shard:
         sys.exit("--model DIR and --shard FILE are required")
     import torch
@@ -74,6 +100,8 @@ def main():
     ids = torch.from_numpy(read_shard(a.shard, a.max_tokens)).cuda()
     n = ids.numel()
     nll, scored, windows, prev_end = 0.0, 0, 0, 0
+    torch.cuda.synchronize()
+    t0 = time.time()
     with torch.no_grad():
         for b in range(0, n, a.stride):
             e = min(b + a.ctx, n)
@@ -87,9 +115,12 @@ def main():
             prev_end = e
             if e == n:
                 break
+    torch.cuda.synchronize()
+    sec = time.time() - t0
     mean = nll / max(scored, 1)
     print(json.dumps({"tokens": n, "scored": scored, "nll_sum": nll, "mean_nll": mean, "ppl": float(np.exp(mean)),
-                      "windows": windows, "ctx": a.ctx, "stride": a.stride, "model": a.model}))
+                      "windows": windows, "ctx": a.ctx, "stride": a.stride, "model": a.model, "seconds": sec,
+                      "scored_tok_s": scored / sec}))
 
 if __name__ == "__main__":
     main()
