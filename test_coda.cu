@@ -24,6 +24,7 @@ static int gpu_available(char* reason, size_t len) {
 }
 
 int main(int argc, char** argv) {
+    test_help_if_asked(argc, argv, "the GPU tests (each SKIPs without a GPU)");
     const char* filter = argc > 1 ? argv[1] : NULL;
     char reason[256] = "";
     int have_gpu = gpu_available(reason, sizeof(reason));

@@ -15,6 +15,7 @@
 #include "dev/test/test_phases.h"
 
 int main(int argc, char** argv) {
+    test_help_if_asked(argc, argv, "the CPU tests");
     const char* filter = argc > 1 ? argv[1] : NULL;
     int failed = run_tests(filter, 0, "test_cpu holds no GPU tests");
     return failed ? 1 : 0;

@@ -44,6 +44,15 @@ struct TestRegistrar {
     static TestRegistrar registrar_##name(#name, test_##name, 1);     \
     static void test_##name(void)
 
+// -h / --help: what the test binary takes, on stdout, and exit 0 (any other argument is a filter).
+static void test_help_if_asked(int argc, char** argv, const char* what) {
+    if (argc > 1 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        printf("usage: %s [name-filter]\n  runs %s whose name contains name-filter (all without one) and ends with\n"
+               "  \"N passed, M failed, K skipped\"; exit code 1 when a test failed\n", argv[0], what);
+        exit(0);
+    }
+}
+
 // Marks the running test as skipped (e.g. its input files are absent), with the reason printed.
 static void test_skip(const char* reason) { g_current_skip = reason; }
 
