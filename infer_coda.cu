@@ -83,7 +83,7 @@ typedef struct {
     const char* ppl_path;
     int64_t max_tokens;
     int procedure;  // PplProcedure
-    int ctx, stride, chunk, partial_chunk, json;
+    int ctx, stride, chunk, partial_chunk, json, context_sweep;
     // generation
     const char* tokenizer_path;
     const char* prompt;
@@ -111,17 +111,9 @@ static int gpu_present(void) {
     return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-// Prints (and, with json, one JSON line) the result of a perplexity run over n tokens of path.
-static void print_ppl(const Options* o, const ModelConfig* c, const PplResult* r, int64_t n, const char* device, double seconds) {
+// The JSON line of a perplexity result (procedure, tokens scored, mean NLL, PPL, model, config).
+static void print_ppl_json(const Options* o, const ModelConfig* c, const PplResult* r, int64_t n, const char* device, double seconds) {
     const char* pname = PPL_PROCEDURE_NAMES[o->procedure];
-    printf("ppl %s (%s) on the %s: %lld tokens, ", pname, o->procedure == PPL_SLIDING ? "docs/protocol.md §3.1" : o->procedure == PPL_CHUNKED ?
-           (o->partial_chunk ? "docs/protocol.md §3.2a" : "docs/protocol.md §3.2b") : "docs/protocol.md §3.2c", device, (long long)n);
-    if (o->procedure == PPL_SLIDING) printf("ctx %d stride %d, %d windows", o->ctx, o->stride, r->n_forwards);
-    else if (o->procedure == PPL_CHUNKED) printf("ctx %d, %d chunks", o->ctx, r->n_forwards);
-    else printf("chunk %d, %d chunks", o->chunk, r->n_forwards);
-    printf("\ntokens scored %lld  mean NLL %.6f  PPL %.4f  (%.2f s, %.0f scored tokens/s)\n", (long long)r->n_scored, ppl_mean_nll(r),
-           ppl_value(r), seconds, r->n_scored / (seconds > 0 ? seconds : 1e-9));
-    if (!o->json) return;
     printf("{\"procedure\": \"%s\", \"shard\": \"%s\", \"tokens\": %lld, \"device\": \"%s\", \"model\": \"%s\", ", pname, o->ppl_path,
            (long long)n, device, o->model_dir);
     if (o->procedure == PPL_SLIDING) printf("\"ctx\": %d, \"stride\": %d, ", o->ctx, o->stride);
@@ -132,8 +124,56 @@ static void print_ppl(const Options* o, const ModelConfig* c, const PplResult* r
         printf("\"window\": %d, \"n_exact\": %d, \"n_summary\": %d, \"block_size\": %d, \"mem_init\": \"%s\", \"seed\": %llu, ",
                c->window, c->n_exact, c->n_summary, c->block_size, c->mem_init == MEM_INIT_ZEROS ? "zeros" : "random_normal",
                (unsigned long long)o->seed);
-    printf("\"forwards\": %d, \"tokens_scored\": %lld, \"mean_nll\": %.9g, \"ppl\": %.9g, \"seconds\": %.4f, \"scored_tok_s\": %.1f}\n",
-           r->n_forwards, (long long)r->n_scored, ppl_mean_nll(r), ppl_value(r), seconds, r->n_scored / (seconds > 0 ? seconds : 1e-9));
+    printf("\"forwards\": %d, \"tokens_scored\": %lld, \"mean_nll\": %.9g, \"ppl\": %.9g", r->n_forwards, (long long)r->n_scored,
+           ppl_mean_nll(r), ppl_value(r));
+    if (seconds > 0) printf(", \"seconds\": %.4f, \"scored_tok_s\": %.1f", seconds, r->n_scored / seconds);
+    printf("}\n");
+}
+// Prints (and, with json, one JSON line) the result of a perplexity run over n tokens of path.
+static void print_ppl(const Options* o, const ModelConfig* c, const PplResult* r, int64_t n, const char* device, double seconds) {
+    const char* pname = PPL_PROCEDURE_NAMES[o->procedure];
+    printf("ppl %s (%s) on the %s: %lld tokens, ", pname, o->procedure == PPL_SLIDING ? "docs/protocol.md §3.1" : o->procedure == PPL_CHUNKED ?
+           (o->partial_chunk ? "docs/protocol.md §3.2a" : "docs/protocol.md §3.2b") : "docs/protocol.md §3.2c", device, (long long)n);
+    if (o->procedure == PPL_SLIDING) printf("ctx %d stride %d, %d windows", o->ctx, o->stride, r->n_forwards);
+    else if (o->procedure == PPL_CHUNKED) printf("ctx %d, %d chunks", o->ctx, r->n_forwards);
+    else printf("chunk %d, %d chunks", o->chunk, r->n_forwards);
+    printf("\ntokens scored %lld  mean NLL %.6f  PPL %.4f  (%.2f s, %.0f scored tokens/s)\n", (long long)r->n_scored, ppl_mean_nll(r),
+           ppl_value(r), seconds, r->n_scored / (seconds > 0 ? seconds : 1e-9));
+    if (o->json) print_ppl_json(o, c, r, n, device, seconds);
+}
+
+// Runs the perplexity of --ppl with `scorer` (one procedure, or the context sweep) and prints it.
+static void run_ppl(Options* o, PplScorer* scorer, const ModelConfig* c, const int32_t* tokens, int64_t n, const char* device) {
+    CodaError err;
+    if (o->context_sweep) {
+        PplResult res[PPL_SWEEP_N];
+        const double t0 = now_seconds();
+        if (ppl_context_sweep(scorer, (const int*)tokens, n, res, &err) != 0) coda_fatal("%s", err.msg);
+        printf("context sweep (docs/protocol.md §3.3; chunked §3.2b, full chunks, state reset per chunk) on the %s, %lld tokens, %.1f s:\n",
+               device, (long long)n, now_seconds() - t0);
+        printf("| ctx | chunks | tokens scored | mean NLL | PPL |\n|---|---|---|---|---|\n");
+        const int saved_ctx = o->ctx, saved_proc = o->procedure, saved_json = o->json;
+        for (int i = 0; i < PPL_SWEEP_N; i++) {
+            if (!res[i].n_forwards) { printf("| %d | - | - | - | (text shorter than one chunk) |\n", PPL_SWEEP_CTX[i]); continue; }
+            printf("| %d | %d | %lld | %.6f | %.4f |\n", PPL_SWEEP_CTX[i], res[i].n_forwards, (long long)res[i].n_scored,
+                   ppl_mean_nll(&res[i]), ppl_value(&res[i]));
+        }
+        if (saved_json) {  // one JSON line per length, as a single chunked run prints it
+            o->procedure = PPL_CHUNKED;
+            for (int i = 0; i < PPL_SWEEP_N; i++) {
+                if (!res[i].n_forwards) continue;
+                o->ctx = PPL_SWEEP_CTX[i];
+                print_ppl_json(o, c, &res[i], n, device, 0.0);
+            }
+        }
+        o->ctx = saved_ctx; o->procedure = saved_proc; o->json = saved_json;
+        return;
+    }
+    PplResult r;
+    const double t0 = now_seconds();
+    if (ppl_run(scorer, (PplProcedure)o->procedure, (const int*)tokens, n, o->ctx, o->stride, o->chunk, o->partial_chunk, &r, &err) != 0)
+        coda_fatal("%s", err.msg);
+    print_ppl(o, c, &r, n, device, now_seconds() - t0);
 }
 
 // Loads the shard of --ppl (its first --max-tokens); the tokens are checked against the model later.
@@ -196,6 +236,9 @@ int main(int argc, char** argv) {
         cli_int("--chunk", &o.chunk, 2, INT_MAX, "N", "streaming chunk length"),
         cli_int("--partial-chunk", &o.partial_chunk, 0, 1, "0|1", "chunked: also score the last partial chunk (§3.2a)"),
         cli_switch("--json", &o.json, "also print one JSON line with the result"),
+        cli_switch("--context-sweep", &o.context_sweep,
+                   "§3.3: the chunked procedure (§3.2b) at ctx 512, 1024, 2048, 4096 and 8192 in one call\n"
+                   "(the lengths the text holds at least once); a table, and JSON lines with --json"),
         cli_section("generation:"),
         cli_string("--tokenizer", &o.tokenizer_path, "FILE", "tokenizer.json (needed for --prompt and to print text)"),
         cli_string("--prompt", &o.prompt, "TEXT", "text prompt (BOS added unless a state is loaded)"),
@@ -261,7 +304,7 @@ int main(int argc, char** argv) {
         free(lens);
         return n_ok == n_lens ? 0 : 2;
     }
-    const int gpu_ppl = o.ppl_path && o.procedure != PPL_STREAMING &&
+    const int gpu_ppl = o.ppl_path && (o.procedure != PPL_STREAMING || o.context_sweep) &&
                         (o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present()));
     if (o.device == DEVICE_GPU && !gpu_ppl)
         coda_fatal("--device gpu: only perplexity with the sliding or chunked procedure runs on the GPU in this version "
@@ -274,13 +317,11 @@ int main(int argc, char** argv) {
         int64_t n;
         int32_t* tokens = load_ppl_tokens(&o, gm.cfg.vocab_size, &n);
         GpuScorer gs;
-        PplScorer scorer = gpu_scorer(&gs, &gm, o.procedure == PPL_SLIDING || o.procedure == PPL_CHUNKED ? o.ctx : o.chunk, 0, o.seed);
+        int max_len = o.context_sweep ? PPL_SWEEP_CTX[PPL_SWEEP_N - 1] : o.ctx;
+        if (max_len > n) max_len = (int)n;
+        PplScorer scorer = gpu_scorer(&gs, &gm, max_len, 0, o.seed);
         scorer.progress = print_progress;
-        PplResult r;
-        const double t0 = now_seconds();
-        if (ppl_run(&scorer, (PplProcedure)o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
-            coda_fatal("%s", err.msg);
-        print_ppl(&o, &gm.cfg, &r, n, PRECISION_NAME " GPU model", now_seconds() - t0);
+        run_ppl(&o, &scorer, &gm.cfg, tokens, n, PRECISION_NAME " GPU model");
         gpu_scorer_free(&gs);
         gpu_model_free(&gm);
         free(tokens);
@@ -298,15 +339,11 @@ int main(int argc, char** argv) {
     if (o.ppl_path) {
         int64_t n;
         int32_t* tokens = load_ppl_tokens(&o, c->vocab_size, &n);
-        PplResult r;
         CpuScorer cs;
         PplScorer scorer = cpu_scorer(&cs, &m, o.seed);
         scorer.progress = print_progress;
-        const double t0 = now_seconds();
-        if (ppl_run(&scorer, (PplProcedure)o.procedure, (const int*)tokens, n, o.ctx, o.stride, o.chunk, o.partial_chunk, &r, &err) != 0)
-            coda_fatal("%s", err.msg);
+        run_ppl(&o, &scorer, c, tokens, n, "fp32 CPU reference");
         cpu_scorer_free(&cs);
-        print_ppl(&o, c, &r, n, "fp32 CPU reference", now_seconds() - t0);
         free(tokens);
     }
 

@@ -132,6 +132,23 @@ static inline int ppl_run(PplScorer* s, PplProcedure p, const int* tok, int64_t 
     return coda_errorf(err, "unknown perplexity procedure %d", (int)p);
 }
 
+// The context-length sweep of docs/protocol.md §3.3: §3.2b (chunks of ctx, state reset per chunk, only
+// full chunks) at each of the paper's lengths that fits the text at least once. results[i] gets
+// length PPL_SWEEP_CTX[i]; n_forwards == 0 marks a length longer than the text (not run).
+#define PPL_SWEEP_N 5
+static const int PPL_SWEEP_CTX[PPL_SWEEP_N] = {512, 1024, 2048, 4096, 8192};
+static inline int ppl_context_sweep(PplScorer* s, const int* tok, int64_t n, PplResult results[PPL_SWEEP_N], CodaError* err) {
+    int ran = 0;
+    for (int i = 0; i < PPL_SWEEP_N; i++) {
+        memset(&results[i], 0, sizeof(results[i]));
+        if (PPL_SWEEP_CTX[i] > n) continue;
+        if (ppl_chunked(s, tok, n, PPL_SWEEP_CTX[i], 0, &results[i], err) != 0) return -1;
+        ran++;
+    }
+    if (!ran) return coda_errorf(err, "context sweep: the text has %lld tokens, fewer than the shortest length %d", (long long)n, PPL_SWEEP_CTX[0]);
+    return 0;
+}
+
 // ---- the fp32 CPU reference as a PplScorer ----
 // Bounded models keep one state per layer (reset: empty, mem_init drawn from seed + layer);
 // unbounded models run each window on its own.

@@ -611,3 +611,30 @@ TEST(sampling_greedy_top_k_top_p_and_the_seed) {
     }
     CHECK(same && differ, "seeded: same %d, another seed differs %d", same, differ);
 }
+
+// docs/protocol.md §3.3's context sweep: §3.2b at each length that fits the text, the same numbers as
+// a chunked run at that length; lengths longer than the text are marked as not run.
+TEST(infer_context_sweep_is_chunked_at_each_length) {
+    InferTestOneThread one_thread;
+    ModelConfig c = infer_test_config(1);
+    Model_f32 m;
+    model_init_f32(&m, &c, 131);
+    perturb_params_f32(&m, 132, 0.3);
+    const int N = 1100;  // two chunks of 512, one of 1024, none of 2048 and up
+    int* tok = (int*)malloc(sizeof(int) * N);
+    random_tokens(tok, N, c.vocab_size, 133);
+    CpuScorer cs;
+    PplScorer sc = cpu_scorer(&cs, &m, 9);
+    PplResult res[PPL_SWEEP_N], k;
+    CodaError err;
+    CHECK(ppl_context_sweep(&sc, tok, N, res, &err) == 0, "%s", err.msg);
+    CHECK(res[0].n_forwards == 2 && res[0].n_scored == 2 * 511 && res[1].n_forwards == 1 && res[1].n_scored == 1023, "512: %d/%lld 1024: %d/%lld",
+          res[0].n_forwards, (long long)res[0].n_scored, res[1].n_forwards, (long long)res[1].n_scored);
+    for (int i = 2; i < PPL_SWEEP_N; i++) CHECK(res[i].n_forwards == 0 && res[i].n_scored == 0, "length %d ran", PPL_SWEEP_CTX[i]);
+    CHECK(ppl_chunked(&sc, tok, N, 1024, 0, &k, &err) == 0, "%s", err.msg);
+    CHECK(k.nll_sum == res[1].nll_sum && k.n_scored == res[1].n_scored, "sweep 1024 %.9g vs chunked %.9g", res[1].nll_sum, k.nll_sum);
+    CHECK(ppl_context_sweep(&sc, tok, 300, res, &err) != 0 && strstr(err.msg, "512"), "%s", err.msg);
+    cpu_scorer_free(&cs);
+    free(tok);
+    model_free_f32(&m);
+}
