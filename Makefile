@@ -60,7 +60,7 @@ check-toolchain:
 TOKENIZER_TEST_DATA = data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json \
                       data/brown/train.txt data/brown/val.txt data/foldoc/foldoc.txt
 TEST_ENV = OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} TEST_FILTER='$(FILTER)'
-test: test_cpu test_coda | $(TOKENIZER_TEST_DATA)
+test: test_cpu test_coda tokenize_coda bench_tokenizer | $(TOKENIZER_TEST_DATA)
 	@$(TEST_ENV) dev/test/run.sh ./test_cpu ./test_coda
 data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json:
 	-dev/data/fetch_tokenizer.sh
@@ -72,10 +72,9 @@ data/foldoc/foldoc.txt:
 # ---- test_cpu: every CPU test (dev/test/*.h), built by the host compiler: no CUDA needed ----
 #   make test_cpu && ./test_cpu [name-filter]
 CXX_TEST_FLAGS = -std=c++17 -fopenmp -ffp-contract=off -Wall -Wno-unused-function -I.
-# (test_cpu also replays the fuzz inputs through dev/fuzz/fuzz_targets.h and tests the command lines of
-# tokenize_coda and bench_tokenizer, whose sources it includes)
-CPU_TEST_DEPS = test_cpu.cpp $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/data/tokenize_coda.c \
-                dev/fuzz/fuzz_targets.h dev/bench_tokenizer.c
+# (test_cpu also replays the fuzz inputs through dev/fuzz/fuzz_targets.h, and runs the built
+# tokenize_coda and bench_tokenizer to test their command lines: `make test` builds them first)
+CPU_TEST_DEPS = test_cpu.cpp $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/fuzz/fuzz_targets.h
 test_cpu: $(CPU_TEST_DEPS)
 	$(CXX) -O2 $(CXX_TEST_FLAGS) -o $@ $< -lm
 
@@ -87,7 +86,7 @@ ASAN_ENV = ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=$${UBSAN_
 build/test_cpu_asan: $(CPU_TEST_DEPS)
 	@mkdir -p build
 	$(CXX) $(ASAN_CXX_FLAGS) $(CXX_TEST_FLAGS) -o $@ $< -lm
-test-asan: build/test_cpu_asan | $(TOKENIZER_TEST_DATA)
+test-asan: build/test_cpu_asan tokenize_coda bench_tokenizer | $(TOKENIZER_TEST_DATA)
 	@$(TEST_ENV) $(ASAN_ENV) dev/test/run.sh build/test_cpu_asan
 
 # ---- test_coda: the GPU tests (dev/test/*.cuh); they SKIP, loudly, without a GPU ----
@@ -104,7 +103,7 @@ infer_coda: infer_coda.cu $(HEADERS) | check-toolchain
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
 
 # ---- tokenize_coda: text files -> token shard (dev/data/README.md). Plain C, CPU only ----
-tokenize_coda: dev/data/tokenize_coda.c llmc/tokenizer.h llmc/json.h llmc/shard.h llmc/common.h
+tokenize_coda: dev/data/tokenize_coda.c llmc/shard_pack.h llmc/tokenizer.h llmc/json.h llmc/shard.h llmc/common.h
 	$(CC) $(CC_FLAGS) -o $@ $< -lm
 
 # ---- shards: fetch Brown, FOLDOC and the tokenizer, write data/shards/{brown_train,brown_val,foldoc}.bin ----

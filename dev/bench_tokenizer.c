@@ -22,7 +22,7 @@ static const char BENCH_USAGE[] =
     "  Encodes every non-empty line of the FILEs (at most 64) as one text, N passes (default 3), and\n"
     "  prints the best pass in MB/s (one thread), the token count and the FNV-1a digest of the ids.\n";
 
-// The program; main is left out when BENCH_TOKENIZER_NO_MAIN is defined (the tests call this).
+// The program (the tests run the built binary: dev/test/test_data.h).
 static int bench_tokenizer_main(int argc, char** argv) {
     int repeat = 3;
     const char* files[64];
@@ -102,6 +102,4 @@ static int bench_tokenizer_main(int argc, char** argv) {
     return 0;
 }
 
-#ifndef BENCH_TOKENIZER_NO_MAIN
 int main(int argc, char** argv) { return bench_tokenizer_main(argc, argv); }
-#endif

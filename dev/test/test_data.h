@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <stdint.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include "../../llmc/dataloader.h"
 #include "../../llmc/shard.h"
 
@@ -422,8 +423,7 @@ TEST(dataloader_sequential_eval_mode) {
 }
 
 // ---- tokenize_coda: text files -> shard, end to end ----
-#define TOKENIZE_CODA_NO_MAIN
-#include "../data/tokenize_coda.c"
+#include "../../llmc/shard_pack.h"
 
 // Writes a small SentencePiece-style tokenizer.json (Mistral's normalizer, pre-tokenizer and
 // decoder; byte fallback; ids 3..258 = <0x00>..<0xFF>) whose merges span spaces ("▁▁", "▁ab") so
@@ -675,24 +675,26 @@ TEST(tokenize_coda_never_overwrites_an_input_or_a_previous_output) {
     dt_tmpdir_remove(&d);
 }
 
-// Runs main-like fn(argc, argv) with stdout and stderr going to files; returns its exit status and
-// the first bytes of each stream (NUL-terminated).
-typedef int (*DtMainFn)(int, char**);
-static int dt_run_captured(DtMainFn fn, int argc, const char** argv, char* out, size_t out_n, char* errs, size_t err_n) {
+// Runs the program at argv[0] (a path: the built tools are in the repository root) with stdout and
+// stderr going to files, as a user runs it; returns its exit status (-1000 when it could not be
+// started) and the first bytes of each stream (NUL-terminated).
+static int dt_run_captured(const char* const* argv, char* out, size_t out_n, char* errs, size_t err_n) {
     DataTmpDir d;
     if (dt_tmpdir_make(&d) != 0) return -1000;
     char po[512], pe[512];
     dt_path(&d, "stdout", po, sizeof(po));
     dt_path(&d, "stderr", pe, sizeof(pe));
-    fflush(stdout); fflush(stderr);
-    int saved_out = dup(1), saved_err = dup(2);
     FILE* fo = fopen(po, "w+");
     FILE* fe = fopen(pe, "w+");
-    dup2(fileno(fo), 1); dup2(fileno(fe), 2);
-    int rc = fn(argc, (char**)argv);
     fflush(stdout); fflush(stderr);
-    dup2(saved_out, 1); dup2(saved_err, 2);
-    close(saved_out); close(saved_err);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fileno(fo), 1); dup2(fileno(fe), 2);
+        execv(argv[0], (char* const*)argv);
+        _exit(127);
+    }
+    int status = 0, rc = -1000;
+    if (pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) != 127) rc = WEXITSTATUS(status);
     FILE* streams[2] = {fo, fe};
     char* bufs[2] = {out, errs};
     size_t sizes[2] = {out_n, err_n};
@@ -706,24 +708,22 @@ static int dt_run_captured(DtMainFn fn, int argc, const char** argv, char* out, 
     return rc;
 }
 
-#define BENCH_TOKENIZER_NO_MAIN
-#include "../bench_tokenizer.c"
-
 // --help is a request, not an error: usage on stdout, exit 0. A usage error stays on stderr, exit 2.
+// The tools run as built (`make test` builds them before test_cpu runs).
 TEST(tools_help_exits_0_on_stdout_and_usage_errors_exit_2) {
-    static const DtMainFn mains[2] = {tokenize_coda_main, bench_tokenizer_main};
-    static const char* names[2] = {"tokenize_coda", "bench_tokenizer"};
+    static const char* names[2] = {"./tokenize_coda", "./bench_tokenizer"};
     char out[4096], errs[4096];
     for (int i = 0; i < 2; i++) {
-        const char* help[2] = {names[i], "--help"};
-        CHECK(dt_run_captured(mains[i], 2, help, out, sizeof(out), errs, sizeof(errs)) == 0, "%s --help", names[i]);
+        if (!dt_exists(names[i])) { CHECK(0, "%s is not built: make tokenize_coda bench_tokenizer", names[i]); continue; }
+        const char* help[3] = {names[i], "--help", NULL};
+        CHECK(dt_run_captured(help, out, sizeof(out), errs, sizeof(errs)) == 0, "%s --help", names[i]);
         CHECK(strstr(out, "usage:") == out && errs[0] == 0, "%s --help: stdout '%.60s', stderr '%.60s'", names[i], out, errs);
-        const char* none[1] = {names[i]};
-        CHECK(dt_run_captured(mains[i], 1, none, out, sizeof(out), errs, sizeof(errs)) == 2, "%s without arguments", names[i]);
+        const char* none[2] = {names[i], NULL};
+        CHECK(dt_run_captured(none, out, sizeof(out), errs, sizeof(errs)) == 2, "%s without arguments", names[i]);
         CHECK(out[0] == 0 && strstr(errs, "usage:"), "%s without arguments: stdout '%.60s', stderr '%.60s'", names[i], out, errs);
     }
-    const char* bad[5] = {"tokenize_coda", "--chunk-mb", "lots", "t.json", "a.txt"};
-    CHECK(dt_run_captured(tokenize_coda_main, 5, bad, out, sizeof(out), errs, sizeof(errs)) == 2 &&
+    const char* bad[6] = {"./tokenize_coda", "--chunk-mb", "lots", "t.json", "a.txt", NULL};
+    CHECK(dt_run_captured(bad, out, sizeof(out), errs, sizeof(errs)) == 2 &&
           strstr(errs, "--chunk-mb needs a number of MB in (0, 1e6], not lots"), "%s", errs);
 }
 
