@@ -37,20 +37,29 @@ static inline void overrides_apply(ModelConfig* c, const ConfigOverrides* ov) {
     if (ov->candidate_order >= 0) c->candidate_order = (CandidateOrder)ov->candidate_order;
 }
 
-// Loads DIR/config.json, applies the overrides (ov may be NULL), builds the fp32 CPU model and loads
-// the weights. CoDA tensors the checkpoint lacks (e.g. write gate and eta when a Phase-1 unbounded
-// checkpoint is run bounded) keep their initial values; tensors the config does not use (e.g. those
-// of a bounded checkpoint run unbounded) are skipped. *report (may be NULL) counts both.
-static inline int reference_load_dir(const char* dir, const ConfigOverrides* ov, Model_f32* m, HfLoadReport* report,
-                                     CodaError* err) {
+// Reads DIR/config.json into *c with the overrides applied (ov may be NULL; `bounded` too, as a loaded
+// model may change it) and validates the result, naming the overrides when they made it invalid.
+// The one config path of every evaluation loader (reference_load_dir here, gpu_eval_model_load).
+static inline int config_load_with_overrides(const char* dir, const ConfigOverrides* ov, ModelConfig* c, CodaError* err) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/config.json", dir);
-    ModelConfig c;
-    if (config_read_hf(path, &c, err) != 0) return -1;
-    if (ov && ov->bounded >= 0) c.bounded = ov->bounded;
-    overrides_apply(&c, ov);
+    if (config_read_hf(path, c, err) != 0) return -1;
+    if (ov && ov->bounded >= 0) c->bounded = ov->bounded;
+    overrides_apply(c, ov);
     CodaError inner;
-    if (config_validate(&c, &inner) != 0) return coda_errorf(err, "%s (after command-line overrides): %s", path, inner.msg);
+    if (config_validate(c, &inner) != 0) return coda_errorf(err, "%s (after command-line overrides): %s", path, inner.msg);
+    return 0;
+}
+
+// Loads DIR (config.json with the overrides, see config_load_with_overrides) into the fp32 CPU
+// model and loads the weights. CoDA tensors the checkpoint lacks (e.g. write gate and eta when a
+// Phase-1 unbounded checkpoint is run bounded) keep their initial values; tensors the config does
+// not use (e.g. those of a bounded checkpoint run unbounded) are skipped. *report (may be NULL)
+// counts both.
+static inline int reference_load_dir(const char* dir, const ConfigOverrides* ov, Model_f32* m, HfLoadReport* report,
+                                     CodaError* err) {
+    ModelConfig c;
+    if (config_load_with_overrides(dir, ov, &c, err) != 0) return -1;
     model_init_f32(m, &c, 1234);  // values for CoDA tensors the checkpoint may lack
     if (hf_load_params(dir, &m->table, m->params, DT_F32, report, err) != 0) { model_free_f32(m); return -1; }
     return 0;

@@ -18,17 +18,12 @@
 #include "ppl.h"
 
 // Loads DIR (config.json + weights; coda.c checkpoint or HF Mistral directory) into a GPU model for
-// evaluation, with the command-line attention overrides applied as reference_load_dir applies them
-// to the CPU model (CoDA tensors the checkpoint lacks keep their initial values). Nothing trains.
+// evaluation, with the command-line attention overrides applied as for the CPU model
+// (config_load_with_overrides; CoDA tensors the checkpoint lacks keep their initial values). Nothing
+// trains.
 static inline int gpu_eval_model_load(GpuModel* m, const char* dir, const ConfigOverrides* ov, HfLoadReport* rep, CodaError* err) {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/config.json", dir);
     ModelConfig c;
-    if (config_read_hf(path, &c, err) != 0) return -1;
-    if (ov && ov->bounded >= 0) c.bounded = ov->bounded;
-    overrides_apply(&c, ov);
-    CodaError inner;
-    if (config_validate(&c, &inner) != 0) return coda_errorf(err, "%s (after command-line overrides): %s", path, inner.msg);
+    if (config_load_with_overrides(dir, ov, &c, err) != 0) return -1;
     gpu_model_create(m, &c, TRAIN_NONE);
     gpu_model_init_random(m, 1234, 1);  // the CoDA tensors a checkpoint may lack; the load supplies the rest
     if (checkpoint_load_weights(m, dir, rep, err) != 0) { gpu_model_free(m); return -1; }
