@@ -408,6 +408,55 @@ __device__ __forceinline__ void ca_dkdv_p_ds_masked(float (*st)[4], float (*ds)[
 }
 
 // ---------------------------------------------------------------------------------------------
+// The key tiles of the forward and dQ kernels (mma.sync here, wgmma in coda_attention_wgmma.cuh)
+
+// Where one K/V tile's rows come from: rows row0.. of a source of nrows rows (rows past its end load
+// as zeros), stride elements apart.
+typedef struct { const bf16 *k, *v; size_t stride; int row0, nrows; } CaKvTile;
+
+// The K and V rows of one key tile into buffer `buf` of the [buffers][BK][DH] K and V tiles.
+template <int DH, int BK, int THREADS>
+__device__ __forceinline__ void ca_load_kv(bf16* Ks, bf16* Vs, const CaKvTile& src, int buf) {
+    ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, src.k, src.stride, src.row0, src.nrows);
+    ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, src.v, src.stride, src.row0, src.nrows);
+}
+
+// The key tiles one query tile visits, in order: nbt tiles of its block's bank (bounded: up to the
+// last allowed slot, whose flags are left in bank_bits), then the sequence tiles from its block's
+// window start (0 unbounded) through the tile's last row. Every thread constructs it (the bank
+// staging has barriers).
+template <int DH, int BK, bool BND>
+struct CaKeyTiles {
+    const bf16 *k, *v;            // the sequence keys of (b, kvh) [T][Hkv * DH]
+    const bf16 *bank_k, *bank_v;  // the bank rows of (b, j, kvh) [bank_slots][DH] (nbt > 0)
+    size_t kvstride;
+    int T, bank_slots, nbt, kt_lo, nkt;  // kt_lo: the first sequence tile; nkt: bank + sequence tiles
+    __device__ __forceinline__ CaKeyTiles(const CodaAttnShape& sh, const CodaAttnBank& bank, const bf16* k_all,
+                                          const bf16* v_all, const CaQTile& tl, int bq, int b, int kvh, uint32_t* bank_bits) {
+        T = sh.T;
+        bank_slots = sh.bank_slots;
+        kvstride = (size_t)sh.Hkv * DH;
+        k = k_all + (size_t)b * T * kvstride + (size_t)kvh * DH;
+        v = v_all + (size_t)b * T * kvstride + (size_t)kvh * DH;
+        nbt = 0;
+        bank_k = bank_v = NULL;
+        if (BND && sh.bank_slots > 0) {
+            nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
+            bank_k = bank.k + ca_bank_off(sh, b, tl.j, kvh);
+            bank_v = bank.v + ca_bank_off(sh, b, tl.j, kvh);
+        }
+        kt_lo = tl.klo / BK;
+        nkt = nbt + (min(tl.q0 + bq, tl.qend) + BK - 1) / BK - kt_lo;
+    }
+    // The sequence position of tile t's first key (t >= nbt).
+    __device__ __forceinline__ int seq_key0(int t) const { return (kt_lo + t - nbt) * BK; }
+    __device__ __forceinline__ CaKvTile tile(int t) const {
+        if (BND && t < nbt) return CaKvTile{bank_k, bank_v, (size_t)DH, t * BK, bank_slots};
+        return CaKvTile{k, v, kvstride, seq_key0(t), T};
+    }
+};
+
+// ---------------------------------------------------------------------------------------------
 // forward. Grid: n_qtiles * H * B blocks of 128 * NS threads; dynamic smem ca_mma_fwd_smem<DH, NS>().
 
 template <int DH, int NS>
@@ -431,28 +480,10 @@ ca_mma_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
     const int q0 = tl.q0, row0 = q0 + wr + g, row1 = row0 + 8;
-    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const int kvh = h / (H / Hkv);
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    // key tiles: nbt bank tiles (bounded), then the sequence tiles from the window start
-    int nbt = 0;
-    const bf16 *bkb = NULL, *bvb = NULL;
-    if (BND && sh.bank_slots > 0) {
-        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
-        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
-        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
-    }
-    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
-    auto load_kv = [&](int t, int buf) {
-        if (BND && t < nbt) {
-            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, bkb, DH, t * BK, sh.bank_slots);
-            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, bvb, DH, t * BK, sh.bank_slots);
-        } else {
-            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
-            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
-        }
-    };
+    const size_t qstride = (size_t)H * DH;
+    const CaKeyTiles<DH, BK, BND> keys(sh, bank, k, v, tl, BQ, b, h / (H / Hkv), bank_bits);
+    const int nbt = keys.nbt, nkt = keys.nkt;
+    auto load_kv = [&](int t, int buf) { ca_load_kv<DH, BK, THREADS>(Ks, Vs, keys.tile(t), buf); };
     for (int ss = 0; ss < NS; ss++)
         ca_load_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     load_kv(0, 0);
@@ -483,7 +514,7 @@ ca_mma_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_
         if (BND) {
             const bool bank_tile = kt < nbt;
             ca_softmax_bounded<BK>(sc, m, l, alpha, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull,
-                                   (kt_lo + kt - nbt) * BK, tl.klo, row0, row1, T, tq, sl2);
+                                   keys.seq_key0(kt), tl.klo, row0, row1, T, tq, sl2);
             ca_rescale_rows<DH>(o, alpha);
             ca_softmax_exp_masked<BK>(sc, m, l);
         } else {
@@ -607,27 +638,10 @@ ca_mma_dq_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* dq, float* dtheta_pa
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
     const int q0 = tl.q0, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
-    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const int kvh = h / (H / Hkv);
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    int nbt = 0;
-    const bf16 *bkb = NULL, *bvb = NULL;
-    if (BND && sh.bank_slots > 0) {
-        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
-        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
-        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
-    }
-    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
-    auto load_kv = [&](int t, int buf) {
-        if (BND && t < nbt) {
-            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, bkb, DH, t * BK, sh.bank_slots);
-            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, bvb, DH, t * BK, sh.bank_slots);
-        } else {
-            ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
-            ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
-        }
-    };
+    const size_t qstride = (size_t)H * DH;
+    const CaKeyTiles<DH, BK, BND> keys(sh, bank, k, v, tl, BQ, b, h / (H / Hkv), bank_bits);
+    const int nbt = keys.nbt, nkt = keys.nkt;
+    auto load_kv = [&](int t, int buf) { ca_load_kv<DH, BK, THREADS>(Ks, Vs, keys.tile(t), buf); };
     for (int ss = 0; ss < NS; ss++)
         ca_load_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     ca_load_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
@@ -668,7 +682,7 @@ ca_mma_dq_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* dq, float* dtheta_pa
             // BK may be 32 (Dh 128): bank tile kt covers slots kt*BK.., i.e. half of a 64-bit word pair
             const bool bank_tile = kt < nbt;
             const uint64_t bits = bank_tile ? (ca_bank_tile_bits(bank_bits, (kt * BK) / 64) >> ((kt * BK) % 64)) : 0ull;
-            ca_dq_ds_bounded<BK>(sc, dp, bank_tile, bits, (kt_lo + kt - nbt) * BK, tl.klo, rows, tq, sl2, lse2, dl, f);
+            ca_dq_ds_bounded<BK>(sc, dp, bank_tile, bits, keys.seq_key0(kt), tl.klo, rows, tq, sl2, lse2, dl, f);
         } else {
             const int k0 = kt * BK;
             const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;
@@ -761,7 +775,32 @@ struct CaKeyBlock {
         if (BANK) { qbeg = jb * sh.block; qstop = min(sh.T, qbeg + sh.block); }
         else { qbeg = kt * bkv; qstop = BND ? ca_query_end(sh, min(qbeg + bkv, sh.T) - 1) : sh.T; }
     }
+    // The K/V rows of this block from key row0 on: the bank rows of (b, jb, kvh) for BANK, else the
+    // sequence keys of (b, kvh).
+    __device__ __forceinline__ CaKvTile source(const CodaAttnShape& sh, const CodaAttnBank& bank, const bf16* k_all,
+                                               const bf16* v_all, int kvh, int row0) const {
+        if (BANK) return CaKvTile{bank.k + ca_bank_off(sh, b, jb, kvh), bank.v + ca_bank_off(sh, b, jb, kvh), (size_t)sh.Dh, row0, nkeys};
+        const size_t kvstride = (size_t)sh.Hkv * sh.Dh, off = (size_t)b * sh.T * kvstride + (size_t)kvh * sh.Dh;
+        return CaKvTile{k_all + off, v_all + off, kvstride, row0, nkeys};
+    }
 };
+
+// BANK dK/dV: which of this thread's two key rows are allowed slots (key_ok). When no thread of the
+// block has one, the block's partials are zeroed (those slots get no gradient) and false comes back:
+// the caller returns. A barrier (all threads call it).
+template <int DH, bool BND, bool BANK>
+__device__ __forceinline__ bool ca_dkdv_bank_keys_ok(bool (&key_ok)[2], const CodaAttnShape& sh, const CodaAttnBank& bank,
+                                                     const CaKeyBlock<BND, BANK>& kb, const int (&keys)[2], float* dk_part,
+                                                     float* dv_part, int h) {
+    const unsigned char* al = bank.allowed + kb.rowbase;
+    bool any = false;
+#pragma unroll
+    for (int r = 0; r < 2; r++) { key_ok[r] = keys[r] < kb.nkeys && al[keys[r]]; any |= key_ok[r]; }
+    if (__syncthreads_or(any)) return true;
+    const float zero[DH / 8][4] = {};
+    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, zero, zero, keys, kb.rowbase, kb.nkeys, h, 0.f);
+    return false;
+}
 
 template <int DH, int NS, bool BND, bool BANK>
 __global__ void __launch_bounds__(128, 2)
@@ -781,23 +820,11 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, float* dk_part, float* d
     const int h = kb_.h, b = kb_.b, kvh = h / (H / Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
     const int k0 = kb_.kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
-    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const size_t qstride = (size_t)H * DH;
     const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH;
-    const bf16* ksrc = BANK ? bank.k + ca_bank_off(sh, b, kb_.jb, kvh) : k + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const bf16* vsrc = BANK ? bank.v + ca_bank_off(sh, b, kb_.jb, kvh) : v + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const size_t kstride = BANK ? (size_t)DH : kvstride;
+    const CaKvTile src = kb_.source(sh, bank, k, v, kvh, k0);
     bool key_ok[2] = {true, true};  // BANK: the slot is allowed (others get no gradient)
-    if (BANK) {
-        const unsigned char* al = bank.allowed + kb_.rowbase;
-        bool any = false;
-#pragma unroll
-        for (int r = 0; r < 2; r++) { key_ok[r] = keys[r] < kb_.nkeys && al[keys[r]]; any |= key_ok[r]; }
-        if (!__syncthreads_or(any)) {  // no allowed slot in this tile: zero gradients
-            const float zero[DH / 8][4] = {};
-            ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, zero, zero, keys, kb_.rowbase, kb_.nkeys, h, 0.f);
-            return;
-        }
-    }
+    if (BANK && !ca_dkdv_bank_keys_ok<DH>(key_ok, sh, bank, kb_, keys, dk_part, dv_part, h)) return;
     const int qt_first = kb_.qbeg / BQ, nsteps = (kb_.qstop + BQ - 1) / BQ - qt_first;
 
     // tiles of step i (query tile qt_first + i) -> buffer i & 1, asynchronously
@@ -814,8 +841,7 @@ ca_mma_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, float* dk_part, float* d
         ca_dkdv_load_scalars<NS, BQ, GLO>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, kb_.qbeg, kb_.qstop, h, b);
     };
     auto store_scalars = [&](int i) { ca_dkdv_store_scalars<NSC, BQ>(Sc, pre, i); };
-    ca_load_tile<DH, BKV, THREADS>(Ks, ksrc, kstride, k0, kb_.nkeys);
-    ca_load_tile<DH, BKV, THREADS>(Vs, vsrc, kstride, k0, kb_.nkeys);
+    ca_load_kv<DH, BKV, THREADS>(Ks, Vs, src, 0);
     stage_tiles(0);
     ca_cp_async_commit();
     load_scalars(0);

@@ -52,11 +52,12 @@ __device__ __forceinline__ void ca_wload_tile(bf16* tile, const bf16* src, size_
         ca_cp_async16(tile + ca_wsw<ROWS>(r, c), src + (size_t)(ok ? gr : 0) * stride + c, ok);
     }
 }
-// key/value tile t (rows t*BK ..) into stage t % ST of the [ST][BK][DH] K and V buffers
-template <int DH, int BK, int THREADS, int ST>
-__device__ __forceinline__ void ca_wload_kv(bf16* Ks, bf16* Vs, const bf16* kb, const bf16* vb, size_t kvstride, int t, int T) {
-    ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, t * BK, T);
-    ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, t * BK, T);
+// the K and V rows of one key tile (CaKvTile, coda_attention_mma.cuh) into stage `stage` of the
+// [stages][BK][DH] K and V buffers
+template <int DH, int BK, int THREADS>
+__device__ __forceinline__ void ca_wload_kv(bf16* Ks, bf16* Vs, const CaKvTile& src, int stage) {
+    ca_wload_tile<DH, BK, THREADS>(Ks + stage * BK * DH, src.k, src.stride, src.row0, src.nrows);
+    ca_wload_tile<DH, BK, THREADS>(Vs + stage * BK * DH, src.v, src.stride, src.row0, src.nrows);
 }
 // the block's dynamic shared memory, rounded up to a 1024-byte boundary (launches ask for 1 KB more)
 __device__ __forceinline__ bf16* ca_wg_smem() {
@@ -246,30 +247,10 @@ ca_wg_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
     const int q0 = tl.q0, row0 = q0 + wr + g, row1 = row0 + 8;
-    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const int kvh = h / (H / Hkv);
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    // key tiles: nbt bank tiles (bounded), then the sequence tiles from the window start
-    int nbt = 0;
-    const bf16 *bkb = NULL, *bvb = NULL;
-    if (BND && sh.bank_slots > 0) {
-        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
-        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
-        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
-    }
-    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
-    auto load_kv = [&](int t) {
-        if constexpr (!BND) {
-            ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T);
-        } else if (t < nbt) {
-            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, bkb, DH, t * BK, sh.bank_slots);
-            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, bvb, DH, t * BK, sh.bank_slots);
-        } else {
-            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
-            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
-        }
-    };
+    const size_t qstride = (size_t)H * DH;
+    const CaKeyTiles<DH, BK, BND> keys(sh, bank, k, v, tl, BQ, b, h / (H / Hkv), bank_bits);
+    const int nbt = keys.nbt, nkt = keys.nkt;
+    auto load_kv = [&](int t) { ca_wload_kv<DH, BK, THREADS>(Ks, Vs, keys.tile(t), t % ST); };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     load_kv(0);
@@ -299,7 +280,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
         if constexpr (BND) {
             const bool bank_tile = kt < nbt;
             ca_softmax_bounded<BK>(sc, m, l, alpha, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull,
-                                   (kt_lo + kt - nbt) * BK, tl.klo, row0, row1, T, tq, sl2);
+                                   keys.seq_key0(kt), tl.klo, row0, row1, T, tq, sl2);
             ca_softmax_exp_masked<BK>(sc, m, l);
         } else {
             const int k0 = kt * BK;
@@ -363,29 +344,10 @@ ca_wg_dq_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* dq, float* dtheta_par
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, s = warp / 4, wr = (warp % 4) * 16;
     const int g = lane >> 2, tq = lane & 3;
     const int q0 = tl.q0, rows[2] = {q0 + wr + g, q0 + wr + g + 8};
-    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
-    const int kvh = h / (H / Hkv);
-    const bf16* kb = k + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const bf16* vb = v + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    int nbt = 0;
-    const bf16 *bkb = NULL, *bvb = NULL;
-    if (BND && sh.bank_slots > 0) {
-        nbt = (ca_stage_bank_bits(sh, bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots, bank_bits) + BK - 1) / BK;
-        bkb = bank.k + ca_bank_off(sh, b, tl.j, kvh);
-        bvb = bank.v + ca_bank_off(sh, b, tl.j, kvh);
-    }
-    const int kt_lo = tl.klo / BK, nkt = nbt + (min(q0 + BQ, tl.qend) + BK - 1) / BK - kt_lo;
-    auto load_kv = [&](int t) {
-        if constexpr (!BND) {
-            ca_wload_kv<DH, BK, THREADS, ST>(Ks, Vs, kb, vb, kvstride, t, T);
-        } else if (t < nbt) {
-            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, bkb, DH, t * BK, sh.bank_slots);
-            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, bvb, DH, t * BK, sh.bank_slots);
-        } else {
-            ca_wload_tile<DH, BK, THREADS>(Ks + (t % ST) * BK * DH, kb, kvstride, (kt_lo + t - nbt) * BK, T);
-            ca_wload_tile<DH, BK, THREADS>(Vs + (t % ST) * BK * DH, vb, kvstride, (kt_lo + t - nbt) * BK, T);
-        }
-    };
+    const size_t qstride = (size_t)H * DH;
+    const CaKeyTiles<DH, BK, BND> keys(sh, bank, k, v, tl, BQ, b, h / (H / Hkv), bank_bits);
+    const int nbt = keys.nbt, nkt = keys.nkt;
+    auto load_kv = [&](int t) { ca_wload_kv<DH, BK, THREADS>(Ks, Vs, keys.tile(t), t % ST); };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
     ca_wload_tile<DH, BQ, THREADS>(dOs, dO + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
@@ -418,7 +380,7 @@ ca_wg_dq_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* dq, float* dtheta_par
         ca_wg_pin<BK>(dp);
         if constexpr (BND) {
             const bool bank_tile = kt < nbt;
-            ca_dq_ds_bounded<BK>(sc, dp, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull, (kt_lo + kt - nbt) * BK,
+            ca_dq_ds_bounded<BK>(sc, dp, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull, keys.seq_key0(kt),
                                  tl.klo, rows, tq, sl2, lse2, dl, f);
         } else {
             const int k0 = kt * BK;
@@ -480,23 +442,11 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, float* dk_part, float* dv
     const int h = kb_.h, b = kb_.b, kvh = h / (H / Hkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, tq = lane & 3;
     const int k0 = kb_.kt * BKV, wk = warp * 16, keys[2] = {k0 + wk + g, k0 + wk + g + 8};
-    const size_t qstride = (size_t)H * DH, kvstride = (size_t)Hkv * DH;
+    const size_t qstride = (size_t)H * DH;
     const size_t qoff = (size_t)b * T * qstride + (size_t)h * DH;
-    const bf16* ksrc = BANK ? bank.k + ca_bank_off(sh, b, kb_.jb, kvh) : k + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const bf16* vsrc = BANK ? bank.v + ca_bank_off(sh, b, kb_.jb, kvh) : v + (size_t)b * T * kvstride + (size_t)kvh * DH;
-    const size_t kstride = BANK ? (size_t)DH : kvstride;
+    const CaKvTile src = kb_.source(sh, bank, k, v, kvh, k0);
     bool key_ok[2] = {true, true};  // BANK: the slot is allowed (others get no gradient)
-    if (BANK) {
-        const unsigned char* al = bank.allowed + kb_.rowbase;
-        bool any = false;
-#pragma unroll
-        for (int r = 0; r < 2; r++) { key_ok[r] = keys[r] < kb_.nkeys && al[keys[r]]; any |= key_ok[r]; }
-        if (!__syncthreads_or(any)) {  // no allowed slot in this tile: zero gradients
-            const float zero[DH / 8][4] = {};
-            ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, zero, zero, keys, kb_.rowbase, kb_.nkeys, h, 0.f);
-            return;
-        }
-    }
+    if (BANK && !ca_dkdv_bank_keys_ok<DH>(key_ok, sh, bank, kb_, keys, dk_part, dv_part, h)) return;
     const int qt_first = kb_.qbeg / BQ, nsteps = (kb_.qstop + BQ - 1) / BQ - qt_first;
 
     auto stage_tiles = [&](int i) {
@@ -510,8 +460,7 @@ ca_wg_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, float* dk_part, float* dv
         ca_dkdv_load_scalars<NS, BQ, GLO>(pre, sh, lse, delta, lam_logit, (qt_first + i) * BQ, kb_.qbeg, kb_.qstop, h, b);
     };
     auto store_scalars = [&](int i) { ca_dkdv_store_scalars<NSC, BQ>(Sc, pre, i); };
-    ca_wload_tile<DH, BKV, THREADS>(Ks, ksrc, kstride, k0, kb_.nkeys);
-    ca_wload_tile<DH, BKV, THREADS>(Vs, vsrc, kstride, k0, kb_.nkeys);
+    ca_wload_kv<DH, BKV, THREADS>(Ks, Vs, src, 0);
     stage_tiles(0);
     ca_cp_async_commit();
     load_scalars(0);
