@@ -7,15 +7,19 @@
 //     the uninterrupted run would have;
 //   * needle-in-a-haystack (llmc/needle.h): the reference demo's synthetic single-layer test of the
 //     bank bookkeeping (--needle; needs no model).
-// Perplexity runs on the GPU model (llmc/ppl_gpu.cuh: the trainer's forward, bf16, or fp32 in the
-// FP32 build) when a GPU is present (--device auto, the default) for the sliding and chunked
-// procedures; the streaming procedure, generation and state files run on the CPU reference model
-// (llmc/cpu/, fp32) in this version: practical for small models, not 7B.
+// With a GPU (--device auto, the default) perplexity runs on the GPU model (llmc/ppl_gpu.cuh: the
+// trainer's forward, bf16, or fp32 in the FP32 build) for the sliding and chunked procedures, and
+// generation on the GPU decoder (llmc/decode.cuh: prefill by the same forward, then one CUDA-graph
+// step per token on the constant-size state, or on a KV cache for an unbounded model), with state
+// files in the CPU's format. The streaming procedure and a loaded state continued by a prompt run on
+// the CPU reference model (llmc/cpu/, fp32) in this version: practical for small models, not 7B.
 #include <errno.h>
 #include <math.h>
 #include <unistd.h>
 #include "llmc/cli.h"
+#include "llmc/decode.cuh"
 #include "llmc/needle.h"
+#include "llmc/needle_gpu.cuh"
 #include "llmc/overrides.h"
 #include "llmc/ppl.h"
 #include "llmc/ppl_gpu.cuh"
@@ -190,6 +194,174 @@ static int32_t* load_ppl_tokens(const Options* o, int vocab_size, int64_t* n) {
     return tokens;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Generation, on the GPU decoder (llmc/decode.cuh) or the CPU reference's session (llmc/session.h),
+// through one flow: load a state, prefill the prompt, generate, save the state.
+
+typedef struct {
+    const char* where;
+    const ModelConfig* cfg;
+    void* s;
+    int (*load)(void* s, const char* path, int keep_rng, CodaError* err);
+    int (*prefill)(void* s, const int* ids, int n, CodaError* err);
+    int (*generate)(void* s, int max_new, const Sampling* smp, int eos_id, int* out, TokenFn on_token, void* cb, int* n_out, CodaError* err);
+    int (*save)(void* s, const char* path, CodaError* err);
+    int64_t* n_fed;
+    int* has_logits;
+} GenSession;
+
+static GenSession cpu_gen_session(Session* s) {
+    GenSession g = {"fp32 CPU reference", &s->m->cfg, s,
+                    [](void* x, const char* p, int k, CodaError* e) { return state_file_load(p, (Session*)x, k, e); },
+                    [](void* x, const int* ids, int n, CodaError* e) { return session_prefill((Session*)x, ids, n, e); },
+                    [](void* x, int mx, const Sampling* sm, int eos, int* out, TokenFn f, void* cb, int* no, CodaError* e) {
+                        return session_generate((Session*)x, mx, sm, eos, out, f, cb, no, e);
+                    },
+                    [](void* x, const char* p, CodaError* e) { return state_file_save(p, (const Session*)x, e); },
+                    &s->n_fed, &s->has_logits};
+    return g;
+}
+static GenSession gpu_gen_session(GpuSession* s) {
+    GenSession g = {PRECISION_NAME " GPU decoder", &s->dec.m->cfg, s,
+                    [](void* x, const char* p, int k, CodaError* e) { return gpu_session_load_state((GpuSession*)x, p, k, e); },
+                    [](void* x, const int* ids, int n, CodaError* e) { return gpu_session_prefill((GpuSession*)x, ids, n, e); },
+                    [](void* x, int mx, const Sampling* sm, int eos, int* out, TokenFn f, void* cb, int* no, CodaError* e) {
+                        return gpu_session_generate((GpuSession*)x, mx, sm, eos, out, f, cb, no, e);
+                    },
+                    [](void* x, const char* p, CodaError* e) { return gpu_session_save_state((GpuSession*)x, p, e); },
+                    &s->n_fed, &s->has_logits};
+    return g;
+}
+
+// The prompt's ids (malloc'd; NULL, 0 without a prompt). BOS is added to a text prompt unless a
+// state is loaded (the text then continues it).
+static int* prompt_ids(const CliSpec* cli, const Options* o, const Tokenizer* tk, int* n_ids) {
+    CodaError err;
+    *n_ids = 0;
+    if (o->prompt) {
+        int32_t* enc;
+        size_t n_enc;
+        int bos = !o->load_state && tokenizer_bos_id(tk) >= 0;
+        if (tokenizer_encode(tk, o->prompt, strlen(o->prompt), bos, &enc, &n_enc, &err) != 0) coda_fatal("%s", err.msg);
+        *n_ids = (int)n_enc;
+        return (int*)enc;
+    }
+    int* ids = NULL;
+    if (o->prompt_ids && cli_parse_int_list("--prompt-ids", o->prompt_ids, 0, &ids, n_ids, &err) != 0) cli_fail(cli, "%s", err.msg);
+    return ids;
+}
+
+static void check_state_flags(const Options* o, const ModelConfig* c) {
+    if (!c->bounded && (o->save_state || o->load_state))
+        coda_fatal("--save-state / --load-state need a bounded model (this one is unbounded: use --bounded 1)");
+}
+
+static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
+    const ModelConfig* c = g->cfg;
+    CodaError err;
+    check_state_flags(o, c);
+    Tokenizer tk;
+    memset(&tk, 0, sizeof(tk));
+    int have_tok = 0;
+    if (o->tokenizer_path) {
+        if (tokenizer_load(&tk, o->tokenizer_path, &err) != 0) coda_fatal("%s", err.msg);
+        have_tok = 1;
+        if (tokenizer_vocab_size(&tk) > c->vocab_size)
+            coda_fatal("%s has %d ids but the model's vocabulary is %d", o->tokenizer_path, tokenizer_vocab_size(&tk), c->vocab_size);
+    }
+    if (o->load_state) {
+        if (g->load(g->s, o->load_state, o->seed_given, &err) != 0) coda_fatal("%s", err.msg);
+        printf("loaded state %s: %lld tokens fed, %s\n", o->load_state, (long long)*g->n_fed,
+               *g->has_logits ? "continuing from its next-token logits" : "no pending logits");
+    }
+    int n_ids = 0;
+    int* ids = prompt_ids(cli, o, &tk, &n_ids);
+    const double t0 = now_seconds();
+    if (n_ids > 0) {
+        printf("prompt: %d tokens (%s on the %s)\n", n_ids, c->bounded ? "chunked prefill" : "full forward", g->where);
+        if (g->prefill(g->s, ids, n_ids, &err) != 0) coda_fatal("%s", err.msg);
+    }
+    const double t_prefill = now_seconds() - t0;
+    TokenPrinter pr;
+    memset(&pr, 0, sizeof(pr));
+    pr.tok = have_tok ? &tk : NULL;
+    if (have_tok && o->prompt && !o->load_state) {  // print the prompt text as the tokenizer sees it, then the continuation
+        pr.ids = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(n_ids + 64), "printer");
+        pr.cap = n_ids + 64;
+        memcpy(pr.ids, ids, sizeof(int) * (size_t)n_ids);
+        pr.n = n_ids;
+        char* text;
+        size_t len;
+        if (tokenizer_decode(&tk, (const int32_t*)ids, (size_t)n_ids, &text, &len, &err) != 0) coda_fatal("%s", err.msg);
+        fwrite(text, 1, len, stdout);
+        pr.printed = len;
+        free(text);
+    } else if (have_tok) {
+        // A continuation (loaded state, or a state-less id prompt): decode behind a one-character
+        // piece so that the decoder's strip of one leading space does not eat the first word's space.
+        int anchor = tokenizer_piece_to_id(&tk, "a", 1);
+        if (anchor >= 0) {
+            pr.ids = (int*)coda_malloc_or_die(sizeof(int) * 64, "printer");
+            pr.cap = 64;
+            pr.ids[pr.n++] = anchor;
+            pr.printed = 1;
+        }
+    }
+    int* out = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(o->max_new + 1), "generated tokens");
+    int n_out = 0;
+    int eos = o->ignore_eos ? -1 : (have_tok ? tokenizer_eos_id(&tk) : c->eos_id);
+    if (o->max_new > 0 && *g->has_logits) {
+        const double t1 = now_seconds();
+        if (g->generate(g->s, o->max_new, &o->smp, eos, out, print_token, &pr, &n_out, &err) != 0) coda_fatal("%s", err.msg);
+        const double t_gen = now_seconds() - t1;
+        printf("\n[%d new tokens; %lld tokens in the %s; %s: prefill %.3f s, generation %.3f s = %.1f tokens/s]\n", n_out,
+               (long long)*g->n_fed, c->bounded ? "state" : "context", g->where, t_prefill, t_gen, n_out / (t_gen > 0 ? t_gen : 1e-9));
+    } else if (o->max_new > 0) {
+        coda_fatal("nothing to continue from: the loaded state has no pending logits; give --prompt or --prompt-ids");
+    }
+    if (o->save_state) {
+        if (g->save(g->s, o->save_state, &err) != 0) coda_fatal("%s", err.msg);
+        printf("saved state to %s (%lld tokens fed)\n", o->save_state, (long long)*g->n_fed);
+    }
+    free(out);
+    free(pr.ids);
+    free(ids);
+    if (have_tok) tokenizer_free(&tk);
+    return 0;
+}
+
+// Generation on the GPU: a bounded model decodes on its constant-size state, an unbounded one on a
+// KV cache sized for the prompt and --max-new.
+static int run_generation_gpu(const CliSpec* cli, const Options* o, GpuModel* gm) {
+    const ModelConfig* c = &gm->cfg;
+    int n_prompt = 0;  // the prompt's length: the KV cache's capacity, and whether the prefill recomputes
+    if (o->prompt || o->prompt_ids) {
+        Tokenizer tk;
+        memset(&tk, 0, sizeof(tk));
+        CodaError err;
+        if (o->prompt && tokenizer_load(&tk, o->tokenizer_path, &err) != 0) coda_fatal("%s", err.msg);
+        free(prompt_ids(cli, o, &tk, &n_prompt));
+        if (o->prompt) tokenizer_free(&tk);
+    }
+    const long long cap = (long long)n_prompt + o->max_new + 1;
+    if (!c->bounded && cap > INT_MAX) coda_fatal("a KV cache of %lld tokens is too large", cap);
+    GpuSession s;
+    gpu_session_init(&s, gm, (int)cap, o->seed);
+    s.recompute = n_prompt > 8192;  // long prompts: one layer's activations at a time
+    const DecodeStateBytes b = decode_state_bytes_per_layer(c, (int)cap);
+    if (c->bounded)
+        printf("GPU state (docs/spec.md §6, as allocated): per layer K/V %zu (fp32) + mask %zu + ring gates %zu + LRU %zu + slot sources %zu"
+               " + counters %zu = %zu B; x %d layers = %zu B (%.2f MiB), constant in the number of tokens\n",
+               b.kv, b.mask, b.gates, b.lru, b.src, b.counters, b.total, c->n_layers, s.dec.st.bytes, s.dec.st.bytes / 1048576.0);
+    else
+        printf("GPU KV cache: %d tokens x %d layers x 2 x %d x %s = %zu B (%.2f MiB), grows with the text\n", (int)cap, c->n_layers,
+               config_kvdim(c), PRECISION_NAME, s.dec.st.bytes, s.dec.st.bytes / 1048576.0);
+    GenSession g = gpu_gen_session(&s);
+    int rc = run_generation(cli, o, &g);
+    gpu_session_free(&s);
+    return rc;
+}
+
 static const CliChoice PROCEDURE_CHOICES[] = {{"sliding", PPL_SLIDING}, {"chunked", PPL_CHUNKED}, {"streaming", PPL_STREAMING}, {NULL, 0}};
 static const CliChoice MEM_INIT_CHOICES[] = {{"zeros", MEM_INIT_ZEROS}, {"random", MEM_INIT_RANDOM_NORMAL},
                                              {"random_normal", MEM_INIT_RANDOM_NORMAL}, {NULL, 0}};
@@ -257,19 +429,20 @@ int main(int argc, char** argv) {
                    "start from a saved state; without a prompt, continue generating exactly\n"
                    "where it stopped (the saved RNG continues unless --seed is given)"),
         cli_section("needle-in-a-haystack (docs/protocol.md §4; no --model: the reference demo's synthetic single random layer,\n"
+                    "on the GPU kernels when a GPU is present (--device), lengths then multiples of the block;\n"
                     "D=512 H=8 Hkv=2, W=128 Me=32 Ms=32 block 256 unless overridden; tests bank bookkeeping, not retrieval):"),
         cli_switch("--needle", &o.needle, "run it; retained = the needle's key has cosine > 0.999 with a ring or\nexact-bank slot"),
         cli_string("--needle-lengths", &o.needle_lengths, "L,...", "sequence lengths"),
         cli_int("--needle-pos", &o.needle_pos, 0, INT_MAX, "P", "needle position"),
         cli_section("where it runs:"),
         cli_enum("--device", &o.device, DEVICE_CHOICES,
-                 "perplexity (sliding, chunked) on the GPU model when a GPU is present (auto), always\n"
-                 "(gpu), or on the fp32 CPU reference (cpu); streaming, generation and state files\n"
-                 "run on the CPU reference in this version"),
+                 "perplexity (sliding, chunked) and generation on the GPU model when a GPU is present\n"
+                 "(auto), always (gpu), or on the fp32 CPU reference (cpu); the streaming procedure\n"
+                 "and a loaded state continued by a prompt run on the CPU reference in this version"),
     };
     const CliSpec cli = {"infer_coda", "infer_coda --model DIR [options]",
-                         "  Perplexity runs on the GPU when one is present (--device); streaming, generation and state\n"
-                         "  files run on the CPU reference model (fp32) in this version.", flags,
+                         "  Perplexity and generation run on the GPU when one is present (--device); the streaming\n"
+                         "  procedure and a loaded state continued by a prompt run on the CPU reference (fp32).", flags,
                          (int)(sizeof(flags) / sizeof(flags[0]))};
     cli_parse_or_exit(&cli, argc, argv);
     if (!o.needle) {  // the needle test is synthetic: it needs no model
@@ -286,56 +459,76 @@ int main(int argc, char** argv) {
         int n_lens, n_ok = 0;
         if (cli_parse_int_list("--needle-lengths", o.needle_lengths, 1, &lens, &n_lens, &err) != 0) cli_fail(&cli, "%s", err.msg);
         ModelConfig nc = needle_config(&o.ov);
-        printf("needle (docs/protocol.md §4): one random CoDA layer D=%d H=%d Hkv=%d, W=%d Me=%d Ms=%d block %d, needle at %d\n", nc.dim,
-               nc.n_heads, nc.n_kv_heads, nc.window, nc.n_exact, nc.n_summary, nc.block_size, o.needle_pos);
+        const int on_gpu = o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present());
+        printf("needle (docs/protocol.md §4) on the %s: one random CoDA layer D=%d H=%d Hkv=%d, W=%d Me=%d Ms=%d block %d, needle at %d\n",
+               on_gpu ? PRECISION_NAME " GPU kernels (llmc/needle_gpu.cuh)" : "fp32 CPU reference", nc.dim, nc.n_heads, nc.n_kv_heads,
+               nc.window, nc.n_exact, nc.n_summary, nc.block_size, o.needle_pos);
+        GpuContext gctx;
+        if (on_gpu) gpu_context_init(&gctx);
         for (int i = 0; i < n_lens; i++) {
             NeedleResult r;
-            if (needle_run(&nc, lens[i], o.needle_pos, 5.0, o.seed, &r, &err) != 0) coda_fatal("%s", err.msg);
+            const double t0 = now_seconds();
+            if ((on_gpu ? needle_run_gpu(&gctx, &nc, lens[i], o.needle_pos, 5.0, o.seed, &r, &err)
+                        : needle_run(&nc, lens[i], o.needle_pos, 5.0, o.seed, &r, &err)) != 0)
+                coda_fatal("%s", err.msg);
+            const double dt = now_seconds() - t0;
             n_ok += r.retained;
-            printf("  length %6d: %s (best cosine %.6f, %s slot %d holding position %lld; needle gate %.4f; exact slots used %d/%d)\n",
+            printf("  length %6d: %s (best cosine %.6f, %s slot %d holding position %lld; needle gate %.4f; exact slots used %d/%d; %.2f s)\n",
                    r.length, r.retained ? "retained" : "LOST", r.best_cos, r.slot < 0 ? "no" : r.slot < nc.window ? "ring" : "exact-bank",
-                   r.slot, (long long)r.slot_src, r.needle_gate, r.exact_used, nc.n_exact);
+                   r.slot, (long long)r.slot_src, r.needle_gate, r.exact_used, nc.n_exact, dt);
             if (o.json)
                 printf("{\"needle_length\": %d, \"needle_pos\": %d, \"retained\": %s, \"best_cos\": %.9g, \"where\": \"%s\", "
                        "\"slot\": %d, \"slot_src\": %lld, \"exact_used\": %d}\n", r.length, r.pos, r.retained ? "true" : "false",
                        r.best_cos, r.where == 1 ? "ring" : r.where == 2 ? "exact" : "none", r.slot, (long long)r.slot_src, r.exact_used);
         }
         printf("retention %d/%d (%.0f%%)\n", n_ok, n_lens, 100.0 * n_ok / n_lens);
+        if (on_gpu) gpu_context_free(&gctx);
         free(lens);
         return n_ok == n_lens ? 0 : 2;
     }
-    const int gpu_ppl = o.ppl_path && (o.procedure != PPL_STREAMING || o.context_sweep) &&
-                        (o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present()));
-    if (o.device == DEVICE_GPU && !gpu_ppl)
-        coda_fatal("--device gpu: only perplexity with the sliding or chunked procedure runs on the GPU in this version "
-                   "(streaming, generation and state files: --device cpu)");
-    if (gpu_ppl) {  // perplexity on the GPU model
+    const int want_gen = o.prompt || o.prompt_ids || o.load_state;
+    const int gpu_ok = o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present());
+    const int gpu_ppl = o.ppl_path && o.procedure != PPL_STREAMING && gpu_ok;
+    // a loaded state continued by a prompt needs a prefill from a non-empty state: the CPU reference's
+    const int gpu_gen = want_gen && gpu_ok && !(o.load_state && (o.prompt || o.prompt_ids));
+    if (o.device == DEVICE_GPU && o.ppl_path && !gpu_ppl)
+        coda_fatal("--device gpu: the streaming perplexity procedure runs on the CPU reference in this version (--device cpu)");
+    if (o.device == DEVICE_GPU && want_gen && !gpu_gen)
+        coda_fatal("--device gpu: continuing a loaded state with a prompt runs on the CPU reference in this version (--device cpu); "
+                   "a loaded state without a prompt, or a prompt from an empty state, runs on the GPU");
+    if (o.device == DEVICE_AUTO && want_gen && gpu_ok && !gpu_gen)
+        printf("note: continuing a loaded state with a prompt runs on the CPU reference (fp32) in this version\n");
+    int ret = 0;
+    if (gpu_ppl || gpu_gen) {  // the GPU model, loaded once for both
         GpuModel gm;
         HfLoadReport grep_;
         if (gpu_eval_model_load(&gm, o.model_dir, &o.ov, &grep_, &err) != 0) coda_fatal("%s", err.msg);
         print_model_config(&gm.cfg, &grep_);
-        int64_t n;
-        int32_t* tokens = load_ppl_tokens(&o, gm.cfg.vocab_size, &n);
-        GpuScorer gs;
-        int max_len = o.context_sweep ? PPL_SWEEP_CTX[PPL_SWEEP_N - 1] : o.ctx;
-        if (max_len > n) max_len = (int)n;
-        PplScorer scorer = gpu_scorer(&gs, &gm, max_len, 0, o.seed);
-        scorer.progress = print_progress;
-        run_ppl(&o, &scorer, &gm.cfg, tokens, n, PRECISION_NAME " GPU model");
-        gpu_scorer_free(&gs);
+        if (want_gen) check_state_flags(&o, &gm.cfg);  // before any perplexity work
+        if (gpu_ppl) {
+            int64_t n;
+            int32_t* tokens = load_ppl_tokens(&o, gm.cfg.vocab_size, &n);
+            GpuScorer gs;
+            int max_len = o.context_sweep ? PPL_SWEEP_CTX[PPL_SWEEP_N - 1] : o.ctx;
+            if (max_len > n) max_len = (int)n;
+            PplScorer scorer = gpu_scorer(&gs, &gm, max_len, 0, o.seed);
+            scorer.progress = print_progress;
+            run_ppl(&o, &scorer, &gm.cfg, tokens, n, PRECISION_NAME " GPU model");
+            gpu_scorer_free(&gs);
+            gpu_model_free_acts(&gm);
+            free(tokens);
+            o.ppl_path = NULL;  // done
+        }
+        if (gpu_gen) ret = run_generation_gpu(&cli, &o, &gm);
         gpu_model_free(&gm);
-        free(tokens);
-        if (!(o.prompt || o.prompt_ids || o.load_state)) return 0;
-        o.ppl_path = NULL;  // done; generation goes on below on the CPU reference
+        if (!o.ppl_path && !(want_gen && !gpu_gen)) return ret;
     }
     Model_f32 m;
     HfLoadReport rep;
     if (reference_load_dir(o.model_dir, &o.ov, &m, &rep, &err) != 0) coda_fatal("%s", err.msg);
     const ModelConfig* c = &m.cfg;
     print_model_config(c, &rep);
-    if (!c->bounded && (o.save_state || o.load_state))
-        coda_fatal("--save-state / --load-state need a bounded model (this one is unbounded: use --bounded 1)");
-
+    if (want_gen && !gpu_gen) check_state_flags(&o, c);
     if (o.ppl_path) {
         int64_t n;
         int32_t* tokens = load_ppl_tokens(&o, c->vocab_size, &n);
@@ -346,85 +539,13 @@ int main(int argc, char** argv) {
         cpu_scorer_free(&cs);
         free(tokens);
     }
-
-    if (o.prompt || o.prompt_ids || o.load_state) {
-        Tokenizer tk;
-        memset(&tk, 0, sizeof(tk));
-        int have_tok = 0;
-        if (o.tokenizer_path) {
-            if (tokenizer_load(&tk, o.tokenizer_path, &err) != 0) coda_fatal("%s", err.msg);
-            have_tok = 1;
-            if (tokenizer_vocab_size(&tk) > c->vocab_size)
-                coda_fatal("%s has %d ids but the model's vocabulary is %d", o.tokenizer_path, tokenizer_vocab_size(&tk), c->vocab_size);
-        }
+    if (want_gen && !gpu_gen) {
         Session s;
         session_init(&s, &m, o.seed);
-        if (o.load_state) {
-            if (state_file_load(o.load_state, &s, o.seed_given, &err) != 0) coda_fatal("%s", err.msg);
-            printf("loaded state %s: %lld tokens fed, %s\n", o.load_state, (long long)s.n_fed,
-                   s.has_logits ? "continuing from its next-token logits" : "no pending logits");
-        }
-        int* ids = NULL;
-        int n_ids = 0;
-        if (o.prompt) {
-            int32_t* enc;
-            size_t n_enc;
-            int bos = !o.load_state && tokenizer_bos_id(&tk) >= 0;
-            if (tokenizer_encode(&tk, o.prompt, strlen(o.prompt), bos, &enc, &n_enc, &err) != 0) coda_fatal("%s", err.msg);
-            ids = (int*)enc;
-            n_ids = (int)n_enc;
-        } else if (o.prompt_ids) {
-            if (cli_parse_int_list("--prompt-ids", o.prompt_ids, 0, &ids, &n_ids, &err) != 0) cli_fail(&cli, "%s", err.msg);
-        }
-        if (n_ids > 0) {
-            printf("prompt: %d tokens (%s)\n", n_ids, c->bounded ? "chunked prefill" : "full forward");
-            if (session_prefill(&s, ids, n_ids, &err) != 0) coda_fatal("%s", err.msg);
-        }
-        if (!c->bounded && o.max_new > 0) printf("(unbounded model: every new token re-runs the forward over the whole context; correct, slow)\n");
-        TokenPrinter pr;
-        memset(&pr, 0, sizeof(pr));
-        pr.tok = have_tok ? &tk : NULL;
-        if (have_tok && o.prompt && !o.load_state) {  // print the prompt text as the tokenizer sees it, then the continuation
-            pr.ids = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(n_ids + 64), "printer");
-            pr.cap = n_ids + 64;
-            memcpy(pr.ids, ids, sizeof(int) * (size_t)n_ids);
-            pr.n = n_ids;
-            char* text;
-            size_t len;
-            if (tokenizer_decode(&tk, (const int32_t*)ids, (size_t)n_ids, &text, &len, &err) != 0) coda_fatal("%s", err.msg);
-            fwrite(text, 1, len, stdout);
-            pr.printed = len;
-            free(text);
-        } else if (have_tok) {
-            // A continuation (loaded state, or a state-less id prompt): decode behind a one-character
-            // piece so that the decoder's strip of one leading space does not eat the first word's space.
-            int anchor = tokenizer_piece_to_id(&tk, "a", 1);
-            if (anchor >= 0) {
-                pr.ids = (int*)coda_malloc_or_die(sizeof(int) * 64, "printer");
-                pr.cap = 64;
-                pr.ids[pr.n++] = anchor;
-                pr.printed = 1;
-            }
-        }
-        int* out = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(o.max_new + 1), "generated tokens");
-        int n_out = 0;
-        int eos = o.ignore_eos ? -1 : (have_tok ? tokenizer_eos_id(&tk) : c->eos_id);
-        if (o.max_new > 0 && s.has_logits) {
-            if (session_generate(&s, o.max_new, &o.smp, eos, out, print_token, &pr, &n_out, &err) != 0) coda_fatal("%s", err.msg);
-            printf("\n[%d new tokens; %lld tokens in the %s]\n", n_out, (long long)s.n_fed, c->bounded ? "state" : "context");
-        } else if (o.max_new > 0) {
-            coda_fatal("nothing to continue from: the loaded state has no pending logits; give --prompt or --prompt-ids");
-        }
-        if (o.save_state) {
-            if (state_file_save(o.save_state, &s, &err) != 0) coda_fatal("%s", err.msg);
-            printf("saved state to %s (%lld tokens fed)\n", o.save_state, (long long)s.n_fed);
-        }
-        free(out);
-        free(pr.ids);
-        free(ids);
+        GenSession gs = cpu_gen_session(&s);
+        ret = run_generation(&cli, &o, &gs);
         session_free(&s);
-        if (have_tok) tokenizer_free(&tk);
     }
     model_free_f32(&m);
-    return 0;
+    return ret;
 }

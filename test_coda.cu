@@ -11,6 +11,7 @@
 #include "dev/test/test_gpu_model.cuh"
 #include "dev/test/test_gpu_bounded.cuh"
 #include "dev/test/test_gpu_infer.cuh"
+#include "dev/test/test_gpu_decode.cuh"  // llmc/decode.cuh: GPU decode, KV cache, state files vs the CPU reference
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
 static int gpu_available(char* reason, size_t len) {

@@ -31,6 +31,8 @@
 // Scratch (bank_scan_scratch_bytes, carved by bank_scan_carve_scratch):
 //   state_k, state_v [B][Hkv][Mb][Dh] fp32    the live state; after the forward: the state after the
 //                                             last block's write (what a prefill would continue from)
+//   final_e [B][3][Me] int, final_s [B][Ms] int   after the forward: the exact slots' used flags, LRU
+//                                             stamps and sources, the summary slots' used flags
 //   cand   [B][nb][t_cap] int                 candidate list of each write (both banks take a prefix)
 //   cand_g [B][nb][t_cap] fp32                their gates
 //   dw     [B][nb][Hkv][Ts_max] fp32          backward: per-head gate gradient of each candidate
@@ -116,9 +118,12 @@ typedef struct {
 } BankTape;
 
 // The scratch buffers (layout above). Exposed so that a caller may read the final state after a
-// forward (state_k/state_v); nothing in it survives between calls otherwise.
+// forward (state_k/state_v and the final_* flags: what a decode continues from, llmc/decode.cuh);
+// nothing in it survives between calls otherwise.
 typedef struct {
     float *state_k, *state_v;    // [B][Hkv][Mb][Dh]
+    int* final_e;                // [B][3][Me] after the last write: exact slot used (0/1), LRU stamp, source token (-1 none)
+    int* final_s;                // [B][Ms] after the last write: summary slot used (0/1)
     int* cand;                   // [B][n_blocks][t_cap]
     float* cand_g;               // [B][n_blocks][t_cap] their gates
     float* dw;                   // [B][n_blocks][Hkv][Ts_max]
@@ -203,6 +208,8 @@ static inline size_t bank_scratch_layout(BankScratch* w, char* base, const BankS
     void* p;
     off = bs_carve(&p, off, st * sizeof(float), base); w->state_k = (float*)p;
     off = bs_carve(&p, off, st * sizeof(float), base); w->state_v = (float*)p;
+    off = bs_carve(&p, off, (size_t)d.B * 3 * d.Me * sizeof(int), base); w->final_e = (int*)p;
+    off = bs_carve(&p, off, (size_t)d.B * d.Ms * sizeof(int), base); w->final_s = (int*)p;
     off = bs_carve(&p, off, bn * d.t_cap * sizeof(int), base); w->cand = (int*)p;
     off = bs_carve(&p, off, bn * d.t_cap * sizeof(float), base); w->cand_g = (float*)p;
     off = bs_carve(&p, off, bn * d.Hkv * d.ts_stride * sizeof(float), base); w->dw = (float*)p;
@@ -807,6 +814,14 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
             for (int m = tid; m < Ms; m += BS_THREADS) p.tape.allowed[bn * Mb + Me + m] = (unsigned char)(p.mask_unused ? used_s[m] : 1);
         }
         __syncthreads();  // the state and flags are final for the next write
+    }
+    if (r == 0) {  // the final flags (every CTA holds the same ones)
+        for (int m = tid; m < Me; m += BS_THREADS) {
+            p.w.final_e[((size_t)b * 3 + 0) * Me + m] = used_e[m];
+            p.w.final_e[((size_t)b * 3 + 1) * Me + m] = last_e[m];
+            p.w.final_e[((size_t)b * 3 + 2) * Me + m] = src_e[m];
+        }
+        for (int m = tid; m < Ms; m += BS_THREADS) p.w.final_s[(size_t)b * Ms + m] = used_s[m];
     }
     if (resident)  // the final state to the global scratch
         for (int g = h0; g < h1; g++) {

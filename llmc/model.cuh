@@ -53,7 +53,7 @@ typedef struct {
     void* tape_mem;
 } LayerActs;
 
-typedef struct {
+typedef struct GpuModel {
     ModelConfig cfg;
     ParamTable table;             // dtype = floatX
     GpuContext ctx;
@@ -88,6 +88,11 @@ typedef struct {
     // fp32 (docs/spec.md §2.1 mem_init random_normal), or NULL: an all-zero state (training, §2.5)
     float* bank_init;
     StepTimer* timer;             // per-category GPU time of the ops (NULL = off, the default)
+    // called at the end of every layer's forward, while that layer's activations and bank scan
+    // scratch are live (NULL = none): the decode prefill (decode.cuh) copies each layer's final
+    // state out here, which works with recompute and with the one scan scratch all layers share
+    void (*layer_hook)(struct GpuModel* m, int layer, void* hook_ctx);
+    void* hook_ctx;
 } GpuModel;
 
 static inline floatX* gm_param(const GpuModel* m, ParamKind k, int layer) {
@@ -240,9 +245,12 @@ static CodaAttnSaved gm_attn_saved(const LayerActs* a) {
     return sv;
 }
 
-// Activations for B rows of T tokens. chunk_rows: rows of logits materialised at once (0 = all).
+static void gpu_model_free_acts(GpuModel* m);
+
+// Activations for B rows of T tokens (any earlier set is freed first). chunk_rows: rows of logits materialised at once (0 = all).
 static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int chunk_rows) {
     const ModelConfig* c = &m->cfg;
+    gpu_model_free_acts(m);  // a model holds one set of activations
     if (c->head_dim != 64 && c->head_dim != 128)
         coda_fatal("head_dim %d: the GPU attention kernel supports head_dim 64 and 128 (Mistral-7B: 128, SmolLM2: 64)", c->head_dim);
     if (c->bounded && c->n_exact + c->n_summary > CA_MAX_BANK_SLOTS)
@@ -338,6 +346,7 @@ static void gpu_layer_forward(GpuModel* m, int l) {
     STEP_TIMED(tm, ST_SWIGLU, swiglu_forward(ctx, a->mlp_act, a->mlp_gate, a->mlp_up, (size_t)N * F));
     STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, next, a->mlp_act, gm_param(m, PK_DOWN, l), NULL, N, F, D));
     STEP_TIMED(tm, ST_OTHER, residual_add(ctx, next, next, a->resid_mid, (size_t)N * D));
+    if (m->layer_hook) m->layer_hook(m, l, m->hook_ctx);
 }
 
 static const floatX* gm_head(const GpuModel* m) {
@@ -530,15 +539,26 @@ static float gpu_model_update(GpuModel* m, const AdamWConfig* opt, double lr_sca
     return norm;
 }
 
+// Frees the activations of gpu_model_alloc_acts (and the bank init), keeping the parameters.
+static void gpu_model_free_acts(GpuModel* m) {
+    if (!m->layers) return;
+    for (int l = 0; l < (m->recompute ? 1 : m->cfg.n_layers); l++) layer_acts_free(&m->layers[l]);
+    free(m->layers);
+    void* ptrs[] = {m->tokens, m->targets, m->resid, m->hf, m->rstdf, m->logits, m->losses, m->dres, m->dmid, m->dh, m->dhf,
+                    m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch,
+                    m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate, m->bank_init};
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    m->layers = NULL;
+    m->tokens = m->targets = NULL;
+    m->resid = m->hf = m->logits = m->dres = m->dmid = m->dh = m->dhf = m->dq = m->dk = m->dv = m->dlam = m->dattn = NULL;
+    m->dact = m->dgate = m->dup = NULL;
+    m->rstdf = m->losses = m->dbank_k = m->dbank_v = m->dk_acc = m->dv_acc = m->dwgate = m->bank_init = NULL;
+    m->scratch = m->scan_scratch = NULL;
+    m->B = m->T = 0;
+}
+
 static void gpu_model_free(GpuModel* m) {
-    if (m->layers) {
-        for (int l = 0; l < (m->recompute ? 1 : m->cfg.n_layers); l++) layer_acts_free(&m->layers[l]);
-        free(m->layers);
-        void* ptrs[] = {m->tokens, m->targets, m->resid, m->hf, m->rstdf, m->logits, m->losses, m->dres, m->dmid, m->dh, m->dhf,
-                        m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch,
-                        m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate, m->bank_init};
-        for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
-    }
+    gpu_model_free_acts(m);
     void* ptrs[] = {m->params, m->master, m->grad, m->adam_m, m->adam_v, m->scalar};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     free(m->train_offset);

@@ -183,6 +183,18 @@ static int rope_vec_ok(const floatX* x, int Dh, RopeLayout layout) {
     return layout == ROPE_INTERLEAVED ? Dh % V == 0 : (Dh / 2) % V == 0;
 }
 
+// The pair frequencies, on the host, with the CPU reference's libm calls (see the top of the file).
+static RopeFreqs rope_freqs(int Dh, double base, int bf16_positions) {
+    RopeFreqs fr;
+    const int half = Dh / 2;
+    for (int i = 0; i < half; i++) {
+        if (bf16_positions) fr.inv_freq[i] = round_bf16((float)(1.0 / pow(base, (double)(2 * i) / Dh)));
+        else fr.inv_freq[i] = 1.0f / powf((float)base, (float)(2 * i) / (float)Dh);
+    }
+    for (int i = half; i < ROPE_MAX_HALF; i++) fr.inv_freq[i] = 0.0f;
+    return fr;
+}
+
 static void rope_apply(const GpuContext* ctx, floatX* x, int N, int T, long long pos0, int n_heads, int Dh,
                        RopeLayout layout, double base, int bf16_positions, int sign) {
     if (N <= 0 || n_heads <= 0) return;
@@ -190,13 +202,8 @@ static void rope_apply(const GpuContext* ctx, floatX* x, int N, int T, long long
         fprintf(stderr, "rope_apply: unsupported Dh=%d / T=%d (Dh even, <= %d)\n", Dh, T, 2 * ROPE_MAX_HALF);
         exit(1);
     }
-    RopeFreqs fr;
+    RopeFreqs fr = rope_freqs(Dh, base, bf16_positions);
     int half = Dh / 2;
-    for (int i = 0; i < half; i++) {
-        if (bf16_positions) fr.inv_freq[i] = round_bf16((float)(1.0 / pow(base, (double)(2 * i) / Dh)));
-        else fr.inv_freq[i] = 1.0f / powf((float)base, (float)(2 * i) / (float)Dh);
-    }
-    for (int i = half; i < ROPE_MAX_HALF; i++) fr.inv_freq[i] = 0.0f;
     int interleaved = layout == ROPE_INTERLEAVED;
     float fsign = sign < 0 ? -1.0f : 1.0f;
     if (rope_vec_ok(x, Dh, layout)) {

@@ -122,29 +122,48 @@ static inline int session_step(Session* s, int token, CodaError* err) {
     return 0;
 }
 
-// Generates up to max_new tokens into out (*n_out says how many): sample from the pending logits,
-// then feed the token (so the session, and a state saved from it, always holds every token and the
-// logits of the next one: a resumed session continues exactly). Stops after eos_id if eos_id >= 0.
-// An unbounded model skips the feed of its last token (a whole forward for nothing). on_token (may
-// be NULL) sees each token as it is drawn.
+// The generation loop over any model that feeds one token at a time: the CPU session below, or the
+// GPU decoder (llmc/decode.cuh). feed() runs one token through the model and leaves the logits of the
+// next one in logits.
 typedef void (*TokenFn)(int token, void* ctx);
-static inline int session_generate(Session* s, int max_new, const Sampling* smp, int eos_id, int* out, TokenFn on_token, void* cb_ctx,
-                                   int* n_out, CodaError* err) {
+typedef struct {
+    void* ctx;
+    int (*feed)(void* ctx, int token, CodaError* err);
+    float* logits;      // [vocab_size] next-token logits, valid when *has_logits
+    int* has_logits;
+    Rng* rng;           // sampling
+    int vocab_size;
+    int feed_last;      // also feed the last token (bounded: the state, and a file saved from it, then hold it)
+} Generator;
+
+// Generates up to max_new tokens into out (*n_out says how many): sample from the pending logits,
+// then feed the token (so a bounded session, and a state saved from it, always holds every token and
+// the logits of the next one: a resumed session continues exactly). Stops after eos_id if eos_id >= 0.
+// Without feed_last the last token is not fed (an unbounded CPU model would re-run the whole forward
+// for nothing). on_token (may be NULL) sees each token as it is drawn.
+static inline int generate_tokens(const Generator* g, int max_new, const Sampling* smp, int eos_id, int* out, TokenFn on_token,
+                                  void* cb_ctx, int* n_out, CodaError* err) {
     *n_out = 0;
     if (max_new <= 0) return 0;
-    if (!s->has_logits) return coda_errorf(err, "generation needs a prompt (or a loaded state with pending logits)");
-    int V = s->m->cfg.vocab_size;
+    if (!*g->has_logits) return coda_errorf(err, "generation needs a prompt (or a loaded state with pending logits)");
     for (int i = 0; i < max_new; i++) {
-        int tok = sample_token(s->logits, V, smp, &s->rng);
+        int tok = sample_token(g->logits, g->vocab_size, smp, g->rng);
         out[(*n_out)++] = tok;
         if (on_token) on_token(tok, cb_ctx);
         int last = i + 1 == max_new || (eos_id >= 0 && tok == eos_id);
-        if (!last || s->m->cfg.bounded) {
-            if (session_step(s, tok, err) != 0) return -1;
+        if (!last || g->feed_last) {
+            if (g->feed(g->ctx, tok, err) != 0) return -1;
         } else {
-            s->has_logits = 0;  // the unbounded session stops without feeding its last token
+            *g->has_logits = 0;  // stopped without feeding its last token
         }
         if (last) break;
     }
     return 0;
+}
+
+static inline int session__feed(void* ctx, int token, CodaError* err) { return session_step((Session*)ctx, token, err); }
+static inline int session_generate(Session* s, int max_new, const Sampling* smp, int eos_id, int* out, TokenFn on_token, void* cb_ctx,
+                                   int* n_out, CodaError* err) {
+    Generator g = {s, session__feed, s->logits, &s->has_logits, &s->rng, s->m->cfg.vocab_size, s->m->cfg.bounded};
+    return generate_tokens(&g, max_new, smp, eos_id, out, on_token, cb_ctx, n_out, err);
 }

@@ -85,9 +85,26 @@ static inline void state_file_seal(void* bytes, size_t n) {
     memcpy((char*)bytes + STATE_FILE_CHECKSUM_AT, &sum, 8);
 }
 
-// The file image of session s (malloc'd into *bytes, *n bytes). Only a bounded model has a state.
-static inline int state_file_encode(const Session* s, void** bytes, size_t* n, CodaError* err) {
-    const ModelConfig* c = &s->m->cfg;
+// What a state file holds, wherever it lives: the CPU session's fields (session_state_view) or a host
+// copy of the GPU decoder's state (llmc/decode.cuh). The pointers are read by encode and written by parse.
+typedef struct {
+    const ModelConfig* cfg;
+    uint64_t weights;        // state_file_weights of the model's fp32 parameters
+    BankState_f32* states;   // [n_layers]
+    int64_t* n_fed;
+    float* logits;           // [vocab_size]
+    int* has_logits;
+    Rng* rng;
+} StateView;
+
+static inline StateView session_state_view(Session* s) {
+    StateView v = {&s->m->cfg, state_file_weights(s->m), s->states, &s->n_fed, s->logits, &s->has_logits, &s->rng};
+    return v;
+}
+
+// The file image of state view v (malloc'd into *bytes, *n bytes). Only a bounded model has a state.
+static inline int state_file_encode_view(const StateView* v, void** bytes, size_t* n, CodaError* err) {
+    const ModelConfig* c = v->cfg;
     *bytes = NULL;
     *n = 0;
     if (!c->bounded) return coda_errorf(err, "only a bounded model has a state to save (this model is unbounded)");
@@ -95,21 +112,21 @@ static inline int state_file_encode(const Session* s, void** bytes, size_t* n, C
     int32_t fp[STATE_FILE_N_FP];
     state_file_fingerprint(c, fp);
     uint32_t version = STATE_FILE_VERSION, zero = 0;
-    uint64_t checksum = 0, weights = state_file_weights(s->m);  // the checksum is filled in at the end
-    int32_t has_logits = s->has_logits, has_spare = s->rng.has_spare;
+    uint64_t checksum = 0, weights = v->weights;  // the checksum is filled in at the end
+    int32_t has_logits = *v->has_logits, has_spare = v->rng->has_spare;
     state_file__put(&b, STATE_FILE_MAGIC, 8);
     state_file__put(&b, &version, 4);
     state_file__put(&b, &zero, 4);
     state_file__put(&b, &checksum, 8);
     state_file__put(&b, fp, sizeof(fp));
     state_file__put(&b, &weights, 8);
-    state_file__put(&b, &s->n_fed, 8);
+    state_file__put(&b, v->n_fed, 8);
     state_file__put(&b, &has_logits, 4);
-    state_file__put(&b, &s->rng.state, 8);
+    state_file__put(&b, &v->rng->state, 8);
     state_file__put(&b, &has_spare, 4);
-    state_file__put(&b, &s->rng.spare, 8);
+    state_file__put(&b, &v->rng->spare, 8);
     for (int l = 0; l < c->n_layers; l++) {
-        const BankState_f32* st = &s->states[l];
+        const BankState_f32* st = &v->states[l];
         size_t kv = (size_t)st->Hkv * st->slots * st->Dh;
         int32_t ri = st->recent_idx, rf = st->recent_filled;
         state_file__put(&b, &ri, 4);
@@ -122,19 +139,24 @@ static inline int state_file_encode(const Session* s, void** bytes, size_t* n, C
         state_file__put(&b, st->src, (size_t)st->slots * 8);
         state_file__put(&b, st->last_exact, (size_t)st->Me * 8);
     }
-    if (s->has_logits) state_file__put(&b, s->logits, (size_t)c->vocab_size * sizeof(float));
+    if (*v->has_logits) state_file__put(&b, v->logits, (size_t)c->vocab_size * sizeof(float));
     state_file_seal(b.p, b.n);
     *bytes = b.p;
     *n = b.n;
     return 0;
 }
 
-// Writes session s's state to path (through path.tmp.PID, renamed into place).
-static inline int state_file_save(const char* path, const Session* s, CodaError* err) {
+static inline int state_file_encode(const Session* s, void** bytes, size_t* n, CodaError* err) {
+    StateView v = session_state_view((Session*)s);
+    return state_file_encode_view(&v, bytes, n, err);
+}
+
+// Writes the state of view v to path (through path.tmp.PID, renamed into place).
+static inline int state_file_save_view(const char* path, const StateView* v, CodaError* err) {
     void* bytes;
     size_t n;
     CodaError inner;
-    if (state_file_encode(s, &bytes, &n, &inner) != 0) return coda_errorf(err, "%s: %s", path, inner.msg);
+    if (state_file_encode_view(v, &bytes, &n, &inner) != 0) return coda_errorf(err, "%s: %s", path, inner.msg);
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
     int rc = -1;
@@ -152,6 +174,10 @@ static inline int state_file_save(const char* path, const Session* s, CodaError*
 done:
     free(bytes);
     return rc;
+}
+static inline int state_file_save(const char* path, const Session* s, CodaError* err) {
+    StateView v = session_state_view((Session*)s);
+    return state_file_save_view(path, &v, err);
 }
 
 typedef struct { const char* p; size_t n, at; } StateFileReader;
@@ -218,13 +244,13 @@ static inline int state_file_check_header(const void* prefix, uint64_t file_size
     return 0;
 }
 
-// Parses a state file image (bytes[0, n); `name` is what messages call it, e.g. the path) into a
-// session of the same model: the session's states and pending logits are replaced, its RNG too
+// Parses a state file image (bytes[0, n); `name` is what messages call it, e.g. the path) into the
+// view of a session of the same model: its states and pending logits are replaced, its RNG too
 // unless keep_rng. Checks, in this order: the header (state_file_check_header: magic, version, the
 // size its fields imply); the checksum; the shape and the weights against the session's model; the
 // counters' ranges. On error the session is untouched.
-static inline int state_file_parse(const void* bytes, size_t size, const char* name, Session* s, int keep_rng, CodaError* err) {
-    const ModelConfig* c = &s->m->cfg;
+static inline int state_file_parse_view(const void* bytes, size_t size, const char* name, StateView* v, int keep_rng, CodaError* err) {
+    const ModelConfig* c = v->cfg;
     if (!c->bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", name);
     int rc = -1;
     StateFileHeader h;
@@ -246,7 +272,7 @@ static inline int state_file_parse(const void* bytes, size_t size, const char* n
                         want[2], want[3], want[4], want[5], want[6], want[7]);
             goto done;
         }
-    if (h.weights != state_file_weights(s->m)) {
+    if (h.weights != v->weights) {
         coda_errorf(err, "%s: the state was saved with another model's weights (same shape, other parameters: another checkpoint?)", name);
         goto done;
     }
@@ -274,14 +300,14 @@ static inline int state_file_parse(const void* bytes, size_t size, const char* n
         for (int k = 0; k < b->slots; k++)
             if (b->allowed[k] > 1) { coda_errorf(err, "%s: corrupt state file: layer %d slot %d mask byte %d", name, l, k, b->allowed[k]); goto done; }
     }
-    if (h.has_logits) state_file__get(&r, s->logits, (size_t)c->vocab_size * sizeof(float));
-    for (int l = 0; l < c->n_layers; l++) bank_copy_f32(&s->states[l], &st[l]);
-    s->n_fed = h.n_fed;
-    s->has_logits = h.has_logits;
+    if (h.has_logits) state_file__get(&r, v->logits, (size_t)c->vocab_size * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++) bank_copy_f32(&v->states[l], &st[l]);
+    *v->n_fed = h.n_fed;
+    *v->has_logits = h.has_logits;
     if (!keep_rng) {
-        s->rng.state = h.rng_state;
-        s->rng.has_spare = h.has_spare;
-        s->rng.spare = h.spare;
+        v->rng->state = h.rng_state;
+        v->rng->has_spare = h.has_spare;
+        v->rng->spare = h.spare;
     }
     rc = 0;
 done:
@@ -289,10 +315,15 @@ done:
     return rc;
 }
 
-// Loads the state file at path into session s (see state_file_parse). The header is checked against
+static inline int state_file_parse(const void* bytes, size_t size, const char* name, Session* s, int keep_rng, CodaError* err) {
+    StateView v = session_state_view(s);
+    return state_file_parse_view(bytes, size, name, &v, keep_rng, err);
+}
+
+// Loads the state file at path into view v (see state_file_parse). The header is checked against
 // the file's size before the file is read into memory.
-static inline int state_file_load(const char* path, Session* s, int keep_rng, CodaError* err) {
-    if (!s->m->cfg.bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", path);
+static inline int state_file_load_view(const char* path, StateView* v, int keep_rng, CodaError* err) {
+    if (!v->cfg->bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", path);
     if (coda_check_regular_file(path, "state file", err) != 0) return -1;  // a FIFO would block fopen
     FILE* f = fopen(path, "rb");
     if (!f) return coda_errorf(err, "%s: cannot open state file: %s", path, strerror(errno));
@@ -309,8 +340,13 @@ static inline int state_file_load(const char* path, Session* s, int keep_rng, Co
     memcpy(data, prefix, want);
     size_t got = fread(data + want, 1, (size_t)size - want, f);
     fclose(f);
-    int rc = got == (size_t)size - want ? state_file_parse(data, (size_t)size, path, s, keep_rng, err)
+    int rc = got == (size_t)size - want ? state_file_parse_view(data, (size_t)size, path, v, keep_rng, err)
                                         : coda_errorf(err, "%s: read %zu of %llu bytes", path, got + want, (unsigned long long)size);
     free(data);
     return rc;
+}
+static inline int state_file_load(const char* path, Session* s, int keep_rng, CodaError* err) {
+    if (!s->m->cfg.bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", path);
+    StateView v = session_state_view(s);
+    return state_file_load_view(path, &v, keep_rng, err);
 }

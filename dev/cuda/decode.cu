@@ -1,0 +1,220 @@
+// decode.cu — benchmark of llmc/decode.cuh (llm.c style: CPU check, then timing).
+//   make decode && ./decode [contexts=2048,8192,32768,131072] [steps=64]
+// 1. CPU check: the write kernel against bank_write_one (bitwise), and the whole decode step against
+//    the CPU session (dev/test/test_gpu_decode.cuh's cases).
+// 2. The card's copy bandwidth (cudaMemcpy device to device of 4 GiB; read + write counted); one row
+//    times each Mistral-7B weight shape, gemv.cuh next to cuBLASLt (and the MLP's fused gate+up+SwiGLU
+//    next to two matmuls and the SwiGLU kernel).
+// 3. Per context length N, at the Mistral-7B shape (CoDA, B = 1, bf16 weights drawn on the device):
+//    * bounded (the paper's medium state W=256 Me=64 Ms=64, block 256): prefill N random tokens
+//      through the model (the chunked prefill), then `steps` decode steps (the CUDA graph);
+//    * unbounded: a KV cache of N + steps rows whose first N rows are filled with random values
+//      (the decode step's cost does not depend on their values; a real 128K-token causal prefill
+//      would cost this benchmark ~40 s), then the same steps;
+//    * per step: ms, tokens/s, the bytes it must read (weights except the embedding table, plus the
+//      state or cache), the HBM bound those bytes give at the measured bandwidth, and the fraction
+//      of it reached; the decode attention kernel alone (state vs cache) with its GB/s; at the first
+//      length also the bounded step with cuBLASLt matmuls (the baseline of gemv.cuh).
+#include <string.h>
+#include <vector>
+#include "dev/cuda/bench_common.cuh"
+#include "dev/test/harness.h"
+#include "dev/test/test_gpu_decode.cuh"
+#include "llmc/cli.h"
+#include "llmc/presets.h"
+
+// Bench weights on the device (no host draw of 7B parameters): uniform with std 0.02, norm weights 1,
+// the CoDA scalars at their config init values (lambda bias, write gate bias, eta logit).
+static void bench_model_init(GpuModel* m, uint32_t seed) {
+    const ModelConfig* c = &m->cfg;
+    for (int i = 0; i < m->table.n; i++) {
+        const ParamTensor* t = &m->table.tensors[i];
+        floatX* p = m->params + t->offset;
+        switch (t->kind) {
+            case PK_ATTN_NORM: case PK_MLP_NORM: case PK_FINAL_NORM: case PK_HEAD_NORM: bench_fill(p, t->numel, 0, 0.0f, 1.0f); break;
+            case PK_LAMBDA_B: bench_fill(p, t->numel, 0, 0.0f, c->lambda_init_bias); break;
+            case PK_WRITE_B: bench_fill(p, t->numel, 0, 0.0f, c->write_gate_init_bias); break;
+            case PK_ETA: bench_fill(p, t->numel, 0, 0.0f, c->eta_init_logit); break;
+            default: bench_fill(p, t->numel, seed + i, 0.0346f, 0.0f); break;  // U(+-0.0346): std 0.02
+        }
+    }
+    cudaCheck(cudaDeviceSynchronize());
+}
+
+static double copy_bandwidth_gbs(void) {
+    const size_t n = (size_t)4 << 30;
+    void *a = cuda_malloc_or_die(n, "copy bench"), *b = cuda_malloc_or_die(n, "copy bench");
+    cudaCheck(cudaMemset(a, 1, n));
+    double ms = bench_ms([&] { cudaCheck(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, g_ctx.stream)); }, 10);
+    cudaCheck(cudaFree(a));
+    cudaCheck(cudaFree(b));
+    return 2.0 * n / (ms * 1e-3) / 1e9;
+}
+
+// Median ms per decode step over `steps` steps (each synchronised: what generation sees per token).
+static double time_steps(GpuDecoder* d, int steps, uint32_t seed) {
+    CodaError err;
+    std::vector<double> t;
+    for (int i = 0; i < steps + 2; i++) {
+        const int tok = (int)((seed * 2654435761u + 977u * i) % (uint32_t)d->m->cfg.vocab_size);
+        const double t0 = now_seconds();
+        if (gpu_decoder_step(d, tok, &err) != 0) { fprintf(stderr, "%s\n", err.msg); exit(1); }
+        if (i >= 2) t.push_back((now_seconds() - t0) * 1e3);  // the first two: the eager step and the capture
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+// Bytes a decode step reads from HBM: every weight but the embedding table (one row of it), and the
+// attention's keys and values.
+static double step_bytes(const GpuModel* m, double state_bytes) {
+    const ModelConfig* c = &m->cfg;
+    double w = (double)m->table.total * sizeof(floatX);
+    if (!c->tie_embeddings) w -= (double)c->vocab_size * c->dim * sizeof(floatX) - c->dim * sizeof(floatX);
+    return w + state_bytes;
+}
+
+// The decode attention kernel + combine alone on layer 0's keys (state or cache of n keys).
+static double time_attention(GpuDecoder* d, int n_keys) {
+    GpuModel* m = d->m;
+    const ModelConfig* c = &m->cfg;
+    GpuDecodeState* st = &d->st;
+    DecodeAttnArgs at;
+    memset(&at, 0, sizeof(at));
+    at.q = d->a.q; at.theta = gm_param(m, PK_THETA, 0);
+    at.H = c->n_heads; at.Hkv = c->n_kv_heads; at.differential = c->differential; at.splits = d->splits; at.part = d->a.part;
+    if (c->bounded) {
+        at.k = st->k; at.v = st->v; at.head_stride = (size_t)st->slots * c->head_dim; at.key_stride = c->head_dim;
+        at.allowed = st->allowed; at.n_fixed = st->slots;
+    } else {
+        at.k = st->cache_k; at.v = st->cache_v; at.head_stride = c->head_dim; at.key_stride = config_kvdim(c);
+        at.n_fixed = n_keys;
+    }
+    DecodeCombineArgs cb = {d->a.part, d->a.lam, NULL, c->head_norm_eps, d->a.attn_out, c->n_heads, c->n_kv_heads, c->differential, d->splits};
+    return bench_ms([&] { decode_attention(&g_ctx, &at, &cb, c->head_dim, c->bounded); }, 20);
+}
+
+int main(int argc, char** argv) {
+    const char* ctx_list = argc > 1 ? argv[1] : "2048,8192,32768,131072";
+    const int steps = argc > 2 ? atoi(argv[2]) : 64;
+    bench_init();
+
+    // 1. CPU check
+    g_current_failures = 0;
+    dec_write_vs_cpu(dec_write_config(), "write kernel vs bank_write_one");
+    dec_model_vs_cpu(dec_bounded_config(), 70, 40, 81, "bounded decode vs the CPU session");
+    dec_model_vs_cpu(gpu_test_config(1, 1), 37, 20, 84, "unbounded decode vs the CPU forward");
+    printf("CPU check %s\n", g_current_failures ? "FAILED" : "ok");
+    if (g_current_failures) return 1;
+
+    // 2. bandwidth
+    const double bw = copy_bandwidth_gbs();
+    printf("copy bandwidth (device to device, 4 GiB, read + write): %.0f GB/s\n", bw);
+
+    // 2b. one row times a 7B weight: gemv.cuh vs cuBLASLt, same buffers
+    {
+        const int shapes[][2] = {{4096, 4096}, {4096, 1024}, {14336, 4096}, {4096, 14336}, {32768, 4096}};
+        printf("\ngemv (one row) vs cuBLASLt matmul_forward at N=1, Mistral-7B weights (O x I), L2 flushed:\n");
+        printf("| O x I | cuBLASLt us | GB/s | gemv us | GB/s | speedup |\n|---|---|---|---|---|---|\n");
+        for (const auto& sh : shapes) {
+            const int O = sh[0], I = sh[1];
+            floatX *W = bench_alloc<floatX>((size_t)O * I, 5, 0.02f), *x = bench_alloc<floatX>(I, 6), *y = bench_alloc<floatX>(O, 7);
+            const double tc = bench_ms([&] { matmul_forward(&g_ctx, y, x, W, NULL, 1, I, O); });
+            const double tg = bench_ms([&] { gemv_forward(&g_ctx, y, x, W, NULL, NULL, I, O); });
+            const double gb = (double)O * I * sizeof(floatX) / 1e9;
+            printf("| %d x %d | %.1f | %.0f | %.1f | %.0f | %.2fx |\n", O, I, tc * 1e3, gb / (tc * 1e-3), tg * 1e3, gb / (tg * 1e-3), tc / tg);
+            cudaCheck(cudaFree(W)); cudaCheck(cudaFree(x)); cudaCheck(cudaFree(y));
+        }
+        const int F = 14336, D = 4096;
+        floatX *Wg = bench_alloc<floatX>((size_t)F * D, 8, 0.02f), *Wu = bench_alloc<floatX>((size_t)F * D, 9, 0.02f);
+        floatX *x = bench_alloc<floatX>(D, 10), *g = bench_alloc<floatX>(F, 11), *u = bench_alloc<floatX>(F, 12), *act = bench_alloc<floatX>(F, 13);
+        const double tc = bench_ms([&] {
+            matmul_forward(&g_ctx, g, x, Wg, NULL, 1, D, F);
+            matmul_forward(&g_ctx, u, x, Wu, NULL, 1, D, F);
+            swiglu_forward(&g_ctx, act, g, u, F);
+        });
+        const double tg = bench_ms([&] { gemv_swiglu(&g_ctx, act, x, Wg, Wu, D, F); });
+        const double gb = 2.0 * F * D * sizeof(floatX) / 1e9;
+        printf("| MLP gate+up+SwiGLU 2 x %d x %d | %.1f | %.0f | %.1f (fused) | %.0f | %.2fx |\n", F, D, tc * 1e3, gb / (tc * 1e-3), tg * 1e3,
+               gb / (tg * 1e-3), tc / tg);
+        for (floatX* p : {Wg, Wu, x, g, u, act}) cudaCheck(cudaFree(p));
+    }
+
+    // 3. Mistral-7B decode
+    ModelConfig base;
+    CodaError err;
+    if (model_config_from("mistral-7b", &base, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    base.differential = 1;
+    ModelConfig cb = base, cu = base;
+    cb.bounded = 1; cb.window = 256; cb.n_exact = 64; cb.n_summary = 64; cb.block_size = 256; cb.mem_init = MEM_INIT_RANDOM_NORMAL;
+    GpuModel mb, mu;
+    gpu_model_create(&mb, &cb, TRAIN_NONE);
+    gpu_model_create(&mu, &cu, TRAIN_NONE);
+    bench_model_init(&mb, 11);
+    bench_model_init(&mu, 11);
+    int* lens = NULL;
+    int n_lens = 0;
+    if (cli_parse_int_list("contexts", ctx_list, 1, &lens, &n_lens, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    printf("\nMistral-7B shape, CoDA, B=1, %s weights, %d decode steps per row (median ms per token, CUDA graph);\n"
+           "HBM bound = bytes read per token / %.0f GB/s\n", PRECISION_NAME, steps, bw);
+    printf("| context | state | prefill s | ms/token | tokens/s | MB read/token | bound ms | of bound | attention us | attn GB/s |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < n_lens; i++) {
+        const int N = lens[i];
+        // bounded: a real prefill of N tokens, then the steps
+        {
+            GpuDecoder d;
+            gpu_decoder_init(&d, &mb, 0, 1);
+            gpu_decoder_reset(&d, 42);
+            std::vector<int> tok(N);
+            for (int t = 0; t < N; t++) tok[t] = (int)((1103515245u * (uint32_t)t + 12345u) % (uint32_t)cb.vocab_size);
+            const double t0 = now_seconds();
+            if (gpu_decoder_prefill(&d, tok.data(), N, N > 8192, 42, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            const double t_pre = now_seconds() - t0;
+            const double ms = time_steps(&d, steps, 1);
+            const double sb = (double)d.st.bytes;  // the whole state is read by the attention (and the write)
+            const double bytes = step_bytes(&mb, sb), bound = bytes / (bw * 1e9) * 1e3;
+            const double att = time_attention(&d, 0);
+            const double att_bytes = sb / cb.n_layers;
+            if (i == 0) {  // the same decoder with cuBLASLt matmuls: the baseline of gemv.cuh in the whole step
+                gpu_decoder_free(&d);
+                gpu_decoder_init(&d, &mb, 0, 1);
+                d.use_cublas = 1;
+                gpu_decoder_reset(&d, 42);
+                if (gpu_decoder_prefill(&d, tok.data(), N, N > 8192, 42, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+                const double ms_c = time_steps(&d, steps, 1);
+                printf("| %d | bounded medium, cuBLASLt matmuls | - | %.3f | %.1f | %.0f | %.3f | %.0f%% | - | - |\n", N, ms_c, 1e3 / ms_c,
+                       bytes / 1e6, bound, 100.0 * bound / ms_c);
+            }
+            printf("| %d | bounded medium (%.1f MiB) | %.2f | %.3f | %.1f | %.0f | %.3f | %.0f%% | %.1f | %.0f |\n", N, sb / 1048576.0, t_pre, ms,
+                   1e3 / ms, bytes / 1e6, bound, 100.0 * bound / ms, att * 1e3, att_bytes / (att * 1e-3) / 1e9);
+            gpu_decoder_free(&d);
+        }
+        // unbounded: a KV cache of N random rows, then the steps
+        {
+            GpuDecoder d;
+            gpu_decoder_init(&d, &mu, N + steps + 4, 1);
+            const size_t kvd = config_kvdim(&cu);
+            for (int l = 0; l < cu.n_layers; l++) {
+                const size_t off = (size_t)l * d.st.max_len * kvd;
+                bench_fill(d.st.cache_k + off, (size_t)N * kvd, 100 + l, 1.0f, 0.0f);
+                bench_fill(d.st.cache_v + off, (size_t)N * kvd, 200 + l, 1.0f, 0.0f);
+            }
+            decode_set_pos_kernel<<<1, 256, 0, mu.ctx.stream>>>(d.st.pos, cu.n_layers, N);
+            cudaCheck(cudaDeviceSynchronize());
+            d.pos = N;
+            const double ms = time_steps(&d, steps, 2);
+            const double sb = 2.0 * cu.n_layers * (double)(N + steps / 2) * kvd * sizeof(floatX);
+            const double bytes = step_bytes(&mu, sb), bound = bytes / (bw * 1e9) * 1e3;
+            const double att = time_attention(&d, N);
+            const double att_bytes = 2.0 * N * kvd * sizeof(floatX);
+            printf("| %d | unbounded KV cache (%.0f MiB) | - | %.3f | %.1f | %.0f | %.3f | %.0f%% | %.1f | %.0f |\n", N, sb / 1048576.0, ms,
+                   1e3 / ms, bytes / 1e6, bound, 100.0 * bound / ms, att * 1e3, att_bytes / (att * 1e-3) / 1e9);
+            gpu_decoder_free(&d);
+        }
+    }
+    free(lens);
+    gpu_model_free(&mb);
+    gpu_model_free(&mu);
+    return 0;
+}

@@ -1,0 +1,951 @@
+// decode.cuh — single-token decode on the GPU (B = 1): the per-layer state, the step kernels, one
+// step of the whole model captured as a CUDA graph, the prompt prefill that fills the state, and a
+// generation session over them.
+//
+// Two kinds of state, one per attention kind of the model:
+//   bounded   (docs/spec.md §2.1) the fixed-size state of every layer: W ring slots, Me exact and Ms
+//             summary bank slots, K/V in fp32, so that it is exactly the CPU reference's BankState and
+//             a state file saved here loads there and back (llmc/state_file.h). Its size does not
+//             depend on the number of tokens seen.
+//   unbounded an ordinary KV cache of max_len tokens per layer, floatX, token-major: the baseline.
+//
+// One decode step (docs/spec.md §2.4; the CPU's model_step), per layer l:
+//   hn = rmsnorm(x); q, k, v, lam = hn·W (matmuls of one row); g = write gate (bounded)
+//   RoPE q and k at p = pos[l] (read on the device, so the step is the same graph at every position)
+//   bounded: write_one(state_l, k, v, g) (docs/spec.md §3.2: write first, may evict the oldest ring token
+//            into the banks, §3.5 and §3.6); unbounded: append k, v at row p; then pos[l] = p + 1
+//   attention of the one query (both streams) over the state's slots / the cache's p + 1 rows
+//   out = combine (lam, head norm); x += out·Wo; x += mlp(rmsnorm(x))
+// then the final norm and the LM head give the next-token logits (fp32 on the host).
+//
+// Kernels (each with a CPU check in dev/test/test_gpu_decode.cuh and timed in dev/cuda/decode.cu):
+//   decode_rope_kernel      one thread per rotation pair, every q and k head; position from pos[l]
+//   decode_write_kernel     one CTA: the eviction decisions of docs/spec.md §3.5/§3.6 formed exactly as
+//                           llmc/cpu/banks.h forms them (sequential fp32 sums without FMA, the same
+//                           argmax ties, bank_scan.cuh's sigmoid), so that the FP32 build takes the
+//                           CPU's decisions and reaches the CPU's state bit for bit from the same inputs
+//   decode_append_kernel    the KV cache row of this token
+//   decode_attention_kernel split-K ("flash decoding"): grid (KV head, split); each CTA stages tiles
+//                           of 32 keys in shared memory once for all G query heads x 2 streams of its
+//                           KV head (the noise query is a rotation of the signal one), online softmax
+//                           in fp32; partial (max, sum, acc) per split
+//   decode_combine_kernel   one CTA per query head: the splits merged in a fixed order (deterministic),
+//                           then o = A_sig - sigmoid(lam) A_noise and the head norm
+// The split count is fixed when the graph is built (from the longest context it must serve); each
+// split takes ceil(tiles / splits) tiles of the keys present, counted on the device.
+#pragma once
+#include "bank_scan.cuh"
+#include "coda_attention.cuh"
+#include "gemv.cuh"
+#include "cpu/reference.h"
+#include "model.cuh"
+#include "ppl_gpu.cuh"
+#include "rope.cuh"
+#include "sampling.h"
+#include "session.h"
+#include "state_file.h"
+
+#define DEC_TILE 32        // keys per shared-memory tile
+#define DEC_THREADS 256
+#define DEC_MAXQ 16        // queries per KV head a CTA serves: G query heads x (1 or 2) streams
+static_assert(DEC_TILE == 32, "the decode attention's softmax gives each lane of a warp one key of the tile");
+
+// ---------------------------------------------------------------------------------------------
+// The state
+
+// Layout of the one allocation (no padding: every field's size keeps the next one aligned):
+//   bounded:   k, v [L][Hkv][slots][Dh] f32 | src [L][slots] i64 | last_exact [L][Me] i64 | pos [L] i64 |
+//              g_ring [L][W] f32 | ring [L][2] i32 (recent_idx, recent_filled) | allowed [L][slots] u8
+//   unbounded: cache_k, cache_v [L][max_len][Hkv*Dh] floatX | pos [L] i64
+// slots = W + Me + Ms: ring [0, W), exact bank [W, W+Me), summary bank [W+Me, slots), as the CPU's.
+typedef struct {
+    int bounded, L, W, Me, Ms, slots, Hkv, Dh, max_len;
+    float *k, *v;
+    long long *src, *last_exact, *pos;
+    float* g_ring;
+    int* ring;
+    unsigned char* allowed;
+    floatX *cache_k, *cache_v;
+    void* mem;
+    size_t bytes;          // of the allocation: exactly the sum of the fields
+} GpuDecodeState;
+
+// Bytes of one layer's state by field, as allocated (docs/spec.md §6's terms for what coda.c keeps).
+typedef struct { size_t kv, mask, gates, lru, src, counters, total; } DecodeStateBytes;
+static inline DecodeStateBytes decode_state_bytes_per_layer(const ModelConfig* c, int max_len) {
+    DecodeStateBytes b;
+    memset(&b, 0, sizeof(b));
+    const size_t kvd = (size_t)c->n_kv_heads * c->head_dim;
+    if (c->bounded) {
+        const size_t slots = (size_t)config_state_slots(c);
+        b.kv = 2 * kvd * slots * sizeof(float);
+        b.mask = slots;
+        b.gates = (size_t)c->window * sizeof(float);
+        b.lru = (size_t)c->n_exact * sizeof(long long);
+        b.src = slots * sizeof(long long);
+        b.counters = sizeof(long long) + 2 * sizeof(int);
+    } else {
+        b.kv = 2 * kvd * (size_t)max_len * sizeof(floatX);
+        b.counters = sizeof(long long);
+    }
+    b.total = b.kv + b.mask + b.gates + b.lru + b.src + b.counters;
+    return b;
+}
+
+static inline size_t decode__carve(char** at, size_t bytes) {
+    *at += bytes;
+    return bytes;
+}
+// max_len: the unbounded cache's capacity in tokens (ignored when bounded).
+static void gpu_decode_state_alloc(GpuDecodeState* s, const ModelConfig* c, int max_len) {
+    memset(s, 0, sizeof(*s));
+    s->bounded = c->bounded; s->L = c->n_layers; s->Hkv = c->n_kv_heads; s->Dh = c->head_dim;
+    s->W = c->window; s->Me = c->n_exact; s->Ms = c->n_summary; s->slots = c->bounded ? config_state_slots(c) : 0;
+    s->max_len = c->bounded ? 0 : max_len;
+    if (!c->bounded && max_len < 1) coda_fatal("gpu_decode_state_alloc: an unbounded KV cache needs max_len >= 1");
+    const size_t L = (size_t)s->L, kvd = (size_t)s->Hkv * s->Dh, slots = (size_t)s->slots;
+    s->bytes = L * decode_state_bytes_per_layer(c, max_len).total;
+    s->mem = cuda_malloc_or_die(s->bytes, c->bounded ? "bounded decode state" : "KV cache");
+    char* at = (char*)s->mem;
+    size_t used = 0;
+    if (c->bounded) {
+        s->k = (float*)at;              used += decode__carve(&at, L * kvd * slots * sizeof(float));
+        s->v = (float*)at;              used += decode__carve(&at, L * kvd * slots * sizeof(float));
+        s->src = (long long*)at;        used += decode__carve(&at, L * slots * sizeof(long long));
+        s->last_exact = (long long*)at; used += decode__carve(&at, L * s->Me * sizeof(long long));
+        s->pos = (long long*)at;        used += decode__carve(&at, L * sizeof(long long));
+        s->g_ring = (float*)at;         used += decode__carve(&at, L * s->W * sizeof(float));
+        s->ring = (int*)at;             used += decode__carve(&at, L * 2 * sizeof(int));
+        s->allowed = (unsigned char*)at; used += decode__carve(&at, L * slots);
+    } else {
+        s->cache_k = (floatX*)at;       used += decode__carve(&at, L * (size_t)max_len * kvd * sizeof(floatX));
+        s->cache_v = (floatX*)at;       used += decode__carve(&at, L * (size_t)max_len * kvd * sizeof(floatX));
+        s->pos = (long long*)at;        used += decode__carve(&at, L * sizeof(long long));
+    }
+    if (used != s->bytes) coda_fatal("gpu_decode_state_alloc: carved %zu bytes of %zu (accounting bug)", used, s->bytes);
+    cudaCheck(cudaMemset(s->mem, 0, s->bytes));
+}
+static void gpu_decode_state_free(GpuDecodeState* s) {
+    cudaCheck(cudaFree(s->mem));
+    memset(s, 0, sizeof(*s));
+}
+
+// Host copies in the CPU reference's layout (llmc/cpu/banks.h): one BankState_f32 per layer.
+static void gpu_decode_state_to_host(const GpuDecodeState* s, BankState_f32* host) {
+    const size_t kv = (size_t)s->Hkv * s->slots * s->Dh;
+    for (int l = 0; l < s->L; l++) {
+        BankState_f32* h = &host[l];
+        int ring[2];
+        long long pos, *src = (long long*)coda_malloc_or_die(sizeof(long long) * (s->slots + s->Me + 1), "state copy");
+        cudaCheck(cudaMemcpy(h->k, s->k + l * kv, kv * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(h->v, s->v + l * kv, kv * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(h->allowed, s->allowed + (size_t)l * s->slots, s->slots, cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(h->g_ring, s->g_ring + (size_t)l * s->W, s->W * sizeof(float), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(src, s->src + (size_t)l * s->slots, s->slots * sizeof(long long), cudaMemcpyDeviceToHost));
+        if (s->Me) cudaCheck(cudaMemcpy(src + s->slots, s->last_exact + (size_t)l * s->Me, s->Me * sizeof(long long), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(ring, s->ring + 2 * l, sizeof(ring), cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(&pos, s->pos + l, sizeof(pos), cudaMemcpyDeviceToHost));
+        for (int i = 0; i < s->slots; i++) h->src[i] = src[i];
+        for (int i = 0; i < s->Me; i++) h->last_exact[i] = src[s->slots + i];
+        h->recent_idx = ring[0]; h->recent_filled = ring[1]; h->pos = pos;
+        free(src);
+    }
+}
+static void gpu_decode_state_from_host(GpuDecodeState* s, const BankState_f32* host) {
+    const size_t kv = (size_t)s->Hkv * s->slots * s->Dh;
+    for (int l = 0; l < s->L; l++) {
+        const BankState_f32* h = &host[l];
+        int ring[2] = {h->recent_idx, h->recent_filled};
+        long long pos = h->pos, *src = (long long*)coda_malloc_or_die(sizeof(long long) * (s->slots + s->Me + 1), "state copy");
+        for (int i = 0; i < s->slots; i++) src[i] = h->src[i];
+        for (int i = 0; i < s->Me; i++) src[s->slots + i] = h->last_exact[i];
+        cudaCheck(cudaMemcpy(s->k + l * kv, h->k, kv * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(s->v + l * kv, h->v, kv * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(s->allowed + (size_t)l * s->slots, h->allowed, s->slots, cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(s->g_ring + (size_t)l * s->W, h->g_ring, s->W * sizeof(float), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(s->src + (size_t)l * s->slots, src, s->slots * sizeof(long long), cudaMemcpyHostToDevice));
+        if (s->Me) cudaCheck(cudaMemcpy(s->last_exact + (size_t)l * s->Me, src + s->slots, s->Me * sizeof(long long), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(s->ring + 2 * l, ring, sizeof(ring), cudaMemcpyHostToDevice));
+        cudaCheck(cudaMemcpy(s->pos + l, &pos, sizeof(pos), cudaMemcpyHostToDevice));
+        free(src);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+// RoPE of one token's q [H*Dh] and k [Hkv*Dh] at position *pos (rope.cuh's arithmetic: the same bits
+// as the training forward at that position).
+__global__ void decode_rope_kernel(floatX* q, floatX* k, const long long* pos, int H, int Hkv, int Dh, int interleaved,
+                                   int bf16_positions, const RopeFreqs freqs) {
+    const int half = Dh / 2;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float c, s;
+        rope_cos_sin(*pos, freqs.inv_freq[i], bf16_positions, 1.0f, c, s);
+        const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        for (int h = 0; h < H; h++) rope_rotate(q[h * Dh + a], q[h * Dh + b], c, s);
+        for (int h = 0; h < Hkv; h++) rope_rotate(k[h * Dh + a], k[h * Dh + b], c, s);
+    }
+}
+
+// The unbounded cache: row pos of layer l's cache = this token's k, v; then pos += 1.
+__global__ void decode_append_kernel(floatX* cache_k, floatX* cache_v, long long* pos, const floatX* k, const floatX* v, int kvd) {
+    const long long p = *pos;
+    for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
+        cache_k[p * kvd + i] = k[i];
+        cache_v[p * kvd + i] = v[i];
+    }
+    __syncthreads();  // every thread has read pos
+    if (threadIdx.x == 0) *pos = p + 1;
+}
+
+// docs/spec.md §3.2 write_one, with §3.5 (exact) and §3.6 (summary), for one layer's state.
+typedef struct {
+    float *k, *v;                 // [Hkv][slots][Dh]
+    unsigned char* allowed;       // [slots]
+    float* g_ring;                // [W]
+    long long *src, *last_exact;  // [slots], [Me]
+    int* ring;                    // [2] recent_idx, recent_filled
+    long long* pos;
+    const floatX *k_new, *v_new;  // [Hkv*Dh] the token (k RoPE'd)
+    const float* gate;            // [1] its write gate (1 with write policy none)
+    const floatX* eta_logit;      // [Hkv]
+    float* scores;                // [Me + Ms] scratch: the evicted token's routing score against each bank slot
+    int W, Me, Ms, Hkv, Dh;
+    int policy_none, refresh_on_hit, overwrite_on_insert;
+    float thr_e, thr_s, match_thr, novelty_thr;
+} DecodeWriteArgs;
+
+// cos(a, b) over n dims as llmc/cpu/banks.h's cosine(): three sums in index order, no FMA.
+__device__ __forceinline__ float decode_cosine(const float* a, const float* b, int n) {
+    float aa = 0.f, bb = 0.f, ab = 0.f;
+    for (int i = 0; i < n; i++) {
+        aa = __fadd_rn(aa, __fmul_rn(a[i], a[i]));
+        bb = __fadd_rn(bb, __fmul_rn(b[i], b[i]));
+        ab = __fadd_rn(ab, __fmul_rn(a[i], b[i]));
+    }
+    float na = __fsqrt_rn(aa), nb = __fsqrt_rn(bb);
+    na = na > 1e-6f ? na : 1e-6f;
+    nb = nb > 1e-6f ? nb : 1e-6f;
+    return __fdiv_rn(ab, __fmul_rn(na, nb));
+}
+
+// Routing scores, one CTA per bank slot m (grid Me + Ms; nothing to do unless the ring is full and
+// this write evicts): the slot's operand rows and the evicted token's are staged in shared memory
+// (coalesced), then thread g forms head g's cosine sequentially and thread 0 the head mean in head
+// order — llmc/cpu/banks.h's exact_score (values, all Dh dims) and summary_score (keys, dims [lf, Dh)).
+// Formed by one thread per slot straight from global memory they took ~100 us per layer at the 7B
+// shape (a chain of dependent-latency loads); staged, a few.
+__global__ void __launch_bounds__(DEC_THREADS) decode_score_kernel(DecodeWriteArgs a) {
+    extern __shared__ float sm[];
+    const int tid = threadIdx.x, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me;
+    const int slots = W + Me + a.Ms, lf = Dh / 2, m = blockIdx.x, exact = m < Me;
+    if (a.ring[1] < W) return;  // the ring is not full: nothing is evicted
+    if (exact && !a.allowed[W + m]) return;  // an unused exact slot is not scored
+    const int slot = a.ring[0], d0 = exact ? 0 : lf, n = Dh - d0, bslot = W + m;
+    const float* src_tok = exact ? a.v : a.k;  // exact: value routing; summary: LF-key routing
+    float *tok = sm, *row = tok + Hkv * n, *cs = row + Hkv * n;
+    for (int i = tid; i < Hkv * n; i += blockDim.x) {
+        const int g = i / n, d = d0 + i % n;
+        tok[i] = src_tok[((size_t)g * slots + slot) * Dh + d];
+        row[i] = src_tok[((size_t)g * slots + bslot) * Dh + d];
+    }
+    __syncthreads();
+    if (tid < Hkv) cs[tid] = decode_cosine(tok + tid * n, row + tid * n, n);
+    __syncthreads();
+    if (tid == 0) {
+        float s = 0.f;
+        for (int g = 0; g < Hkv; g++) s = __fadd_rn(s, cs[g]);
+        a.scores[m] = __fdiv_rn(s, (float)Hkv);
+    }
+}
+static inline size_t decode_score_smem(int Hkv, int Dh) { return sizeof(float) * (2 * (size_t)Hkv * Dh + Hkv); }
+
+// Dynamic smem: ek, ev [Hkv*Dh] (the evicted token).
+static inline size_t decode_write_smem(int Hkv, int Dh) { return sizeof(float) * 2 * (size_t)Hkv * Dh; }
+__global__ void __launch_bounds__(DEC_THREADS) decode_write_kernel(DecodeWriteArgs a) {
+    extern __shared__ float sm[];
+    const int tid = threadIdx.x, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me, Ms = a.Ms, kvd = Hkv * Dh;
+    const int slots = W + Me + Ms, lf = Dh / 2, s0 = W + Me;
+    float *ek = sm, *ev = ek + kvd;
+    __shared__ int sh_idx, sh_write;
+    const int filled = a.ring[1], oldest = a.ring[0];
+    const long long p = *a.pos;
+    auto K = [&](int g, int slot) { return a.k + ((size_t)g * slots + slot) * Dh; };
+    auto V = [&](int g, int slot) { return a.v + ((size_t)g * slots + slot) * Dh; };
+    const int evict = filled >= W;
+    const int slot = evict ? oldest : filled;
+    if (evict) {
+        for (int i = tid; i < kvd; i += blockDim.x) { ek[i] = K(i / Dh, slot)[i % Dh]; ev[i] = V(i / Dh, slot)[i % Dh]; }
+        const float eg = a.g_ring[slot];
+        const long long ep = a.src[slot];
+        __syncthreads();
+        if (Me > 0) {  // §3.5: value routing against the used exact slots
+            const unsigned char* used = a.allowed + W;
+            if (tid == 0) {
+                const int keep = a.policy_none || eg >= a.thr_e;
+                int any_used = 0, bidx = 0, free_slot = -1;
+                float best = -1e9f;
+                for (int m = 0; m < Me; m++) {
+                    any_used |= used[m];
+                    if (!used[m]) { if (free_slot < 0) free_slot = m; continue; }
+                    const float s = a.scores[m];
+                    if (s > best) { best = s; bidx = m; }
+                }
+                const int novel = !any_used || best < a.novelty_thr;
+                const int hit = any_used && best >= a.match_thr;
+                int idx = bidx;
+                if (novel) {
+                    if (free_slot >= 0) idx = free_slot;
+                    else {
+                        idx = 0;
+                        for (int m = 1; m < Me; m++) if (a.last_exact[m] < a.last_exact[idx]) idx = m;
+                    }
+                }
+                const int write = (novel || (a.refresh_on_hit && hit)) && keep;
+                if (write) { a.allowed[W + idx] = 1; a.src[W + idx] = ep; }
+                if (keep) a.last_exact[idx] = ep;
+                sh_idx = idx; sh_write = write;
+            }
+            __syncthreads();
+            if (sh_write)
+                for (int i = tid; i < kvd; i += blockDim.x) { K(i / Dh, W + sh_idx)[i % Dh] = ek[i]; V(i / Dh, W + sh_idx)[i % Dh] = ev[i]; }
+            __syncthreads();
+        }
+        if (Ms > 0) {  // §3.6: LF-key routing over every summary slot, EMA with eta * gate
+            if (tid == 0) {
+                int idx = 0;
+                float best = 0.f;
+                for (int m = 0; m < Ms; m++) {
+                    const float s = a.scores[Me + m];
+                    if (m == 0 || s > best) { best = s; idx = m; }
+                }
+                sh_idx = idx;
+                sh_write = a.overwrite_on_insert && !a.allowed[s0 + idx];  // is_new
+            }
+            __syncthreads();
+            const int idx = sh_idx, is_new = sh_write, keep = a.policy_none || eg >= a.thr_s;
+            const float escale = __fsqrt_rn(__fdiv_rn((float)Dh, (float)(Dh - lf)));
+            for (int i = tid; i < kvd; i += blockDim.x) {
+                const int g = i / Dh, d = i % Dh;
+                float eta = __fmul_rn(bs_sigmoid(to_float(a.eta_logit[g])), a.policy_none ? 1.0f : eg);
+                if (is_new) eta = 1.0f;
+                if (!keep) eta = 0.0f;
+                float* mk = K(g, s0 + idx);
+                float* mv = V(g, s0 + idx);
+                if (d >= lf) mk[d] = __fadd_rn(mk[d], __fmul_rn(eta, __fsub_rn(__fmul_rn(escale, ek[i]), mk[d])));
+                mv[d] = __fadd_rn(mv[d], __fmul_rn(eta, __fsub_rn(ev[i], mv[d])));
+            }
+            __syncthreads();
+            if (tid == 0 && keep) a.allowed[s0 + idx] = 1;
+        }
+    }
+    __syncthreads();  // every thread has read the counters and the evicted token
+    for (int i = tid; i < kvd; i += blockDim.x) {
+        K(i / Dh, slot)[i % Dh] = to_float(a.k_new[i]);
+        V(i / Dh, slot)[i % Dh] = to_float(a.v_new[i]);
+    }
+    if (tid == 0) {
+        a.allowed[slot] = 1;
+        a.g_ring[slot] = a.gate[0];
+        a.src[slot] = p;
+        *a.pos = p + 1;
+        if (evict) a.ring[0] = (slot + 1) % W;
+        else a.ring[1] = filled + 1;
+    }
+}
+
+// The write of one token into layer l's state (k_new RoPE'd, gate on the device).
+// scores: [Me + Ms] floats of scratch.
+static DecodeWriteArgs decode_write_args(const GpuDecodeState* st, const ModelConfig* c, int l, const floatX* k_new, const floatX* v_new,
+                                         const float* gate, const floatX* eta_logit, float* scores) {
+    const size_t kv = (size_t)st->Hkv * st->slots * st->Dh;
+    DecodeWriteArgs w;
+    w.k = st->k + l * kv; w.v = st->v + l * kv; w.allowed = st->allowed + (size_t)l * st->slots;
+    w.g_ring = st->g_ring + (size_t)l * st->W; w.src = st->src + (size_t)l * st->slots;
+    w.last_exact = st->last_exact + (size_t)l * st->Me; w.ring = st->ring + 2 * l; w.pos = st->pos + l;
+    w.k_new = k_new; w.v_new = v_new; w.gate = gate; w.eta_logit = eta_logit; w.scores = scores;
+    w.W = st->W; w.Me = st->Me; w.Ms = st->Ms; w.Hkv = st->Hkv; w.Dh = st->Dh;
+    w.policy_none = c->write_policy == WRITE_POLICY_NONE; w.refresh_on_hit = c->exact_refresh_on_hit;
+    w.overwrite_on_insert = c->summary_overwrite_on_insert;
+    w.thr_e = c->gate_threshold_exact; w.thr_s = c->gate_threshold_summary;
+    w.match_thr = c->exact_match_threshold; w.novelty_thr = c->exact_novelty_threshold;
+    return w;
+}
+static void decode_write_one(const GpuContext* ctx, const DecodeWriteArgs* w) {
+    if (w->Me + w->Ms > 0) {
+        decode_score_kernel<<<w->Me + w->Ms, DEC_THREADS, decode_score_smem(w->Hkv, w->Dh), ctx->stream>>>(*w);
+        cudaCheckLaunch("decode_score_kernel");
+    }
+    decode_write_kernel<<<1, DEC_THREADS, decode_write_smem(w->Hkv, w->Dh), ctx->stream>>>(*w);
+    cudaCheckLaunch("decode_write_kernel");
+}
+
+// Attention of one token's query (both streams) over n keys.
+typedef struct {
+    const floatX* q;                 // [H*Dh] RoPE'd
+    const floatX* theta;             // [H][Dh/2] (differential)
+    const void *k, *v;               // key j of KV head g at k + g*head_stride + j*key_stride (elements)
+    size_t head_stride, key_stride;
+    const unsigned char* allowed;    // [n] or NULL: every key
+    const long long* n_dev;          // the number of keys on the device (unbounded: pos), or NULL: n_fixed
+    int n_fixed;
+    int H, Hkv, differential, splits;
+    float* part;                     // [Hkv][splits][nq][Dh + 2]: acc (unnormalised), max (log2 domain), sum
+} DecodeAttnArgs;
+
+template <int DH, typename KT>
+__global__ void __launch_bounds__(DEC_THREADS) decode_attention_kernel(DecodeAttnArgs a) {
+    constexpr int C4 = DH / 4;                                      // float4 chunks of a row
+    constexpr int R = (DEC_MAXQ * C4 + DEC_THREADS - 1) / DEC_THREADS;  // accumulator chunks per thread
+    __shared__ float qs[DEC_MAXQ][DH];
+    __shared__ float Ks[DEC_TILE][DH + 1];
+    __shared__ __align__(16) float Vs[DEC_TILE][DH];
+    __shared__ float P[DEC_MAXQ][DEC_TILE];
+    __shared__ float m_s[DEC_MAXQ], l_s[DEC_MAXQ], alpha_s[DEC_MAXQ];
+    const int g = blockIdx.x, sp = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int G = a.H / a.Hkv, NS = a.differential ? 2 : 1, nq = G * NS;
+    const int n = a.n_dev ? (int)*a.n_dev : a.n_fixed;
+    const int tiles = (n + DEC_TILE - 1) / DEC_TILE, per = (tiles + a.splits - 1) / a.splits;
+    const int t0 = sp * per, t1 = min(tiles, t0 + per);
+    // queries: qi < G signal of head g*G + qi, qi >= G noise of head g*G + qi - G; scaled into the exp2 domain
+    const float qscale = rsqrtf((float)DH) * CA_LOG2E;
+    for (int i = tid; i < nq * (DH / 2); i += DEC_THREADS) {
+        const int qi = i / (DH / 2), j = i % (DH / 2), h = g * G + qi % G;
+        float x0 = to_float(a.q[h * DH + 2 * j]), x1 = to_float(a.q[h * DH + 2 * j + 1]);
+        if (qi >= G) {
+            float s, c;
+            sincosf(to_float(a.theta[h * (DH / 2) + j]), &s, &c);
+            const float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+            x0 = y0; x1 = y1;
+        }
+        qs[qi][2 * j] = x0 * qscale;
+        qs[qi][2 * j + 1] = x1 * qscale;
+    }
+    if (tid < DEC_MAXQ) { m_s[tid] = -INFINITY; l_s[tid] = 0.f; }
+    float4 acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) acc[r] = make_float4(0.f, 0.f, 0.f, 0.f);
+    const KT* kb = (const KT*)a.k + (size_t)g * a.head_stride;
+    const KT* vb = (const KT*)a.v + (size_t)g * a.head_stride;
+    __syncthreads();
+    for (int t = t0; t < t1; t++) {
+        const int j0 = t * DEC_TILE;
+        for (int i = tid; i < DEC_TILE * C4; i += DEC_THREADS) {  // stage K and V rows (zeros past n)
+            const int r = i / C4, c = i % C4;
+            float4 kx = make_float4(0.f, 0.f, 0.f, 0.f), vx = kx;
+            if (j0 + r < n) {
+                kx = ca_ld4(kb + (size_t)(j0 + r) * a.key_stride + 4 * c);
+                vx = ca_ld4(vb + (size_t)(j0 + r) * a.key_stride + 4 * c);
+            }
+            Ks[r][4 * c] = kx.x; Ks[r][4 * c + 1] = kx.y; Ks[r][4 * c + 2] = kx.z; Ks[r][4 * c + 3] = kx.w;
+            *(float4*)&Vs[r][4 * c] = vx;
+        }
+        __syncthreads();
+        for (int i = tid; i < nq * DEC_TILE; i += DEC_THREADS) {  // scores (a warp: one query, 32 keys)
+            const int qi = i / DEC_TILE, j = i % DEC_TILE, key = j0 + j;
+            float s = -INFINITY;
+            if (key < n && (!a.allowed || a.allowed[key])) {
+                s = 0.f;
+#pragma unroll 8
+                for (int d = 0; d < DH; d++) s += qs[qi][d] * Ks[j][d];
+            }
+            P[qi][j] = s;
+        }
+        __syncthreads();
+        for (int qi = warp; qi < nq; qi += DEC_THREADS / 32) {  // online softmax, one warp per query
+            const float s = P[qi][lane];
+            float mt = s;
+            for (int o = 16; o > 0; o >>= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, o));
+            const float m_old = m_s[qi], m_new = fmaxf(m_old, mt);
+            const float pr = m_new == -INFINITY ? 0.f : exp2f(s - m_new);
+            const float alpha = m_new == -INFINITY ? 1.f : exp2f(m_old - m_new);
+            const float sum = warp_sum(pr);
+            P[qi][lane] = pr;
+            if (lane == 0) { m_s[qi] = m_new; l_s[qi] = l_s[qi] * alpha + sum; alpha_s[qi] = alpha; }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < R; r++) {  // acc = alpha acc + P V
+            const int item = tid + r * DEC_THREADS, qi = item / C4, c = item % C4;
+            if (qi >= nq) continue;
+            const float al = alpha_s[qi];
+            float4 x = make_float4(acc[r].x * al, acc[r].y * al, acc[r].z * al, acc[r].w * al);
+            for (int j = 0; j < DEC_TILE; j++) {
+                const float pj = P[qi][j];
+                const float4 vv = *(const float4*)&Vs[j][4 * c];
+                x.x += pj * vv.x; x.y += pj * vv.y; x.z += pj * vv.z; x.w += pj * vv.w;
+            }
+            acc[r] = x;
+        }
+        __syncthreads();  // before the next tile overwrites K, V and P
+    }
+    float* out = a.part + ((size_t)g * a.splits + sp) * nq * (DH + 2);
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int item = tid + r * DEC_THREADS, qi = item / C4, c = item % C4;
+        if (qi < nq) {
+            float* o = out + (size_t)qi * (DH + 2) + 4 * c;
+            o[0] = acc[r].x; o[1] = acc[r].y; o[2] = acc[r].z; o[3] = acc[r].w;
+        }
+    }
+    if (tid < nq) { out[(size_t)tid * (DH + 2) + DH] = m_s[tid]; out[(size_t)tid * (DH + 2) + DH + 1] = l_s[tid]; }
+}
+
+// One CTA (DH threads) per query head: merge the splits of both streams, combine, head norm.
+typedef struct {
+    const float* part;
+    const floatX* lam_logit;   // [H] (differential)
+    const floatX* head_norm;   // [Dh] or NULL
+    float head_norm_eps;
+    floatX* out;               // [H*Dh]
+    int H, Hkv, differential, splits;
+} DecodeCombineArgs;
+
+template <int DH>
+__global__ void __launch_bounds__(DH) decode_combine_kernel(DecodeCombineArgs a) {
+    __shared__ float red[DH / 32];
+    const int h = blockIdx.x, d = threadIdx.x, G = a.H / a.Hkv, g = h / G, NS = a.differential ? 2 : 1, nq = G * NS;
+    float o[2] = {0.f, 0.f};
+    for (int s = 0; s < NS; s++) {
+        const int qi = s * G + h % G;
+        float M = -INFINITY;
+        for (int sp = 0; sp < a.splits; sp++) M = fmaxf(M, a.part[(((size_t)g * a.splits + sp) * nq + qi) * (DH + 2) + DH]);
+        if (M == -INFINITY) continue;  // nothing to attend to: zeros (docs/spec.md §2.4)
+        float L = 0.f, x = 0.f;
+        for (int sp = 0; sp < a.splits; sp++) {
+            const float* pp = a.part + (((size_t)g * a.splits + sp) * nq + qi) * (DH + 2);
+            if (pp[DH] == -INFINITY) continue;
+            const float w = exp2f(pp[DH] - M);
+            L += w * pp[DH + 1];
+            x += w * pp[d];
+        }
+        o[s] = x / L;
+    }
+    float y = a.differential ? o[0] - ca_sigmoid(to_float(a.lam_logit[h])) * o[1] : o[0];
+    if (a.head_norm) {
+        float ss = warp_sum(y * y);
+        if ((d & 31) == 0) red[d >> 5] = ss;
+        __syncthreads();
+        ss = 0.f;
+        for (int w = 0; w < DH / 32; w++) ss += red[w];
+        y = y * (1.0f / sqrtf(ss / DH + a.head_norm_eps)) * to_float(a.head_norm[d]);
+    }
+    a.out[h * DH + d] = from_float<floatX>(y);
+}
+
+// Split count for up to max_keys keys: at least 4 tiles a split, at most about one wave of CTAs.
+static inline int decode_attention_splits(int max_keys, int Hkv, int sm_count) {
+    int tiles = (max_keys + DEC_TILE - 1) / DEC_TILE, s = (tiles + 3) / 4, cap = 2 * (sm_count > 0 ? sm_count : 132) / Hkv;
+    if (s > cap) s = cap;
+    return s < 1 ? 1 : s;
+}
+
+static void decode_attention(const GpuContext* ctx, const DecodeAttnArgs* a, const DecodeCombineArgs* c, int Dh, int keys_fp32) {
+    dim3 grid(a->Hkv, a->splits);
+    if (Dh == 128) {
+        if (keys_fp32) decode_attention_kernel<128, float><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
+        else decode_attention_kernel<128, floatX><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
+        cudaCheckLaunch("decode_attention_kernel");
+        decode_combine_kernel<128><<<a->H, 128, 0, ctx->stream>>>(*c);
+    } else {
+        if (keys_fp32) decode_attention_kernel<64, float><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
+        else decode_attention_kernel<64, floatX><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
+        cudaCheckLaunch("decode_attention_kernel");
+        decode_combine_kernel<64><<<a->H, 64, 0, ctx->stream>>>(*c);
+    }
+    cudaCheckLaunch("decode_combine_kernel");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decoder: state + one-row activations + the step graph
+
+typedef struct {
+    floatX *x, *hn, *q, *k, *v, *lam, *attn_out, *mid, *fg, *fu, *fa, *hf, *logits;  // one token's rows
+    float *rstd, *gate, *logits_f32, *part, *scores;
+    int* token;
+} DecodeActs;
+
+typedef struct {
+    GpuModel* m;
+    GpuDecodeState st;
+    DecodeActs a;
+    int splits, use_graph, n_steps;
+    int use_cublas;       // the step's matmuls on cuBLASLt instead of gemv.cuh (the benchmark's baseline)
+    long long pos;        // tokens held (the device's pos[l] of every layer, mirrored)
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    int* token_host;      // pinned
+    float* logits_host;   // pinned [V]
+} GpuDecoder;
+
+// max_len: tokens the decoder must hold (unbounded: the KV cache's capacity; bounded: unused).
+// use_graph: replay the step as a CUDA graph (after one eager step has set up the matmul plans).
+static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_graph) {
+    const ModelConfig* c = &m->cfg;
+    memset(d, 0, sizeof(*d));
+    d->m = m;
+    d->use_graph = use_graph;
+    if (c->head_dim != 64 && c->head_dim != 128) coda_fatal("GPU decode: head_dim %d (the kernels take 64 and 128)", c->head_dim);
+    const int G = c->n_heads / c->n_kv_heads, nq = G * (c->differential ? 2 : 1);
+    if (nq > DEC_MAXQ)
+        coda_fatal("GPU decode: %d query heads per KV head x %d streams = %d queries per KV head; the decode attention takes at most %d",
+                   G, c->differential ? 2 : 1, nq, DEC_MAXQ);
+    gpu_decode_state_alloc(&d->st, c, max_len);
+    const int keys = c->bounded ? config_state_slots(c) : max_len;
+    d->splits = decode_attention_splits(keys, c->n_kv_heads, m->ctx.sm_count);
+    const size_t D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), V = c->vocab_size;
+    DecodeActs* a = &d->a;
+    const char* w = "decode activations";
+    a->x = (floatX*)cuda_malloc_or_die(sizeof(floatX) * D, w);
+    a->hn = (floatX*)cuda_malloc_or_die(sizeof(floatX) * D, w);
+    a->hf = (floatX*)cuda_malloc_or_die(sizeof(floatX) * D, w);
+    a->mid = (floatX*)cuda_malloc_or_die(sizeof(floatX) * D, w);
+    a->q = (floatX*)cuda_malloc_or_die(sizeof(floatX) * QD, w);
+    a->attn_out = (floatX*)cuda_malloc_or_die(sizeof(floatX) * QD, w);
+    a->k = (floatX*)cuda_malloc_or_die(sizeof(floatX) * KVD, w);
+    a->v = (floatX*)cuda_malloc_or_die(sizeof(floatX) * KVD, w);
+    a->lam = (floatX*)cuda_malloc_or_die(sizeof(floatX) * c->n_heads, w);
+    a->fg = (floatX*)cuda_malloc_or_die(sizeof(floatX) * F, w);
+    a->fu = (floatX*)cuda_malloc_or_die(sizeof(floatX) * F, w);
+    a->fa = (floatX*)cuda_malloc_or_die(sizeof(floatX) * F, w);
+    a->logits = (floatX*)cuda_malloc_or_die(sizeof(floatX) * V, w);
+    a->logits_f32 = (float*)cuda_malloc_or_die(sizeof(float) * V, w);
+    a->rstd = (float*)cuda_malloc_or_die(sizeof(float) * 2, w);
+    a->gate = (float*)cuda_malloc_or_die(sizeof(float) * 2, w);
+    a->part = (float*)cuda_malloc_or_die(sizeof(float) * c->n_kv_heads * d->splits * nq * (c->head_dim + 2), w);
+    a->token = (int*)cuda_malloc_or_die(sizeof(int), w);
+    a->scores = (float*)cuda_malloc_or_die(sizeof(float) * (c->n_exact + c->n_summary + 1), w);
+    cudaCheck(cudaMallocHost((void**)&d->token_host, sizeof(int)));
+    cudaCheck(cudaMallocHost((void**)&d->logits_host, sizeof(float) * V));
+}
+
+static void gpu_decoder_free(GpuDecoder* d) {
+    if (d->exec) cudaCheck(cudaGraphExecDestroy(d->exec));
+    if (d->graph) cudaCheck(cudaGraphDestroy(d->graph));
+    DecodeActs* a = &d->a;
+    void* ptrs[] = {a->x, a->hn, a->hf, a->mid, a->q, a->attn_out, a->k, a->v, a->lam, a->fg, a->fu, a->fa, a->logits, a->logits_f32,
+                    a->rstd, a->gate, a->part, a->token, a->scores};
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    cudaCheck(cudaFreeHost(d->token_host));
+    cudaCheck(cudaFreeHost(d->logits_host));
+    gpu_decode_state_free(&d->st);
+    memset(d, 0, sizeof(*d));
+}
+
+// out = (res ? res : 0) + x · Wᵀ (+ bias) for one row: gemv.cuh, or cuBLASLt (+ a residual add).
+static void decoder__linear(const GpuDecoder* d, floatX* out, const floatX* x, const floatX* W, const floatX* bias, const floatX* res, int I,
+                            int O) {
+    const GpuContext* ctx = &d->m->ctx;
+    if (!d->use_cublas) { gemv_forward(ctx, out, x, W, bias, res, I, O); return; }
+    matmul_forward(ctx, out, x, W, bias, 1, I, O);
+    if (res) residual_add(ctx, out, out, res, O);
+}
+
+// The final norm and the LM head over one hidden row -> a->logits_f32.
+static void decoder__logits(GpuDecoder* d, const floatX* hidden) {
+    GpuModel* m = d->m;
+    const ModelConfig* c = &m->cfg;
+    const GpuContext* ctx = &m->ctx;
+    rmsnorm_forward(ctx, d->a.hf, d->a.rstd, hidden, gm_param(m, PK_FINAL_NORM, 0), 1, c->dim, c->norm_eps);
+    decoder__linear(d, d->a.logits, d->a.hf, gm_head(m), NULL, NULL, c->dim, c->vocab_size);
+    floatX_to_float(ctx, d->a.logits_f32, d->a.logits, c->vocab_size);
+}
+
+// One step's kernels on the model's stream, the token read from a.token (the body of the graph).
+static void decoder__enqueue_step(GpuDecoder* d) {
+    GpuModel* m = d->m;
+    const ModelConfig* c = &m->cfg;
+    const GpuContext* ctx = &m->ctx;
+    DecodeActs* a = &d->a;
+    GpuDecodeState* st = &d->st;
+    const int D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads, Dh = c->head_dim;
+    const RopeFreqs fr = rope_freqs(Dh, config_rope_base(c), c->rope_bf16_positions);
+    encoder_forward(ctx, a->x, a->token, gm_param(m, PK_EMBED, 0), 1, D);
+    for (int l = 0; l < c->n_layers; l++) {
+        // attention: q, k, v (and lam) of the normed input, RoPE at pos[l]
+        rmsnorm_forward(ctx, a->hn, a->rstd, a->x, gm_param(m, PK_ATTN_NORM, l), 1, D, c->norm_eps);
+        decoder__linear(d, a->q, a->hn, gm_param(m, PK_Q, l), NULL, NULL, D, QD);
+        decoder__linear(d, a->k, a->hn, gm_param(m, PK_K, l), NULL, NULL, D, KVD);
+        decoder__linear(d, a->v, a->hn, gm_param(m, PK_V, l), NULL, NULL, D, KVD);
+        if (c->differential) decoder__linear(d, a->lam, a->hn, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), NULL, D, H);
+        long long* pos = st->pos + l;
+        decode_rope_kernel<<<1, 64, 0, ctx->stream>>>(a->q, a->k, pos, H, c->n_kv_heads, Dh, c->rope_layout == ROPE_INTERLEAVED,
+                                                      c->rope_bf16_positions, fr);
+        cudaCheckLaunch("decode_rope_kernel");
+        // the token into the state (bounded: write first, docs/spec.md §2.4) or the cache; then the key set
+        DecodeAttnArgs at;
+        memset(&at, 0, sizeof(at));
+        at.q = a->q; at.theta = c->differential ? gm_param(m, PK_THETA, l) : NULL;
+        at.H = H; at.Hkv = c->n_kv_heads; at.differential = c->differential; at.splits = d->splits; at.part = a->part;
+        if (c->bounded) {
+            write_gate_forward(ctx, a->gate, a->hn, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), 1, D,
+                               c->write_policy == WRITE_POLICY_GATED);
+            DecodeWriteArgs w = decode_write_args(st, c, l, a->k, a->v, a->gate, gm_param(m, PK_ETA, l), a->scores);
+            decode_write_one(ctx, &w);
+            at.k = w.k; at.v = w.v; at.head_stride = (size_t)st->slots * Dh; at.key_stride = Dh;
+            at.allowed = c->mask_unused_memory ? w.allowed : NULL;
+            at.n_fixed = st->slots;
+        } else {
+            const size_t off = (size_t)l * st->max_len * KVD;
+            decode_append_kernel<<<1, DEC_THREADS, 0, ctx->stream>>>(st->cache_k + off, st->cache_v + off, pos, a->k, a->v, KVD);
+            cudaCheckLaunch("decode_append_kernel");
+            at.k = st->cache_k + off; at.v = st->cache_v + off; at.head_stride = Dh; at.key_stride = KVD;
+            at.n_dev = pos;
+        }
+        DecodeCombineArgs cb = {a->part, c->differential ? a->lam : NULL,
+                                c->differential && c->head_norm == HEAD_NORM_FULL ? gm_param(m, PK_HEAD_NORM, l) : NULL,
+                                c->head_norm_eps, a->attn_out, H, c->n_kv_heads, c->differential, d->splits};
+        decode_attention(ctx, &at, &cb, Dh, c->bounded);
+        decoder__linear(d, a->mid, a->attn_out, gm_param(m, PK_O, l), NULL, a->x, QD, D);  // mid = x + o_proj(attention)
+        // MLP: x = mid + down(swiglu(gate(hn), up(hn)))
+        rmsnorm_forward(ctx, a->hn, a->rstd, a->mid, gm_param(m, PK_MLP_NORM, l), 1, D, c->norm_eps);
+        if (d->use_cublas) {
+            matmul_forward(ctx, a->fg, a->hn, gm_param(m, PK_GATE, l), NULL, 1, D, F);
+            matmul_forward(ctx, a->fu, a->hn, gm_param(m, PK_UP, l), NULL, 1, D, F);
+            swiglu_forward(ctx, a->fa, a->fg, a->fu, F);
+        } else {
+            gemv_swiglu(ctx, a->fa, a->hn, gm_param(m, PK_GATE, l), gm_param(m, PK_UP, l), D, F);
+        }
+        decoder__linear(d, a->x, a->fa, gm_param(m, PK_DOWN, l), NULL, a->mid, F, D);
+    }
+    decoder__logits(d, a->x);
+}
+
+// Feeds one token: the next-token logits land in d->logits_host (fp32, [V]). The first step runs
+// eagerly (it creates the matmul plans); with use_graph the later ones replay its capture.
+static int gpu_decoder_step(GpuDecoder* d, int token, CodaError* err) {
+    GpuModel* m = d->m;
+    const ModelConfig* c = &m->cfg;
+    cudaStream_t stream = m->ctx.stream;
+    if (token < 0 || token >= c->vocab_size) return coda_errorf(err, "token %d is outside the model's vocabulary [0, %d)", token, c->vocab_size);
+    if (!c->bounded && d->pos >= d->st.max_len)
+        return coda_errorf(err, "the KV cache is full (%d tokens): give a larger capacity", d->st.max_len);
+    *d->token_host = token;
+    cudaCheck(cudaMemcpyAsync(d->a.token, d->token_host, sizeof(int), cudaMemcpyHostToDevice, stream));
+    if (d->use_graph && d->n_steps >= 1 && !d->exec) {
+        cudaCheck(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+        decoder__enqueue_step(d);
+        cudaCheck(cudaStreamEndCapture(stream, &d->graph));
+        cudaCheck(cudaGraphInstantiate(&d->exec, d->graph, 0));
+    }
+    if (d->exec) cudaCheck(cudaGraphLaunch(d->exec, stream));
+    else decoder__enqueue_step(d);
+    cudaCheck(cudaMemcpyAsync(d->logits_host, d->a.logits_f32, sizeof(float) * c->vocab_size, cudaMemcpyDeviceToHost, stream));
+    cudaCheck(cudaStreamSynchronize(stream));
+    d->n_steps++;
+    d->pos++;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefill: the prompt through the training forward (one row; bounded = the chunked prefill of
+// docs/spec.md §2.3 from an empty state, the scan-then-attend kernels), each layer's final state copied out
+// by the layer hook while its activations are live.
+
+// One layer's state after the scan (bounded) from the scan scratch, the layer's k, v, gates: the
+// ring holds the last min(W, T) tokens oldest first (what bank_write_block leaves), positions 0..T-1.
+__global__ void decode_import_kernel(float* k, float* v, unsigned char* allowed, float* g_ring, long long* src, long long* last_exact,
+                                     int* ring, long long* pos, const floatX* seq_k, const floatX* seq_v, const float* gate,
+                                     const int* final_e, const int* final_s, int T, int W, int Me, int Ms, int Hkv, int Dh) {
+    const int slots = W + Me + Ms, keep = T < W ? T : W, i = blockIdx.x, kvd = Hkv * Dh;
+    if (i < W) {  // ring slot i
+        const int t = T - keep + i;
+        for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
+            const int g = e / Dh, d = e % Dh;
+            k[((size_t)g * slots + i) * Dh + d] = i < keep ? to_float(seq_k[(size_t)t * kvd + e]) : 0.f;
+            v[((size_t)g * slots + i) * Dh + d] = i < keep ? to_float(seq_v[(size_t)t * kvd + e]) : 0.f;
+        }
+        if (threadIdx.x == 0) {
+            allowed[i] = i < keep;
+            g_ring[i] = i < keep ? gate[t] : 0.f;
+            src[i] = i < keep ? t : -1;
+        }
+        return;
+    }
+    for (int m = threadIdx.x; m < Me; m += blockDim.x) {  // the flags block
+        allowed[W + m] = (unsigned char)final_e[m];
+        last_exact[m] = final_e[Me + m];
+        src[W + m] = final_e[2 * Me + m];
+    }
+    for (int m = threadIdx.x; m < Ms; m += blockDim.x) { allowed[W + Me + m] = (unsigned char)final_s[m]; src[W + Me + m] = -1; }
+    if (threadIdx.x == 0) { ring[0] = 0; ring[1] = keep; *pos = T; }
+}
+
+static void decoder__prefill_hook(GpuModel* m, int l, void* ctx_) {
+    GpuDecoder* d = (GpuDecoder*)ctx_;
+    const ModelConfig* c = &m->cfg;
+    const GpuContext* ctx = &m->ctx;
+    GpuDecodeState* st = &d->st;
+    const LayerActs* a = gm_layer_acts(m, l);
+    const int T = m->T, KVD = config_kvdim(c), Dh = c->head_dim;
+    if (!c->bounded) {
+        const size_t off = (size_t)l * st->max_len * KVD;
+        cudaCheck(cudaMemcpyAsync(st->cache_k + off, a->k, sizeof(floatX) * T * KVD, cudaMemcpyDeviceToDevice, ctx->stream));
+        cudaCheck(cudaMemcpyAsync(st->cache_v + off, a->v, sizeof(floatX) * T * KVD, cudaMemcpyDeviceToDevice, ctx->stream));
+        return;
+    }
+    const BankScanShape bs = gm_scan_shape(m);
+    BankScratch w;
+    bank_scan_carve_scratch(&w, m->scan_scratch, &bs);
+    const int Mb = st->Me + st->Ms;
+    const size_t kv = (size_t)st->Hkv * st->slots * Dh;
+    float *k = st->k + l * kv, *v = st->v + l * kv;
+    if (Mb > 0) {  // the banks: [Hkv][Mb][Dh] of the scan scratch into slots [W, W+Mb) of each head
+        const size_t dp = (size_t)st->slots * Dh * sizeof(float), sp = (size_t)Mb * Dh * sizeof(float);
+        cudaCheck(cudaMemcpy2DAsync(k + (size_t)st->W * Dh, dp, w.state_k, sp, sp, st->Hkv, cudaMemcpyDeviceToDevice, ctx->stream));
+        cudaCheck(cudaMemcpy2DAsync(v + (size_t)st->W * Dh, dp, w.state_v, sp, sp, st->Hkv, cudaMemcpyDeviceToDevice, ctx->stream));
+    }
+    decode_import_kernel<<<st->W + 1, 256, 0, ctx->stream>>>(k, v, st->allowed + (size_t)l * st->slots, st->g_ring + (size_t)l * st->W,
+                                                           st->src + (size_t)l * st->slots, st->last_exact + (size_t)l * st->Me,
+                                                           st->ring + 2 * l, st->pos + l, a->k, a->v, a->wgate, w.final_e, w.final_s, T,
+                                                           st->W, st->Me, st->Ms, st->Hkv, Dh);
+    cudaCheckLaunch("decode_import_kernel");
+}
+
+__global__ void decode_set_pos_kernel(long long* pos, int L, long long value) {
+    for (int l = threadIdx.x; l < L; l += blockDim.x) pos[l] = value;
+}
+
+// Feeds ids[0, n) into an empty decoder with one forward of the model (whose activations are set up
+// here for one row of n tokens and freed again; recompute and the logits' chunking bound the memory
+// of long prompts). The next-token logits land in d->logits_host. bank_seed: the empty state's bank
+// contents (mem_init random_normal: layer l from bank_seed + l, as the CPU's layer_states_reset).
+static int gpu_decoder_prefill(GpuDecoder* d, const int* ids, int n, int recompute, uint64_t bank_seed, CodaError* err) {
+    GpuModel* m = d->m;
+    const ModelConfig* c = &m->cfg;
+    if (n < 1) return coda_errorf(err, "the prompt is empty");
+    if (d->pos != 0)
+        return coda_errorf(err, "the GPU prefill starts from an empty state; this one holds %lld tokens (continue a saved state with a "
+                                "prompt on the CPU reference: --device cpu)", d->pos);
+    if (!c->bounded && n > d->st.max_len) return coda_errorf(err, "a prompt of %d tokens does not fit the KV cache of %d", n, d->st.max_len);
+    if (tokens_check(ids, n, c->vocab_size, err) != 0) return -1;
+    gpu_model_alloc_acts(m, 1, n, recompute, n > 4096 ? 4096 : 0);
+    gpu_model_bank_init_like_cpu(m, bank_seed);
+    m->layer_hook = decoder__prefill_hook;
+    m->hook_ctx = d;
+    gpu_model_forward(m, ids, NULL, 0.0f, NULL);
+    m->layer_hook = NULL;
+    m->hook_ctx = NULL;
+    if (!c->bounded) {
+        decode_set_pos_kernel<<<1, 256, 0, m->ctx.stream>>>(d->st.pos, c->n_layers, n);
+        cudaCheckLaunch("decode_set_pos_kernel");
+    }
+    decoder__logits(d, m->resid + ((size_t)c->n_layers * n + (n - 1)) * c->dim);
+    cudaCheck(cudaMemcpyAsync(d->logits_host, d->a.logits_f32, sizeof(float) * c->vocab_size, cudaMemcpyDeviceToHost, m->ctx.stream));
+    cudaCheck(cudaStreamSynchronize(m->ctx.stream));
+    gpu_model_free_acts(m);
+    d->pos = n;
+    return 0;
+}
+
+// Resets the decoder to an empty state (mem_init contents from bank_seed, as gpu_decoder_prefill's).
+static void gpu_decoder_reset(GpuDecoder* d, uint64_t bank_seed) {
+    const ModelConfig* c = &d->m->cfg;
+    cudaCheck(cudaMemset(d->st.mem, 0, d->st.bytes));
+    d->pos = 0;
+    if (!c->bounded) return;
+    BankState_f32* h = layer_states_alloc(c);
+    layer_states_reset(h, c, bank_seed);
+    gpu_decode_state_from_host(&d->st, h);
+    layer_states_free(h, c);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A generation session on the GPU: the decoder, the next-token logits, the sampling RNG; the same
+// generation loop (session.h's generate_tokens) and state files (state_file.h) as the CPU session.
+
+typedef struct {
+    GpuDecoder dec;
+    int64_t n_fed;
+    int has_logits;
+    Rng rng;
+    uint64_t seed;
+    int recompute;
+} GpuSession;
+
+// max_len: an unbounded model's KV cache capacity (prompt + new tokens); ignored when bounded.
+static void gpu_session_init(GpuSession* s, GpuModel* m, int max_len, uint64_t seed) {
+    memset(s, 0, sizeof(*s));
+    gpu_decoder_init(&s->dec, m, max_len, 1);
+    s->seed = seed;
+    gpu_decoder_reset(&s->dec, seed);
+    rng_seed(&s->rng, seed);
+}
+static void gpu_session_free(GpuSession* s) { gpu_decoder_free(&s->dec); }
+
+static int gpu_session_prefill(GpuSession* s, const int* ids, int n, CodaError* err) {
+    if (gpu_decoder_prefill(&s->dec, ids, n, s->recompute, s->seed, err) != 0) return -1;
+    s->n_fed += n;
+    s->has_logits = 1;
+    return 0;
+}
+static int gpu_session__feed(void* ctx, int token, CodaError* err) {
+    GpuSession* s = (GpuSession*)ctx;
+    if (gpu_decoder_step(&s->dec, token, err) != 0) return -1;
+    s->n_fed++;
+    s->has_logits = 1;
+    return 0;
+}
+static int gpu_session_generate(GpuSession* s, int max_new, const Sampling* smp, int eos_id, int* out, TokenFn on_token, void* cb_ctx,
+                                int* n_out, CodaError* err) {
+    const ModelConfig* c = &s->dec.m->cfg;
+    Generator g = {s, gpu_session__feed, s->dec.logits_host, &s->has_logits, &s->rng, c->vocab_size, c->bounded};
+    return generate_tokens(&g, max_new, smp, eos_id, out, on_token, cb_ctx, n_out, err);
+}
+
+// Which model a state belongs to, as state_file_weights computes it for the CPU model: the checksum
+// of the parameters widened to fp32, in the table's layout (the same element offsets in both
+// precisions), streamed from the device in pieces.
+static uint64_t gpu_model_weights_checksum(const GpuModel* m) {
+    const size_t total = m->table.total, piece = (size_t)1 << 26;
+    float* host = (float*)coda_malloc_or_die(sizeof(float) * (total < piece ? total : piece), "weights checksum");
+    Checksum cs;
+    checksum_init(&cs);
+    for (size_t at = 0; at < total; at += piece) {
+        const size_t n = total - at < piece ? total - at : piece;
+        floatX_to_host(host, m->params + at, n);
+        checksum_update(&cs, host, n * sizeof(float));
+    }
+    free(host);
+    return checksum_final(&cs);
+}
+
+// The session's state on the host for state_file.h (host_states: layer_states_alloc'd by the caller).
+static StateView gpu_session_state_view(GpuSession* s, BankState_f32* host_states, uint64_t weights) {
+    StateView v = {&s->dec.m->cfg, weights, host_states, &s->n_fed, s->dec.logits_host, &s->has_logits, &s->rng};
+    return v;
+}
+static int gpu_session_save_state(GpuSession* s, const char* path, CodaError* err) {
+    const ModelConfig* c = &s->dec.m->cfg;
+    if (!c->bounded) return coda_errorf(err, "%s: only a bounded model has a state to save (this model is unbounded)", path);
+    BankState_f32* h = layer_states_alloc(c);
+    gpu_decode_state_to_host(&s->dec.st, h);
+    StateView v = gpu_session_state_view(s, h, gpu_model_weights_checksum(s->dec.m));
+    int rc = state_file_save_view(path, &v, err);
+    layer_states_free(h, c);
+    return rc;
+}
+// On error the session is untouched.
+static int gpu_session_load_state(GpuSession* s, const char* path, int keep_rng, CodaError* err) {
+    const ModelConfig* c = &s->dec.m->cfg;
+    if (!c->bounded) return coda_errorf(err, "%s: a bounded state cannot be loaded into an unbounded model", path);
+    BankState_f32* h = layer_states_alloc(c);
+    float* logits = (float*)coda_malloc_or_die(sizeof(float) * c->vocab_size, "state logits");
+    int64_t n_fed = 0;
+    int has_logits = 0;
+    Rng rng = s->rng;
+    StateView v = {c, gpu_model_weights_checksum(s->dec.m), h, &n_fed, logits, &has_logits, &rng};
+    int rc = state_file_load_view(path, &v, keep_rng, err);
+    if (rc == 0) {
+        gpu_decode_state_from_host(&s->dec.st, h);
+        s->dec.pos = n_fed;
+        memcpy(s->dec.logits_host, logits, sizeof(float) * c->vocab_size);
+        s->n_fed = n_fed;
+        s->has_logits = has_logits;
+        s->rng = rng;
+    }
+    free(logits);
+    layer_states_free(h, c);
+    return rc;
+}
