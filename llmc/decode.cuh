@@ -534,9 +534,11 @@ __global__ void __launch_bounds__(DH) decode_combine_kernel(DecodeCombineArgs a)
     a.out[h * DH + d] = from_float<floatX>(y);
 }
 
-// Split count for up to max_keys keys: at least 4 tiles a split, at most about one wave of CTAs.
+// Split count for up to max_keys keys: one tile a split (the CTA's tile loop is latency-bound: a
+// bounded state of 384 slots in 4-tile splits took 30 us a layer on an H200), at most about four CTAs
+// per SM, so that long caches keep enough loads in flight.
 static inline int decode_attention_splits(int max_keys, int Hkv, int sm_count) {
-    int tiles = (max_keys + DEC_TILE - 1) / DEC_TILE, s = (tiles + 3) / 4, cap = 2 * (sm_count > 0 ? sm_count : 132) / Hkv;
+    int tiles = (max_keys + DEC_TILE - 1) / DEC_TILE, s = tiles, cap = 4 * (sm_count > 0 ? sm_count : 132) / Hkv;
     if (s > cap) s = cap;
     return s < 1 ? 1 : s;
 }
@@ -665,10 +667,22 @@ static void decoder__enqueue_step(GpuDecoder* d) {
     for (int l = 0; l < c->n_layers; l++) {
         // attention: q, k, v (and lam) of the normed input, RoPE at pos[l]
         rmsnorm_forward(ctx, a->hn, a->rstd, a->x, gm_param(m, PK_ATTN_NORM, l), 1, D, c->norm_eps);
-        decoder__linear(d, a->q, a->hn, gm_param(m, PK_Q, l), NULL, NULL, D, QD);
-        decoder__linear(d, a->k, a->hn, gm_param(m, PK_K, l), NULL, NULL, D, KVD);
-        decoder__linear(d, a->v, a->hn, gm_param(m, PK_V, l), NULL, NULL, D, KVD);
-        if (c->differential) decoder__linear(d, a->lam, a->hn, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), NULL, D, H);
+        if (d->use_cublas) {
+            decoder__linear(d, a->q, a->hn, gm_param(m, PK_Q, l), NULL, NULL, D, QD);
+            decoder__linear(d, a->k, a->hn, gm_param(m, PK_K, l), NULL, NULL, D, KVD);
+            decoder__linear(d, a->v, a->hn, gm_param(m, PK_V, l), NULL, NULL, D, KVD);
+            if (c->differential) decoder__linear(d, a->lam, a->hn, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), NULL, D, H);
+        } else {  // one launch for the four projections
+            GemvBatch bt;
+            memset(&bt, 0, sizeof(bt));
+            floatX* outs[4] = {a->q, a->k, a->v, a->lam};
+            const ParamKind kinds[4] = {PK_Q, PK_K, PK_V, PK_LAMBDA_W};
+            const int Os[4] = {QD, KVD, KVD, H};
+            bt.n = c->differential ? 4 : 3;
+            for (int j = 0; j < bt.n; j++) { bt.out[j] = outs[j]; bt.W[j] = gm_param(m, kinds[j], l); bt.O[j] = Os[j]; }
+            if (c->differential) bt.bias[3] = gm_param(m, PK_LAMBDA_B, l);
+            gemv_batch(ctx, &bt, a->hn, D);
+        }
         long long* pos = st->pos + l;
         decode_rope_kernel<<<1, 64, 0, ctx->stream>>>(a->q, a->k, pos, H, c->n_kv_heads, Dh, c->rope_layout == ROPE_INTERLEAVED,
                                                       c->rope_bf16_positions, fr);

@@ -2,6 +2,7 @@
 // per token and the matmul is pure bandwidth:
 //   out[o] = res[o] + bias[o] + sum_i W[o][i] x[i]          (res, bias optional)
 //   out[o] = silu(W[o]·x) * (W2[o]·x)                       (gemv_swiglu: the MLP's gate and up)
+//   out_j = W_j · x (+ bias_j) for up to 4 matrices         (gemv_batch: q, k, v, lambda in one launch)
 // W is [O][I] row-major (the layout matmul_forward's weight has: out = inp · Wᵀ), floatX; sums in
 // fp32, one rounding of the result to floatX. Why not cuBLASLt at N = 1: on an H200 its kernels for
 // one row read a 7B layer's weights at about half the copy bandwidth (dev/PERF.md); here each warp
@@ -31,15 +32,15 @@ __device__ __forceinline__ void gemv_load(const floatX* p, floatX (&v)[N]) {
 
 __device__ __forceinline__ float gemv_silu(float g) { return g / (1.0f + expf(-g)); }
 
-// VEC: 16-byte loads (else one element per lane and step). SWIGLU: W2 is the up matrix.
+// Rows [o0, o0 + ROWS) of one matrix, by one warp. VEC: 16-byte loads (else one element per lane and
+// step). SWIGLU: W2 is the up matrix.
 template <int ROWS, bool VEC, bool SWIGLU>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(floatX* out, const floatX* x, const floatX* W, const floatX* W2,
-                                                             const floatX* bias, const floatX* res, int I, int O) {
+__device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const floatX* W, const floatX* W2, const floatX* bias,
+                                          const floatX* res, int I, int O, int o0) {
     constexpr int V = VEC ? 16 / (int)sizeof(floatX) : 1;
     constexpr int NM = SWIGLU ? 2 : 1;
     constexpr int U = SWIGLU ? GEMV_U / 2 : GEMV_U;  // two matrices: half the depth, the same bytes in flight
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int o0 = (blockIdx.x * GEMV_WARPS + warp) * ROWS;
+    const int lane = threadIdx.x % 32;
     if (o0 >= O) return;
     float acc[NM][ROWS];
 #pragma unroll
@@ -109,14 +110,45 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(floatX* out, cons
     }
 }
 
+template <int ROWS, bool VEC, bool SWIGLU>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(floatX* out, const floatX* x, const floatX* W, const floatX* W2,
+                                                             const floatX* bias, const floatX* res, int I, int O) {
+    gemv_rows<ROWS, VEC, SWIGLU>(out, x, W, W2, bias, res, I, O, (blockIdx.x * GEMV_WARPS + threadIdx.x / 32) * ROWS);
+}
+
+// Several matrices times the same vector in one launch (the decode step's q, k, v and lambda
+// projections: four small launches were latency-bound, at 1-2 TB/s). CTA b works on the matrix j
+// whose block range [block0[j], block0[j+1]) holds b.
+#define GEMV_MAX_BATCH 4
+typedef struct {
+    int n;
+    floatX* out[GEMV_MAX_BATCH];
+    const floatX* W[GEMV_MAX_BATCH];
+    const floatX* bias[GEMV_MAX_BATCH];
+    int O[GEMV_MAX_BATCH];
+    int block0[GEMV_MAX_BATCH + 1];
+} GemvBatch;
+
+template <int ROWS, bool VEC>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_batch_kernel(const GemvBatch bt, const floatX* x, int I) {
+    int j = 0;
+    while (j + 1 < bt.n && (int)blockIdx.x >= bt.block0[j + 1]) j++;
+    const int o0 = ((blockIdx.x - bt.block0[j]) * GEMV_WARPS + threadIdx.x / 32) * ROWS;
+    gemv_rows<ROWS, VEC, false>(bt.out[j], x, bt.W[j], NULL, bt.bias[j], NULL, I, bt.O[j], o0);
+}
+
+static inline int gemv_rows_for(const GpuContext* ctx, int O) {  // at least ~2 CTAs per SM
+    const int min_ctas = 2 * (ctx->sm_count > 0 ? ctx->sm_count : 132);
+    return O >= min_ctas * GEMV_WARPS * 4 ? 4 : O >= min_ctas * GEMV_WARPS * 2 ? 2 : 1;
+}
+
 template <bool SWIGLU>
 static void gemv_launch(const GpuContext* ctx, floatX* out, const floatX* x, const floatX* W, const floatX* W2, const floatX* bias,
                         const floatX* res, int I, int O, const char* name) {
     if (O <= 0) return;
     const int V = 16 / (int)sizeof(floatX);
     const int vec = I % V == 0 && is_aligned16(x) && is_aligned16(W) && (!SWIGLU || is_aligned16(W2));
-    const int min_ctas = 2 * (ctx->sm_count > 0 ? ctx->sm_count : 132);
-    const int rows = O >= min_ctas * GEMV_WARPS * 4 ? 4 : O >= min_ctas * GEMV_WARPS * 2 ? 2 : 1;
+    const int rows = gemv_rows_for(ctx, O);
     const unsigned grid = (unsigned)ceil_div(O, GEMV_WARPS * rows);
 #define GEMV_GO(R, VC) gemv_kernel<R, VC, SWIGLU><<<grid, GEMV_WARPS * 32, 0, ctx->stream>>>(out, x, W, W2, bias, res, I, O)
     if (vec) {
@@ -136,4 +168,24 @@ static void gemv_forward(const GpuContext* ctx, floatX* out, const floatX* x, co
 // out[O] = silu(Wg · x) * (Wu · x): the MLP's gate, up and SwiGLU in one pass over both matrices.
 static void gemv_swiglu(const GpuContext* ctx, floatX* out, const floatX* x, const floatX* Wg, const floatX* Wu, int I, int O) {
     gemv_launch<true>(ctx, out, x, Wg, Wu, NULL, NULL, I, O, "gemv_kernel(swiglu)");
+}
+
+// out[j] = W[j] · x (+ bias[j]) for the n <= 4 matrices of bt (out, W, bias, O set; block0 is filled here).
+static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, int I) {
+    const int V = 16 / (int)sizeof(floatX);
+    int total = 0, vec = I % V == 0 && is_aligned16(x);
+    for (int j = 0; j < bt->n; j++) { total += bt->O[j]; vec &= is_aligned16(bt->W[j]); }
+    const int rows = gemv_rows_for(ctx, total);
+    bt->block0[0] = 0;
+    for (int j = 0; j < bt->n; j++) bt->block0[j + 1] = bt->block0[j] + ceil_div(bt->O[j], GEMV_WARPS * rows);
+    const unsigned grid = (unsigned)bt->block0[bt->n];
+    if (grid == 0) return;
+#define GEMV_GO(R, VC) gemv_batch_kernel<R, VC><<<grid, GEMV_WARPS * 32, 0, ctx->stream>>>(*bt, x, I)
+    if (vec) {
+        if (rows == 4) GEMV_GO(4, true); else if (rows == 2) GEMV_GO(2, true); else GEMV_GO(1, true);
+    } else {
+        if (rows == 4) GEMV_GO(4, false); else if (rows == 2) GEMV_GO(2, false); else GEMV_GO(1, false);
+    }
+#undef GEMV_GO
+    cudaCheckLaunch("gemv_batch_kernel");
 }

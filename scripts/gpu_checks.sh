@@ -24,6 +24,9 @@
 #   ppl-hf-7b      a random Mistral-7B (bf16, save_pretrained) on Brown's validation shard: transformers'
 #                  sliding-window perplexity (2048 / 512) next to infer_coda's on the GPU, values and tokens/s
 #                  (PPL_TOKENS=16384 tokens)
+#   bench-decode   Mistral-7B decode at B=1 (dev/cuda/decode: bounded medium state vs KV cache at 2K..128K, the HBM bound,
+#                  gemv vs cuBLASLt) next to transformers' generate() (scripts/bench_hf_generate.py), same card, same call
+#                  (DECODE_CTX="2048,8192,32768,131072" picks the lengths)
 # TRAIN_BIN overrides ./train_coda, INFER_BIN / INFER_BIN_FP32 ./infer_coda / ./infer_coda_fp32 (binaries built
 # elsewhere and carried).
 set -uo pipefail
@@ -162,6 +165,13 @@ for stage in "$@"; do
 print('[%s] scored %d vs %d, mean NLL HF %.7f coda.c %.7f, rel diff %.2e' % (sys.argv[3], h['scored'], c['tokens_scored'], \
 h['mean_nll'], c['mean_nll'], abs(h['mean_nll'] - c['mean_nll']) / h['mean_nll']))" "$hf" "$cc" $p
       done ;;
+    bench-decode)
+      make -C dev/cuda decode > "$OUT/build_decode.log" 2>&1 || { tail -20 "$OUT/build_decode.log"; exit 1; }
+      run ./dev/cuda/decode "${DECODE_CTX:-2048,8192,32768,131072}" 64 2>&1 | tee "$OUT/bench_decode.log" | tail -28
+      run python3 scripts/bench_hf_generate.py --shape mistral-7b --contexts "${DECODE_CTX:-2048,8192,32768,131072}" --new 64 --repeats 2 \
+          2>&1 | tee "$OUT/bench_hf_generate.log" | grep "^HF"
+      run python3 scripts/bench_hf_generate.py --shape mistral-7b --contexts 2048 --new 64 --repeats 2 --static-cache --compile \
+          2>&1 | tee "$OUT/bench_hf_generate_compile.log" | grep "^HF" ;;
     ppl-hf-7b)
       dir=data/hf_parity/ppl7b n=${PPL_TOKENS:-16384}
       [ -f $dir/config.json ] || { t=$(date +%s); python3 scripts/hf_ppl.py --write-random-model $dir --shape mistral-7b > "$OUT/ppl7b_write.log" 2>&1;

@@ -138,6 +138,25 @@ int main(int argc, char** argv) {
         printf("| MLP gate+up+SwiGLU 2 x %d x %d | %.1f | %.0f | %.1f (fused) | %.0f | %.2fx |\n", F, D, tc * 1e3, gb / (tc * 1e-3), tg * 1e3,
                gb / (tg * 1e-3), tc / tg);
         for (floatX* p : {Wg, Wu, x, g, u, act}) cudaCheck(cudaFree(p));
+        // q, k, v, lambda: four launches vs one gemv_batch
+        const int Os[4] = {4096, 1024, 1024, 32};
+        GemvBatch bt;
+        memset(&bt, 0, sizeof(bt));
+        bt.n = 4;
+        double bytes = 0;
+        for (int j = 0; j < 4; j++) {
+            bt.W[j] = bench_alloc<floatX>((size_t)Os[j] * D, 20 + j, 0.02f);
+            bt.out[j] = bench_alloc<floatX>(Os[j], 30 + j);
+            bt.O[j] = Os[j];
+            bytes += (double)Os[j] * D * sizeof(floatX);
+        }
+        floatX* xq = bench_alloc<floatX>(D, 40);
+        const double t4 = bench_ms([&] { for (int j = 0; j < 4; j++) gemv_forward(&g_ctx, bt.out[j], xq, bt.W[j], NULL, NULL, D, Os[j]); });
+        const double tb = bench_ms([&] { gemv_batch(&g_ctx, &bt, xq, D); });
+        printf("| q, k, v, lambda (4096+1024+1024+32) x 4096: 4 gemv launches vs gemv_batch | %.1f | %.0f | %.1f | %.0f | %.2fx |\n",
+               t4 * 1e3, bytes / 1e9 / (t4 * 1e-3), tb * 1e3, bytes / 1e9 / (tb * 1e-3), t4 / tb);
+        for (int j = 0; j < 4; j++) { cudaCheck(cudaFree((void*)bt.W[j])); cudaCheck(cudaFree(bt.out[j])); }
+        cudaCheck(cudaFree(xq));
     }
 
     // 3. Mistral-7B decode

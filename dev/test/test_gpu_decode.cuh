@@ -86,10 +86,57 @@ static void dec_gemv_case(int I, int O, int swiglu, uint64_t seed) {
     for (floatX* p : {dW, dW2, dx, db, dres, dout}) cudaCheck(cudaFree(p));
     gpu_context_free(&ctx);
 }
+// gemv_batch: three or four matrices of different heights in one launch, each equal to its own gemv_forward.
+static void dec_gemv_batch_case(int I, const int* Os, int n) {
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    GemvBatch bt;
+    memset(&bt, 0, sizeof(bt));
+    bt.n = n;
+    floatX *x = (floatX*)cuda_malloc_or_die(sizeof(floatX) * I, "t"), *ref[4];
+    std::vector<float> hx(I);
+    Rng r;
+    rng_seed(&r, 5 + I);
+    for (auto& e : hx) e = (float)rng_normal(&r);
+    host_to_floatX(x, hx.data(), I);
+    for (int j = 0; j < n; j++) {
+        std::vector<float> w((size_t)Os[j] * I), b(Os[j]);
+        for (auto& e : w) e = (float)(0.05 * rng_normal(&r));
+        for (auto& e : b) e = (float)rng_normal(&r);
+        floatX* dw = (floatX*)cuda_malloc_or_die(sizeof(floatX) * w.size(), "t");
+        floatX* db = (floatX*)cuda_malloc_or_die(sizeof(floatX) * Os[j], "t");
+        host_to_floatX(dw, w.data(), w.size());
+        host_to_floatX(db, b.data(), Os[j]);
+        bt.W[j] = dw; bt.bias[j] = j == n - 1 ? db : NULL; bt.O[j] = Os[j];
+        bt.out[j] = (floatX*)cuda_malloc_or_die(sizeof(floatX) * Os[j], "t");
+        ref[j] = (floatX*)cuda_malloc_or_die(sizeof(floatX) * Os[j], "t");
+        gemv_forward(&ctx, ref[j], x, dw, bt.bias[j], NULL, I, Os[j]);
+        if (!bt.bias[j]) cudaCheck(cudaFree(db));
+    }
+    gemv_batch(&ctx, &bt, x, I);
+    cudaCheck(cudaDeviceSynchronize());
+    int same = 1;
+    for (int j = 0; j < n; j++) {
+        std::vector<floatX> a(Os[j]), b(Os[j]);
+        cudaCheck(cudaMemcpy(a.data(), bt.out[j], sizeof(floatX) * Os[j], cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(b.data(), ref[j], sizeof(floatX) * Os[j], cudaMemcpyDeviceToHost));
+        same &= memcmp(a.data(), b.data(), sizeof(floatX) * Os[j]) == 0;
+        cudaCheck(cudaFree((void*)bt.W[j])); cudaCheck(cudaFree(bt.out[j])); cudaCheck(cudaFree(ref[j]));
+        if (bt.bias[j]) cudaCheck(cudaFree((void*)bt.bias[j]));
+    }
+    printf("    gemv_batch I=%d, %d matrices of %d..%d rows: %s\n", I, n, Os[0], Os[n - 1], same ? "equal to gemv_forward each" : "DIFFERENT");
+    CHECK(same, "gemv_batch differs from gemv_forward (I=%d)", I);
+    cudaCheck(cudaFree(x));
+    gpu_context_free(&ctx);
+}
 GPU_TEST(gpu_gemv_matches_cpu_matmul) {
     const int shapes[][2] = {{96, 301}, {97, 33}, {256, 5000}, {1024, 9000}, {4096, 40}, {4096, 20000}};
     for (const auto& sh : shapes)
         for (int sw = 0; sw < 2; sw++) dec_gemv_case(sh[0], sh[1], sw, 7 + sh[0] + sh[1]);
+    const int small[4] = {256, 128, 128, 4}, big[4] = {4096, 1024, 1024, 32}, odd[3] = {300, 77, 77};
+    dec_gemv_batch_case(96, small, 4);
+    dec_gemv_batch_case(4096, big, 4);
+    dec_gemv_batch_case(97, odd, 3);
 }
 
 // One layer's writes, kernel vs bank_write_one_f32, from the same bf16-representable inputs: tokens
