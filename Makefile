@@ -36,6 +36,7 @@ help:
 	@echo "  make train_coda    the trainer (phases 0, 1, 2)"
 	@echo "  make infer_coda    perplexity, generation, bounded-state save/load, needle test"
 	@echo "  make tokenize_coda text files -> token shard (CPU only)"
+	@echo "  make coda_adapters export / import CoDA adapters in the PyTorch reference's format (CPU only)"
 	@echo "  make shards        fetch Brown, FOLDOC and the Mistral tokenizer; write data/shards/*.bin"
 	@echo "  make bench_tokenizer  tokenizer speed in MB/s (CPU only)"
 	@echo "  make fuzz          every libFuzzer target (dev/fuzz/) for FUZZ_SECONDS (60) each; needs clang"
@@ -43,7 +44,7 @@ help:
 	@echo "flags: PRECISION=BF16|FP32  GPU_ARCH=90a  NVCC=path  CC=compiler"
 
 clean:
-	rm -f build/test_cpu_asan test_cpu test_coda train_coda infer_coda tokenize_coda bench_tokenizer
+	rm -f build/test_cpu_asan test_cpu test_coda train_coda infer_coda tokenize_coda bench_tokenizer coda_adapters
 
 check-toolchain:
 	@if [ -z "$(NVCC)" ]; then \
@@ -101,6 +102,11 @@ train_coda: train_coda.cu $(HEADERS) | check-toolchain
 #   make infer_coda && ./infer_coda --model DIR --ppl data/shards/brown_val.bin --procedure chunked --ctx 2048
 infer_coda: infer_coda.cu $(HEADERS) | check-toolchain
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+
+# ---- coda_adapters: adapters <-> the reference's coda_adapters.pt / flattened safetensors. Plain C, CPU only ----
+#   ./coda_adapters export --model out2/step_00000075 --out coda_adapters.pt
+coda_adapters: coda_adapters.c $(wildcard llmc/*.h llmc/cpu/*.h)
+	$(CC) $(CC_FLAGS) -fopenmp -o $@ $< -lm
 
 # ---- tokenize_coda: text files -> token shard (dev/data/README.md). Plain C, CPU only ----
 tokenize_coda: dev/data/tokenize_coda.c llmc/shard_pack.h llmc/tokenizer.h llmc/json.h llmc/shard.h llmc/common.h

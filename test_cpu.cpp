@@ -7,6 +7,8 @@
 #include "dev/test/test_cpu_model.h"
 #include "dev/test/test_spec_reference.h"
 #include "dev/test/test_io.h"
+#include "dev/test/test_torch_pt.h"
+#include "dev/test/test_adapters.h"
 #include "dev/test/test_data.h"
 #include "dev/test/test_tokenizer.h"
 #include "dev/test/test_infer.h"

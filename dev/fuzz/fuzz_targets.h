@@ -12,7 +12,7 @@
 //
 // Readers that only take a path get the bytes through one scratch file per target in a private
 // temporary directory (fz_scratch_path), rewritten for every input; the others read from memory
-// (st_open_memory, config_read_hf_text, tokenizer_load_json, state_file_parse).
+// (st_open_memory, config_read_hf_text, tokenizer_load_json, state_file_parse, pt_parse).
 #pragma once
 #include <dirent.h>
 #include <stdint.h>
@@ -32,6 +32,7 @@
 #include "llmc/tokenizer.h"
 #include "llmc/train_state.h"
 #include "llmc/state_file.h"
+#include "llmc/torch_pt.h"
 
 enum { FUZZ_ACCEPTED = 0, FUZZ_REFUSED = -1, FUZZ_BROKEN = 1 };
 
@@ -655,6 +656,97 @@ static inline int fuzz_bounded_state(const uint8_t* data, size_t size, CodaError
 }
 
 // ---------------------------------------------------------------------------------------------
+// torch_pt: a torch.save file ({group: {name: tensor}}, llmc/torch_pt.h pt_parse), parsed as it is
+// and once more with every entry's CRC-32 recomputed (so that mutations of the pickle reach the
+// pickle machine behind the CRC check). What is accepted has the bytes its shapes promise (every
+// byte is read) and writes back (pt__write_stream, in memory) to a file that reads back to the same
+// tensors, bit for bit.
+
+static inline int fz__pt_same(const PtTensor* a, int na, const PtTensor* b, int nb) {
+    if (na != nb) return 0;
+    for (int i = 0; i < na; i++) {
+        if (strcmp(a[i].group, b[i].group) || strcmp(a[i].name, b[i].name) || a[i].dtype != b[i].dtype || a[i].ndim != b[i].ndim ||
+            a[i].nbytes != b[i].nbytes || (a[i].nbytes && memcmp(a[i].data, b[i].data, a[i].nbytes)))
+            return 0;
+        for (int d = 0; d < a[i].ndim; d++)
+            if (a[i].shape[d] != b[i].shape[d]) return 0;
+    }
+    return 1;
+}
+
+// Recomputes the CRC of every entry whose sizes and offset are plain 32-bit fields, into both headers.
+static inline void fz__pt_seal(uint8_t* b, size_t n) {
+    PtZip z;
+    CodaError e;
+    if (pt__zip_open(&z, b, n, "seal", &e) == 0) {
+        PtCrc* crc = (PtCrc*)coda_malloc_or_die(sizeof(PtCrc), "CRC tables");
+        pt__crc_init(crc);
+        uint8_t* p = b + z.cd_offset;
+        for (size_t i = 0; i < z.ne; i++) {
+            uint64_t size = pt__rd32(p + 20), local = pt__rd32(p + 42);
+            if (size != 0xFFFFFFFFu && local != 0xFFFFFFFFu && local + 30 <= z.cd_offset) {
+                uint64_t start = local + 30 + pt__rd16(b + local + 26) + pt__rd16(b + local + 28);
+                if (start <= z.cd_offset && size <= z.cd_offset - start) {
+                    uint32_t c = pt__crc(crc, 0, b + start, size);
+                    for (int k = 0; k < 4; k++) p[16 + k] = b[local + 14 + k] = (uint8_t)(c >> (8 * k));
+                }
+            }
+            p += 46 + pt__rd16(p + 28) + pt__rd16(p + 30) + pt__rd16(p + 32);
+        }
+        free(crc);
+    }
+    pt__zip_free(&z);
+}
+
+static inline int fz__torch_pt_one(const uint8_t* data, size_t size, CodaError* err) {
+    PtTensor* t = NULL;
+    int n = 0;
+    if (pt_parse(data, size, "coda_adapters.pt", &t, &n, err) != 0) return err->msg[0] ? FUZZ_REFUSED : fz_broken(err, "torch_pt: refused without a message");
+    int rc = FUZZ_ACCEPTED;
+    unsigned sum = 0;
+    for (int i = 0; i < n && rc == FUZZ_ACCEPTED; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < t[i].ndim; d++) numel *= (size_t)t[i].shape[d];
+        if (t[i].nbytes != numel * dtype_size(t[i].dtype))
+            rc = fz_broken(err, "torch_pt: tensor '%s/%s' has %zu bytes for %zu elements", t[i].group, t[i].name, t[i].nbytes, numel);
+        for (size_t k = 0; k < t[i].nbytes; k++) sum += ((const uint8_t*)t[i].data)[k];
+    }
+    fz_sink += sum;
+    char* buf = NULL;
+    size_t len = 0;
+    FILE* f = rc == FUZZ_ACCEPTED ? open_memstream(&buf, &len) : NULL;
+    if (f) {
+        PtWriteOpts o;
+        memset(&o, 0, sizeof(o));
+        CodaError inner;
+        int wrc = pt__write_stream(f, "rewritten.pt", t, n, &o, &inner);
+        fclose(f);
+        PtTensor* u = NULL;
+        int m = 0;
+        if (wrc != 0) rc = fz_broken(err, "torch_pt: an accepted file cannot be written back: %s", inner.msg);
+        else if (pt_parse(buf, len, "rewritten.pt", &u, &m, &inner) != 0) rc = fz_broken(err, "torch_pt: the rewritten file is refused: %s", inner.msg);
+        else if (!fz__pt_same(t, n, u, m)) rc = fz_broken(err, "torch_pt: the rewritten file reads back different tensors");
+        pt_free(u, m);
+    }
+    free(buf);
+    pt_free(t, n);
+    return rc;
+}
+
+static inline int fuzz_torch_pt(const uint8_t* data, size_t size, CodaError* err) {
+    int rc = fz__torch_pt_one(data, size, err);
+    if (rc == FUZZ_BROKEN) return rc;
+    uint8_t* sealed = (uint8_t*)coda_malloc_or_die(size ? size : 1, "fuzz copy");
+    if (size) memcpy(sealed, data, size);
+    fz__pt_seal(sealed, size);
+    CodaError e2;
+    e2.msg[0] = 0;
+    if (fz__torch_pt_one(sealed, size, &e2) == FUZZ_BROKEN) rc = fz_broken(err, "%s (the input with its CRCs recomputed)", e2.msg);
+    free(sealed);
+    return rc;  // the input as given decides between accepted and refused
+}
+
+// ---------------------------------------------------------------------------------------------
 // The table: name (= corpus and fixture directory name), entry, what it reads.
 
 typedef struct {
@@ -674,6 +766,7 @@ static const FuzzTarget FUZZ_TARGETS[] = {
     {"tokenizer_roundtrip", fuzz_tokenizer_roundtrip, "bytes -> ids -> bytes through two toy tokenizers"},
     {"train_state", fuzz_train_state, "train_state.bin (train_state_parse), as given and sealed with a valid checksum"},
     {"bounded_state", fuzz_bounded_state, "a session's bounded-state file (state_file_parse), as given and sealed; saved back, one decode step"},
+    {"torch_pt", fuzz_torch_pt, "torch.save zip of {group: {name: tensor}} (pt_parse); written back, read back the same"},
 };
 #define FUZZ_N_TARGETS ((int)(sizeof(FUZZ_TARGETS) / sizeof(FUZZ_TARGETS[0])))
 

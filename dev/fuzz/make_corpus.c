@@ -151,6 +151,35 @@ int main(int argc, char** argv) {
         session_free(&s);
     }
 
+    // torch_pt: files pt_write makes (two groups; the same with every zip64 field; an empty dict). The
+    // seed seed-torch-1.13 is torch's own file: `dev/test/torch_pt_check.py write coda_adapters.pt`
+    // with torch 1.13, renamed (this program does not rewrite it; test_torch_pt.h checks its values).
+    {
+        const int64_t s1[2] = {2, 3}, s2[1] = {3};
+        uint16_t w[6] = {0x3f80, 0xbf80, 0x7fc1, 0x0001, 0x8000, 0x4049};
+        float th[3] = {0.5f, -2.0f, 1e-30f};
+        PtTensor t[3];
+        memset(t, 0, sizeof(t));
+        snprintf(t[0].group, 64, "layer_0"); snprintf(t[0].name, 128, "coda.q_proj.weight");
+        t[0].dtype = DT_BF16; t[0].ndim = 2; t[0].shape[0] = s1[0]; t[0].shape[1] = s1[1]; t[0].data = w; t[0].nbytes = sizeof(w);
+        snprintf(t[1].group, 64, "layer_1"); snprintf(t[1].name, 128, "coda.theta");
+        t[1].dtype = DT_F32; t[1].ndim = 1; t[1].shape[0] = s2[0]; t[1].data = th; t[1].nbytes = sizeof(th);
+        t[2] = t[1];
+        snprintf(t[2].group, 64, "layer_0");
+        for (int k = 0; k < 3; k++) {
+            char* buf = NULL;
+            size_t len = 0;
+            FILE* f = open_memstream(&buf, &len);
+            PtWriteOpts o;
+            memset(&o, 0, sizeof(o));
+            o.force_zip64 = k == 1;
+            if (pt__write_stream(f, "seed", t, k == 2 ? 0 : 3, &o, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            fclose(f);
+            emit("torch_pt", k == 0 ? "coda" : k == 1 ? "zip64" : "empty", buf, len);
+            free(buf);
+        }
+    }
+
     // tokenizer_roundtrip: texts
     emit_text("tokenizer_roundtrip", "english", "The thing in the well, then another one.\n\nhello  world");
     emit_text("tokenizer_roundtrip", "unicode", " \xC3\xA9\xC3\xA9\xC3\xA9 \xE6\x97\xA5\xF0\x9F\x98\x80   tabs\there");
