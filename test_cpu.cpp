@@ -14,6 +14,7 @@
 #include "dev/test/test_infer.h"
 #include "dev/test/test_cli.h"
 #include "dev/test/test_checkpoint.h"
+#include "dev/test/test_zero.h"
 #include "dev/test/test_phases.h"
 
 int main(int argc, char** argv) {

@@ -116,11 +116,7 @@ static void gpu_model_create(GpuModel* m, const ModelConfig* c, TrainPolicy poli
     param_table_set_trainable(&m->table, policy);
     m->params = (floatX*)cuda_malloc_or_die(sizeof(floatX) * m->table.total, "parameters");
     m->train_offset = (long long*)coda_malloc_or_die(sizeof(long long) * m->table.n, "trainable offsets");
-    for (int i = 0; i < m->table.n; i++) {
-        const ParamTensor* t = &m->table.tensors[i];
-        m->train_offset[i] = t->trainable ? (long long)m->n_train : -1;
-        if (t->trainable) m->n_train = param_align(m->n_train + t->numel);  // aligned like the parameters
-    }
+    m->n_train = param_compact_offsets(&m->table, m->train_offset);
     size_t nt = m->n_train ? m->n_train : 1;
     m->master = (float*)cuda_malloc_or_die(sizeof(float) * nt, "fp32 master weights");
     m->grad = (float*)cuda_malloc_or_die(sizeof(float) * nt, "fp32 gradients");

@@ -170,6 +170,18 @@ static inline void param_table_build(ParamTable* t, const ModelConfig* c, DType 
         if (!PARAM_KINDS[k].per_layer && k != PK_EMBED) param_table_add(t, c, (ParamKind)k, -1, dtype);
 }
 
+// The compact layout of the trainable tensors (the GPU model's fp32 master / gradient / AdamW
+// buffers, train_state.bin, ZeRO's slices): out[i] = offset of tensor i, or -1 if it is frozen; each
+// trainable tensor starts aligned like the parameters. Returns the buffers' length in elements.
+static inline size_t param_compact_offsets(const ParamTable* t, long long* out) {
+    size_t n = 0;
+    for (int i = 0; i < t->n; i++) {
+        out[i] = t->tensors[i].trainable ? (long long)n : -1;
+        if (t->tensors[i].trainable) n = param_align(n + t->tensors[i].numel);
+    }
+    return n;
+}
+
 static inline void param_table_free(ParamTable* t) {
     free(t->tensors);
     free(t->index);
