@@ -10,29 +10,31 @@
 //   unbounded an ordinary KV cache of max_len tokens per layer, floatX, token-major: the baseline.
 //
 // One decode step (docs/spec.md §2.4; the CPU's model_step), per layer l:
-//   hn = rmsnorm(x); q, k, v, lam = hn·W (matmuls of one row); g = write gate (bounded)
+//   hn = rmsnorm(x); q, k, v, lam = hn·W (one gemv_batch launch, llmc/gemv.cuh); g = write gate (bounded)
 //   RoPE q and k at p = pos[l] (read on the device, so the step is the same graph at every position)
 //   bounded: write_one(state_l, k, v, g) (docs/spec.md §3.2: write first, may evict the oldest ring token
 //            into the banks, §3.5 and §3.6); unbounded: append k, v at row p; then pos[l] = p + 1
 //   attention of the one query (both streams) over the state's slots / the cache's p + 1 rows
-//   out = combine (lam, head norm); x += out·Wo; x += mlp(rmsnorm(x))
+//   out = combine (lam, head norm); x += out·Wo; x += down(swiglu(gate, up)(rmsnorm(x)))  (gemv, fused)
 // then the final norm and the LM head give the next-token logits (fp32 on the host).
 //
 // Kernels (each with a CPU check in dev/test/test_gpu_decode.cuh and timed in dev/cuda/decode.cu):
 //   decode_rope_kernel      one thread per rotation pair, every q and k head; position from pos[l]
-//   decode_write_kernel     one CTA: the eviction decisions of docs/spec.md §3.5/§3.6 formed exactly as
-//                           llmc/cpu/banks.h forms them (sequential fp32 sums without FMA, the same
-//                           argmax ties, bank_scan.cuh's sigmoid), so that the FP32 build takes the
-//                           CPU's decisions and reaches the CPU's state bit for bit from the same inputs
+//   decode_score_kernel     one CTA per bank slot: the evicted token's routing score against it
+//   decode_write_kernel     one CTA: the eviction decisions of docs/spec.md §3.5/§3.6 and the writes,
+//                           formed exactly as llmc/cpu/banks.h forms them (sequential fp32 sums
+//                           without FMA, the same argmax ties, bank_scan.cuh's sigmoid): from the same
+//                           inputs both builds reach the CPU's state bit for bit
 //   decode_append_kernel    the KV cache row of this token
-//   decode_attention_kernel split-K ("flash decoding"): grid (KV head, split); each CTA stages tiles
+//   decode_attention_kernel split-K ("flash decoding"): grid (KV head, split); each CTA stages a tile
 //                           of 32 keys in shared memory once for all G query heads x 2 streams of its
 //                           KV head (the noise query is a rotation of the signal one), online softmax
 //                           in fp32; partial (max, sum, acc) per split
 //   decode_combine_kernel   one CTA per query head: the splits merged in a fixed order (deterministic),
 //                           then o = A_sig - sigmoid(lam) A_noise and the head norm
-// The split count is fixed when the graph is built (from the longest context it must serve); each
-// split takes ceil(tiles / splits) tiles of the keys present, counted on the device.
+// The split count is fixed when the graph is built (from the longest context it must serve: one
+// tile a split, at most ~4 CTAs per SM); each split takes ceil(tiles / splits) tiles of the keys
+// present, counted on the device.
 #pragma once
 #include "bank_scan.cuh"
 #include "coda_attention.cuh"
