@@ -23,6 +23,7 @@
 #include "llmc/overrides.h"
 #include "llmc/ppl.h"
 #include "llmc/ppl_gpu.cuh"
+#include "llmc/presets.h"
 #include "llmc/sampling.h"
 #include "llmc/session.h"
 #include "llmc/shard.h"
@@ -100,6 +101,7 @@ typedef struct {
     int needle, needle_pos;
     const char* needle_lengths;
     int device;  // Device
+    int bounded_preset;  // --bounded-config: index into BOUNDED_PRESETS, -1 none
 } Options;
 typedef enum { DEVICE_AUTO = 0, DEVICE_CPU = 1, DEVICE_GPU = 2 } Device;
 static const CliChoice DEVICE_CHOICES[] = {{"auto", DEVICE_AUTO}, {"cpu", DEVICE_CPU}, {"gpu", DEVICE_GPU}, {NULL, 0}};
@@ -371,6 +373,7 @@ int main(int argc, char** argv) {
     Options o;
     memset(&o, 0, sizeof(o));
     o.ov = overrides_none();
+    o.bounded_preset = -1;
     o.seed = 42;
     o.procedure = PPL_SLIDING;
     o.ctx = 2048; o.stride = 0; o.chunk = 512;  // stride 0: ppl_default_stride(ctx)
@@ -380,7 +383,11 @@ int main(int argc, char** argv) {
     const CliFlag flags[] = {
         cli_string("--model", &o.model_dir, "DIR", "config.json + model.safetensors[.index.json] (HF layout; coda.c checkpoints too)"),
         cli_section("attention config (defaults: the config's \"coda\" object, else W=256 Me=64 Ms=64 block 256):"),
-        cli_int("--bounded", &o.ov.bounded, 0, 1, "0|1", "unbounded causal attention or the fixed-size state"),
+        cli_int("--bounded", &o.ov.bounded, 0, 1, "0|1", "unbounded causal attention or the fixed-size state (a model whose config names\n"
+                "no state also needs its sizes: --bounded-config or --window/--exact/--summary)"),
+        cli_enum("--bounded-config", &o.bounded_preset, bounded_preset_choices(),
+                 "--bounded 1 with a preset state: W / Me / Ms = 128/32/32, 256/64/64, 512/128/128, 256/0/0\n"
+                 "(--window/--exact/--summary override its sizes)"),
         cli_int("--window", &o.ov.window, 1, INT_MAX, "W", "recent ring slots"),
         cli_int("--exact", &o.ov.n_exact, 0, INT_MAX, "Me", "exact bank slots"),
         cli_int("--summary", &o.ov.n_summary, 0, INT_MAX, "Ms", "summary bank slots"),
@@ -445,6 +452,14 @@ int main(int argc, char** argv) {
                          "  procedure and a loaded state continued by a prompt run on the CPU reference (fp32).", flags,
                          (int)(sizeof(flags) / sizeof(flags[0]))};
     cli_parse_or_exit(&cli, argc, argv);
+    if (o.bounded_preset >= 0) {  // a preset state: bounded, with its sizes unless given
+        const BoundedPreset* bp = &BOUNDED_PRESETS[o.bounded_preset];
+        if (o.ov.bounded == 0) cli_fail(&cli, "--bounded-config with --bounded 0");
+        o.ov.bounded = 1;
+        if (o.ov.window < 0) o.ov.window = bp->window;
+        if (o.ov.n_exact < 0) o.ov.n_exact = bp->n_exact;
+        if (o.ov.n_summary < 0) o.ov.n_summary = bp->n_summary;
+    }
     if (!o.needle) {  // the needle test is synthetic: it needs no model
         if (!o.model_dir) cli_fail(&cli, "--model DIR is required");
         if (o.prompt && o.prompt_ids) cli_fail(&cli, "give --prompt or --prompt-ids, not both");

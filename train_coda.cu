@@ -56,7 +56,6 @@ typedef struct {
 
 static const CliChoice HEAD_NORM_CHOICES[] = {{"identity", HEAD_NORM_IDENTITY}, {"full", HEAD_NORM_FULL}, {NULL, 0}};
 static const CliChoice CANDIDATE_ORDER_CHOICES[] = {{"by_gate", CAND_ORDER_BY_GATE}, {"reference", CAND_ORDER_REFERENCE}, {NULL, 0}};
-static CliChoice BOUNDED_PRESET_CHOICES[N_BOUNDED_PRESETS + 1];
 
 // Parses argv into o, defaults first (phase-1 defaults are the paper's); exits on a bad command line.
 static void parse_options(Options* o, int argc, char** argv) {
@@ -71,7 +70,6 @@ static void parse_options(Options* o, int argc, char** argv) {
     o->window = o->n_exact = o->n_summary = o->block = -1;
     o->lr_scale = 0.1; o->detach_evicted = 1; o->cross_block_grad = 1; o->mask_unused_memory = 1;
     o->candidate_order = CAND_ORDER_BY_GATE;
-    for (int i = 0; i < N_BOUNDED_PRESETS; i++) BOUNDED_PRESET_CHOICES[i] = {BOUNDED_PRESETS[i].name, i};
     char model_help[256];
     snprintf(model_help, sizeof(model_help), "phase 0 architecture: a preset (%s) or a config.json", model_preset_names());
     const CliFlag flags[] = {
@@ -129,7 +127,7 @@ static void parse_options(Options* o, int argc, char** argv) {
                    "phases 1, 2: the 2x2's GQA arm: lambda bias -100 and theta 0 at init, both frozen\n"
                    "(pass it in both phases)"),
         cli_section("phase 2 (bounded state; the paper's values by default):"),
-        cli_enum("--bounded-config", &o->bounded_preset, BOUNDED_PRESET_CHOICES,
+        cli_enum("--bounded-config", &o->bounded_preset, bounded_preset_choices(),
                  "state preset: W / Me / Ms = 128/32/32, 256/64/64, 512/128/128, 256/0/0"),
         cli_int("--window", &o->window, 1, CONFIG_MAX_STATE, "W", "ring slots (overrides the preset)"),
         cli_int("--exact", &o->n_exact, 0, CONFIG_MAX_STATE, "Me", "exact-bank slots (overrides the preset)"),

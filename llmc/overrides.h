@@ -37,13 +37,32 @@ static inline void overrides_apply(ModelConfig* c, const ConfigOverrides* ov) {
     if (ov->candidate_order >= 0) c->candidate_order = (CandidateOrder)ov->candidate_order;
 }
 
+// Whether the config.json at path states a bounded state's sizes: a "coda" object with "window" (every
+// config coda.c writes has one; a Hugging Face base model's has none). Read errors count as no.
+static inline int config__has_state_sizes(const char* path) {
+    JsonValue* root = NULL;
+    CodaError e;
+    if (json_parse_file(path, &root, &e) != 0) return 0;
+    const JsonValue* coda = json_get(root, "coda");
+    const int has = coda && json_get(coda, "window") != NULL;
+    json_free(root);
+    return has;
+}
+
 // Reads DIR/config.json into *c with the overrides applied (ov may be NULL; `bounded` too, as a loaded
 // model may change it) and validates the result, naming the overrides when they made it invalid.
+// Switching a model to bounded needs the state's sizes, from its config's "coda" object or a flag for
+// at least one of W, Me, Ms: coda.c's defaults are not silently taken for a model (a Hugging Face base)
+// whose config never named a state.
 // The one config path of every evaluation loader (reference_load_dir here, gpu_eval_model_load).
 static inline int config_load_with_overrides(const char* dir, const ConfigOverrides* ov, ModelConfig* c, CodaError* err) {
     char path[4096];
     snprintf(path, sizeof(path), "%s/config.json", dir);
     if (config_read_hf(path, c, err) != 0) return -1;
+    if (ov && ov->bounded == 1 && !c->bounded && ov->window < 0 && ov->n_exact < 0 && ov->n_summary < 0 && !config__has_state_sizes(path))
+        return coda_errorf(err, "%s: --bounded 1 on a model whose config names no bounded state needs its sizes: --bounded-config "
+                                "tiny|medium|large|window-only, or --window W --exact Me --summary Ms (the paper's medium state: 256 / 64 / 64)",
+                           path);
     if (ov && ov->bounded >= 0) c->bounded = ov->bounded;
     overrides_apply(c, ov);
     CodaError inner;

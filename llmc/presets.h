@@ -1,6 +1,7 @@
 // presets.h — the model architectures train_coda knows by name (phase 0 from scratch, or a random
 // phase-1 base for benchmarks); anything else is read from a Hugging Face config.json.
 #pragma once
+#include "cli.h"
 #include "hf_model.h"
 
 typedef struct {
@@ -52,6 +53,15 @@ static const BoundedPreset BOUNDED_PRESETS[] = {
     {"window-only", 256, 0, 0},
 };
 #define N_BOUNDED_PRESETS ((int)(sizeof(BOUNDED_PRESETS) / sizeof(BOUNDED_PRESETS[0])))
+
+// The presets as command-line choices (--bounded-config of train_coda and infer_coda).
+static inline const CliChoice* bounded_preset_choices(void) {
+    static CliChoice ch[N_BOUNDED_PRESETS + 1];
+    for (int i = 0; i < N_BOUNDED_PRESETS; i++) { ch[i].name = BOUNDED_PRESETS[i].name; ch[i].value = i; }
+    ch[N_BOUNDED_PRESETS].name = NULL;
+    ch[N_BOUNDED_PRESETS].value = 0;
+    return ch;
+}
 
 // Phase 2's surgery on a phase-1 config (docs/protocol.md §1.9): the bounded state (a preset, each size
 // overridable; -1 = the preset's, block -1 = 256), the training switches, and an empty zero state per

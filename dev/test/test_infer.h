@@ -485,6 +485,7 @@ TEST(infer_state_load_errors) {
 TEST(infer_overrides_reach_the_config_and_state_bytes) {
     InferTestOneThread one_thread;
     CodaError err;
+    ModelConfig cc;
     CHECK(ppl_default_stride(2048) == 512 && ppl_default_stride(256) == 256, "stride: 512, or ctx if smaller");
     // overrides reach the model config; an override that breaks the config is refused with the path
     char dir[64];
@@ -508,6 +509,31 @@ TEST(infer_overrides_reach_the_config_and_state_bytes) {
     bench.n_kv_heads = 2; bench.head_dim = 64;
     StateBytes sb = state_bytes(&bench, 2);
     CHECK(sb.total == 223104 - 2 * 64 * 64 * 2 - 2 * 64 * 32 * 2, "medium bench state: %zu", sb.total);
+    // a config without a "coda" object (a Hugging Face base) switched to bounded without any size:
+    // refused, naming the flags; one size given: the others are coda.c's defaults, as documented
+    char path[200];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    FILE* f = fopen(path, "w");
+    CHECK(f != NULL, "rewrite %s", path);
+    if (f) {
+        fprintf(f, "{\"vocab_size\": %d, \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+                   "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, \"rms_norm_eps\": 1e-5, "
+                   "\"rope_theta\": 10000.0, \"tie_word_embeddings\": %s}", c.vocab_size, c.dim, c.ffn_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim,
+                c.tie_embeddings ? "true" : "false");
+        fclose(f);
+    }
+    ov = overrides_none();
+    ov.bounded = 1;
+    CHECK(config_load_with_overrides(dir, &ov, &cc, &err) != 0 && strstr(err.msg, "--bounded-config") && strstr(err.msg, "--window"), "%s",
+          err.msg);
+    ov.n_summary = 8;
+    CHECK(config_load_with_overrides(dir, &ov, &cc, &err) == 0 && cc.bounded && cc.n_summary == 8, "%s", err.msg);
+    ov.n_summary = -1;
+    ov.bounded = -1;
+    CHECK(config_load_with_overrides(dir, &ov, &cc, &err) == 0 && !cc.bounded, "%s", err.msg);
+    infer_test_write_model(dir, &c, 701);  // back to coda.c's own config (it names a state: --bounded 1 alone is fine)
+    ov.bounded = 1;
+    CHECK(config_load_with_overrides(dir, &ov, &cc, &err) == 0 && cc.bounded && cc.window == c.window, "%s", err.msg);
     ov = overrides_none();
     ov.bounded = 1; ov.window = 0;
     // window 0 via the struct (the CLI refuses it earlier): config_validate names the field
