@@ -102,6 +102,7 @@ typedef struct {
     const char* needle_lengths;
     int device;  // Device
     int bounded_preset;  // --bounded-config: index into BOUNDED_PRESETS, -1 none
+    int allow_long_context;
 } Options;
 typedef enum { DEVICE_AUTO = 0, DEVICE_CPU = 1, DEVICE_GPU = 2 } Device;
 static const CliChoice DEVICE_CHOICES[] = {{"auto", DEVICE_AUTO}, {"cpu", DEVICE_CPU}, {"gpu", DEVICE_GPU}, {NULL, 0}};
@@ -278,6 +279,8 @@ static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
     }
     int n_ids = 0;
     int* ids = prompt_ids(cli, o, &tk, &n_ids);
+    if (config_check_positions(c, (long long)*g->n_fed + n_ids + o->max_new, "the prompt and --max-new", o->allow_long_context, &err) != 0)
+        coda_fatal("%s", err.msg);
     const double t0 = now_seconds();
     if (n_ids > 0) {
         printf("prompt: %d tokens (%s on the %s)\n", n_ids, c->bounded ? "chunked prefill" : "full forward", g->where);
@@ -364,6 +367,21 @@ static int run_generation_gpu(const CliSpec* cli, const Options* o, GpuModel* gm
     return rc;
 }
 
+// The furthest position a perplexity run puts a token at: the window / chunk length, the longest
+// swept length the text holds, or (streaming) the whole text; past the model's positions only with
+// --allow-long-context.
+static void check_ppl_positions(const Options* o, const ModelConfig* c, int64_t n) {
+    long long reach = o->procedure == PPL_STREAMING ? n : (o->ctx < n ? o->ctx : n);
+    const char* what = o->procedure == PPL_STREAMING ? "the streaming procedure (one state through the whole text)" : "--ctx";
+    if (o->context_sweep) {
+        reach = 0;
+        for (int i = 0; i < PPL_SWEEP_N; i++) if (PPL_SWEEP_CTX[i] <= n) reach = PPL_SWEEP_CTX[i];
+        what = "--context-sweep";
+    }
+    CodaError err;
+    if (config_check_positions(c, reach, what, o->allow_long_context, &err) != 0) coda_fatal("%s", err.msg);
+}
+
 static const CliChoice PROCEDURE_CHOICES[] = {{"sliding", PPL_SLIDING}, {"chunked", PPL_CHUNKED}, {"streaming", PPL_STREAMING}, {NULL, 0}};
 static const CliChoice MEM_INIT_CHOICES[] = {{"zeros", MEM_INIT_ZEROS}, {"random", MEM_INIT_RANDOM_NORMAL},
                                              {"random_normal", MEM_INIT_RANDOM_NORMAL}, {NULL, 0}};
@@ -441,6 +459,9 @@ int main(int argc, char** argv) {
         cli_switch("--needle", &o.needle, "run it; retained = the needle's key has cosine > 0.999 with a ring or\nexact-bank slot"),
         cli_string("--needle-lengths", &o.needle_lengths, "L,...", "sequence lengths"),
         cli_int("--needle-pos", &o.needle_pos, 0, INT_MAX, "P", "needle position"),
+        cli_switch("--allow-long-context", &o.allow_long_context,
+                   "run past the model's max_position_embeddings (a window, the streamed text, a prompt\n"
+                   "and its continuation); refused otherwise"),
         cli_section("where it runs:"),
         cli_enum("--device", &o.device, DEVICE_CHOICES,
                  "perplexity (sliding, chunked) and generation on the GPU model when a GPU is present\n"
@@ -523,6 +544,7 @@ int main(int argc, char** argv) {
         if (gpu_ppl) {
             int64_t n;
             int32_t* tokens = load_ppl_tokens(&o, gm.cfg.vocab_size, &n);
+            check_ppl_positions(&o, &gm.cfg, n);
             GpuScorer gs;
             int max_len = o.context_sweep ? PPL_SWEEP_CTX[PPL_SWEEP_N - 1] : o.ctx;
             if (max_len > n) max_len = (int)n;
@@ -547,6 +569,7 @@ int main(int argc, char** argv) {
     if (o.ppl_path) {
         int64_t n;
         int32_t* tokens = load_ppl_tokens(&o, c->vocab_size, &n);
+        check_ppl_positions(&o, c, n);
         CpuScorer cs;
         PplScorer scorer = cpu_scorer(&cs, &m, o.seed);
         scorer.progress = print_progress;

@@ -108,6 +108,15 @@ static inline double config_rope_base(const ModelConfig* c) {
 // Slots of the bounded state: ring, then exact bank, then summary bank (docs/spec.md §2.1).
 static inline int config_state_slots(const ModelConfig* c) { return c->window + c->n_exact + c->n_summary; }
 
+// A run that puts tokens at positions [0, n) (a window, a chunk, a streamed text, a prompt and its
+// continuation) on a model whose config says it was built for max_seq_len positions (0: not stated):
+// refused unless `allow`, naming what asked for it and the flag that allows it.
+static inline int config_check_positions(const ModelConfig* c, long long n, const char* what, int allow, CodaError* err) {
+    if (allow || c->max_seq_len <= 0 || n <= c->max_seq_len) return 0;
+    return coda_errorf(err, "%s reaches position %lld, beyond the model's max_position_embeddings %d (config.json): it was not "
+                            "built for positions that far; --allow-long-context runs it anyway", what, n - 1, c->max_seq_len);
+}
+
 // Upper limits of every size in the config. Each is far above any real model, and low enough that
 // the products the code forms from them (widths, slot counts, table sizes, int loop bounds) cannot
 // wrap; a typo or a corrupt config.json stops here with the field's name, not as a wrapped

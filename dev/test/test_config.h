@@ -230,3 +230,15 @@ TEST(param_init_fill_is_thread_count_independent_and_distributed_by_kind) {
     free(a); free(b);
     param_table_free(&t);
 }
+
+TEST(config_check_positions_refuses_contexts_past_the_model_unless_allowed) {
+    ModelConfig c = config_default();
+    c.max_seq_len = 4096;
+    CodaError err;
+    CHECK(config_check_positions(&c, 4096, "--ctx 4096", 0, &err) == 0, "%s", err.msg);
+    CHECK(config_check_positions(&c, 4097, "--ctx 4097", 0, &err) != 0 && strstr(err.msg, "--ctx 4097") && strstr(err.msg, "4096") &&
+              strstr(err.msg, "--allow-long-context"), "%s", err.msg);
+    CHECK(config_check_positions(&c, 1 << 20, "the streamed text", 1, &err) == 0, "allowed");
+    c.max_seq_len = 0;  // not stated: nothing to check against
+    CHECK(config_check_positions(&c, 1 << 20, "x", 0, &err) == 0, "no limit stated");
+}
