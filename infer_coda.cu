@@ -256,7 +256,7 @@ static int* prompt_ids(const CliSpec* cli, const Options* o, const Tokenizer* tk
 
 static void check_state_flags(const Options* o, const ModelConfig* c) {
     if (!c->bounded && (o->save_state || o->load_state))
-        coda_fatal("--save-state / --load-state need a bounded model (this one is unbounded: use --bounded 1)");
+        coda_fatal("--save-state / --load-state need a bounded model (this one is unbounded: --bounded-config medium, or --bounded 1 with the sizes)");
 }
 
 static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
@@ -524,7 +524,7 @@ int main(int argc, char** argv) {
     }
     const int want_gen = o.prompt || o.prompt_ids || o.load_state;
     const int gpu_ok = o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present());
-    const int gpu_ppl = o.ppl_path && o.procedure != PPL_STREAMING && gpu_ok;
+    const int gpu_ppl = o.ppl_path && (o.procedure != PPL_STREAMING || o.context_sweep) && gpu_ok;  // the sweep is chunked
     // a loaded state continued by a prompt needs a prefill from a non-empty state: the CPU reference's
     const int gpu_gen = want_gen && gpu_ok && !(o.load_state && (o.prompt || o.prompt_ids));
     if (o.device == DEVICE_GPU && o.ppl_path && !gpu_ppl)
