@@ -61,7 +61,7 @@ check-toolchain:
 TOKENIZER_TEST_DATA = data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json \
                       data/brown/train.txt data/brown/val.txt data/foldoc/foldoc.txt
 TEST_ENV = OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} TEST_FILTER='$(FILTER)'
-test: test_cpu test_coda tokenize_coda bench_tokenizer | $(TOKENIZER_TEST_DATA)
+test: test_cpu test_coda tokenize_coda bench_tokenizer coda_adapters | $(TOKENIZER_TEST_DATA)
 	@$(TEST_ENV) dev/test/run.sh ./test_cpu ./test_coda
 data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json:
 	-dev/data/fetch_tokenizer.sh
@@ -74,7 +74,7 @@ data/foldoc/foldoc.txt:
 #   make test_cpu && ./test_cpu [name-filter]
 CXX_TEST_FLAGS = -std=c++17 -fopenmp -ffp-contract=off -Wall -Wno-unused-function -I.
 # (test_cpu also replays the fuzz inputs through dev/fuzz/fuzz_targets.h, and runs the built
-# tokenize_coda and bench_tokenizer to test their command lines: `make test` builds them first)
+# tokenize_coda, bench_tokenizer and coda_adapters to test their command lines: `make test` builds them first)
 CPU_TEST_DEPS = test_cpu.cpp $(wildcard llmc/*.h llmc/cpu/*.h dev/test/*.h) dev/fuzz/fuzz_targets.h
 test_cpu: $(CPU_TEST_DEPS)
 	$(CXX) -O2 $(CXX_TEST_FLAGS) -o $@ $< -lm
@@ -87,7 +87,7 @@ ASAN_ENV = ASAN_OPTIONS=$${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=$${UBSAN_
 build/test_cpu_asan: $(CPU_TEST_DEPS)
 	@mkdir -p build
 	$(CXX) $(ASAN_CXX_FLAGS) $(CXX_TEST_FLAGS) -o $@ $< -lm
-test-asan: build/test_cpu_asan tokenize_coda bench_tokenizer | $(TOKENIZER_TEST_DATA)
+test-asan: build/test_cpu_asan tokenize_coda bench_tokenizer coda_adapters | $(TOKENIZER_TEST_DATA)
 	@$(TEST_ENV) $(ASAN_ENV) dev/test/run.sh build/test_cpu_asan
 
 # ---- test_coda: the GPU tests (dev/test/*.cuh); they SKIP, loudly, without a GPU ----

@@ -4,6 +4,7 @@
 // carried by the safetensors file or inferred from a .pt), and the refusals.
 #pragma once
 #include "../../llmc/adapters.h"
+#include "test_data.h"      // dt_run_captured: the program as a user runs it
 #include "test_torch_pt.h"  // ptt_run: the python checks
 
 // A tiny Mistral-shaped config; differential/bounded as asked.
@@ -242,6 +243,43 @@ TEST(adapters_pt_with_real_torch_both_directions) {
         param_table_free(&tg);
         pt_free(e, n);
     }
+    free(bb); free(bc);
+    param_table_free(&tb); param_table_free(&tc);
+    test_rmtree(dir);
+}
+
+// The program as a user runs it (`make test` builds it first): help, usage errors, export, import,
+// and a refusal's exit status and message.
+TEST(coda_adapters_command_line) {
+    const char* prog = "./coda_adapters";
+    if (!dt_exists(prog)) { CHECK(0, "%s is not built: make coda_adapters", prog); return; }
+    char out[4096], errs[4096], dir[256], base[300], ck[300], pt[300], dst[300];
+    const char* help[3] = {prog, "--help", NULL};
+    CHECK(dt_run_captured(help, out, sizeof(out), errs, sizeof(errs)) == 0 && strstr(out, "usage:") == out, "--help: '%.80s'", out);
+    const char* none[2] = {prog, NULL};
+    CHECK(dt_run_captured(none, out, sizeof(out), errs, sizeof(errs)) == 2 && strstr(errs, "usage:"), "no command: '%.80s'", errs);
+    const char* half[4] = {prog, "import", "--base", NULL};
+    CHECK(dt_run_captured(half, out, sizeof(out), errs, sizeof(errs)) == 2 && strstr(errs, "--base"), "'%.120s'", errs);
+    test_mkdtemp(dir, sizeof(dir), "adapters_cli");
+    snprintf(base, sizeof(base), "%s/base", dir);
+    snprintf(ck, sizeof(ck), "%s/ckpt", dir);
+    snprintf(pt, sizeof(pt), "%s/coda_adapters.pt", dir);
+    snprintf(dst, sizeof(dst), "%s/imported", dir);
+    ModelConfig cb = ad_config(0, 0), cc = ad_config(1, 1);
+    ParamTable tb, tc;
+    uint16_t *bb, *bc;
+    ad_write_model(base, &cb, 22, &tb, &bb);
+    ad_write_model(ck, &cc, 23, &tc, &bc);
+    const char* ex_argv[7] = {prog, "export", "--model", ck, "--out", pt, NULL};
+    CHECK(dt_run_captured(ex_argv, out, sizeof(out), errs, sizeof(errs)) == 0 && strstr(out, "wrote the adapters"), "export: %s%s", out, errs);
+    const char* im[9] = {prog, "import", "--base", base, "--adapters", pt, "--out", dst, NULL};
+    CHECK(dt_run_captured(im, out, sizeof(out), errs, sizeof(errs)) == 0 && strstr(out, "CoDA bounded") && strstr(out, "20 adapter tensors"),
+          "import: %s%s", out, errs);
+    char cfg[400];
+    snprintf(cfg, sizeof(cfg), "%s/config.json", dst);
+    CHECK(dt_exists(cfg), "%s written", cfg);
+    const char* bad[7] = {prog, "export", "--model", base, "--out", pt, NULL};
+    CHECK(dt_run_captured(bad, out, sizeof(out), errs, sizeof(errs)) == 1 && strstr(errs, "not a CoDA model"), "'%s'", errs);
     free(bb); free(bc);
     param_table_free(&tb); param_table_free(&tc);
     test_rmtree(dir);
