@@ -24,6 +24,8 @@
 #   ppl-hf-7b      a random Mistral-7B (bf16, save_pretrained) on Brown's validation shard: transformers'
 #                  sliding-window perplexity (2048 / 512) next to infer_coda's on the GPU, values and tokens/s
 #                  (PPL_TOKENS=16384 tokens)
+#   adapters-torch the torch-side checks of llmc/torch_pt.h and llmc/adapters.h with this machine's torch: torch.load
+#                  (weights_only=True) of coda.c's files bitwise, load_state_dict(strict=True), torch.save's files imported
 #   bench-decode   Mistral-7B decode at B=1 (dev/cuda/decode: bounded medium state vs KV cache at 2K..128K, the HBM bound,
 #                  gemv vs cuBLASLt) next to transformers' generate() (scripts/bench_hf_generate.py), same card, same call
 #                  (DECODE_CTX="2048,8192,32768,131072" picks the lengths)
@@ -165,6 +167,10 @@ for stage in "$@"; do
 print('[%s] scored %d vs %d, mean NLL HF %.7f coda.c %.7f, rel diff %.2e' % (sys.argv[3], h['scored'], c['tokens_scored'], \
 h['mean_nll'], c['mean_nll'], abs(h['mean_nll'] - c['mean_nll']) / h['mean_nll']))" "$hf" "$cc" $p
       done ;;
+    adapters-torch)
+      make test_cpu coda_adapters > "$OUT/build_cpu.log" 2>&1 || { tail -20 "$OUT/build_cpu.log"; exit 1; }
+      CODA_TORCH_PYTHON="$(command -v python3)" ./test_cpu torch_pt 2>&1 | tail -4 | tee "$OUT/torch_pt.log"
+      CODA_TORCH_PYTHON="$(command -v python3)" ./test_cpu adapters 2>&1 | tail -6 | tee "$OUT/adapters.log" ;;
     bench-decode)
       make -C dev/cuda decode > "$OUT/build_decode.log" 2>&1 || { tail -20 "$OUT/build_decode.log"; exit 1; }
       run ./dev/cuda/decode "${DECODE_CTX:-2048,8192,32768,131072}" 64 2>&1 | tee "$OUT/bench_decode.log" | tail -28

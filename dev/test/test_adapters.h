@@ -189,7 +189,7 @@ TEST(adapters_refusals) {
 #define AD_TORCH_CHECK_PY "dev/test/adapters_torch_check.py"
 TEST(adapters_pt_with_real_torch_both_directions) {
     char out[4096];
-    const char* python = getenv("CODA_TORCH_PYTHON") ? getenv("CODA_TORCH_PYTHON") : "/usr/bin/python3";  // a path
+    const char* python = ptt_python();
     const char* probe[4] = {python, "-c", "import torch", NULL};
     if (access(probe[0], X_OK) != 0 || ptt_run(probe, out, sizeof(out)) != 0) {
         test_skip("no torch to check the adapters file with (/usr/bin/python3, or the python CODA_TORCH_PYTHON names, cannot import torch)");

@@ -614,6 +614,10 @@ TEST(torch_pt_refuses_one_storage_copied_out_too_many_times) {
 
 // ---- against the real torch ----
 
+// The python with torch the checks run: CODA_TORCH_PYTHON (a path, e.g. the GPU machine's venv), else
+// /usr/bin/python3 (Debian's python3-torch).
+static const char* ptt_python(void) { return getenv("CODA_TORCH_PYTHON") ? getenv("CODA_TORCH_PYTHON") : "/usr/bin/python3"; }
+
 // Runs argv (argv[0] a path) with stdout and stderr into out (NUL-terminated); returns the exit status, -1 if it did not run.
 static int ptt_run(const char* const* argv, char* out, size_t out_n) {
     char path[] = "/tmp/coda_ptt_out_XXXXXX";
@@ -688,7 +692,7 @@ static int ptt_read_manifest(const char* path, PtTensor* t, int cap) {
 
 TEST(torch_pt_matches_real_torch_both_directions) {
     char out[4096];
-    const char* probe[4] = {"/usr/bin/python3", "-c", "import torch", NULL};
+    const char* probe[4] = {ptt_python(), "-c", "import torch", NULL};
     if (access(probe[0], X_OK) != 0 || ptt_run(probe, out, sizeof(out)) != 0) {
         test_skip("/usr/bin/python3 -c 'import torch' fails here: no torch to compare with (torch_pt_reads_the_file_torch_1_13_wrote still ran)");
         return;
@@ -698,7 +702,7 @@ TEST(torch_pt_matches_real_torch_both_directions) {
     // torch writes -> pt_read
     snprintf(pt, sizeof(pt), "%s/coda_adapters.pt", dir);
     snprintf(js, sizeof(js), "%s/expected.json", dir);
-    const char* w[6] = {"/usr/bin/python3", PTT_CHECK_PY, "write", pt, js, NULL};
+    const char* w[6] = {ptt_python(), PTT_CHECK_PY, "write", pt, js, NULL};
     int rc = ptt_run(w, out, sizeof(out));
     CHECK(rc == 0, "%s write: exit %d: %s", PTT_CHECK_PY, rc, out);
     printf("    %s", out);
@@ -725,7 +729,7 @@ TEST(torch_pt_matches_real_torch_both_directions) {
         o.gap = mode == 2 ? 9ull << 29 : 0;
         snprintf(pt, sizeof(pt), "%s/c%d.pt", dir, mode);
         CHECK(pt__write_opts(pt, t, n, &o, &err) == 0, "%s", err.msg);
-        const char* c[6] = {"/usr/bin/python3", PTT_CHECK_PY, "check", pt, js, NULL};
+        const char* c[6] = {ptt_python(), PTT_CHECK_PY, "check", pt, js, NULL};
         rc = ptt_run(c, out, sizeof(out));
         CHECK(rc == 0 && strstr(out, "bitwise equal"), "%s check (%s): exit %d: %s", PTT_CHECK_PY,
               mode == 0 ? "plain" : mode == 1 ? "zip64 fields" : "past 4 GiB", rc, out);
