@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -83,6 +84,30 @@ static inline int coda_check_regular_file(const char* path, const char* what, Co
         return coda_errorf(err, "%s: cannot open %s: not a regular file (%s)", path, what,
                            S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a pipe" : "a device or socket");
     return 0;
+}
+
+// Maps the regular file at path read-only (coda_check_regular_file first; `what` names it in
+// messages): *map and *size, *map NULL for an empty file (there is nothing to map). The readers of
+// binary files (safetensors, torch .pt) parse the mapping, then coda_unmap_file it.
+static inline int coda_map_file(const char* path, const char* what, void** map, size_t* size, CodaError* err) {
+    *map = NULL;
+    *size = 0;
+    if (coda_check_regular_file(path, what, err) != 0) return -1;
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return coda_errorf(err, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) { int e = errno; close(fd); return coda_errorf(err, "%s: cannot stat: %s", path, strerror(e)); }
+    *size = (size_t)sb.st_size;
+    if (*size == 0) { close(fd); return 0; }
+    void* m = mmap(NULL, *size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int map_errno = errno;
+    close(fd);  // the mapping keeps the file alive
+    if (m == MAP_FAILED) return coda_errorf(err, "%s: cannot mmap %zu bytes: %s", path, *size, strerror(map_errno));
+    *map = m;
+    return 0;
+}
+static inline void coda_unmap_file(void* map, size_t size) {
+    if (map) munmap(map, size);
 }
 
 // Creates a new file beside `path` for an atomic write (same directory, so a rename onto path

@@ -7,8 +7,6 @@
 // involved, the tensor. The writer streams tensor bytes to a temporary file in the target's directory
 // and renames it into place, so a crash never leaves a half-written file under the real name.
 #pragma once
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "json.h"
@@ -109,7 +107,7 @@ static inline int st__cmp_name(const void* a, const void* b) {
 }
 
 static inline void st_close(SafeTensors* st) {
-    if (st->file) munmap(st->file, st->file_size);
+    coda_unmap_file(st->file, st->file_size);
     for (int i = 0; i < st->n; i++) free(st->tensors[i].name);
     free(st->tensors);
     free(st->by_name);
@@ -216,20 +214,13 @@ static inline int st__parse(SafeTensors* st, const uint8_t* bytes, size_t size, 
 // Opens and validates a safetensors file. On failure st is left closed (nothing to free).
 static inline int st_open(SafeTensors* st, const char* path, CodaError* err) {
     memset(st, 0, sizeof(*st));
-    if (coda_check_regular_file(path, "safetensors file", err) != 0) return -1;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return coda_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) { int e = errno; close(fd); return coda_errorf(err, "%s: cannot stat: %s", path, strerror(e)); }
-    size_t size = (size_t)sb.st_size;
+    void* map;
+    size_t size;
+    if (coda_map_file(path, "safetensors file", &map, &size, err) != 0) return -1;
     if (size < 8) {
-        close(fd);
+        coda_unmap_file(map, size);
         return coda_errorf(err, "%s: file is too short to be safetensors (%zu bytes; the header length alone takes 8)", path, size);
     }
-    void* map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);  // the mapping keeps the file alive
-    if (map == MAP_FAILED) return coda_errorf(err, "%s: cannot mmap %zu bytes: %s", path, size, strerror(map_errno));
     st->path = strdup(path);
     st->file = (uint8_t*)map;
     return st__parse(st, st->file, size, err);

@@ -31,8 +31,6 @@
 // accepts (checked against torch 1.13 by dev/test/torch_pt_check.py, also past 4 GiB); the whole
 // file goes to path.tmp.<pid>.<k> and is renamed into place.
 #pragma once
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "common.h"
@@ -734,19 +732,15 @@ done:
 static inline int pt_read(const char* path, PtTensor** out, int* n, CodaError* err) {
     *out = NULL;
     *n = 0;
-    if (coda_check_regular_file(path, "torch .pt file", err) != 0) return -1;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return coda_errorf(err, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) { int e = errno; close(fd); return coda_errorf(err, "%s: cannot stat: %s", path, strerror(e)); }
-    size_t size = (size_t)sb.st_size;
-    if (size < 22) { close(fd); return coda_errorf(err, "%s: %zu bytes: too short to be a torch.save file (truncated?)", path, size); }
-    void* map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-    close(fd);
-    if (map == MAP_FAILED) return coda_errorf(err, "%s: cannot mmap %zu bytes: %s", path, size, strerror(map_errno));
+    void* map;
+    size_t size;
+    if (coda_map_file(path, "torch .pt file", &map, &size, err) != 0) return -1;
+    if (size < 22) {
+        coda_unmap_file(map, size);
+        return coda_errorf(err, "%s: %zu bytes: too short to be a torch.save file (truncated?)", path, size);
+    }
     int rc = pt_parse(map, size, path, out, n, err);
-    munmap(map, size);
+    coda_unmap_file(map, size);
     return rc;
 }
 
