@@ -37,6 +37,45 @@ static const uint16_t* ad_tensor(const ParamTable* t, const uint16_t* buf, Param
     return p ? buf + p->offset : NULL;
 }
 
+// The two models every import test starts from, in one temporary directory: a GQA base (its MLP,
+// norms and embeddings must survive an import) and a trained bounded CoDA checkpoint (its adapters
+// must arrive), seeds `seed` and seed + 1.
+typedef struct {
+    char dir[256], base[300], ck[300];
+    ParamTable tb, tc;
+    uint16_t *bb, *bc;
+} AdPair;
+static void ad_pair_make(AdPair* p, const char* tag, uint64_t seed) {
+    test_mkdtemp(p->dir, sizeof(p->dir), tag);
+    snprintf(p->base, sizeof(p->base), "%s/base", p->dir);
+    snprintf(p->ck, sizeof(p->ck), "%s/ckpt", p->dir);
+    ModelConfig cb = ad_config(0, 0), cc = ad_config(1, 1);
+    ad_write_model(p->base, &cb, seed, &p->tb, &p->bb);
+    ad_write_model(p->ck, &cc, seed + 1, &p->tc, &p->bc);
+}
+static void ad_pair_free(AdPair* p) {
+    free(p->bb); free(p->bc);
+    param_table_free(&p->tb); param_table_free(&p->tc);
+    test_rmtree(p->dir);
+}
+// A path inside the pair's directory, into buf.
+static char* ad_in(const AdPair* p, const char* name, char* buf, size_t n) {
+    snprintf(buf, n, "%s/%s", p->dir, name);
+    return buf;
+}
+// A model directory read back: its config's table and its parameters in bf16 (free both).
+static void ad_read_model(const char* dir, ParamTable* t, uint16_t** buf) {
+    ModelConfig c;
+    CodaError err;
+    char path[400];
+    snprintf(path, sizeof(path), "%s/config.json", dir);
+    CHECK(config_read_hf(path, &c, &err) == 0, "%s", err.msg);
+    param_table_build(t, &c, DT_BF16);
+    *buf = (uint16_t*)calloc(t->total, 2);
+    HfLoadReport lr;
+    CHECK(hf_load_params(dir, t, *buf, DT_BF16, &lr, &err) == 0 && lr.n_coda_missing == 0, "%s: %s", dir, err.msg);
+}
+
 TEST(adapters_export_names_shapes_and_round_trip) {
     char dir[256], ck[300], pt[300], sf[300];
     test_mkdtemp(dir, sizeof(dir), "adapters");
@@ -89,59 +128,45 @@ TEST(adapters_export_names_shapes_and_round_trip) {
 }
 
 TEST(adapters_import_over_a_base_model) {
-    char dir[256], base[300], ck[300], pt[300], sf[300], out1[300], out2[300], out3[300];
-    test_mkdtemp(dir, sizeof(dir), "adapters_import");
-    snprintf(base, sizeof(base), "%s/base", dir);
-    snprintf(ck, sizeof(ck), "%s/ckpt", dir);
-    snprintf(pt, sizeof(pt), "%s/coda_adapters.pt", dir);
-    snprintf(sf, sizeof(sf), "%s/adapters.safetensors", dir);
-    snprintf(out1, sizeof(out1), "%s/from_pt", dir);
-    snprintf(out2, sizeof(out2), "%s/from_safetensors", dir);
-    snprintf(out3, sizeof(out3), "%s/unbounded", dir);
-    ModelConfig cb = ad_config(0, 0), cc = ad_config(1, 1);
-    ParamTable tb, tc;
-    uint16_t *bb, *bc;
-    ad_write_model(base, &cb, 2, &tb, &bb);  // the base (GQA): its MLP, norms and embeddings must survive
-    ad_write_model(ck, &cc, 3, &tc, &bc);    // a trained bounded CoDA model: its adapters must arrive
+    AdPair P;
+    ad_pair_make(&P, "adapters_import", 2);
+    char pt[400], sf[400], out1[400], out2[400], out3[400];
+    ad_in(&P, "coda_adapters.pt", pt, sizeof(pt));
+    ad_in(&P, "adapters.safetensors", sf, sizeof(sf));
+    ad_in(&P, "from_pt", out1, sizeof(out1));
+    ad_in(&P, "from_safetensors", out2, sizeof(out2));
+    ad_in(&P, "unbounded", out3, sizeof(out3));
     CodaError err;
-    CHECK(adapters_export(ck, pt, DT_BF16, &err) == 0 && adapters_export(ck, sf, DT_BF16, &err) == 0, "%s", err.msg);
+    CHECK(adapters_export(P.ck, pt, DT_BF16, &err) == 0 && adapters_export(P.ck, sf, DT_BF16, &err) == 0, "%s", err.msg);
     AdapterImportReport rep;
-    CHECK(adapters_import(base, pt, NULL, out1, DT_BF16, 9, &rep, &err) == 0, "%s", err.msg);
+    CHECK(adapters_import(P.base, pt, NULL, out1, DT_BF16, 9, &rep, &err) == 0, "%s", err.msg);
     CHECK(rep.cfg.differential && rep.cfg.bounded && rep.apply.n_kept == 0, "a .pt with write_proj: CoDA bounded, nothing kept (%d)",
           rep.apply.n_kept);
     CHECK(rep.cfg.window != 24, "a .pt carries no config: coda.c's default window, not the checkpoint's 24");
-    CHECK(adapters_import(base, sf, NULL, out2, DT_BF16, 9, &rep, &err) == 0, "%s", err.msg);
+    CHECK(adapters_import(P.base, sf, NULL, out2, DT_BF16, 9, &rep, &err) == 0, "%s", err.msg);
     CHECK(rep.cfg.bounded && rep.cfg.window == 24 && rep.cfg.n_exact == 4 && rep.cfg.block_size == 16, "the safetensors file's config");
     // the imported model: adapters = the checkpoint's, the rest = the base's
-    ModelConfig got;
-    char path[400];
-    snprintf(path, sizeof(path), "%s/config.json", out2);
-    CHECK(config_read_hf(path, &got, &err) == 0, "%s", err.msg);
     ParamTable tg;
-    param_table_build(&tg, &got, DT_BF16);
-    uint16_t* bg = (uint16_t*)calloc(tg.total, 2);
-    HfLoadReport lr;
-    CHECK(hf_load_params(out2, &tg, bg, DT_BF16, &lr, &err) == 0 && lr.n_coda_missing == 0, "%s", err.msg);
+    uint16_t* bg;
+    ad_read_model(out2, &tg, &bg);
     int bad = 0;
     for (int i = 0; i < tg.n; i++) {
         const ParamTensor* p = &tg.tensors[i];
         char name[128];
         const int adapter = adapter_name(p, name, sizeof(name));
         size_t ne;
-        const uint16_t* want = ad_tensor(adapter ? &tc : &tb, adapter ? bc : bb, p->kind, p->layer, &ne);
+        const uint16_t* want = ad_tensor(adapter ? &P.tc : &P.tb, adapter ? P.bc : P.bb, p->kind, p->layer, &ne);
         bad += !want || ne != p->numel || memcmp(want, bg + p->offset, 2 * ne) != 0;
     }
     CHECK(bad == 0, "%d tensors of the imported model differ from the checkpoint's adapters / the base", bad);
     // an unbounded import of the bounded file: write_proj / eta are not in an unbounded model: refused
     ConfigOverrides ov = overrides_none();
     ov.bounded = 0;
-    CHECK(adapters_import(base, pt, &ov, out3, DT_BF16, 9, &rep, &err) != 0 && strstr(err.msg, "write_proj") &&
+    CHECK(adapters_import(P.base, pt, &ov, out3, DT_BF16, 9, &rep, &err) != 0 && strstr(err.msg, "write_proj") &&
               strstr(err.msg, "not an adapter tensor"), "%s", err.msg);
     free(bg);
     param_table_free(&tg);
-    free(bb); free(bc);
-    param_table_free(&tb); param_table_free(&tc);
-    test_rmtree(dir);
+    ad_pair_free(&P);
 }
 
 TEST(adapters_refusals) {
@@ -195,40 +220,29 @@ TEST(adapters_pt_with_real_torch_both_directions) {
         test_skip("no torch to check the adapters file with (/usr/bin/python3, or the python CODA_TORCH_PYTHON names, cannot import torch)");
         return;
     }
-    char dir[256], base[300], ck[300], pt[300], sf[300], ref[300], expect[300], outdir[300];
-    test_mkdtemp(dir, sizeof(dir), "adapters_torch");
-    snprintf(base, sizeof(base), "%s/base", dir);
-    snprintf(ck, sizeof(ck), "%s/ckpt", dir);
-    snprintf(pt, sizeof(pt), "%s/coda_adapters.pt", dir);
-    snprintf(sf, sizeof(sf), "%s/adapters.safetensors", dir);
-    snprintf(ref, sizeof(ref), "%s/reference_adapters.pt", dir);
-    snprintf(expect, sizeof(expect), "%s/expected.safetensors", dir);
-    snprintf(outdir, sizeof(outdir), "%s/imported", dir);
-    ModelConfig cb = ad_config(0, 0), cc = ad_config(1, 1);
-    ParamTable tb, tc;
-    uint16_t *bb, *bc;
-    ad_write_model(base, &cb, 12, &tb, &bb);
-    ad_write_model(ck, &cc, 13, &tc, &bc);
+    AdPair P;
+    ad_pair_make(&P, "adapters_torch", 12);
+    char pt[400], sf[400], ref[400], expect[400], outdir[400];
+    ad_in(&P, "coda_adapters.pt", pt, sizeof(pt));
+    ad_in(&P, "adapters.safetensors", sf, sizeof(sf));
+    ad_in(&P, "reference_adapters.pt", ref, sizeof(ref));
+    ad_in(&P, "expected.safetensors", expect, sizeof(expect));
+    ad_in(&P, "imported", outdir, sizeof(outdir));
     CodaError err;
-    CHECK(adapters_export(ck, pt, DT_BF16, &err) == 0 && adapters_export(ck, sf, DT_BF16, &err) == 0, "%s", err.msg);
+    CHECK(adapters_export(P.ck, pt, DT_BF16, &err) == 0 && adapters_export(P.ck, sf, DT_BF16, &err) == 0, "%s", err.msg);
     const char* py[7] = {python, AD_TORCH_CHECK_PY, pt, sf, ref, expect, NULL};
     const int rc = ptt_run(py, out, sizeof(out));
     printf("    %s", out);
     CHECK(rc == 0, "the torch check failed:\n%s", out);
     if (rc == 0) {
         AdapterImportReport rep;
-        CHECK(adapters_import(base, ref, NULL, outdir, DT_BF16, 9, &rep, &err) == 0, "importing torch's file: %s", err.msg);
+        CHECK(adapters_import(P.base, ref, NULL, outdir, DT_BF16, 9, &rep, &err) == 0, "importing torch's file: %s", err.msg);
         PtTensor* e;
         int n;
         CHECK(adapters_read(expect, &e, &n, NULL, &err) == 0, "%s", err.msg);
-        ModelConfig got;
-        char path[400];
-        snprintf(path, sizeof(path), "%s/config.json", outdir);
-        CHECK(config_read_hf(path, &got, &err) == 0, "%s", err.msg);
         ParamTable tg;
-        param_table_build(&tg, &got, DT_BF16);
-        uint16_t* bg = (uint16_t*)calloc(tg.total, 2);
-        CHECK(hf_load_params(outdir, &tg, bg, DT_BF16, NULL, &err) == 0, "%s", err.msg);
+        uint16_t* bg;
+        ad_read_model(outdir, &tg, &bg);
         int bad = 0, seen = 0;
         for (int i = 0; i < n; i++)
             for (int j = 0; j < tg.n; j++) {
@@ -243,9 +257,7 @@ TEST(adapters_pt_with_real_torch_both_directions) {
         param_table_free(&tg);
         pt_free(e, n);
     }
-    free(bb); free(bc);
-    param_table_free(&tb); param_table_free(&tc);
-    test_rmtree(dir);
+    ad_pair_free(&P);
 }
 
 // The program as a user runs it (`make test` builds it first): help, usage errors, export, import,
@@ -253,34 +265,26 @@ TEST(adapters_pt_with_real_torch_both_directions) {
 TEST(coda_adapters_command_line) {
     const char* prog = "./coda_adapters";
     if (!dt_exists(prog)) { CHECK(0, "%s is not built: make coda_adapters", prog); return; }
-    char out[4096], errs[4096], dir[256], base[300], ck[300], pt[300], dst[300];
+    char out[4096], errs[4096], pt[400], dst[400];
     const char* help[3] = {prog, "--help", NULL};
     CHECK(dt_run_captured(help, out, sizeof(out), errs, sizeof(errs)) == 0 && strstr(out, "usage:") == out, "--help: '%.80s'", out);
     const char* none[2] = {prog, NULL};
     CHECK(dt_run_captured(none, out, sizeof(out), errs, sizeof(errs)) == 2 && strstr(errs, "usage:"), "no command: '%.80s'", errs);
     const char* half[4] = {prog, "import", "--base", NULL};
     CHECK(dt_run_captured(half, out, sizeof(out), errs, sizeof(errs)) == 2 && strstr(errs, "--base"), "'%.120s'", errs);
-    test_mkdtemp(dir, sizeof(dir), "adapters_cli");
-    snprintf(base, sizeof(base), "%s/base", dir);
-    snprintf(ck, sizeof(ck), "%s/ckpt", dir);
-    snprintf(pt, sizeof(pt), "%s/coda_adapters.pt", dir);
-    snprintf(dst, sizeof(dst), "%s/imported", dir);
-    ModelConfig cb = ad_config(0, 0), cc = ad_config(1, 1);
-    ParamTable tb, tc;
-    uint16_t *bb, *bc;
-    ad_write_model(base, &cb, 22, &tb, &bb);
-    ad_write_model(ck, &cc, 23, &tc, &bc);
-    const char* ex_argv[7] = {prog, "export", "--model", ck, "--out", pt, NULL};
+    AdPair P;
+    ad_pair_make(&P, "adapters_cli", 22);
+    ad_in(&P, "coda_adapters.pt", pt, sizeof(pt));
+    ad_in(&P, "imported", dst, sizeof(dst));
+    const char* ex_argv[7] = {prog, "export", "--model", P.ck, "--out", pt, NULL};
     CHECK(dt_run_captured(ex_argv, out, sizeof(out), errs, sizeof(errs)) == 0 && strstr(out, "wrote the adapters"), "export: %s%s", out, errs);
-    const char* im[9] = {prog, "import", "--base", base, "--adapters", pt, "--out", dst, NULL};
+    const char* im[9] = {prog, "import", "--base", P.base, "--adapters", pt, "--out", dst, NULL};
     CHECK(dt_run_captured(im, out, sizeof(out), errs, sizeof(errs)) == 0 && strstr(out, "CoDA bounded") && strstr(out, "20 adapter tensors"),
           "import: %s%s", out, errs);
-    char cfg[400];
+    char cfg[420];
     snprintf(cfg, sizeof(cfg), "%s/config.json", dst);
     CHECK(dt_exists(cfg), "%s written", cfg);
-    const char* bad[7] = {prog, "export", "--model", base, "--out", pt, NULL};
+    const char* bad[7] = {prog, "export", "--model", P.base, "--out", pt, NULL};
     CHECK(dt_run_captured(bad, out, sizeof(out), errs, sizeof(errs)) == 1 && strstr(errs, "not a CoDA model"), "'%s'", errs);
-    free(bb); free(bc);
-    param_table_free(&tb); param_table_free(&tc);
-    test_rmtree(dir);
+    ad_pair_free(&P);
 }
