@@ -236,22 +236,39 @@ static GenSession gpu_gen_session(GpuSession* s) {
     return g;
 }
 
-// The prompt's ids (malloc'd; NULL, 0 without a prompt). BOS is added to a text prompt unless a
+// The generation's input, read once: the tokenizer (--tokenizer; checked against the model's
+// vocabulary) and the prompt's ids (NULL, 0 without a prompt). BOS is added to a text prompt unless a
 // state is loaded (the text then continues it).
-static int* prompt_ids(const CliSpec* cli, const Options* o, const Tokenizer* tk, int* n_ids) {
+typedef struct {
+    Tokenizer tk;
+    int have_tok;
+    int* ids;
+    int n_ids;
+} GenPrompt;
+static void gen_prompt_load(const CliSpec* cli, const Options* o, int vocab_size, GenPrompt* p) {
     CodaError err;
-    *n_ids = 0;
+    memset(p, 0, sizeof(*p));
+    if (o->tokenizer_path) {
+        if (tokenizer_load(&p->tk, o->tokenizer_path, &err) != 0) coda_fatal("%s", err.msg);
+        p->have_tok = 1;
+        if (tokenizer_vocab_size(&p->tk) > vocab_size)
+            coda_fatal("%s has %d ids but the model's vocabulary is %d", o->tokenizer_path, tokenizer_vocab_size(&p->tk), vocab_size);
+    }
     if (o->prompt) {
         int32_t* enc;
         size_t n_enc;
-        int bos = !o->load_state && tokenizer_bos_id(tk) >= 0;
-        if (tokenizer_encode(tk, o->prompt, strlen(o->prompt), bos, &enc, &n_enc, &err) != 0) coda_fatal("%s", err.msg);
-        *n_ids = (int)n_enc;
-        return (int*)enc;
+        int bos = !o->load_state && tokenizer_bos_id(&p->tk) >= 0;
+        if (tokenizer_encode(&p->tk, o->prompt, strlen(o->prompt), bos, &enc, &n_enc, &err) != 0) coda_fatal("%s", err.msg);
+        p->ids = (int*)enc;
+        p->n_ids = (int)n_enc;
+    } else if (o->prompt_ids && cli_parse_int_list("--prompt-ids", o->prompt_ids, 0, &p->ids, &p->n_ids, &err) != 0) {
+        cli_fail(cli, "%s", err.msg);
     }
-    int* ids = NULL;
-    if (o->prompt_ids && cli_parse_int_list("--prompt-ids", o->prompt_ids, 0, &ids, n_ids, &err) != 0) cli_fail(cli, "%s", err.msg);
-    return ids;
+}
+static void gen_prompt_free(GenPrompt* p) {
+    free(p->ids);
+    if (p->have_tok) tokenizer_free(&p->tk);
+    memset(p, 0, sizeof(*p));
 }
 
 static void check_state_flags(const Options* o, const ModelConfig* c) {
@@ -259,26 +276,18 @@ static void check_state_flags(const Options* o, const ModelConfig* c) {
         coda_fatal("--save-state / --load-state need a bounded model (this one is unbounded: --bounded-config medium, or --bounded 1 with the sizes)");
 }
 
-static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
+static int run_generation(const Options* o, const GenPrompt* in, GenSession* g) {
     const ModelConfig* c = g->cfg;
     CodaError err;
     check_state_flags(o, c);
-    Tokenizer tk;
-    memset(&tk, 0, sizeof(tk));
-    int have_tok = 0;
-    if (o->tokenizer_path) {
-        if (tokenizer_load(&tk, o->tokenizer_path, &err) != 0) coda_fatal("%s", err.msg);
-        have_tok = 1;
-        if (tokenizer_vocab_size(&tk) > c->vocab_size)
-            coda_fatal("%s has %d ids but the model's vocabulary is %d", o->tokenizer_path, tokenizer_vocab_size(&tk), c->vocab_size);
-    }
+    const Tokenizer* tk = &in->tk;
+    const int have_tok = in->have_tok, n_ids = in->n_ids;
+    const int* ids = in->ids;
     if (o->load_state) {
         if (g->load(g->s, o->load_state, o->seed_given, &err) != 0) coda_fatal("%s", err.msg);
         printf("loaded state %s: %lld tokens fed, %s\n", o->load_state, (long long)*g->n_fed,
                *g->has_logits ? "continuing from its next-token logits" : "no pending logits");
     }
-    int n_ids = 0;
-    int* ids = prompt_ids(cli, o, &tk, &n_ids);
     if (config_check_positions(c, (long long)*g->n_fed + n_ids + o->max_new, "the prompt and --max-new", o->allow_long_context, &err) != 0)
         coda_fatal("%s", err.msg);
     const double t0 = now_seconds();
@@ -289,7 +298,7 @@ static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
     const double t_prefill = now_seconds() - t0;
     TokenPrinter pr;
     memset(&pr, 0, sizeof(pr));
-    pr.tok = have_tok ? &tk : NULL;
+    pr.tok = have_tok ? tk : NULL;
     if (have_tok && o->prompt && !o->load_state) {  // print the prompt text as the tokenizer sees it, then the continuation
         pr.ids = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(n_ids + 64), "printer");
         pr.cap = n_ids + 64;
@@ -297,14 +306,14 @@ static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
         pr.n = n_ids;
         char* text;
         size_t len;
-        if (tokenizer_decode(&tk, (const int32_t*)ids, (size_t)n_ids, &text, &len, &err) != 0) coda_fatal("%s", err.msg);
+        if (tokenizer_decode(tk, (const int32_t*)ids, (size_t)n_ids, &text, &len, &err) != 0) coda_fatal("%s", err.msg);
         fwrite(text, 1, len, stdout);
         pr.printed = len;
         free(text);
     } else if (have_tok) {
         // A continuation (loaded state, or a state-less id prompt): decode behind a one-character
         // piece so that the decoder's strip of one leading space does not eat the first word's space.
-        int anchor = tokenizer_piece_to_id(&tk, "a", 1);
+        int anchor = tokenizer_piece_to_id(tk, "a", 1);
         if (anchor >= 0) {
             pr.ids = (int*)coda_malloc_or_die(sizeof(int) * 64, "printer");
             pr.cap = 64;
@@ -314,7 +323,7 @@ static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
     }
     int* out = (int*)coda_malloc_or_die(sizeof(int) * (size_t)(o->max_new + 1), "generated tokens");
     int n_out = 0;
-    int eos = o->ignore_eos ? -1 : (have_tok ? tokenizer_eos_id(&tk) : c->eos_id);
+    int eos = o->ignore_eos ? -1 : (have_tok ? tokenizer_eos_id(tk) : c->eos_id);
     if (o->max_new > 0 && *g->has_logits) {
         const double t1 = now_seconds();
         if (g->generate(g->s, o->max_new, &o->smp, eos, out, print_token, &pr, &n_out, &err) != 0) coda_fatal("%s", err.msg);
@@ -330,24 +339,14 @@ static int run_generation(const CliSpec* cli, const Options* o, GenSession* g) {
     }
     free(out);
     free(pr.ids);
-    free(ids);
-    if (have_tok) tokenizer_free(&tk);
     return 0;
 }
 
 // Generation on the GPU: a bounded model decodes on its constant-size state, an unbounded one on a
 // KV cache sized for the prompt and --max-new.
-static int run_generation_gpu(const CliSpec* cli, const Options* o, GpuModel* gm) {
+static int run_generation_gpu(const Options* o, const GenPrompt* in, GpuModel* gm) {
     const ModelConfig* c = &gm->cfg;
-    int n_prompt = 0;  // the prompt's length: the KV cache's capacity, and whether the prefill recomputes
-    if (o->prompt || o->prompt_ids) {
-        Tokenizer tk;
-        memset(&tk, 0, sizeof(tk));
-        CodaError err;
-        if (o->prompt && tokenizer_load(&tk, o->tokenizer_path, &err) != 0) coda_fatal("%s", err.msg);
-        free(prompt_ids(cli, o, &tk, &n_prompt));
-        if (o->prompt) tokenizer_free(&tk);
-    }
+    const int n_prompt = in->n_ids;  // the KV cache's capacity, and whether the prefill recomputes
     const long long cap = (long long)n_prompt + o->max_new + 1;
     if (!c->bounded && cap > INT_MAX) coda_fatal("a KV cache of %lld tokens is too large", cap);
     GpuSession s;
@@ -362,7 +361,7 @@ static int run_generation_gpu(const CliSpec* cli, const Options* o, GpuModel* gm
         printf("GPU KV cache: %d tokens x %d layers x 2 x %d x %s = %zu B (%.2f MiB), grows with the text\n", (int)cap, c->n_layers,
                config_kvdim(c), PRECISION_NAME, s.dec.st.bytes, s.dec.st.bytes / 1048576.0);
     GenSession g = gpu_gen_session(&s);
-    int rc = run_generation(cli, o, &g);
+    int rc = run_generation(o, in, &g);
     gpu_session_free(&s);
     return rc;
 }
@@ -556,7 +555,12 @@ int main(int argc, char** argv) {
             free(tokens);
             o.ppl_path = NULL;  // done
         }
-        if (gpu_gen) ret = run_generation_gpu(&cli, &o, &gm);
+        if (gpu_gen) {
+            GenPrompt in;
+            gen_prompt_load(&cli, &o, gm.cfg.vocab_size, &in);
+            ret = run_generation_gpu(&o, &in, &gm);
+            gen_prompt_free(&in);
+        }
         gpu_model_free(&gm);
         if (!o.ppl_path && !(want_gen && !gpu_gen)) return ret;
     }
@@ -581,7 +585,10 @@ int main(int argc, char** argv) {
         Session s;
         session_init(&s, &m, o.seed);
         GenSession gs = cpu_gen_session(&s);
-        ret = run_generation(&cli, &o, &gs);
+        GenPrompt in;
+        gen_prompt_load(&cli, &o, c->vocab_size, &in);
+        ret = run_generation(&o, &in, &gs);
+        gen_prompt_free(&in);
         session_free(&s);
     }
     model_free_f32(&m);
