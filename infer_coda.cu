@@ -8,11 +8,11 @@
 //   * needle-in-a-haystack (llmc/needle.h): the reference demo's synthetic single-layer test of the
 //     bank bookkeeping (--needle; needs no model).
 // With a GPU (--device auto, the default) perplexity runs on the GPU model (llmc/ppl_gpu.cuh: the
-// trainer's forward, bf16, or fp32 in the FP32 build) for the sliding and chunked procedures, and
-// generation on the GPU decoder (llmc/decode.cuh: prefill by the same forward, then one CUDA-graph
-// step per token on the constant-size state, or on a KV cache for an unbounded model), with state
-// files in the CPU's format. The streaming procedure and a loaded state continued by a prompt run on
-// the CPU reference model (llmc/cpu/, fp32) in this version: practical for small models, not 7B.
+// trainer's forward, bf16, or fp32 in the FP32 build; streaming continues one state from chunk to
+// chunk), and generation on the GPU decoder (llmc/decode.cuh: prefill by the same forward,
+// continuing the state it holds, then one CUDA-graph step per token on the constant-size state, or on
+// a KV cache for an unbounded model), with state files in the CPU's format. --device cpu runs all of
+// it on the CPU reference model (llmc/cpu/, fp32): practical for small models, not 7B.
 #include <errno.h>
 #include <math.h>
 #include <unistd.h>
@@ -463,13 +463,12 @@ int main(int argc, char** argv) {
                    "and its continuation); refused otherwise"),
         cli_section("where it runs:"),
         cli_enum("--device", &o.device, DEVICE_CHOICES,
-                 "perplexity (sliding, chunked) and generation on the GPU model when a GPU is present\n"
-                 "(auto), always (gpu), or on the fp32 CPU reference (cpu); the streaming procedure\n"
-                 "and a loaded state continued by a prompt run on the CPU reference in this version"),
+                 "perplexity and generation on the GPU model when a GPU is present (auto), always\n"
+                 "(gpu), or on the fp32 CPU reference (cpu)"),
     };
     const CliSpec cli = {"infer_coda", "infer_coda --model DIR [options]",
-                         "  Perplexity and generation run on the GPU when one is present (--device); the streaming\n"
-                         "  procedure and a loaded state continued by a prompt run on the CPU reference (fp32).", flags,
+                         "  Perplexity and generation run on the GPU when one is present (--device), else on the\n"
+                         "  CPU reference (fp32).", flags,
                          (int)(sizeof(flags) / sizeof(flags[0]))};
     cli_parse_or_exit(&cli, argc, argv);
     if (o.bounded_preset >= 0) {  // a preset state: bounded, with its sizes unless given
@@ -523,16 +522,7 @@ int main(int argc, char** argv) {
     }
     const int want_gen = o.prompt || o.prompt_ids || o.load_state;
     const int gpu_ok = o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present());
-    const int gpu_ppl = o.ppl_path && (o.procedure != PPL_STREAMING || o.context_sweep) && gpu_ok;  // the sweep is chunked
-    // a loaded state continued by a prompt needs a prefill from a non-empty state: the CPU reference's
-    const int gpu_gen = want_gen && gpu_ok && !(o.load_state && (o.prompt || o.prompt_ids));
-    if (o.device == DEVICE_GPU && o.ppl_path && !gpu_ppl)
-        coda_fatal("--device gpu: the streaming perplexity procedure runs on the CPU reference in this version (--device cpu)");
-    if (o.device == DEVICE_GPU && want_gen && !gpu_gen)
-        coda_fatal("--device gpu: continuing a loaded state with a prompt runs on the CPU reference in this version (--device cpu); "
-                   "a loaded state without a prompt, or a prompt from an empty state, runs on the GPU");
-    if (o.device == DEVICE_AUTO && want_gen && gpu_ok && !gpu_gen)
-        printf("note: continuing a loaded state with a prompt runs on the CPU reference (fp32) in this version\n");
+    const int gpu_ppl = o.ppl_path && gpu_ok, gpu_gen = want_gen && gpu_ok;
     int ret = 0;
     if (gpu_ppl || gpu_gen) {  // the GPU model, loaded once for both
         GpuModel gm;
@@ -545,7 +535,7 @@ int main(int argc, char** argv) {
             int32_t* tokens = load_ppl_tokens(&o, gm.cfg.vocab_size, &n);
             check_ppl_positions(&o, &gm.cfg, n);
             GpuScorer gs;
-            int max_len = o.context_sweep ? PPL_SWEEP_CTX[PPL_SWEEP_N - 1] : o.ctx;
+            int max_len = o.context_sweep ? PPL_SWEEP_CTX[PPL_SWEEP_N - 1] : o.procedure == PPL_STREAMING ? o.chunk : o.ctx;
             if (max_len > n) max_len = (int)n;
             PplScorer scorer = gpu_scorer(&gs, &gm, max_len, 0, o.seed);
             scorer.progress = print_progress;

@@ -98,10 +98,23 @@
 #endif
 
 // Shapes of one layer's scan; cfg is a copy of the model config (n_blocks = ceil(T / block_size)).
+// A forward that continues a state (inference, B = 1: a prompt after a loaded state, the streaming
+// perplexity's next chunk) has the ring's `hist` tokens (0..W, oldest first) at rows [-hist, 0) of
+// k, v and gate, in front of the sequence, and row 0 at absolute position pos0 (LRU stamps and slot
+// sources are absolute positions); training starts empty: hist = pos0 = 0, which every
+// zero-initialised shape has.
 typedef struct {
     ModelConfig cfg;
     int B, T, n_blocks;
+    int hist, pos0;
 } BankScanShape;
+
+// Where a forward starts: the banks' contents and flags before its first write (NULL pointers: zero
+// contents, nothing used; a NULL BankScanInit: both).
+typedef struct {
+    const float *k, *v;          // [B][Hkv][Mb][Dh] fp32
+    const int *e, *s;            // [B][3][Me] exact used / LRU stamp / source, [B][Ms] summary used (final_e / final_s)
+} BankScanInit;
 
 typedef struct {
     floatX* k;                   // [B][n_blocks][Hkv][Mb][Dh]  slots [0,Me) exact, [Me,Mb) summary
@@ -139,6 +152,7 @@ __host__ __device__ __forceinline__ int bs_cdiv(int a, int b) { return (a + b - 
 
 typedef struct {
     int B, T, nb, S, W, Me, Ms, Mb, Hkv, Dh, lf, kvd;
+    int hist, pos0;              // continuation (BankScanShape): ring rows before row 0, position of row 0
     int te_cpb, ts_cpb;          // candidates per block offered to each bank (0 when the bank has no slots)
     int te_cap, ts_cap, t_cap;   // most candidates a write can have: a write evicts at most S tokens
     int ts_stride;               // Ts_max: the tape's candidate row (summary_candidates_per_block)
@@ -151,6 +165,7 @@ static inline BankDims bank_dims(const BankScanShape* s) {
     d.B = s->B; d.T = s->T; d.nb = s->n_blocks; d.S = c->block_size; d.W = c->window;
     d.Me = c->n_exact; d.Ms = c->n_summary; d.Mb = d.Me + d.Ms; d.Hkv = c->n_kv_heads; d.Dh = c->head_dim;
     d.lf = d.Dh / 2; d.kvd = d.Hkv * d.Dh;
+    d.hist = s->hist; d.pos0 = s->pos0;
     d.te_cpb = d.Me > 0 ? c->exact_candidates_per_block : 0;
     d.ts_cpb = d.Ms > 0 ? c->summary_candidates_per_block : 0;
     d.te_cap = bs_min(d.te_cpb, d.S);
@@ -161,11 +176,12 @@ static inline BankDims bank_dims(const BankScanShape* s) {
 }
 
 // The tokens block j's write evicts: [e0, e0 + n) of its row (docs/spec.md §3.1: the ring held the last
-// min(W, jS) tokens before the block; the oldest beyond W of ring + block go), and how many of them
-// each bank is offered (Te, Ts; the candidate list is max(Te, Ts) long, each bank takes a prefix).
+// min(W, hist + jS) tokens before the block, carried-in rows counting; the oldest beyond W of ring +
+// block go), and how many of them each bank is offered (Te, Ts; the candidate list is max(Te, Ts)
+// long, each bank takes a prefix). e0 < 0: carried-in ring rows.
 __host__ __device__ __forceinline__ void bs_block_evict(const BankDims* d, int j, int* e0, int* n, int* Te, int* Ts) {
     int t0 = j * d->S, len = bs_min(d->S, d->T - t0);
-    int a = bs_max(0, t0 - d->W), e1 = bs_max(a, t0 + len - d->W);
+    int a = bs_max(-d->hist, t0 - d->W), e1 = bs_max(a, t0 + len - d->W);
     *e0 = a;
     *n = e1 - a;
     *Te = bs_min(d->te_cpb, *n);
@@ -232,6 +248,7 @@ typedef struct {
     float thr_e, thr_s, match_thr, novelty_thr;
     const floatX *k, *v, *eta_logit;
     const float *gate, *init_k, *init_v;
+    const int *init_e, *init_s;   // BankScanInit's flags (NULL: nothing used)
     BankTape tape;
     BankScratch w;
     const float *d_bank_k, *d_bank_v;
@@ -516,9 +533,12 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
         for (int t = first + tid; t < candidate_count(jj); t += BS_THREADS) { tok[t] = p.w.cand[o + t]; gate[t] = p.w.cand_g[o + t]; }
     };
 
-    // ---- initial state: init contents (or zeros), nothing used; snapshot 0 ----
-    for (int m = tid; m < Me; m += BS_THREADS) { used_e[m] = 0; last_e[m] = 0; src_e[m] = -1; }
-    for (int m = tid; m < Ms; m += BS_THREADS) used_s[m] = 0;
+    // ---- initial state: init contents (or zeros) and flags (or nothing used); snapshot 0 ----
+    for (int m = tid; m < Me; m += BS_THREADS) {
+        const int* e = p.init_e ? p.init_e + (size_t)b * 3 * Me : NULL;
+        used_e[m] = e ? e[m] : 0; last_e[m] = e ? e[Me + m] : 0; src_e[m] = e ? e[2 * Me + m] : -1;
+    }
+    for (int m = tid; m < Ms; m += BS_THREADS) used_s[m] = p.init_s ? p.init_s[(size_t)b * Ms + m] : 0;
     for (int g = h0; g < h1; g++) {
         const size_t so = ((size_t)b * Hkv + g) * head_elems, to = ((size_t)b * nb * Hkv + g) * head_elems;
         float *Sk = state_k(g), *Sv = state_v(g);
@@ -529,10 +549,12 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
             p.tape.k[to + i] = from_float<floatX>(x); p.tape.v[to + i] = from_float<floatX>(y);
         }
     }
+    __syncthreads();  // the flags above are read by other threads below
     if (r == 0) {
         const size_t bj = (size_t)b * nb;
-        for (int m = tid; m < Mb; m += BS_THREADS) p.tape.allowed[bj * Mb + m] = p.mask_unused ? 0 : 1;
-        for (int m = tid; m < Me; m += BS_THREADS) p.tape.src[bj * Me + m] = -1;
+        for (int m = tid; m < Mb; m += BS_THREADS)
+            p.tape.allowed[bj * Mb + m] = (unsigned char)(p.mask_unused ? (m < Me ? used_e[m] : used_s[m - Me]) : 1);
+        for (int m = tid; m < Me; m += BS_THREADS) p.tape.src[bj * Me + m] = src_e[m];
     }
     load_candidates(0, 0);
     __syncthreads();
@@ -722,8 +744,9 @@ __global__ void __launch_bounds__(BS_THREADS, 1) bank_scan_kernel(BankScanParams
                     if ((f & BS_OVERWRITE) && (wt < 0 || tok[t] > tok[wt])) wt = t;
                 }
                 writer[m] = wt;  // the candidate (index into tok) written to slot m, -1 none
-                if (wt >= 0) { used_e[m] = 1; src_e[m] = tok[wt]; }
-                if (stamp != INT_MIN) last_e[m] = stamp;
+                // stamps and sources are absolute positions (row + pos0; rows are positions in training)
+                if (wt >= 0) { used_e[m] = 1; src_e[m] = D.pos0 + tok[wt]; }
+                if (stamp != INT_MIN) last_e[m] = D.pos0 + stamp;
             }
         } else {  // nothing evicted into a bank: the state carries over
             Te = Ts = 0;
@@ -1023,6 +1046,9 @@ static inline void bank_scan_check_shape(const BankScanShape* s, const char* who
     else if (c->exact_candidates_per_block < 0 || c->summary_candidates_per_block < 0) bad = "candidates per block must be >= 0";
     else if (c->n_kv_heads < 1 || c->head_dim < 2 || c->head_dim % 2) bad = "n_kv_heads must be >= 1 and head_dim even and >= 2";
     else if ((size_t)s->B * s->T > (size_t)INT_MAX) bad = "B * T must fit an int";
+    else if (s->hist < 0 || s->hist > c->window || s->pos0 < 0 || s->hist > s->pos0) bad = "continuation: need 0 <= hist <= min(W, pos0)";
+    else if (s->hist > 0 && s->B != 1) bad = "a continued forward (hist > 0) takes one row";
+    else if ((long long)s->pos0 + s->T > (long long)INT_MAX) bad = "positions (pos0 + T) must fit an int";
     else if (c->head_dim > 1024) bad = "head_dim must be <= 1024 (one thread per dimension in the reverse scan)";
     if (bad) {
         fprintf(stderr, "%s: bad shape B=%d T=%d n_blocks=%d block_size=%d window=%d n_exact=%d n_summary=%d "
@@ -1107,12 +1133,14 @@ static inline BankScanPlan bank_scan_plan(const BankScanShape* s) {
     return pl;
 }
 
+// init: the state before the first write (NULL: zero contents, nothing used). With s->hist > 0, k, v
+// and gate point at row 0 of buffers that hold the carried-in ring rows in front of it.
 static void bank_scan_forward(const GpuContext* ctx, const BankScanShape* s, const floatX* k, const floatX* v,
-                              const float* gate, const floatX* eta_logit, const float* init_k, const float* init_v,
-                              BankTape* tape, void* scratch) {
+                              const float* gate, const floatX* eta_logit, const BankScanInit* init, BankTape* tape, void* scratch) {
     bank_scan_check_shape(s, "bank_scan_forward");
     BankScanParams p = bank_scan_params(s, tape, scratch);
-    p.k = k; p.v = v; p.gate = gate; p.eta_logit = eta_logit; p.init_k = init_k; p.init_v = init_v;
+    p.k = k; p.v = v; p.gate = gate; p.eta_logit = eta_logit;
+    if (init) { p.init_k = init->k; p.init_v = init->v; p.init_e = init->e; p.init_s = init->s; }
     const BankDims& D = p.d;
     if (D.t_cap > 0) {
         bank_candidates_kernel<<<dim3(D.nb, D.B), BS_CAND_THREADS, 0, ctx->stream>>>(p);
@@ -1158,6 +1186,10 @@ static void bank_scan_backward(const GpuContext* ctx, const BankScanShape* s, co
                                const float* d_bank_v, const floatX* k, const floatX* v, const floatX* eta_logit, float* dk_acc,
                                float* dv_acc, float* dgate, float* deta, void* scratch) {
     bank_scan_check_shape(s, "bank_scan_backward");
+    if (s->hist != 0 || s->pos0 != 0) {
+        fprintf(stderr, "bank_scan_backward: a continued forward (hist=%d, pos0=%d) is inference only\n", s->hist, s->pos0);
+        exit(1);
+    }
     BankScanParams p = bank_scan_params(s, tape, scratch);
     p.k = k; p.v = v; p.eta_logit = eta_logit; p.d_bank_k = d_bank_k; p.d_bank_v = d_bank_v;
     p.dk_acc = dk_acc; p.dv_acc = dv_acc; p.dgate = dgate; p.deta = deta;

@@ -88,6 +88,8 @@ typedef struct {
     int bank_slots;       // Me + Ms: bank slots per block in CodaAttnBank (0: window only)
     int unmasked_memory;  // mask_unused_memory off: empty ring slots are attended (bank: the scan allows every slot)
     int grad_cut;         // cross_block_grad off: no gradient from block j's queries to keys before (j-1)S
+    int hist;             // a continued forward (inference, B = 1, forward only): rows [-hist, 0) of k and v hold
+                          // the ring keys carried in from the state (0..W), which the first blocks' windows reach
 } CodaAttnShape;
 
 // The bank each block attends to: bank_scan.cuh's BankTape (k, v, allowed), read-only here.
@@ -153,15 +155,16 @@ __device__ __forceinline__ float ca_group_sum(float v) {
 }
 
 // Loads rows r0 .. r0+BK-1 of a K and a V matrix (row r at kb + r * stride, already offset to the
-// batch row and KV head) into fp32 smem tiles [BK][DH]; rows >= nrows are zero.
+// batch row and KV head) into fp32 smem tiles [BK][DH]; rows >= nrows, and rows < lo (a continued
+// forward's carried-in ring rows start at -hist), are zero.
 template <int DH, int BK, int THREADS>
 __device__ __forceinline__ void ca_load_kv_rows(float* Ks, float* Vs, const floatX* kb, const floatX* vb, size_t stride, int r0,
-                                                int nrows) {
+                                                int nrows, int lo = 0) {
     for (int idx = threadIdx.x; idx < BK * DH / 4; idx += THREADS) {
         int jj = idx / (DH / 4), d = (idx % (DH / 4)) * 4, j = r0 + jj;
         float4 kk = make_float4(0.f, 0.f, 0.f, 0.f), vv = kk;
-        if (j < nrows) {
-            size_t off = (size_t)j * stride + d;
+        if (j < nrows && j >= lo) {
+            ptrdiff_t off = (ptrdiff_t)j * (ptrdiff_t)stride + d;
             kk = ca_ld4(kb + off);
             vv = ca_ld4(vb + off);
         }
@@ -173,6 +176,8 @@ __device__ __forceinline__ void ca_load_kv_rows(float* Ks, float* Vs, const floa
 // ---------------------------------------------------------------------------------------------
 // Key sets (see the header): query tiles, bank offsets, the bounded masks
 
+// floor(a / b) for b > 0 (C's division truncates towards zero; key tiles before row 0 need the floor)
+__host__ __device__ __forceinline__ int ca_floor_div(int a, int b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 __host__ __device__ __forceinline__ int ca_n_blocks(const CodaAttnShape& s) { return s.block > 0 ? (s.T + s.block - 1) / s.block : 1; }
 // Query tiles of bq rows over all blocks (an unbounded launch is one block of T rows).
 __host__ __device__ __forceinline__ int ca_n_qtiles(const CodaAttnShape& s, int bq) {
@@ -188,7 +193,7 @@ __device__ __forceinline__ CaQTile ca_qtile(const CodaAttnShape& s, int qt, int 
     t.j = qt / tpb;
     t.q0 = t.j * S + (qt % tpb) * bq;
     t.qend = min(s.T, (t.j + 1) * S);
-    t.klo = s.block > 0 ? max(0, t.j * S - s.window) : 0;
+    t.klo = s.block > 0 ? max(-s.hist, t.j * S - s.window) : 0;  // the window reaches carried-in rows
     return t;
 }
 // The first key query i passes gradient to (bounded): its block's window start, or with grad_cut the
@@ -201,9 +206,10 @@ __device__ __forceinline__ int ca_grad_lo(const CodaAttnShape& s, int i) {
 __device__ __forceinline__ int ca_query_end(const CodaAttnShape& s, int p) {
     return min(s.T, ((p + s.window) / s.block + 1) * s.block);
 }
-// Empty ring slots block j attends to when unmasked_memory (training state starts empty).
+// Empty ring slots block j attends to when unmasked_memory (the ring before block j holds
+// min(W, hist + jS) tokens; training starts empty, hist = 0).
 __device__ __forceinline__ int ca_empty_ring(const CodaAttnShape& s, int j) {
-    return s.unmasked_memory ? max(0, s.window - j * s.block) : 0;
+    return s.unmasked_memory ? max(0, s.window - s.hist - j * s.block) : 0;
 }
 // Element offset of the bank rows [bank_slots][Dh] of (batch row b, block j, KV head g) in
 // CodaAttnBank.k / .v; the allowed flags of (b, j) start at ca_bank_row(s, b, j) * bank_slots.
@@ -275,9 +281,9 @@ ca_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, floatX* a_sig, floatX* a_
     float m = -INFINITY, l = 0.f;
     if (BND && ca_empty_ring(sh, tl.j) > 0) { m = 0.f; l = (float)ca_empty_ring(sh, tl.j); }  // zero keys: score 0, value 0
     // One K/V tile (rows r0.. of kb/vb, keys visible(jj) to this row): online-softmax update.
-    auto attend_tile = [&](const floatX* kb, const floatX* vb, size_t stride, int r0, int nrows, auto visible) {
+    auto attend_tile = [&](const floatX* kb, const floatX* vb, size_t stride, int r0, int nrows, int lo, auto visible) {
         __syncthreads();
-        ca_load_kv_rows<DH, BK, THREADS>(Ks, Vs, kb, vb, stride, r0, nrows);
+        ca_load_kv_rows<DH, BK, THREADS>(Ks, Vs, kb, vb, stride, r0, nrows, lo);
         __syncthreads();
         float sc[BK];
         float mt = -INFINITY;
@@ -321,13 +327,13 @@ ca_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, floatX* a_sig, floatX* a_
         const size_t off = ca_bank_off(sh, b, tl.j, g);
         const unsigned char* al = bank.allowed + ca_bank_row(sh, b, tl.j) * sh.bank_slots;
         for (int k0 = 0; k0 < sh.bank_slots; k0 += BK)
-            attend_tile(bank.k + off, bank.v + off, DH, k0, sh.bank_slots,
+            attend_tile(bank.k + off, bank.v + off, DH, k0, sh.bank_slots, 0,
                         [&](int jj) { return k0 + jj < sh.bank_slots && al[k0 + jj]; });
     }
     const size_t stride = (size_t)Hkv * DH, kvb = (size_t)b * T * stride + (size_t)g * DH;
     const int kend = min(q0 + BQ, tl.qend);
-    for (int k0 = (tl.klo / BK) * BK; k0 < kend; k0 += BK)
-        attend_tile(k + kvb, v + kvb, stride, k0, T, [&](int jj) { return k0 + jj <= ie && (!BND || k0 + jj >= tl.klo); });
+    for (int k0 = ca_floor_div(tl.klo, BK) * BK; k0 < kend; k0 += BK)
+        attend_tile(k + kvb, v + kvb, stride, k0, T, -sh.hist, [&](int jj) { return k0 + jj <= ie && (!BND || k0 + jj >= tl.klo); });
     if (i < tl.qend) {
         const float inv = 1.0f / l;
         floatX* dst = (s ? a_noise : a_sig) + ((size_t)b * T + i) * ((size_t)H * DH) + (size_t)h * DH;
@@ -761,6 +767,11 @@ static inline void ca_check_shape(const CodaAttnShape* s) {
                         "window >= 1, 0 <= bank slots <= %d)\n", s->block, s->window, s->bank_slots, CA_MAX_BANK_SLOTS);
         exit(1);
     }
+    if (s->hist < 0 || (s->hist > 0 && (s->block < 1 || s->hist > s->window || s->B != 1))) {
+        fprintf(stderr, "coda_attention: carried-in ring rows hist=%d need a bounded key set, hist <= window (%d) and B = 1 "
+                        "(B=%d)\n", s->hist, s->window, s->B);
+        exit(1);
+    }
 }
 static inline int ca_bounded(const CodaAttnShape* s) { return s->block > 0; }
 static inline int ca_has_bank(const CodaAttnShape* s) { return s->block > 0 && s->bank_slots > 0; }
@@ -1002,6 +1013,10 @@ void coda_attention_backward(const GpuContext* ctx, const CodaAttnShape* s, cons
                              const floatX* dout, const CodaAttnGrads* gr, void* scratch, size_t scratch_bytes) {
     ca_check_shape(s);
     ca_check_io(s, in, "coda_attention_backward");
+    if (s->hist != 0) {
+        fprintf(stderr, "coda_attention_backward: a continued forward (hist=%d carried-in rows) is inference only\n", s->hist);
+        exit(1);
+    }
     size_t need = coda_attention_scratch_bytes(s);
     if (scratch_bytes < need || !scratch) {
         fprintf(stderr, "coda_attention_backward: scratch of %zu bytes given, %zu needed\n", scratch_bytes, need);

@@ -84,14 +84,14 @@ __device__ __forceinline__ int ca_swz(int r, int c) {  // element (r, c) of a sw
 }
 
 // Rows r0 .. r0+ROWS-1 of a [T][stride] global matrix (already offset to batch row and head) into a
-// tile; rows >= T are zero.
+// tile; rows >= T, and rows < lo, are zero (lo < 0: a continued forward's carried-in ring rows).
 template <int DH, int ROWS, int THREADS>
-__device__ __forceinline__ void ca_load_tile(bf16* tile, const bf16* src, size_t stride, int r0, int T) {
+__device__ __forceinline__ void ca_load_tile(bf16* tile, const bf16* src, size_t stride, int r0, int T, int lo = 0) {
     constexpr int CH = DH / 8;
     for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
         const int r = idx / CH, c = (idx % CH) * 8, gr = r0 + r;
-        const bool ok = gr < T;
-        ca_cp_async16(tile + ca_swz<DH>(r, c), src + (size_t)(ok ? gr : 0) * stride + c, ok);
+        const bool ok = gr < T && gr >= lo;
+        ca_cp_async16(tile + ca_swz<DH>(r, c), src + (ptrdiff_t)(ok ? gr : 0) * (ptrdiff_t)stride + c, ok);
     }
 }
 
@@ -410,15 +410,15 @@ __device__ __forceinline__ void ca_dkdv_p_ds_masked(float (*st)[4], float (*ds)[
 // ---------------------------------------------------------------------------------------------
 // The key tiles of the forward and dQ kernels (mma.sync here, wgmma in coda_attention_wgmma.cuh)
 
-// Where one K/V tile's rows come from: rows row0.. of a source of nrows rows (rows past its end load
-// as zeros), stride elements apart.
-typedef struct { const bf16 *k, *v; size_t stride; int row0, nrows; } CaKvTile;
+// Where one K/V tile's rows come from: rows row0.. of a source of nrows rows (rows past its end, and
+// rows before lo, load as zeros), stride elements apart.
+typedef struct { const bf16 *k, *v; size_t stride; int row0, nrows, lo; } CaKvTile;
 
 // The K and V rows of one key tile into buffer `buf` of the [buffers][BK][DH] K and V tiles.
 template <int DH, int BK, int THREADS>
 __device__ __forceinline__ void ca_load_kv(bf16* Ks, bf16* Vs, const CaKvTile& src, int buf) {
-    ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, src.k, src.stride, src.row0, src.nrows);
-    ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, src.v, src.stride, src.row0, src.nrows);
+    ca_load_tile<DH, BK, THREADS>(Ks + buf * BK * DH, src.k, src.stride, src.row0, src.nrows, src.lo);
+    ca_load_tile<DH, BK, THREADS>(Vs + buf * BK * DH, src.v, src.stride, src.row0, src.nrows, src.lo);
 }
 
 // The key tiles one query tile visits, in order: nbt tiles of its block's bank (bounded: up to the
@@ -431,9 +431,11 @@ struct CaKeyTiles {
     const bf16 *bank_k, *bank_v;  // the bank rows of (b, j, kvh) [bank_slots][DH] (nbt > 0)
     size_t kvstride;
     int T, bank_slots, nbt, kt_lo, nkt;  // kt_lo: the first sequence tile; nkt: bank + sequence tiles
+    int hist;                            // rows [-hist, 0) of k/v: carried-in ring keys (continued forward)
     __device__ __forceinline__ CaKeyTiles(const CodaAttnShape& sh, const CodaAttnBank& bank, const bf16* k_all,
                                           const bf16* v_all, const CaQTile& tl, int bq, int b, int kvh, uint32_t* bank_bits) {
         T = sh.T;
+        hist = sh.hist;
         bank_slots = sh.bank_slots;
         kvstride = (size_t)sh.Hkv * DH;
         k = k_all + (size_t)b * T * kvstride + (size_t)kvh * DH;
@@ -445,14 +447,14 @@ struct CaKeyTiles {
             bank_k = bank.k + ca_bank_off(sh, b, tl.j, kvh);
             bank_v = bank.v + ca_bank_off(sh, b, tl.j, kvh);
         }
-        kt_lo = tl.klo / BK;
+        kt_lo = ca_floor_div(tl.klo, BK);  // klo < 0: carried-in ring rows
         nkt = nbt + (min(tl.q0 + bq, tl.qend) + BK - 1) / BK - kt_lo;
     }
     // The sequence position of tile t's first key (t >= nbt).
     __device__ __forceinline__ int seq_key0(int t) const { return (kt_lo + t - nbt) * BK; }
     __device__ __forceinline__ CaKvTile tile(int t) const {
-        if (BND && t < nbt) return CaKvTile{bank_k, bank_v, (size_t)DH, t * BK, bank_slots};
-        return CaKvTile{k, v, kvstride, seq_key0(t), T};
+        if (BND && t < nbt) return CaKvTile{bank_k, bank_v, (size_t)DH, t * BK, bank_slots, 0};
+        return CaKvTile{k, v, kvstride, seq_key0(t), T, -hist};
     }
 };
 
@@ -779,9 +781,9 @@ struct CaKeyBlock {
     // sequence keys of (b, kvh).
     __device__ __forceinline__ CaKvTile source(const CodaAttnShape& sh, const CodaAttnBank& bank, const bf16* k_all,
                                                const bf16* v_all, int kvh, int row0) const {
-        if (BANK) return CaKvTile{bank.k + ca_bank_off(sh, b, jb, kvh), bank.v + ca_bank_off(sh, b, jb, kvh), (size_t)sh.Dh, row0, nkeys};
+        if (BANK) return CaKvTile{bank.k + ca_bank_off(sh, b, jb, kvh), bank.v + ca_bank_off(sh, b, jb, kvh), (size_t)sh.Dh, row0, nkeys, 0};
         const size_t kvstride = (size_t)sh.Hkv * sh.Dh, off = (size_t)b * sh.T * kvstride + (size_t)kvh * sh.Dh;
-        return CaKvTile{k_all + off, v_all + off, kvstride, row0, nkeys};
+        return CaKvTile{k_all + off, v_all + off, kvstride, row0, nkeys, 0};
     }
 };
 

@@ -42,22 +42,23 @@ template <int R>
 __device__ __forceinline__ int ca_wsw(int r, int c) {  // element (r, c) of a [R][DH] wgmma tile
     return (c >> 6) * (R * 64) + r * 64 + ((((c >> 3) & 7) ^ (r & 7)) << 3) + (c & 7);
 }
-// rows r0 .. r0+ROWS-1 of a [T][stride] global matrix into a wgmma tile (rows >= T are zero)
+// rows r0 .. r0+ROWS-1 of a [T][stride] global matrix into a wgmma tile (rows >= T, and rows < lo,
+// are zero; lo < 0: a continued forward's carried-in ring rows)
 template <int DH, int ROWS, int THREADS>
-__device__ __forceinline__ void ca_wload_tile(bf16* tile, const bf16* src, size_t stride, int r0, int T) {
+__device__ __forceinline__ void ca_wload_tile(bf16* tile, const bf16* src, size_t stride, int r0, int T, int lo = 0) {
     constexpr int CH = DH / 8;
     for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
         const int r = idx / CH, c = (idx % CH) * 8, gr = r0 + r;
-        const bool ok = gr < T;
-        ca_cp_async16(tile + ca_wsw<ROWS>(r, c), src + (size_t)(ok ? gr : 0) * stride + c, ok);
+        const bool ok = gr < T && gr >= lo;
+        ca_cp_async16(tile + ca_wsw<ROWS>(r, c), src + (ptrdiff_t)(ok ? gr : 0) * (ptrdiff_t)stride + c, ok);
     }
 }
 // the K and V rows of one key tile (CaKvTile, coda_attention_mma.cuh) into stage `stage` of the
 // [stages][BK][DH] K and V buffers
 template <int DH, int BK, int THREADS>
 __device__ __forceinline__ void ca_wload_kv(bf16* Ks, bf16* Vs, const CaKvTile& src, int stage) {
-    ca_wload_tile<DH, BK, THREADS>(Ks + stage * BK * DH, src.k, src.stride, src.row0, src.nrows);
-    ca_wload_tile<DH, BK, THREADS>(Vs + stage * BK * DH, src.v, src.stride, src.row0, src.nrows);
+    ca_wload_tile<DH, BK, THREADS>(Ks + stage * BK * DH, src.k, src.stride, src.row0, src.nrows, src.lo);
+    ca_wload_tile<DH, BK, THREADS>(Vs + stage * BK * DH, src.v, src.stride, src.row0, src.nrows, src.lo);
 }
 // the block's dynamic shared memory, rounded up to a 1024-byte boundary (launches ask for 1 KB more)
 __device__ __forceinline__ bf16* ca_wg_smem() {

@@ -41,7 +41,6 @@
 #include "gemv.cuh"
 #include "cpu/reference.h"
 #include "model.cuh"
-#include "ppl_gpu.cuh"
 #include "rope.cuh"
 #include "sampling.h"
 #include "session.h"
@@ -756,26 +755,64 @@ static int gpu_decoder_step(GpuDecoder* d, int token, CodaError* err) {
 
 // ---------------------------------------------------------------------------------------------
 // Prefill: the prompt through the training forward (one row; bounded = the chunked prefill of
-// docs/spec.md §2.3 from an empty state, the scan-then-attend kernels), each layer's final state copied out
-// by the layer hook while its activations are live.
+// docs/spec.md §2.3, the scan-then-attend kernels), continuing the state the decoder holds (empty or
+// not: model.cuh's GpuCarry). Per bounded layer, the carry's fill copies the state in (the ring
+// into the rows in front of the layer's k/v/gates, the banks and flags into the scan's start), and
+// the layer hook copies the state after the forward out, while the layer's activations are live.
+// The unbounded KV cache is filled from an empty cache only.
 
-// One layer's state after the scan (bounded) from the scan scratch, the layer's k, v, gates: the
-// ring holds the last min(W, T) tokens oldest first (what bank_write_block leaves), positions 0..T-1.
-__global__ void decode_import_kernel(float* k, float* v, unsigned char* allowed, float* g_ring, long long* src, long long* last_exact,
-                                     int* ring, long long* pos, const floatX* seq_k, const floatX* seq_v, const float* gate,
-                                     const int* final_e, const int* final_s, int T, int W, int Me, int Ms, int Hkv, int Dh) {
-    const int slots = W + Me + Ms, keep = T < W ? T : W, i = blockIdx.x, kvd = Hkv * Dh;
-    if (i < W) {  // ring slot i
-        const int t = T - keep + i;
+// Layer l's state into a continued forward: ring tokens oldest first (the ring starts at recent_idx
+// when full, else at slot 0) into rows [-hist, 0) of k, v (floatX: the values a forward produced, so
+// the round trip is exact) and gate; bank slots into bank_k/bank_v [Hkv][Mb][Dh]; flags in
+// BankScanInit's layout. Grid hist + 1: block i < hist one ring token, the last block the flags.
+__global__ void decode_export_kernel(floatX* seq_k, floatX* seq_v, float* gate, float* bank_k, float* bank_v, int* flags,
+                                     const float* k, const float* v, const unsigned char* allowed, const float* g_ring,
+                                     const long long* src, const long long* last_exact, const int* ring, int hist, int W, int Me,
+                                     int Ms, int Hkv, int Dh) {
+    const int slots = W + Me + Ms, Mb = Me + Ms, kvd = Hkv * Dh, i = blockIdx.x;
+    if (i < hist) {
+        const int first = ring[1] == W ? ring[0] : 0, slot = (first + i) % W;
+        const long long row = (long long)(i - hist) * kvd;
         for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
             const int g = e / Dh, d = e % Dh;
-            k[((size_t)g * slots + i) * Dh + d] = i < keep ? to_float(seq_k[(size_t)t * kvd + e]) : 0.f;
-            v[((size_t)g * slots + i) * Dh + d] = i < keep ? to_float(seq_v[(size_t)t * kvd + e]) : 0.f;
+            seq_k[row + e] = from_float<floatX>(k[((size_t)g * slots + slot) * Dh + d]);
+            seq_v[row + e] = from_float<floatX>(v[((size_t)g * slots + slot) * Dh + d]);
+        }
+        if (threadIdx.x == 0) gate[i - hist] = g_ring[slot];
+        return;
+    }
+    for (int e = threadIdx.x; e < Hkv * Mb * Dh; e += blockDim.x) {
+        const int g = e / (Mb * Dh), m = (e / Dh) % Mb, d = e % Dh;
+        bank_k[e] = k[((size_t)g * slots + W + m) * Dh + d];
+        bank_v[e] = v[((size_t)g * slots + W + m) * Dh + d];
+    }
+    for (int m = threadIdx.x; m < Me; m += blockDim.x) {
+        flags[m] = allowed[W + m];
+        flags[Me + m] = (int)last_exact[m];
+        flags[2 * Me + m] = (int)src[W + m];
+    }
+    for (int m = threadIdx.x; m < Ms; m += blockDim.x) flags[3 * Me + m] = allowed[W + Me + m];
+}
+
+// One layer's state after the scan (bounded) from the scan scratch, the layer's k, v, gates: the
+// ring holds the last keep = min(W, hist + T) tokens oldest first (what bank_write_block leaves; rows
+// before 0 are the carried-in ones), row t at position pos0 + t.
+__global__ void decode_import_kernel(float* k, float* v, unsigned char* allowed, float* g_ring, long long* src, long long* last_exact,
+                                     int* ring, long long* pos, const floatX* seq_k, const floatX* seq_v, const float* gate,
+                                     const int* final_e, const int* final_s, int T, int hist, long long pos0, int W, int Me, int Ms,
+                                     int Hkv, int Dh) {
+    const int slots = W + Me + Ms, keep = hist + T < W ? hist + T : W, i = blockIdx.x, kvd = Hkv * Dh;
+    if (i < W) {  // ring slot i
+        const long long t = (long long)T - keep + i;
+        for (int e = threadIdx.x; e < kvd; e += blockDim.x) {
+            const int g = e / Dh, d = e % Dh;
+            k[((size_t)g * slots + i) * Dh + d] = i < keep ? to_float(seq_k[t * kvd + e]) : 0.f;
+            v[((size_t)g * slots + i) * Dh + d] = i < keep ? to_float(seq_v[t * kvd + e]) : 0.f;
         }
         if (threadIdx.x == 0) {
             allowed[i] = i < keep;
             g_ring[i] = i < keep ? gate[t] : 0.f;
-            src[i] = i < keep ? t : -1;
+            src[i] = i < keep ? pos0 + t : -1;
         }
         return;
     }
@@ -785,14 +822,27 @@ __global__ void decode_import_kernel(float* k, float* v, unsigned char* allowed,
         src[W + m] = final_e[2 * Me + m];
     }
     for (int m = threadIdx.x; m < Ms; m += blockDim.x) { allowed[W + Me + m] = (unsigned char)final_s[m]; src[W + Me + m] = -1; }
-    if (threadIdx.x == 0) { ring[0] = 0; ring[1] = keep; *pos = T; }
+    if (threadIdx.x == 0) { ring[0] = 0; ring[1] = keep; *pos = pos0 + T; }
 }
 
-static void decoder__prefill_hook(GpuModel* m, int l, void* ctx_) {
-    GpuDecoder* d = (GpuDecoder*)ctx_;
+// GpuCarry.fill over a GpuDecodeState (ctx): layer l's state into the forward.
+static void decode_state_carry_fill(GpuModel* m, int l, void* ctx_) {
+    const GpuDecodeState* st = (const GpuDecodeState*)ctx_;
+    const LayerActs* a = gm_layer_acts(m, l);
+    const size_t kv = (size_t)st->Hkv * st->slots * st->Dh;
+    decode_export_kernel<<<m->carry.hist + 1, 256, 0, m->ctx.stream>>>(
+        a->k, a->v, a->wgate, m->carry_bank_k, m->carry_bank_v, m->carry_flags, st->k + l * kv, st->v + l * kv,
+        st->allowed + (size_t)l * st->slots, st->g_ring + (size_t)l * st->W, st->src + (size_t)l * st->slots,
+        st->last_exact + (size_t)l * st->Me, st->ring + 2 * l, m->carry.hist, st->W, st->Me, st->Ms, st->Hkv, st->Dh);
+    cudaCheckLaunch("decode_export_kernel");
+}
+
+// GpuModel.layer_hook over a GpuDecodeState (ctx): layer l's state after the forward out of it
+// (bounded), or its k/v rows into the KV cache (unbounded, from row 0).
+static void decode_state_layer_hook(GpuModel* m, int l, void* ctx_) {
+    GpuDecodeState* st = (GpuDecodeState*)ctx_;
     const ModelConfig* c = &m->cfg;
     const GpuContext* ctx = &m->ctx;
-    GpuDecodeState* st = &d->st;
     const LayerActs* a = gm_layer_acts(m, l);
     const int T = m->T, KVD = config_kvdim(c), Dh = c->head_dim;
     if (!c->bounded) {
@@ -815,34 +865,54 @@ static void decoder__prefill_hook(GpuModel* m, int l, void* ctx_) {
     decode_import_kernel<<<st->W + 1, 256, 0, ctx->stream>>>(k, v, st->allowed + (size_t)l * st->slots, st->g_ring + (size_t)l * st->W,
                                                            st->src + (size_t)l * st->slots, st->last_exact + (size_t)l * st->Me,
                                                            st->ring + 2 * l, st->pos + l, a->k, a->v, a->wgate, w.final_e, w.final_s, T,
-                                                           st->W, st->Me, st->Ms, st->Hkv, Dh);
+                                                           bs.hist, bs.pos0, st->W, st->Me, st->Ms, st->Hkv, Dh);
     cudaCheckLaunch("decode_import_kernel");
+}
+
+// One forward of the m->T tokens tok (targets as gpu_model_forward's, may be NULL; activations from
+// gpu_model_alloc_acts_carry), continuing the bounded state st that holds `held` tokens (0: empty,
+// its banks at their initial contents) and leaving in st the state after the last token; an
+// unbounded model's KV cache (held = 0 only) gets the T rows. Returns the sum of the scored targets'
+// losses, as gpu_model_forward.
+static double gpu_model_forward_state(GpuModel* m, GpuDecodeState* st, long long held, const int* tok, const int* targets,
+                                      int* n_scored) {
+    const ModelConfig* c = &m->cfg;
+    if (c->bounded) {
+        GpuCarry cy = {decode_state_carry_fill, st, (int)(held < c->window ? held : c->window), (int)held};
+        gpu_model_set_carry(m, &cy);
+    } else if (held != 0) {
+        coda_fatal("gpu_model_forward_state: the unbounded KV cache is filled from an empty cache only (it holds %lld tokens)", held);
+    }
+    m->layer_hook = decode_state_layer_hook;
+    m->hook_ctx = st;
+    double sum = gpu_model_forward(m, tok, targets, 0.0f, n_scored);
+    m->layer_hook = NULL;
+    m->hook_ctx = NULL;
+    gpu_model_set_carry(m, NULL);
+    return sum;
 }
 
 __global__ void decode_set_pos_kernel(long long* pos, int L, long long value) {
     for (int l = threadIdx.x; l < L; l += blockDim.x) pos[l] = value;
 }
 
-// Feeds ids[0, n) into an empty decoder with one forward of the model (whose activations are set up
-// here for one row of n tokens and freed again; recompute and the logits' chunking bound the memory
-// of long prompts). The next-token logits land in d->logits_host. bank_seed: the empty state's bank
-// contents (mem_init random_normal: layer l from bank_seed + l, as the CPU's layer_states_reset).
-static int gpu_decoder_prefill(GpuDecoder* d, const int* ids, int n, int recompute, uint64_t bank_seed, CodaError* err) {
+// Feeds ids[0, n) into the decoder with one forward of the model (whose activations are set up here
+// for one row of n tokens and freed again; recompute and the logits' chunking bound the memory of
+// long prompts), continuing its state: empty after gpu_decoder_reset, or what earlier prompts,
+// steps or a loaded state file left (bounded; the KV cache must be empty). The next-token logits land
+// in d->logits_host.
+static int gpu_decoder_prefill(GpuDecoder* d, const int* ids, int n, int recompute, CodaError* err) {
     GpuModel* m = d->m;
     const ModelConfig* c = &m->cfg;
     if (n < 1) return coda_errorf(err, "the prompt is empty");
-    if (d->pos != 0)
-        return coda_errorf(err, "the GPU prefill starts from an empty state; this one holds %lld tokens (continue a saved state with a "
-                                "prompt on the CPU reference: --device cpu)", d->pos);
+    if (!c->bounded && d->pos != 0)
+        return coda_errorf(err, "the GPU KV cache holds %lld tokens; an unbounded prompt prefill starts from an empty cache (feed "
+                                "further tokens one at a time, or reset)", d->pos);
     if (!c->bounded && n > d->st.max_len) return coda_errorf(err, "a prompt of %d tokens does not fit the KV cache of %d", n, d->st.max_len);
+    if (d->pos + n > (long long)INT_MAX) return coda_errorf(err, "positions past 2^31 tokens are not supported (%lld held + %d)", d->pos, n);
     if (tokens_check(ids, n, c->vocab_size, err) != 0) return -1;
-    gpu_model_alloc_acts(m, 1, n, recompute, n > 4096 ? 4096 : 0);
-    gpu_model_bank_init_like_cpu(m, bank_seed);
-    m->layer_hook = decoder__prefill_hook;
-    m->hook_ctx = d;
-    gpu_model_forward(m, ids, NULL, 0.0f, NULL);
-    m->layer_hook = NULL;
-    m->hook_ctx = NULL;
+    gpu_model_alloc_acts_carry(m, n, recompute, n > 4096 ? 4096 : 0);
+    gpu_model_forward_state(m, &d->st, d->pos, ids, NULL, NULL);
     if (!c->bounded) {
         decode_set_pos_kernel<<<1, 256, 0, m->ctx.stream>>>(d->st.pos, c->n_layers, n);
         cudaCheckLaunch("decode_set_pos_kernel");
@@ -851,11 +921,12 @@ static int gpu_decoder_prefill(GpuDecoder* d, const int* ids, int n, int recompu
     cudaCheck(cudaMemcpyAsync(d->logits_host, d->a.logits_f32, sizeof(float) * c->vocab_size, cudaMemcpyDeviceToHost, m->ctx.stream));
     cudaCheck(cudaStreamSynchronize(m->ctx.stream));
     gpu_model_free_acts(m);
-    d->pos = n;
+    d->pos += n;
     return 0;
 }
 
-// Resets the decoder to an empty state (mem_init contents from bank_seed, as gpu_decoder_prefill's).
+// Resets the decoder to an empty state (bounded: the banks' mem_init contents drawn from bank_seed,
+// layer l from bank_seed + l, as the CPU's layer_states_reset).
 static void gpu_decoder_reset(GpuDecoder* d, uint64_t bank_seed) {
     const ModelConfig* c = &d->m->cfg;
     cudaCheck(cudaMemset(d->st.mem, 0, d->st.bytes));
@@ -891,7 +962,7 @@ static void gpu_session_init(GpuSession* s, GpuModel* m, int max_len, uint64_t s
 static void gpu_session_free(GpuSession* s) { gpu_decoder_free(&s->dec); }
 
 static int gpu_session_prefill(GpuSession* s, const int* ids, int n, CodaError* err) {
-    if (gpu_decoder_prefill(&s->dec, ids, n, s->recompute, s->seed, err) != 0) return -1;
+    if (gpu_decoder_prefill(&s->dec, ids, n, s->recompute, err) != 0) return -1;
     s->n_fed += n;
     s->has_logits = 1;
     return 0;

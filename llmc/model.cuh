@@ -4,7 +4,9 @@
 // or bounded. A bounded layer (phase 2) trains as the scan-then-attend of docs/design.md §5: the write gate and the
 // bank scan over the whole sequence (bank_scan.cuh), then one attention launch over every block's
 // key set (coda_attention.cuh), and in the backward the reverse scan into the evicted tokens and eta.
-// Each sequence starts from an empty, zero-initialised state (the reference's training forward).
+// Each sequence starts from an empty, zero-initialised state (the reference's training forward);
+// at inference a forward may continue a state instead (GpuCarry below: a prompt after a loaded state,
+// the streaming perplexity's next chunk).
 //
 // Memory (docs/design.md §3, numerics policy):
 //   params   floatX, every tensor, table order (frozen tensors exist only here)
@@ -53,6 +55,21 @@ typedef struct {
     void* tape_mem;
 } LayerActs;
 
+struct GpuModel;
+
+// A bounded forward that continues a state (inference: one row, no backward), docs/spec.md §2.3 with
+// state.pos = pos0: positions start at pos0, block 0's ring is the state's last hist = min(pos0, W)
+// tokens, the banks start from the state's contents and flags. The caller owns the state; per layer,
+// after q/k/v, RoPE and the write gate and before the scan, fill(m, l, ctx) writes layer l's
+// carried-in ring into rows [-hist, 0) of its k, v (RoPE'd, floatX) and wgate (fp32) — the rows
+// gpu_model_alloc_acts_carry allocates in front — and the banks into m->carry_bank_k/_v and
+// m->carry_flags (BankScanInit's layout); the layer hook then reads the state after the forward.
+typedef struct {
+    void (*fill)(struct GpuModel* m, int layer, void* ctx);  // NULL: no carry (the forward starts empty)
+    void* ctx;
+    int hist, pos0;
+} GpuCarry;
+
 typedef struct GpuModel {
     ModelConfig cfg;
     ParamTable table;             // dtype = floatX
@@ -67,6 +84,7 @@ typedef struct GpuModel {
     int grad_fresh;
     // activations for B x T
     int B, T, recompute, chunk_rows;
+    int T_alloc;                  // the T the activations were allocated for (gpu_model_set_len may run fewer)
     int *tokens, *targets;        // device [BT]
     floatX* resid;                // [(L+1) * BT * D] residual stream entering each layer; [L] = final
     LayerActs* layers;            // [L], or [1] with recompute
@@ -87,6 +105,13 @@ typedef struct GpuModel {
     // bounded layers at inference: each layer's initial bank contents, k then v, [L][2][B][Hkv][Me+Ms][Dh]
     // fp32 (docs/spec.md §2.1 mem_init random_normal), or NULL: an all-zero state (training, §2.5)
     float* bank_init;
+    // a continued forward (GpuCarry; gpu_model_alloc_acts_carry): carried-in rows in front of each
+    // layer's k, v, wgate, and the layer's bank state before the forward ([Hkv][Me+Ms][Dh] fp32 each;
+    // flags [3][Me] exact used / LRU stamp / source then [Ms] summary used)
+    int hist_cap;
+    GpuCarry carry;
+    float *carry_bank_k, *carry_bank_v;
+    int* carry_flags;
     StepTimer* timer;             // per-category GPU time of the ops (NULL = off, the default)
     // called at the end of every layer's forward, while that layer's activations and bank scan
     // scratch are live (NULL = none): the decode prefill (decode.cuh) copies each layer's final
@@ -165,7 +190,8 @@ static void gpu_model_init_random(GpuModel* m, uint64_t seed, int new_only) {
     gpu_model_sync_masters(m);
 }
 
-static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int B, int T, const BankScanShape* bs) {
+// hist_cap: rows allocated in front of k, v and wgate for a continued forward's carried-in ring.
+static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int B, int T, const BankScanShape* bs, int hist_cap) {
     size_t D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads;
     const char* w = "activations";
     a->hn1 = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
@@ -173,8 +199,8 @@ static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int 
     a->rstd1 = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
     a->rstd2 = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
     a->q = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, w);
-    a->k = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * KVD, w);
-    a->v = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * KVD, w);
+    a->k = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (BT + hist_cap) * KVD, w) + (size_t)hist_cap * KVD;
+    a->v = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (BT + hist_cap) * KVD, w) + (size_t)hist_cap * KVD;
     a->lam = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * H, w);
     a->a_sig = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, w);
     a->a_noise = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * QD, w);
@@ -186,16 +212,17 @@ static void layer_acts_alloc(LayerActs* a, const ModelConfig* c, size_t BT, int 
     a->mlp_up = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
     a->mlp_act = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, w);
     if (c->bounded) {
-        a->wgate = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
+        a->wgate = (float*)cuda_malloc_or_die(sizeof(float) * (BT + hist_cap), w) + hist_cap;
         a->tape_mem = cuda_malloc_or_die(bank_tape_bytes(bs), "bank tape");
         bank_tape_carve(&a->tape, a->tape_mem, bs);
     }
 }
-static void layer_acts_free(LayerActs* a) {
-    void* ptrs[] = {a->hn1, a->hn2, a->rstd1, a->rstd2, a->q, a->k, a->v, a->lam, a->a_sig, a->a_noise, a->attn_out,
-                    a->lse, a->hn_rstd, a->resid_mid, a->mlp_gate, a->mlp_up, a->mlp_act};
+static void layer_acts_free(LayerActs* a, const ModelConfig* c, int hist_cap) {
+    const size_t KVD = config_kvdim(c);
+    void* ptrs[] = {a->hn1, a->hn2, a->rstd1, a->rstd2, a->q, a->k - hist_cap * KVD, a->v - hist_cap * KVD, a->lam, a->a_sig,
+                    a->a_noise, a->attn_out, a->lse, a->hn_rstd, a->resid_mid, a->mlp_gate, a->mlp_up, a->mlp_act};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
-    cudaCheck(cudaFree(a->wgate));
+    if (a->wgate) cudaCheck(cudaFree(a->wgate - hist_cap));
     cudaCheck(cudaFree(a->tape_mem));
 }
 
@@ -213,14 +240,17 @@ static CodaAttnShape gm_attn_shape(const GpuModel* m) {
         s.bank_slots = c->n_exact + c->n_summary;
         s.unmasked_memory = !c->mask_unused_memory;
         s.grad_cut = !c->cross_block_grad;
+        s.hist = m->carry.fill ? m->carry.hist : 0;
     }
     return s;
 }
 static BankScanShape gm_scan_shape(const GpuModel* m) {
     BankScanShape s;
+    memset(&s, 0, sizeof(s));
     s.cfg = m->cfg;
     s.B = m->B; s.T = m->T;
     s.n_blocks = (m->T + m->cfg.block_size - 1) / m->cfg.block_size;
+    if (m->carry.fill) { s.hist = m->carry.hist; s.pos0 = m->carry.pos0; }
     return s;
 }
 // The bounded layers' gradients reach the write gate and the evicted tokens only without detach.
@@ -243,16 +273,18 @@ static CodaAttnSaved gm_attn_saved(const LayerActs* a) {
 
 static void gpu_model_free_acts(GpuModel* m);
 
-// Activations for B rows of T tokens (any earlier set is freed first). chunk_rows: rows of logits materialised at once (0 = all).
-static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int chunk_rows) {
+// Activations for B rows of T tokens (any earlier set is freed first). chunk_rows: rows of logits
+// materialised at once (0 = all). hist_cap: carried-in rows in front of k, v, wgate (bounded, B = 1).
+static void gpu_model__alloc_acts(GpuModel* m, int B, int T, int recompute, int chunk_rows, int hist_cap) {
     const ModelConfig* c = &m->cfg;
     gpu_model_free_acts(m);  // a model holds one set of activations
+    m->hist_cap = hist_cap;
     if (c->head_dim != 64 && c->head_dim != 128)
         coda_fatal("head_dim %d: the GPU attention kernel supports head_dim 64 and 128 (Mistral-7B: 128, SmolLM2: 64)", c->head_dim);
     if (c->bounded && c->n_exact + c->n_summary > CA_MAX_BANK_SLOTS)
         coda_fatal("bounded config: n_exact + n_summary = %d bank slots, the GPU attention takes at most %d per block (the paper's "
                    "large state has 256)", c->n_exact + c->n_summary, CA_MAX_BANK_SLOTS);
-    m->B = B; m->T = T; m->recompute = recompute;
+    m->B = B; m->T = m->T_alloc = T; m->recompute = recompute;
     size_t BT = (size_t)B * T, D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c);
     m->chunk_rows = (chunk_rows <= 0 || (size_t)chunk_rows > BT) ? (int)BT : chunk_rows;
     const char* w = "activations";
@@ -262,7 +294,7 @@ static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int c
     int n_sets = recompute ? 1 : c->n_layers;
     m->layers = (LayerActs*)coda_calloc_or_die((size_t)n_sets, sizeof(LayerActs), w);
     const BankScanShape bs = gm_scan_shape(m);
-    for (int l = 0; l < n_sets; l++) layer_acts_alloc(&m->layers[l], c, BT, B, T, &bs);
+    for (int l = 0; l < n_sets; l++) layer_acts_alloc(&m->layers[l], c, BT, B, T, &bs, hist_cap);
     m->hf = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
     m->rstdf = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
     m->logits = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (size_t)m->chunk_rows * c->vocab_size, "logits chunk");
@@ -298,7 +330,40 @@ static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int c
             m->dv_acc = (float*)cuda_malloc_or_die(sizeof(float) * BT * KVD, b);
             m->dwgate = (float*)cuda_malloc_or_die(sizeof(float) * BT, b);
         }
+        if (hist_cap > 0) {
+            const size_t nb = (size_t)KVD * (c->n_exact + c->n_summary);
+            m->carry_bank_k = (float*)cuda_malloc_or_die(sizeof(float) * (nb ? 2 * nb : 1), "carried-in banks");
+            m->carry_bank_v = m->carry_bank_k + nb;
+            m->carry_flags = (int*)cuda_malloc_or_die(sizeof(int) * (3 * c->n_exact + c->n_summary + 1), "carried-in bank flags");
+        }
     }
+}
+static void gpu_model_alloc_acts(GpuModel* m, int B, int T, int recompute, int chunk_rows) {
+    gpu_model__alloc_acts(m, B, T, recompute, chunk_rows, 0);
+}
+// Activations for one row of T tokens whose forward may continue a state (GpuCarry): bounded models
+// get W carried-in rows in front of every layer's k, v and write gate. recompute: the layers share one
+// set of activations (a forward-only run keeps nothing per layer: long prompts in less memory).
+static void gpu_model_alloc_acts_carry(GpuModel* m, int T, int recompute, int chunk_rows) {
+    gpu_model__alloc_acts(m, 1, T, recompute, chunk_rows, m->cfg.bounded ? m->cfg.window : 0);
+}
+// The next forwards run T tokens on activations allocated for T_alloc >= T (one row: every buffer's
+// layout for T is a prefix of its layout for T_alloc), e.g. a short last window of an evaluation.
+static void gpu_model_set_len(GpuModel* m, int T) {
+    if (m->B != 1 || T < 1 || T > m->T_alloc)
+        coda_fatal("gpu_model_set_len: %d tokens on activations for %d rows of %d (one row, 1 <= T <= %d)", T, m->B, m->T_alloc, m->T_alloc);
+    m->T = T;
+}
+// Sets (fill != NULL) or clears the carry of the next forwards; checks it fits the activations.
+static void gpu_model_set_carry(GpuModel* m, const GpuCarry* cy) {
+    const ModelConfig* c = &m->cfg;
+    if (!cy || !cy->fill) { memset(&m->carry, 0, sizeof(m->carry)); return; }
+    if (!c->bounded || m->B != 1 || cy->hist < 0 || cy->hist > m->hist_cap || cy->hist > cy->pos0 || cy->pos0 < 0 ||
+        (long long)cy->pos0 + m->T > (long long)INT_MAX)
+        coda_fatal("gpu_model_set_carry: a continued forward needs a bounded model, activations from gpu_model_alloc_acts_carry "
+                   "(B = 1, %d carried-in rows), 0 <= hist <= min(pos0, W) and pos0 + T < 2^31 (got bounded=%d B=%d hist=%d pos0=%d T=%d)",
+                   m->hist_cap, c->bounded, m->B, cy->hist, cy->pos0, m->T);
+    m->carry = *cy;
 }
 
 static LayerActs* gm_layer_acts(const GpuModel* m, int l) { return &m->layers[m->recompute ? 0 : l]; }
@@ -319,16 +384,24 @@ static void gpu_layer_forward(GpuModel* m, int l) {
     if (c->differential)
         STEP_TIMED(tm, ST_MATMUL_FWD, matmul_forward(ctx, a->lam, a->hn1, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), N, D, c->n_heads));
     double base = config_rope_base(c);
-    STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->q, N, m->T, 0, c->n_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
-    STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->k, N, m->T, 0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
+    const GpuCarry* cy = m->carry.fill ? &m->carry : NULL;
+    const long long pos0 = cy ? cy->pos0 : 0;  // position of row 0
+    STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->q, N, m->T, pos0, c->n_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
+    STEP_TIMED(tm, ST_ROPE, rope_apply(ctx, a->k, N, m->T, pos0, c->n_kv_heads, c->head_dim, c->rope_layout, base, c->rope_bf16_positions, +1));
     if (c->bounded) {  // scan: the bank every block attends to, from the RoPE'd keys, values and gates
         const BankScanShape bs = gm_scan_shape(m);
         STEP_TIMED(tm, ST_BANK, write_gate_forward(ctx, a->wgate, a->hn1, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), N, D,
                                                    c->write_policy == WRITE_POLICY_GATED));
-        const size_t per = (size_t)m->B * KVD * (c->n_exact + c->n_summary);  // one layer's k (or v) init
-        const float* init_k = m->bank_init ? m->bank_init + (size_t)l * 2 * per : NULL;
-        STEP_TIMED(tm, ST_BANK, bank_scan_forward(ctx, &bs, a->k, a->v, a->wgate, gm_param(m, PK_ETA, l), init_k,
-                                                  init_k ? init_k + per : NULL, &a->tape, m->scan_scratch));
+        BankScanInit init = {NULL, NULL, NULL, NULL};
+        if (cy) {  // the state carried in: ring rows in front of k/v/wgate, banks and flags
+            cy->fill(m, l, cy->ctx);
+            init.k = m->carry_bank_k; init.v = m->carry_bank_v;
+            init.e = m->carry_flags; init.s = m->carry_flags + 3 * c->n_exact;
+        } else if (m->bank_init) {  // an empty state with mem_init contents
+            const size_t per = (size_t)m->B * KVD * (c->n_exact + c->n_summary);  // one layer's k (or v) init
+            init.k = m->bank_init + (size_t)l * 2 * per; init.v = init.k + per;
+        }
+        STEP_TIMED(tm, ST_BANK, bank_scan_forward(ctx, &bs, a->k, a->v, a->wgate, gm_param(m, PK_ETA, l), &init, &a->tape, m->scan_scratch));
     }
     CodaAttnShape s = gm_attn_shape(m);
     CodaAttnInputs in = gm_attn_inputs(m, a, l);
@@ -399,6 +472,7 @@ static double gpu_model_forward(GpuModel* m, const int* tokens, const int* targe
 // Backward of the last training forward (which already produced dhf and the LM-head gradient).
 // Accumulates into m->grad (trainable tensors only).
 static void gpu_model_backward(GpuModel* m) {
+    if (m->carry.fill) coda_fatal("gpu_model_backward: the last forward continued a state (GpuCarry), which is inference only");
     const ModelConfig* c = &m->cfg;
     const GpuContext* ctx = &m->ctx;
     StepTimer* tm = m->timer;
@@ -538,11 +612,12 @@ static float gpu_model_update(GpuModel* m, const AdamWConfig* opt, double lr_sca
 // Frees the activations of gpu_model_alloc_acts (and the bank init), keeping the parameters.
 static void gpu_model_free_acts(GpuModel* m) {
     if (!m->layers) return;
-    for (int l = 0; l < (m->recompute ? 1 : m->cfg.n_layers); l++) layer_acts_free(&m->layers[l]);
+    for (int l = 0; l < (m->recompute ? 1 : m->cfg.n_layers); l++) layer_acts_free(&m->layers[l], &m->cfg, m->hist_cap);
     free(m->layers);
     void* ptrs[] = {m->tokens, m->targets, m->resid, m->hf, m->rstdf, m->logits, m->losses, m->dres, m->dmid, m->dh, m->dhf,
                     m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch,
-                    m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate, m->bank_init};
+                    m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate, m->bank_init, m->carry_bank_k,
+                    m->carry_flags};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     m->layers = NULL;
     m->tokens = m->targets = NULL;
@@ -550,7 +625,10 @@ static void gpu_model_free_acts(GpuModel* m) {
     m->dact = m->dgate = m->dup = NULL;
     m->rstdf = m->losses = m->dbank_k = m->dbank_v = m->dk_acc = m->dv_acc = m->dwgate = m->bank_init = NULL;
     m->scratch = m->scan_scratch = NULL;
-    m->B = m->T = 0;
+    m->carry_bank_k = m->carry_bank_v = NULL;
+    m->carry_flags = NULL;
+    memset(&m->carry, 0, sizeof(m->carry));
+    m->B = m->T = m->T_alloc = m->hist_cap = 0;
 }
 
 static void gpu_model_free(GpuModel* m) {

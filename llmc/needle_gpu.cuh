@@ -50,12 +50,13 @@ static inline int needle_run_gpu(const GpuContext* ctx, const ModelConfig* cfg, 
     rope_apply(ctx, d_k, T, T, 0, Hkv, Dh, c.rope_layout, config_rope_base(&c), c.rope_bf16_positions, +1);
     write_gate_forward(ctx, d_gate, d_x, d_u, d_b, T, D, c.write_policy == WRITE_POLICY_GATED);
     BankScanShape bs;
+    memset(&bs, 0, sizeof(bs));
     bs.cfg = c; bs.B = 1; bs.T = T; bs.n_blocks = T / c.block_size;
     void* tape_mem = cuda_malloc_or_die(bank_tape_bytes(&bs), "needle bank tape");
     void* scratch = cuda_malloc_or_die(bank_scan_scratch_bytes(&bs), "needle bank scratch");
     BankTape tape;
     bank_tape_carve(&tape, tape_mem, &bs);
-    bank_scan_forward(ctx, &bs, d_k, d_v, d_gate, d_eta, NULL, NULL, &tape, scratch);
+    bank_scan_forward(ctx, &bs, d_k, d_v, d_gate, d_eta, NULL, &tape, scratch);
     cudaCheck(cudaStreamSynchronize(ctx->stream));
     // the needle's key and gate, the final ring (last W of the first `length` tokens) and exact bank
     const int last = bs.n_blocks - 1;

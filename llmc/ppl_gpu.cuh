@@ -2,17 +2,17 @@
 // model (model.cuh): a window is one forward of B = 1 row through every layer, unbounded or bounded
 // (the bounded forward is the chunked prefill of docs/spec.md §2.3 from an empty state, i.e.
 // scan-then-attend, the same kernels as phase-2 training). Windows shorter than the allocated T are
-// padded after their end: attention is causal and a block never sees a later block's write, so the
-// padding changes nothing before it (its targets are -1).
+// run at their own length on the activations of the longest (one row: every layout is a prefix).
 //
-// Bounded models start each window from an empty state whose bank contents follow the config's
-// mem_init, drawn exactly as the CPU reference draws them (layer l from seed + l, bank_reset), so the
-// GPU and CPU scorers see the same state. The streaming procedure (§3.2c: one state carried across
-// windows) needs the state after a window as the start of the next; the GPU model does not carry it
-// yet, so the GPU scorer refuses it (the CPU scorer runs it).
+// Bounded models start each window after a reset from an empty state whose bank contents follow the
+// config's mem_init, drawn exactly as the CPU reference draws them (layer l from seed + l,
+// bank_reset), so the GPU and CPU scorers see the same state. Each window's final state is kept (in
+// the decoder's state layout, llmc/decode.cuh), and a window without a reset before it continues it
+// (model.cuh's GpuCarry): the streaming procedure (§3.2c) on the GPU.
 #pragma once
 #include "checkpoint.cuh"
 #include "cpu/reference.h"
+#include "decode.cuh"
 #include "model.cuh"
 #include "overrides.h"
 #include "ppl.h"
@@ -56,10 +56,11 @@ static void gpu_model_bank_init_like_cpu(GpuModel* m, uint64_t seed) {
 }
 
 typedef struct {
-    GpuModel* m;       // activations for B = 1 and the longest window
-    int* tok;          // [T] host: the window, padded
-    int* tgt;          // [T] host: its targets (-1: not scored)
+    GpuModel* m;       // activations for B = 1 and the longest window (bounded: with carried-in rows)
+    int* tgt;          // [T] host: the window's targets (-1: not scored)
     int fresh;         // bounded: the state has been reset since the last window
+    GpuDecodeState st; // bounded: the state after the last window
+    long long held;    // tokens st holds
 } GpuScorer;
 
 static inline void gpu_scorer__reset(void* ctx) { ((GpuScorer*)ctx)->fresh = 1; }
@@ -67,18 +68,27 @@ static inline void gpu_scorer__reset(void* ctx) { ((GpuScorer*)ctx)->fresh = 1; 
 static inline int gpu_scorer__score(void* ctx, const int* tok, int len, int first, PplResult* r, CodaError* err) {
     GpuScorer* g = (GpuScorer*)ctx;
     GpuModel* m = g->m;
-    if (m->cfg.bounded && !g->fresh)
-        return coda_errorf(err, "the GPU model does not carry a bounded state from one window to the next yet (the streaming "
-                                "procedure); run it with --device cpu, or use --procedure chunked / sliding");
-    if (len > m->T) return coda_errorf(err, "a window of %d tokens is longer than the %d the GPU model was set up for", len, m->T);
-    g->fresh = 0;
-    if (first >= len) return 0;  // nothing to score (and no state to advance: the next window resets it)
-    for (int i = 0; i < m->T; i++) {
-        g->tok[i] = tok[i < len ? i : len - 1];
-        g->tgt[i] = (i + 1 < len && i + 1 >= first) ? tok[i + 1] : -1;
-    }
+    const int bounded = m->cfg.bounded, carry = bounded && !g->fresh;
+    if (len > m->T_alloc)
+        return coda_errorf(err, "a window of %d tokens is longer than the %d the GPU model was set up for", len, m->T_alloc);
+    if (carry && g->held + len > (long long)INT_MAX) return coda_errorf(err, "streaming past 2^31 tokens is not supported");
+    gpu_model_set_len(m, len);
+    for (int i = 0; i < len; i++) g->tgt[i] = (i + 1 < len && i + 1 >= first) ? tok[i + 1] : -1;
     int scored = 0;
-    double sum = gpu_model_forward(m, g->tok, g->tgt, 0.0f, &scored);
+    double sum;
+    if (!bounded) {
+        sum = gpu_model_forward(m, tok, g->tgt, 0.0f, &scored);
+    } else if (!carry) {  // from the empty state (m->bank_init), keeping the final state in st
+        m->layer_hook = decode_state_layer_hook;
+        m->hook_ctx = &g->st;
+        sum = gpu_model_forward(m, tok, g->tgt, 0.0f, &scored);
+        m->layer_hook = NULL;
+        m->hook_ctx = NULL;
+    } else {  // continuing st
+        sum = gpu_model_forward_state(m, &g->st, g->held, tok, g->tgt, &scored);
+    }
+    if (bounded) g->held = (carry ? g->held : 0) + len;
+    g->fresh = 0;
     r->nll_sum += sum;
     r->n_scored += scored;
     return 0;
@@ -90,10 +100,10 @@ static inline int gpu_scorer__score(void* ctx, const int* tok, int len, int firs
 static inline PplScorer gpu_scorer(GpuScorer* g, GpuModel* m, int max_len, int chunk_rows, uint64_t seed) {
     memset(g, 0, sizeof(*g));
     g->m = m;
-    gpu_model_alloc_acts(m, 1, max_len, 0, chunk_rows);
+    gpu_model_alloc_acts_carry(m, max_len, 0, chunk_rows);
     gpu_model_bank_init_like_cpu(m, seed);
-    g->tok = (int*)coda_malloc_or_die(sizeof(int) * 2 * (size_t)max_len, "window tokens");
-    g->tgt = g->tok + max_len;
+    if (m->cfg.bounded) gpu_decode_state_alloc(&g->st, &m->cfg, 0);
+    g->tgt = (int*)coda_malloc_or_die(sizeof(int) * (size_t)max_len, "window targets");
     g->fresh = 1;
     PplScorer s;
     memset(&s, 0, sizeof(s));
@@ -105,6 +115,7 @@ static inline PplScorer gpu_scorer(GpuScorer* g, GpuModel* m, int max_len, int c
     return s;
 }
 static inline void gpu_scorer_free(GpuScorer* g) {
-    free(g->tok);
+    if (g->st.mem) gpu_decode_state_free(&g->st);
+    free(g->tgt);
     memset(g, 0, sizeof(*g));
 }

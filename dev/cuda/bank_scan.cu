@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
             bank_tape_carve(&tape, tape_mem, &sh);
             float* dbank = bench_alloc<float>(2 * n_bank, 5);
             float* dacc = bench_alloc<float>(2 * BT * kvd + BT + shp.Hkv, 6, 0.0f, 0.0f);
-            double fwd = bench_ms([&]() { bank_scan_forward(ctx, &sh, k, v, gate, eta, NULL, NULL, &tape, scratch); }, reps);
+            double fwd = bench_ms([&]() { bank_scan_forward(ctx, &sh, k, v, gate, eta, NULL, &tape, scratch); }, reps);
             double bwd[2];
             for (int detach = 1; detach >= 0; detach--) {
                 BankScanShape shb = sh;

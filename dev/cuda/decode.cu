@@ -188,7 +188,7 @@ int main(int argc, char** argv) {
             std::vector<int> tok(N);
             for (int t = 0; t < N; t++) tok[t] = (int)((1103515245u * (uint32_t)t + 12345u) % (uint32_t)cb.vocab_size);
             const double t0 = now_seconds();
-            if (gpu_decoder_prefill(&d, tok.data(), N, N > 8192, 42, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+            if (gpu_decoder_prefill(&d, tok.data(), N, N > 8192, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
             const double t_pre = now_seconds() - t0;
             const double ms = time_steps(&d, steps, 1);
             const double sb = (double)d.st.bytes;  // the whole state is read by the attention (and the write)
@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
                 gpu_decoder_init(&d, &mb, 0, 1);
                 d.use_cublas = 1;
                 gpu_decoder_reset(&d, 42);
-                if (gpu_decoder_prefill(&d, tok.data(), N, N > 8192, 42, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+                if (gpu_decoder_prefill(&d, tok.data(), N, N > 8192, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
                 const double ms_c = time_steps(&d, steps, 1);
                 printf("| %d | bounded medium, cuBLASLt matmuls | - | %.3f | %.1f | %.0f | %.3f | %.0f%% | - | - |\n", N, ms_c, 1e3 / ms_c,
                        bytes / 1e6, bound, 100.0 * bound / ms_c);

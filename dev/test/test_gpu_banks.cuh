@@ -294,7 +294,8 @@ static void gb_gpu_forward(GbRun* R, const GpuContext* ctx) {
     }
     cudaCheck(cudaMemset(R->d_tape, 0x7f, R->tape_bytes));
     cudaCheck(cudaMemset(R->d_scratch, 0x7f, R->scratch_bytes));
-    bank_scan_forward(ctx, &R->sh, R->d_k, R->d_v, R->d_gate, R->d_eta, R->d_init_k, R->d_init_v, &R->tape, R->d_scratch);
+    const BankScanInit init = {R->d_init_k, R->d_init_v, NULL, NULL};
+    bank_scan_forward(ctx, &R->sh, R->d_k, R->d_v, R->d_gate, R->d_eta, &init, &R->tape, R->d_scratch);
     cudaCheck(cudaStreamSynchronize(ctx->stream));
     free(R->g_k); free(R->g_v); free(R->g_allowed); free(R->g_src); free(R->g_nc); free(R->g_ctok); free(R->g_cslot);
     free(R->g_cw); free(R->g_act); free(R->g_new); free(R->g_cnt); free(R->g_sk); free(R->g_sv);
