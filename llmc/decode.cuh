@@ -35,6 +35,22 @@
 // The split count is fixed when the graph is built (from the longest context it must serve: one
 // tile a split, at most ~4 CTAs per SM); each split takes ceil(tiles / splits) tiles of the keys
 // present, counted on the device.
+//
+// The fast step (GpuDecoder's switches, each leaving every result the same bits):
+//   use_fused    bit 1: the RMSNorms inside the following gemv (gemv.cuh's GemvOpts.norm_w: q/k/v/lambda, the
+//                MLP's gate+up, the LM head); bit 2: RoPE + write gate + routing scores in one launch
+//                (decode_rope_gate_score_kernel: the scores read only the state as the previous step
+//                left it, so they need not wait for this token's k): 8 launches a layer instead of 12
+//   use_pdl      every launch of the step with Programmatic Dependent Launch (gemv.cuh's pdl_launch): each
+//                kernel's CTAs are placed while the one before drains and wait (griddepcontrol.wait) only
+//                before their first read of its results; the gemvs load weights before that wait
+//   l2_prefetch_o  the attention kernel prefetches the layer's o-proj weights into L2 while it runs (HBM
+//                is otherwise idle from the write to the combine), so the o-proj gemv reads them from L2
+//   gemv_l2_ahead  the gemvs' L2 prefetch distance in load steps (GemvOpts.l2_ahead)
+//   gemv_preload   the gemvs load a step's weights one step ahead, step 0's before the PDL wait
+// Environment overrides for A/B runs: CODA_DECODE_PDL, CODA_DECODE_FUSED, CODA_DECODE_L2_O,
+// CODA_GEMV_L2_AHEAD, CODA_GEMV_PRELOAD (integers). Measured (dev/PERF.md, v4): the fusions and PDL
+// pay; the two L2 prefetches and the preload loop do not (off by default).
 #pragma once
 #include "bank_scan.cuh"
 #include "coda_attention.cuh"
@@ -180,6 +196,8 @@ static void gpu_decode_state_from_host(GpuDecodeState* s, const BankState_f32* h
 __global__ void decode_rope_kernel(floatX* q, floatX* k, const long long* pos, int H, int Hkv, int Dh, int interleaved,
                                    int bf16_positions, const RopeFreqs freqs) {
     const int half = Dh / 2;
+    pdl_wait();
+    pdl_trigger();
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float c, s;
         rope_cos_sin(*pos, freqs.inv_freq[i], bf16_positions, 1.0f, c, s);
@@ -191,6 +209,8 @@ __global__ void decode_rope_kernel(floatX* q, floatX* k, const long long* pos, i
 
 // The unbounded cache: row pos of layer l's cache = this token's k, v; then pos += 1.
 __global__ void decode_append_kernel(floatX* cache_k, floatX* cache_v, long long* pos, const floatX* k, const floatX* v, int kvd) {
+    pdl_wait();
+    pdl_trigger();
     const long long p = *pos;
     for (int i = threadIdx.x; i < kvd; i += blockDim.x) {
         cache_k[p * kvd + i] = k[i];
@@ -237,10 +257,10 @@ __device__ __forceinline__ float decode_cosine(const float* a, const float* b, i
 // order — llmc/cpu/banks.h's exact_score (values, all Dh dims) and summary_score (keys, dims [lf, Dh)).
 // Formed by one thread per slot straight from global memory they took ~100 us per layer at the 7B
 // shape (a chain of dependent-latency loads); staged, a few.
-__global__ void __launch_bounds__(DEC_THREADS) decode_score_kernel(DecodeWriteArgs a) {
-    extern __shared__ float sm[];
+// (The body is a device function: decode_rope_gate_score_kernel runs it in its CTAs 1..Me+Ms.)
+__device__ __forceinline__ void decode_score_slot(const DecodeWriteArgs& a, int m, float* sm) {
     const int tid = threadIdx.x, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me;
-    const int slots = W + Me + a.Ms, lf = Dh / 2, m = blockIdx.x, exact = m < Me;
+    const int slots = W + Me + a.Ms, lf = Dh / 2, exact = m < Me;
     if (a.ring[1] < W) return;  // the ring is not full: nothing is evicted
     if (exact && !a.allowed[W + m]) return;  // an unused exact slot is not scored
     const int slot = a.ring[0], d0 = exact ? 0 : lf, n = Dh - d0, bslot = W + m;
@@ -260,6 +280,12 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_score_kernel(DecodeWriteAr
         a.scores[m] = __fdiv_rn(s, (float)Hkv);
     }
 }
+__global__ void __launch_bounds__(DEC_THREADS) decode_score_kernel(DecodeWriteArgs a) {
+    extern __shared__ float sm[];
+    pdl_wait();
+    pdl_trigger();
+    decode_score_slot(a, blockIdx.x, sm);
+}
 static inline size_t decode_score_smem(int Hkv, int Dh) { return sizeof(float) * (2 * (size_t)Hkv * Dh + Hkv); }
 
 // Dynamic smem: ek, ev [Hkv*Dh] (the evicted token).
@@ -270,6 +296,8 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_write_kernel(DecodeWriteAr
     const int slots = W + Me + Ms, lf = Dh / 2, s0 = W + Me;
     float *ek = sm, *ev = ek + kvd;
     __shared__ int sh_idx, sh_write;
+    pdl_wait();
+    pdl_trigger();
     const int filled = a.ring[1], oldest = a.ring[0];
     const long long p = *a.pos;
     auto K = [&](int g, int slot) { return a.k + ((size_t)g * slots + slot) * Dh; };
@@ -373,13 +401,53 @@ static DecodeWriteArgs decode_write_args(const GpuDecodeState* st, const ModelCo
     w.match_thr = c->exact_match_threshold; w.novelty_thr = c->exact_novelty_threshold;
     return w;
 }
-static void decode_write_one(const GpuContext* ctx, const DecodeWriteArgs* w) {
-    if (w->Me + w->Ms > 0) {
-        decode_score_kernel<<<w->Me + w->Ms, DEC_THREADS, decode_score_smem(w->Hkv, w->Dh), ctx->stream>>>(*w);
-        cudaCheckLaunch("decode_score_kernel");
+// pdl: both launches with Programmatic Dependent Launch. scores_done: the scores are already formed
+// (decode_rope_gate_score_kernel): only the write.
+static void decode_write_one(const GpuContext* ctx, const DecodeWriteArgs* w, int pdl = 0, int scores_done = 0) {
+    if (w->Me + w->Ms > 0 && !scores_done)
+        pdl_launch(pdl, decode_score_kernel, w->Me + w->Ms, DEC_THREADS, decode_score_smem(w->Hkv, w->Dh), ctx->stream, "decode_score_kernel",
+                   *w);
+    pdl_launch(pdl, decode_write_kernel, 1, DEC_THREADS, decode_write_smem(w->Hkv, w->Dh), ctx->stream, "decode_write_kernel", *w);
+}
+
+// RoPE of q and k, the write gate and the routing scores of one layer in one launch (the fused step).
+// CTA 0: warp 0 forms the gate first, as write_gate_forward_kernel does (lane-strided fp32 sum in index
+// order, warp_sum, the same sigmoid: the same bits), then all its threads rotate the pairs, each pair
+// as decode_rope_kernel does (rope_cos_sin, rope_rotate: which thread does a pair changes nothing).
+// CTAs 1..Me+Ms: decode_score_slot, which reads only the state that the previous step left (the slot
+// this token evicts, the bank rows), never this token's k or v; the write kernel after this reads both.
+typedef struct {
+    floatX *q, *k;             // [H*Dh], [Hkv*Dh] rotated in place
+    const long long* pos;
+    int H, Hkv, Dh, interleaved, bf16_positions;
+    float* gate;               // [1], or NULL: no write gate (unbounded)
+    const floatX *hn, *gate_w, *gate_b;  // the normed input [D], write_proj [D], its bias [1]
+    int D, gated, n_score;     // n_score: Me + Ms score CTAs after CTA 0 (0: none)
+} DecodeRopeGateArgs;
+__global__ void __launch_bounds__(DEC_THREADS) decode_rope_gate_score_kernel(const DecodeRopeGateArgs a, const DecodeWriteArgs w,
+                                                                             const RopeFreqs freqs) {
+    extern __shared__ float sm[];
+    pdl_wait();
+    pdl_trigger();
+    if (blockIdx.x > 0) { decode_score_slot(w, blockIdx.x - 1, sm); return; }
+    const int tid = threadIdx.x, lane = tid % 32;
+    if (a.gate && tid < 32) {
+        float s = 0.f;
+        if (a.gated)
+            for (int i = lane; i < a.D; i += 32) s += to_float(a.hn[i]) * to_float(a.gate_w[i]);
+        s = warp_sum(s);
+        if (lane == 0) a.gate[0] = a.gated ? 1.0f / (1.0f + expf(-(s + to_float(a.gate_b[0])))) : 1.0f;
     }
-    decode_write_kernel<<<1, DEC_THREADS, decode_write_smem(w->Hkv, w->Dh), ctx->stream>>>(*w);
-    cudaCheckLaunch("decode_write_kernel");
+    const int half = a.Dh / 2, groups = blockDim.x / half > 0 ? blockDim.x / half : 1, nh = a.H + a.Hkv;
+    for (int i = tid % half; i < half && tid / half < groups; i += blockDim.x) {  // thread: pair i of heads tid/half, + groups, ...
+        float c, s;
+        rope_cos_sin(*a.pos, freqs.inv_freq[i], a.bf16_positions, 1.0f, c, s);
+        const int ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + half;
+        for (int h = tid / half; h < nh; h += groups) {
+            floatX* row = h < a.H ? a.q + h * a.Dh : a.k + (h - a.H) * a.Dh;
+            rope_rotate(row[ia], row[ib], c, s);
+        }
+    }
 }
 
 // Attention of one token's query (both streams) over n keys.
@@ -393,6 +461,8 @@ typedef struct {
     int n_fixed;
     int H, Hkv, differential, splits;
     float* part;                     // [Hkv][splits][nq][Dh + 2]: acc (unnormalised), max (log2 domain), sum
+    const void* l2_prefetch;         // bytes to pull into L2 while the attention runs (the o-proj weights), or NULL
+    size_t l2_prefetch_bytes;
 } DecodeAttnArgs;
 
 template <int DH, typename KT>
@@ -406,6 +476,13 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_attention_kernel(DecodeAtt
     __shared__ float m_s[DEC_MAXQ], l_s[DEC_MAXQ], alpha_s[DEC_MAXQ];
     const int g = blockIdx.x, sp = blockIdx.y, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int G = a.H / a.Hkv, NS = a.differential ? 2 : 1, nq = G * NS;
+    if (a.l2_prefetch) {  // this CTA's share of the lines, before the wait (no kernel of the step writes weights)
+        const size_t lines = (a.l2_prefetch_bytes + 127) / 128, ctas = (size_t)gridDim.x * gridDim.y;
+        const size_t per = (lines + ctas - 1) / ctas, l0 = ((size_t)sp * gridDim.x + g) * per;
+        for (size_t i = l0 + tid; i < l0 + per && i < lines; i += DEC_THREADS) prefetch_l2((const char*)a.l2_prefetch + i * 128);
+    }
+    pdl_wait();
+    pdl_trigger();
     const int n = a.n_dev ? (int)*a.n_dev : a.n_fixed;
     const int tiles = (n + DEC_TILE - 1) / DEC_TILE, per = (tiles + a.splits - 1) / a.splits;
     const int t0 = sp * per, t1 = min(tiles, t0 + per);
@@ -507,6 +584,8 @@ template <int DH>
 __global__ void __launch_bounds__(DH) decode_combine_kernel(DecodeCombineArgs a) {
     __shared__ float red[DH / 32];
     const int h = blockIdx.x, d = threadIdx.x, G = a.H / a.Hkv, g = h / G, NS = a.differential ? 2 : 1, nq = G * NS;
+    pdl_wait();
+    pdl_trigger();
     float o[2] = {0.f, 0.f};
     for (int s = 0; s < NS; s++) {
         const int qi = s * G + h % G;
@@ -544,20 +623,19 @@ static inline int decode_attention_splits(int max_keys, int Hkv, int sm_count) {
     return s < 1 ? 1 : s;
 }
 
-static void decode_attention(const GpuContext* ctx, const DecodeAttnArgs* a, const DecodeCombineArgs* c, int Dh, int keys_fp32) {
+// pdl: both launches with Programmatic Dependent Launch.
+static void decode_attention(const GpuContext* ctx, const DecodeAttnArgs* a, const DecodeCombineArgs* c, int Dh, int keys_fp32, int pdl = 0) {
     dim3 grid(a->Hkv, a->splits);
+    const char* an = "decode_attention_kernel";
     if (Dh == 128) {
-        if (keys_fp32) decode_attention_kernel<128, float><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
-        else decode_attention_kernel<128, floatX><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
-        cudaCheckLaunch("decode_attention_kernel");
-        decode_combine_kernel<128><<<a->H, 128, 0, ctx->stream>>>(*c);
+        if (keys_fp32) pdl_launch(pdl, decode_attention_kernel<128, float>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
+        else pdl_launch(pdl, decode_attention_kernel<128, floatX>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
+        pdl_launch(pdl, decode_combine_kernel<128>, a->H, 128, 0, ctx->stream, "decode_combine_kernel", *c);
     } else {
-        if (keys_fp32) decode_attention_kernel<64, float><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
-        else decode_attention_kernel<64, floatX><<<grid, DEC_THREADS, 0, ctx->stream>>>(*a);
-        cudaCheckLaunch("decode_attention_kernel");
-        decode_combine_kernel<64><<<a->H, 64, 0, ctx->stream>>>(*c);
+        if (keys_fp32) pdl_launch(pdl, decode_attention_kernel<64, float>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
+        else pdl_launch(pdl, decode_attention_kernel<64, floatX>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
+        pdl_launch(pdl, decode_combine_kernel<64>, a->H, 64, 0, ctx->stream, "decode_combine_kernel", *c);
     }
-    cudaCheckLaunch("decode_combine_kernel");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -575,12 +653,26 @@ typedef struct {
     DecodeActs a;
     int splits, use_graph, n_steps;
     int use_cublas;       // the step's matmuls on cuBLASLt instead of gemv.cuh (the benchmark's baseline)
+    int use_fused;        // bits (gemv path only): 1 the norms fused into the gemvs, 2 RoPE + write gate + scores in one kernel
+    int use_pdl;          // the step's kernels with Programmatic Dependent Launch
+    int l2_prefetch_o;    // the attention kernel prefetches the o-proj weights into L2
+    int gemv_l2_ahead;    // the gemvs' L2 prefetch distance (load steps; 0: none)
+    int gemv_preload;     // the gemvs load a step's weights one step ahead, step 0's before the PDL wait (GemvOpts.preload)
     long long pos;        // tokens held (the device's pos[l] of every layer, mirrored)
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     int* token_host;      // pinned
     float* logits_host;   // pinned [V]
 } GpuDecoder;
+
+static int decode__env_int(const char* name, int dflt) {
+    const char* v = getenv(name);
+    if (!v || !*v) return dflt;
+    char* end = NULL;
+    const long x = strtol(v, &end, 10);
+    if (*end || x < 0 || x > 1000) coda_fatal("%s=%s: expected an integer in [0, 1000]", name, v);
+    return (int)x;
+}
 
 // max_len: tokens the decoder must hold (unbounded: the KV cache's capacity; bounded: unused).
 // use_graph: replay the step as a CUDA graph (after one eager step has set up the matmul plans).
@@ -589,6 +681,19 @@ static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_gr
     memset(d, 0, sizeof(*d));
     d->m = m;
     d->use_graph = use_graph;
+    // the fast step's switches (read when a step is enqueued: set them before the first step to A/B a decoder)
+    d->use_fused = decode__env_int("CODA_DECODE_FUSED", 3);
+    d->use_pdl = decode__env_int("CODA_DECODE_PDL", 1);
+    // measured on an H200 (dev/PERF.md, v4): neither L2 prefetch pays, so both are off by default
+    d->l2_prefetch_o = decode__env_int("CODA_DECODE_L2_O", 0);
+    d->gemv_l2_ahead = decode__env_int("CODA_GEMV_L2_AHEAD", 0);
+    d->gemv_preload = decode__env_int("CODA_GEMV_PRELOAD", 0);  // measured slower too (v4c)
+    {
+        int dev = 0, major = 0;
+        cudaCheck(cudaGetDevice(&dev));
+        cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+        if (major < 9) d->use_pdl = 0;  // griddepcontrol is sm_90+
+    }
     if (c->head_dim != 64 && c->head_dim != 128) coda_fatal("GPU decode: head_dim %d (the kernels take 64 and 128)", c->head_dim);
     const int G = c->n_heads / c->n_kv_heads, nq = G * (c->differential ? 2 : 1);
     if (nq > DEC_MAXQ)
@@ -636,11 +741,28 @@ static void gpu_decoder_free(GpuDecoder* d) {
     memset(d, 0, sizeof(*d));
 }
 
+// The gemv options of this decoder's step (norm_w: the RMSNorm fused into the gemv, or NULL).
+static GemvOpts decoder__gemv_opts(const GpuDecoder* d, const floatX* norm_w, floatX* norm_out) {
+    GemvOpts o;
+    memset(&o, 0, sizeof(o));
+    o.pdl = d->use_pdl;
+    o.l2_ahead = d->gemv_l2_ahead;
+    o.preload = d->gemv_preload;
+    o.norm_w = norm_w;
+    o.norm_eps = d->m->cfg.norm_eps;
+    o.norm_out = norm_out;
+    return o;
+}
+
 // out = (res ? res : 0) + x · Wᵀ (+ bias) for one row: gemv.cuh, or cuBLASLt (+ a residual add).
 static void decoder__linear(const GpuDecoder* d, floatX* out, const floatX* x, const floatX* W, const floatX* bias, const floatX* res, int I,
                             int O) {
     const GpuContext* ctx = &d->m->ctx;
-    if (!d->use_cublas) { gemv_forward(ctx, out, x, W, bias, res, I, O); return; }
+    if (!d->use_cublas) {
+        const GemvOpts o = decoder__gemv_opts(d, NULL, NULL);
+        gemv_forward(ctx, out, x, W, bias, res, I, O, &o);
+        return;
+    }
     matmul_forward(ctx, out, x, W, bias, 1, I, O);
     if (res) residual_add(ctx, out, out, res, O);
 }
@@ -650,12 +772,19 @@ static void decoder__logits(GpuDecoder* d, const floatX* hidden) {
     GpuModel* m = d->m;
     const ModelConfig* c = &m->cfg;
     const GpuContext* ctx = &m->ctx;
-    rmsnorm_forward(ctx, d->a.hf, d->a.rstd, hidden, gm_param(m, PK_FINAL_NORM, 0), 1, c->dim, c->norm_eps);
-    decoder__linear(d, d->a.logits, d->a.hf, gm_head(m), NULL, NULL, c->dim, c->vocab_size);
+    if ((d->use_fused & 1) && !d->use_cublas) {  // the norm inside the LM head's gemv
+        const GemvOpts o = decoder__gemv_opts(d, gm_param(m, PK_FINAL_NORM, 0), d->a.hf);
+        gemv_forward(ctx, d->a.logits, hidden, gm_head(m), NULL, NULL, c->dim, c->vocab_size, &o);
+    } else {
+        rmsnorm_forward(ctx, d->a.hf, d->a.rstd, hidden, gm_param(m, PK_FINAL_NORM, 0), 1, c->dim, c->norm_eps);
+        decoder__linear(d, d->a.logits, d->a.hf, gm_head(m), NULL, NULL, c->dim, c->vocab_size);
+    }
     floatX_to_float(ctx, d->a.logits_f32, d->a.logits, c->vocab_size);
 }
 
 // One step's kernels on the model's stream, the token read from a.token (the body of the graph).
+// Per layer, gemv path: 12 launches, or 8 with use_fused = 3 (bit 1: the norms in the gemvs; bit 2: RoPE,
+// write gate and scores in one kernel); use_pdl launches them all with Programmatic Dependent Launch.
 static void decoder__enqueue_step(GpuDecoder* d) {
     GpuModel* m = d->m;
     const ModelConfig* c = &m->cfg;
@@ -664,16 +793,18 @@ static void decoder__enqueue_step(GpuDecoder* d) {
     GpuDecodeState* st = &d->st;
     const int D = c->dim, F = c->ffn_dim, QD = config_qdim(c), KVD = config_kvdim(c), H = c->n_heads, Dh = c->head_dim;
     const RopeFreqs fr = rope_freqs(Dh, config_rope_base(c), c->rope_bf16_positions);
+    const int fused = (d->use_fused & 1) && !d->use_cublas, fused_rope = (d->use_fused & 2) && !d->use_cublas;
+    const int pdl = d->use_pdl && !d->use_cublas;
     encoder_forward(ctx, a->x, a->token, gm_param(m, PK_EMBED, 0), 1, D);
     for (int l = 0; l < c->n_layers; l++) {
         // attention: q, k, v (and lam) of the normed input, RoPE at pos[l]
-        rmsnorm_forward(ctx, a->hn, a->rstd, a->x, gm_param(m, PK_ATTN_NORM, l), 1, D, c->norm_eps);
+        if (!fused) rmsnorm_forward(ctx, a->hn, a->rstd, a->x, gm_param(m, PK_ATTN_NORM, l), 1, D, c->norm_eps);
         if (d->use_cublas) {
             decoder__linear(d, a->q, a->hn, gm_param(m, PK_Q, l), NULL, NULL, D, QD);
             decoder__linear(d, a->k, a->hn, gm_param(m, PK_K, l), NULL, NULL, D, KVD);
             decoder__linear(d, a->v, a->hn, gm_param(m, PK_V, l), NULL, NULL, D, KVD);
             if (c->differential) decoder__linear(d, a->lam, a->hn, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), NULL, D, H);
-        } else {  // one launch for the four projections
+        } else {  // one launch for the four projections (fused: of rmsnorm(x), hn stored for the write gate)
             GemvBatch bt;
             memset(&bt, 0, sizeof(bt));
             floatX* outs[4] = {a->q, a->k, a->v, a->lam};
@@ -682,45 +813,64 @@ static void decoder__enqueue_step(GpuDecoder* d) {
             bt.n = c->differential ? 4 : 3;
             for (int j = 0; j < bt.n; j++) { bt.out[j] = outs[j]; bt.W[j] = gm_param(m, kinds[j], l); bt.O[j] = Os[j]; }
             if (c->differential) bt.bias[3] = gm_param(m, PK_LAMBDA_B, l);
-            gemv_batch(ctx, &bt, a->hn, D);
+            const GemvOpts o = decoder__gemv_opts(d, fused ? gm_param(m, PK_ATTN_NORM, l) : NULL, a->hn);
+            gemv_batch(ctx, &bt, fused ? a->x : a->hn, D, &o);
         }
         long long* pos = st->pos + l;
-        decode_rope_kernel<<<1, 64, 0, ctx->stream>>>(a->q, a->k, pos, H, c->n_kv_heads, Dh, c->rope_layout == ROPE_INTERLEAVED,
-                                                      c->rope_bf16_positions, fr);
-        cudaCheckLaunch("decode_rope_kernel");
+        DecodeWriteArgs w;
+        memset(&w, 0, sizeof(w));
+        if (c->bounded) w = decode_write_args(st, c, l, a->k, a->v, a->gate, gm_param(m, PK_ETA, l), a->scores);
+        if (fused_rope) {  // RoPE + write gate + the routing scores
+            DecodeRopeGateArgs rg;
+            memset(&rg, 0, sizeof(rg));
+            rg.q = a->q; rg.k = a->k; rg.pos = pos; rg.H = H; rg.Hkv = c->n_kv_heads; rg.Dh = Dh;
+            rg.interleaved = c->rope_layout == ROPE_INTERLEAVED; rg.bf16_positions = c->rope_bf16_positions;
+            if (c->bounded) {
+                rg.gate = a->gate; rg.hn = a->hn; rg.gate_w = gm_param(m, PK_WRITE_W, l); rg.gate_b = gm_param(m, PK_WRITE_B, l);
+                rg.D = D; rg.gated = c->write_policy == WRITE_POLICY_GATED; rg.n_score = st->Me + st->Ms;
+            }
+            const size_t smem = rg.n_score ? decode_score_smem(st->Hkv, Dh) : 0;
+            pdl_launch(pdl, decode_rope_gate_score_kernel, 1 + rg.n_score, DEC_THREADS, smem, ctx->stream, "decode_rope_gate_score_kernel", rg, w,
+                       fr);
+        } else {
+            pdl_launch(pdl, decode_rope_kernel, 1, 64, 0, ctx->stream, "decode_rope_kernel", a->q, a->k, (const long long*)pos, H, c->n_kv_heads,
+                       Dh, (int)(c->rope_layout == ROPE_INTERLEAVED), c->rope_bf16_positions, fr);
+        }
         // the token into the state (bounded: write first, docs/spec.md §2.4) or the cache; then the key set
         DecodeAttnArgs at;
         memset(&at, 0, sizeof(at));
         at.q = a->q; at.theta = c->differential ? gm_param(m, PK_THETA, l) : NULL;
         at.H = H; at.Hkv = c->n_kv_heads; at.differential = c->differential; at.splits = d->splits; at.part = a->part;
+        if (d->l2_prefetch_o && !d->use_cublas) { at.l2_prefetch = gm_param(m, PK_O, l); at.l2_prefetch_bytes = (size_t)QD * D * sizeof(floatX); }
         if (c->bounded) {
-            write_gate_forward(ctx, a->gate, a->hn, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), 1, D,
-                               c->write_policy == WRITE_POLICY_GATED);
-            DecodeWriteArgs w = decode_write_args(st, c, l, a->k, a->v, a->gate, gm_param(m, PK_ETA, l), a->scores);
-            decode_write_one(ctx, &w);
+            if (!fused_rope)
+                write_gate_forward(ctx, a->gate, a->hn, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), 1, D,
+                                   c->write_policy == WRITE_POLICY_GATED);
+            decode_write_one(ctx, &w, pdl, fused_rope);
             at.k = w.k; at.v = w.v; at.head_stride = (size_t)st->slots * Dh; at.key_stride = Dh;
             at.allowed = c->mask_unused_memory ? w.allowed : NULL;
             at.n_fixed = st->slots;
         } else {
             const size_t off = (size_t)l * st->max_len * KVD;
-            decode_append_kernel<<<1, DEC_THREADS, 0, ctx->stream>>>(st->cache_k + off, st->cache_v + off, pos, a->k, a->v, KVD);
-            cudaCheckLaunch("decode_append_kernel");
+            pdl_launch(pdl, decode_append_kernel, 1, DEC_THREADS, 0, ctx->stream, "decode_append_kernel", st->cache_k + off, st->cache_v + off, pos,
+                       (const floatX*)a->k, (const floatX*)a->v, KVD);
             at.k = st->cache_k + off; at.v = st->cache_v + off; at.head_stride = Dh; at.key_stride = KVD;
             at.n_dev = pos;
         }
         DecodeCombineArgs cb = {a->part, c->differential ? a->lam : NULL,
                                 c->differential && c->head_norm == HEAD_NORM_FULL ? gm_param(m, PK_HEAD_NORM, l) : NULL,
                                 c->head_norm_eps, a->attn_out, H, c->n_kv_heads, c->differential, d->splits};
-        decode_attention(ctx, &at, &cb, Dh, c->bounded);
+        decode_attention(ctx, &at, &cb, Dh, c->bounded, pdl);
         decoder__linear(d, a->mid, a->attn_out, gm_param(m, PK_O, l), NULL, a->x, QD, D);  // mid = x + o_proj(attention)
-        // MLP: x = mid + down(swiglu(gate(hn), up(hn)))
-        rmsnorm_forward(ctx, a->hn, a->rstd, a->mid, gm_param(m, PK_MLP_NORM, l), 1, D, c->norm_eps);
+        // MLP: x = mid + down(swiglu(gate, up)(rmsnorm(mid)))
+        if (!fused) rmsnorm_forward(ctx, a->hn, a->rstd, a->mid, gm_param(m, PK_MLP_NORM, l), 1, D, c->norm_eps);
         if (d->use_cublas) {
             matmul_forward(ctx, a->fg, a->hn, gm_param(m, PK_GATE, l), NULL, 1, D, F);
             matmul_forward(ctx, a->fu, a->hn, gm_param(m, PK_UP, l), NULL, 1, D, F);
             swiglu_forward(ctx, a->fa, a->fg, a->fu, F);
         } else {
-            gemv_swiglu(ctx, a->fa, a->hn, gm_param(m, PK_GATE, l), gm_param(m, PK_UP, l), D, F);
+            const GemvOpts o = decoder__gemv_opts(d, fused ? gm_param(m, PK_MLP_NORM, l) : NULL, a->hn);
+            gemv_swiglu(ctx, a->fa, fused ? a->mid : a->hn, gm_param(m, PK_GATE, l), gm_param(m, PK_UP, l), D, F, &o);
         }
         decoder__linear(d, a->x, a->fa, gm_param(m, PK_DOWN, l), NULL, a->mid, F, D);
     }

@@ -12,11 +12,110 @@
 // epilogue (each a launch and a round trip of a vector less).
 // Vector path: I a multiple of 16 / sizeof(floatX) and 16-byte aligned rows and x; otherwise a
 // scalar path (any I). Deterministic: every output is one warp's fixed-order sum.
+//
+// Options (GemvOpts, all off = the v3 kernels' behaviour; every option leaves each output's sum and
+// rounding as they were, so the results are the same bits with or without them):
+//   pdl       launched with Programmatic Dependent Launch (cudaLaunchAttributeProgrammaticStreamSerialization,
+//             kept as a programmatic edge when captured in a graph): the kernel lets its successor be
+//             placed at once (griddepcontrol.launch_dependents) and issues its first weight loads (and
+//             the L2 prefetches) before griddepcontrol.wait: the weights are never written by a
+//             predecessor, so the ramp of a gemv's loads overlaps the tail of the kernel before it.
+//             The device instructions are there in every launch; without the attribute they are no-ops.
+//   preload   a step's weights are loaded during the step before (step 0's before the PDL wait);
+//             off: the v3 loop, x and the weights of a step loaded together
+//   l2_ahead  each warp prefetches its rows into L2 (prefetch.global.L2) that many load steps ahead of
+//             its demand loads: bytes in flight that cost no registers (the 4096-row matmuls were
+//             latency-bound at ~2 TB/s with U = 4 loads a lane in flight)
+//   Measured on an H200 (dev/PERF.md, decode v4): pdl and norm_w pay in the decode step; preload and
+//   l2_ahead are slower (the decoder leaves them off; they stay for the benchmark's A/B rows).
+//   norm_w    the RMSNorm of x fused in (x is then the raw residual row): each CTA forms the normed row in
+//             shared memory exactly as rmsnorm_forward does (one warp's sum of squares in its lane order,
+//             the double-precision rsqrt, x * rstd * w rounded to floatX), so the products see the same
+//             bits as after a separate rmsnorm_forward; CTA 0 also stores it to norm_out (for the write
+//             gate). A launch and a vector round trip less. Vector path only (else a separate norm).
 #pragma once
+#include <utility>
 #include "cuda_common.cuh"
+#include "rmsnorm.cuh"
+#include "vec128.cuh"
 
 #define GEMV_WARPS 8
 #define GEMV_U 4  // 16-byte loads in flight per row and lane
+
+// Programmatic Dependent Launch, device side (sm_90+; elsewhere no-ops, and the host never sets the
+// attribute there). wait: every write of the kernel before this one is visible (a no-op when launched
+// without the attribute); launch_dependents: this CTA no longer holds back the launch of the next kernel.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// A kernel launch, with the PDL attribute when pdl (the kernel must then pdl_wait() before it reads
+// anything an earlier kernel wrote, in every CTA, and before any CTA returns: a kernel that cannot end
+// before its predecessor keeps the chain of waits transitive).
+template <typename... KArgs, typename... Args>
+static void pdl_launch(int pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, const char* name,
+                       Args&&... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid; cfg.blockDim = block; cfg.dynamicSmemBytes = smem; cfg.stream = stream;
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cuda_check_impl(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...), name, __FILE__, __LINE__);
+}
+
+typedef struct {
+    int pdl;               // launch with Programmatic Dependent Launch
+    int preload;           // a step's weights are loaded at the end of the step before (step 0's before the PDL
+                           // wait); 0: with the step's x, as the v3 kernels did
+    int l2_ahead;          // L2 prefetch distance in load steps (0: none)
+    const floatX* norm_w;  // [I] fused RMSNorm weight, or NULL: x is used as it is
+    float norm_eps;
+    floatX* norm_out;      // [I] the normed row (stored by CTA 0), or NULL
+} GemvOpts;
+
+// The fused norm's part of a CTA: xs = rmsnorm(x) * w as rmsnorm_forward_kernel<V> forms it (warp 0
+// sums the squares lane by lane in that kernel's order), every thread then forms its share of the row.
+template <int V>
+__device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, const GemvOpts& op, int I) {
+    __shared__ float r_s;
+    const int tid = threadIdx.x;
+    if (tid < 32) {
+        float ss = 0.0f;
+#pragma unroll 8
+        for (int c = tid * V; c < I; c += 32 * V) {
+            float f[V];
+            load_f<V>(f, x + c);
+#pragma unroll
+            for (int k = 0; k < V; k++) ss += f[k] * f[k];
+        }
+        ss = warp_sum(ss);
+        const float t = ss / (float)I + op.norm_eps;
+        if (tid == 0) r_s = (float)(1.0 / sqrt((double)t));
+    }
+    __syncthreads();
+    const float r = r_s;
+    floatX* gout = blockIdx.x == 0 ? op.norm_out : NULL;
+    for (int c = tid * V; c < I; c += blockDim.x * V) {
+        float f[V], w[V];
+        load_f<V>(f, x + c);
+        load_f<V>(w, op.norm_w + c);
+#pragma unroll
+        for (int k = 0; k < V; k++) f[k] = f[k] * r * w[k];
+        store_f<V>(xs + c, f);
+        if (gout) store_f<V>(gout + c, f);
+    }
+    __syncthreads();
+}
 
 // N consecutive elements, raw (16 bytes at once when N * sizeof(floatX) == 16): converted at use,
 // so that a load in flight costs its 16 bytes of registers, not 32 of fp32.
@@ -33,15 +132,19 @@ __device__ __forceinline__ void gemv_load(const floatX* p, floatX (&v)[N]) {
 __device__ __forceinline__ float gemv_silu(float g) { return g / (1.0f + expf(-g)); }
 
 // Rows [o0, o0 + ROWS) of one matrix, by one warp. VEC: 16-byte loads (else one element per lane and
-// step). SWIGLU: W2 is the up matrix.
-template <int ROWS, bool VEC, bool SWIGLU>
+// step). SWIGLU: W2 is the up matrix. Every warp of the CTA must call this (the fused norm has CTA-wide
+// barriers), also one whose rows are past O. The sums: per lane over its elements in index order, then
+// warp_sum: the same with every option.
+template <int ROWS, bool VEC, bool SWIGLU, bool NORM>
 __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const floatX* W, const floatX* W2, const floatX* bias,
-                                          const floatX* res, int I, int O, int o0) {
+                                          const floatX* res, int I, int O, int o0, const GemvOpts& op) {
     constexpr int V = VEC ? 16 / (int)sizeof(floatX) : 1;
     constexpr int NM = SWIGLU ? 2 : 1;
     constexpr int U = SWIGLU ? GEMV_U / 2 : GEMV_U;  // two matrices: half the depth, the same bytes in flight
+    static_assert(!NORM || VEC, "the fused norm takes the vector path");
+    extern __shared__ __align__(16) unsigned char gemv_smem[];
     const int lane = threadIdx.x % 32;
-    if (o0 >= O) return;
+    const bool active = o0 < O;
     float acc[NM][ROWS];
 #pragma unroll
     for (int m = 0; m < NM; m++)
@@ -55,28 +158,94 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
         if constexpr (SWIGLU) rows[NM - 1][r] = W2 + (size_t)o * I;
     }
     constexpr int STEP = 32 * V * U;
-    int i0 = 0;
-    for (; i0 + STEP <= I; i0 += STEP) {  // full steps: all loads first, then the products
-        floatX xv[U][V], wv[NM][ROWS][U][V];
+    constexpr int LINES = STEP * (int)sizeof(floatX) / 128;  // 128-byte lines of one row's step (VEC: >= 4)
+    // L2 prefetch of step s of every row: the warp's rows are consecutive, NM * ROWS * LINES lines a step,
+    // lane l takes lines l, l + 32, ... (a clamped row prefetches the last row again)
+    auto prefetch_step = [&](int s) {
+        if constexpr (VEC) {
+            constexpr int PER = ROWS * LINES;
+            const size_t b0 = (size_t)s * STEP * sizeof(floatX);
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int i = i0 + (u * 32 + lane) * V;
-            gemv_load<V>(x + i, xv[u]);
+            for (int m = 0; m < NM; m++) {
+                const char* base = (const char*)(m == 0 ? W : W2);
 #pragma unroll
-            for (int m = 0; m < NM; m++)
-#pragma unroll
-                for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + i, wv[m][r][u]);
+                for (int e = lane; e < PER; e += 32) {
+                    const int o = min(o0 + e / LINES, O - 1);
+                    prefetch_l2(base + (size_t)o * I * sizeof(floatX) + b0 + (e % LINES) * 128);
+                }
+            }
         }
+    };
+    const int n_steps = I / STEP, ahead = op.l2_ahead;
+    floatX wv[NM][ROWS][U][V];  // the current step's weights
+    auto load_w = [&](int i0) {
 #pragma unroll
         for (int u = 0; u < U; u++)
 #pragma unroll
-            for (int k = 0; k < V; k++) {
-                const float xk = to_float(xv[u][k]);
+            for (int m = 0; m < NM; m++)
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + i0 + (u * 32 + lane) * V, wv[m][r][u]);
+    };
+    pdl_trigger();  // the next kernel's CTAs may take the SMs our CTAs leave (it waits for our end itself)
+    // before the wait: only weights (no kernel writes them). Step 0 by demand loads, steps 1..ahead by prefetch.
+    const bool preload = op.preload;  // else the v3 loop: each step's weights loaded with its x
+    if (active && n_steps > 0 && preload) load_w(0);
+    if (active)
+        for (int t = 1; t <= ahead && t < n_steps; t++) prefetch_step(t);
+    pdl_wait();
+    if constexpr (NORM) {
+        floatX* xs = (floatX*)gemv_smem;
+        gemv_norm_to_smem<V>(xs, x, op, I);
+        x = xs;
+    }
+    if (!active) return;
+    int i0 = 0;
+    if (!preload && ahead == 0) {
+        // the v3 loop: per step, x and the weights loaded together, then the products; on an H200 the
+        // faster of the two (dev/PERF.md, decode v4: the down projection 40-50 us against 54)
+        for (; i0 + STEP <= I; i0 += STEP) {
+            floatX xv[U][V], w3[NM][ROWS][U][V];
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                const int i = i0 + (u * 32 + lane) * V;
+                gemv_load<V>(x + i, xv[u]);
 #pragma unroll
                 for (int m = 0; m < NM; m++)
 #pragma unroll
-                    for (int r = 0; r < ROWS; r++) acc[m][r] += to_float(wv[m][r][u][k]) * xk;
+                    for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + i, w3[m][r][u]);
             }
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int k = 0; k < V; k++) {
+                    const float xk = to_float(xv[u][k]);
+#pragma unroll
+                    for (int m = 0; m < NM; m++)
+#pragma unroll
+                        for (int r = 0; r < ROWS; r++) acc[m][r] += to_float(w3[m][r][u][k]) * xk;
+                }
+        }
+    } else {
+        for (int s = 0; s < n_steps; s++, i0 += STEP) {  // full steps: the weights are loaded, then x, then the products
+            if (!preload) load_w(i0);
+            floatX xv[U][V];
+#pragma unroll
+            for (int u = 0; u < U; u++) gemv_load<V>(x + i0 + (u * 32 + lane) * V, xv[u]);
+#pragma unroll
+            for (int u = 0; u < U; u++)
+#pragma unroll
+                for (int k = 0; k < V; k++) {
+                    const float xk = to_float(xv[u][k]);
+#pragma unroll
+                    for (int m = 0; m < NM; m++)
+#pragma unroll
+                        for (int r = 0; r < ROWS; r++) acc[m][r] += to_float(wv[m][r][u][k]) * xk;
+                }
+            if (preload && s + 1 < n_steps) {  // the next step's weights (step 0's were loaded before the wait)
+                if (ahead > 0 && s + 1 + ahead < n_steps) prefetch_step(s + 1 + ahead);
+                load_w(i0 + STEP);
+            }
+        }
     }
     for (int i = i0 + lane * V; i < I; i += 32 * V) {  // the tail
         floatX xv[V];
@@ -85,10 +254,10 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
         for (int m = 0; m < NM; m++)
 #pragma unroll
             for (int r = 0; r < ROWS; r++) {
-                floatX wv[V];
-                gemv_load<V>(rows[m][r] + i, wv);
+                floatX wt[V];
+                gemv_load<V>(rows[m][r] + i, wt);
 #pragma unroll
-                for (int k = 0; k < V; k++) acc[m][r] += to_float(wv[k]) * to_float(xv[k]);
+                for (int k = 0; k < V; k++) acc[m][r] += to_float(wt[k]) * to_float(xv[k]);
             }
     }
 #pragma unroll
@@ -110,10 +279,10 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
     }
 }
 
-template <int ROWS, bool VEC, bool SWIGLU>
+template <int ROWS, bool VEC, bool SWIGLU, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(floatX* out, const floatX* x, const floatX* W, const floatX* W2,
-                                                             const floatX* bias, const floatX* res, int I, int O) {
-    gemv_rows<ROWS, VEC, SWIGLU>(out, x, W, W2, bias, res, I, O, (blockIdx.x * GEMV_WARPS + threadIdx.x / 32) * ROWS);
+                                                             const floatX* bias, const floatX* res, int I, int O, const GemvOpts op) {
+    gemv_rows<ROWS, VEC, SWIGLU, NORM>(out, x, W, W2, bias, res, I, O, (blockIdx.x * GEMV_WARPS + threadIdx.x / 32) * ROWS, op);
 }
 
 // Several matrices times the same vector in one launch (the decode step's q, k, v and lambda
@@ -129,12 +298,12 @@ typedef struct {
     int block0[GEMV_MAX_BATCH + 1];
 } GemvBatch;
 
-template <int ROWS, bool VEC>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_batch_kernel(const GemvBatch bt, const floatX* x, int I) {
+template <int ROWS, bool VEC, bool NORM>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_batch_kernel(const GemvBatch bt, const floatX* x, int I, const GemvOpts op) {
     int j = 0;
     while (j + 1 < bt.n && (int)blockIdx.x >= bt.block0[j + 1]) j++;
     const int o0 = ((blockIdx.x - bt.block0[j]) * GEMV_WARPS + threadIdx.x / 32) * ROWS;
-    gemv_rows<ROWS, VEC, false>(bt.out[j], x, bt.W[j], NULL, bt.bias[j], NULL, I, bt.O[j], o0);
+    gemv_rows<ROWS, VEC, false, NORM>(bt.out[j], x, bt.W[j], NULL, bt.bias[j], NULL, I, bt.O[j], o0, op);
 }
 
 static inline int gemv_rows_for(const GpuContext* ctx, int O) {  // at least ~2 CTAs per SM
@@ -142,36 +311,61 @@ static inline int gemv_rows_for(const GpuContext* ctx, int O) {  // at least ~2 
     return O >= min_ctas * GEMV_WARPS * 4 ? 4 : O >= min_ctas * GEMV_WARPS * 2 ? 2 : 1;
 }
 
+// The options as the kernels take them: the fused norm only where the vector path runs and the row fits
+// in the default shared memory; otherwise the norm runs first (rmsnorm_forward into op->norm_out, which
+// must then be given) and the gemv reads that. Returns the x the kernel reads; *norm: fused.
+static const floatX* gemv__prepare(const GpuContext* ctx, const GemvOpts* in, GemvOpts* op, int* norm, int vec, const floatX* x, int I) {
+    memset(op, 0, sizeof(*op));
+    if (in) *op = *in;
+    *norm = 0;
+    if (!op->norm_w) return x;
+    if (vec && is_aligned16(op->norm_w) && (!op->norm_out || is_aligned16(op->norm_out)) && (size_t)I * sizeof(floatX) <= 48 * 1024) {
+        *norm = 1;
+        return x;
+    }
+    if (!op->norm_out) coda_fatal("gemv: a norm that cannot be fused needs norm_out");
+    rmsnorm_forward(ctx, op->norm_out, NULL, x, op->norm_w, 1, I, op->norm_eps);
+    return op->norm_out;
+}
+
 template <bool SWIGLU>
 static void gemv_launch(const GpuContext* ctx, floatX* out, const floatX* x, const floatX* W, const floatX* W2, const floatX* bias,
-                        const floatX* res, int I, int O, const char* name) {
+                        const floatX* res, int I, int O, const GemvOpts* opts, const char* name) {
     if (O <= 0) return;
     const int V = 16 / (int)sizeof(floatX);
     const int vec = I % V == 0 && is_aligned16(x) && is_aligned16(W) && (!SWIGLU || is_aligned16(W2));
+    GemvOpts op;
+    int norm;
+    x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
     const int rows = gemv_rows_for(ctx, O);
     const unsigned grid = (unsigned)ceil_div(O, GEMV_WARPS * rows);
-#define GEMV_GO(R, VC) gemv_kernel<R, VC, SWIGLU><<<grid, GEMV_WARPS * 32, 0, ctx->stream>>>(out, x, W, W2, bias, res, I, O)
-    if (vec) {
-        if (rows == 4) GEMV_GO(4, true); else if (rows == 2) GEMV_GO(2, true); else GEMV_GO(1, true);
+    const size_t smem = norm ? (size_t)I * sizeof(floatX) : 0;
+#define GEMV_GO(R, VC, NR) \
+    pdl_launch(op.pdl, gemv_kernel<R, VC, SWIGLU, NR>, grid, GEMV_WARPS * 32, smem, ctx->stream, name, out, x, W, W2, bias, res, I, O, op)
+    if (norm) {
+        if (rows == 4) GEMV_GO(4, true, true); else if (rows == 2) GEMV_GO(2, true, true); else GEMV_GO(1, true, true);
+    } else if (vec) {
+        if (rows == 4) GEMV_GO(4, true, false); else if (rows == 2) GEMV_GO(2, true, false); else GEMV_GO(1, true, false);
     } else {
-        if (rows == 4) GEMV_GO(4, false); else if (rows == 2) GEMV_GO(2, false); else GEMV_GO(1, false);
+        if (rows == 4) GEMV_GO(4, false, false); else if (rows == 2) GEMV_GO(2, false, false); else GEMV_GO(1, false, false);
     }
 #undef GEMV_GO
-    cudaCheckLaunch(name);
 }
 
 // out[O] = (res ? res : 0) + (bias ? bias : 0) + W[O][I] · x[I]. out may be res (element-wise in place).
+// opts: NULL = none (see GemvOpts); with opts->norm_w, x is the raw row and W multiplies rmsnorm(x) * norm_w.
 static void gemv_forward(const GpuContext* ctx, floatX* out, const floatX* x, const floatX* W, const floatX* bias, const floatX* res, int I,
-                         int O) {
-    gemv_launch<false>(ctx, out, x, W, NULL, bias, res, I, O, "gemv_kernel");
+                         int O, const GemvOpts* opts = NULL) {
+    gemv_launch<false>(ctx, out, x, W, NULL, bias, res, I, O, opts, "gemv_kernel");
 }
 // out[O] = silu(Wg · x) * (Wu · x): the MLP's gate, up and SwiGLU in one pass over both matrices.
-static void gemv_swiglu(const GpuContext* ctx, floatX* out, const floatX* x, const floatX* Wg, const floatX* Wu, int I, int O) {
-    gemv_launch<true>(ctx, out, x, Wg, Wu, NULL, NULL, I, O, "gemv_kernel(swiglu)");
+static void gemv_swiglu(const GpuContext* ctx, floatX* out, const floatX* x, const floatX* Wg, const floatX* Wu, int I, int O,
+                        const GemvOpts* opts = NULL) {
+    gemv_launch<true>(ctx, out, x, Wg, Wu, NULL, NULL, I, O, opts, "gemv_kernel(swiglu)");
 }
 
 // out[j] = W[j] · x (+ bias[j]) for the n <= 4 matrices of bt (out, W, bias, O set; block0 is filled here).
-static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, int I) {
+static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, int I, const GemvOpts* opts = NULL) {
     const int V = 16 / (int)sizeof(floatX);
     int total = 0, vec = I % V == 0 && is_aligned16(x);
     for (int j = 0; j < bt->n; j++) { total += bt->O[j]; vec &= is_aligned16(bt->W[j]); }
@@ -180,12 +374,18 @@ static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, in
     for (int j = 0; j < bt->n; j++) bt->block0[j + 1] = bt->block0[j] + ceil_div(bt->O[j], GEMV_WARPS * rows);
     const unsigned grid = (unsigned)bt->block0[bt->n];
     if (grid == 0) return;
-#define GEMV_GO(R, VC) gemv_batch_kernel<R, VC><<<grid, GEMV_WARPS * 32, 0, ctx->stream>>>(*bt, x, I)
-    if (vec) {
-        if (rows == 4) GEMV_GO(4, true); else if (rows == 2) GEMV_GO(2, true); else GEMV_GO(1, true);
+    GemvOpts op;
+    int norm;
+    x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
+    const size_t smem = norm ? (size_t)I * sizeof(floatX) : 0;
+#define GEMV_GO(R, VC, NR) \
+    pdl_launch(op.pdl, gemv_batch_kernel<R, VC, NR>, grid, GEMV_WARPS * 32, smem, ctx->stream, "gemv_batch_kernel", *bt, x, I, op)
+    if (norm) {
+        if (rows == 4) GEMV_GO(4, true, true); else if (rows == 2) GEMV_GO(2, true, true); else GEMV_GO(1, true, true);
+    } else if (vec) {
+        if (rows == 4) GEMV_GO(4, true, false); else if (rows == 2) GEMV_GO(2, true, false); else GEMV_GO(1, true, false);
     } else {
-        if (rows == 4) GEMV_GO(4, false); else if (rows == 2) GEMV_GO(2, false); else GEMV_GO(1, false);
+        if (rows == 4) GEMV_GO(4, false, false); else if (rows == 2) GEMV_GO(2, false, false); else GEMV_GO(1, false, false);
     }
 #undef GEMV_GO
-    cudaCheckLaunch("gemv_batch_kernel");
 }

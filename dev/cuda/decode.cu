@@ -14,7 +14,15 @@
 //    * per step: ms, tokens/s, the bytes it must read (weights except the embedding table, plus the
 //      state or cache), the HBM bound those bytes give at the measured bandwidth, and the fraction
 //      of it reached; the decode attention kernel alone (state vs cache) with its GB/s; at the first
-//      length also the bounded step with cuBLASLt matmuls (the baseline of gemv.cuh).
+//      length also the bounded step with cuBLASLt matmuls (the baseline of gemv.cuh), and the step's
+//      variants in the same call (GpuDecoder's switches, llmc/decode.cuh):
+//        v3        use_fused 0, use_pdl 0, l2_prefetch_o 0, gemv_l2_ahead 0, gemv_preload 0 (the 04:27 kernels)
+//        v4a       + fused norms / RoPE+gate+scores (use_fused 3)
+//        v4b       + Programmatic Dependent Launch (use_pdl; the defaults)
+//        v4c       + the gemvs' weights loaded a step ahead, step 0 before the PDL wait (gemv_preload)
+//        v4d       + o-proj weights prefetched into L2 during the attention (l2_prefetch_o)
+//        v4e       + the gemvs' L2 prefetch 2 load steps ahead (gemv_l2_ahead)
+//      Every variant's logits are compared with v3's (the same bits expected).
 #include <string.h>
 #include <vector>
 #include "dev/cuda/bench_common.cuh"
@@ -115,14 +123,22 @@ int main(int argc, char** argv) {
     {
         const int shapes[][2] = {{4096, 4096}, {4096, 1024}, {14336, 4096}, {4096, 14336}, {32768, 4096}};
         printf("\ngemv (one row) vs cuBLASLt matmul_forward at N=1, Mistral-7B weights (O x I), L2 flushed:\n");
-        printf("| O x I | cuBLASLt us | GB/s | gemv us | GB/s | speedup |\n|---|---|---|---|---|---|\n");
+        printf("| O x I | cuBLASLt us | GB/s | gemv (v3 loop) us | GB/s | speedup | preload loop us | GB/s | preload + L2 ahead 2 us | GB/s |\n"
+               "|---|---|---|---|---|---|---|---|---|---|\n");
         for (const auto& sh : shapes) {
             const int O = sh[0], I = sh[1];
             floatX *W = bench_alloc<floatX>((size_t)O * I, 5, 0.02f), *x = bench_alloc<floatX>(I, 6), *y = bench_alloc<floatX>(O, 7);
             const double tc = bench_ms([&] { matmul_forward(&g_ctx, y, x, W, NULL, 1, I, O); });
             const double tg = bench_ms([&] { gemv_forward(&g_ctx, y, x, W, NULL, NULL, I, O); });
+            GemvOpts pre = {}, ahead = {};
+            pre.preload = 1;
+            ahead.preload = 1;
+            ahead.l2_ahead = 2;
+            const double tp = bench_ms([&] { gemv_forward(&g_ctx, y, x, W, NULL, NULL, I, O, &pre); });
+            const double ta = bench_ms([&] { gemv_forward(&g_ctx, y, x, W, NULL, NULL, I, O, &ahead); });
             const double gb = (double)O * I * sizeof(floatX) / 1e9;
-            printf("| %d x %d | %.1f | %.0f | %.1f | %.0f | %.2fx |\n", O, I, tc * 1e3, gb / (tc * 1e-3), tg * 1e3, gb / (tg * 1e-3), tc / tg);
+            printf("| %d x %d | %.1f | %.0f | %.1f | %.0f | %.2fx | %.1f | %.0f | %.1f | %.0f |\n", O, I, tc * 1e3, gb / (tc * 1e-3), tg * 1e3,
+                   gb / (tg * 1e-3), tc / tg, tp * 1e3, gb / (tp * 1e-3), ta * 1e3, gb / (ta * 1e-3));
             cudaCheck(cudaFree(W)); cudaCheck(cudaFree(x)); cudaCheck(cudaFree(y));
         }
         const int F = 14336, D = 4096;
@@ -195,6 +211,32 @@ int main(int argc, char** argv) {
             const double bytes = step_bytes(&mb, sb), bound = bytes / (bw * 1e9) * 1e3;
             const double att = time_attention(&d, 0);
             const double att_bytes = sb / cb.n_layers;
+            if (i == 0) {  // the step's variants, same weights, same prefill, same tokens (see the top of the file)
+                struct { const char* name; int fused, pdl, l2o, ahead, preload; } vs[] = {
+                    {"v3 (no fusion, no PDL, no prefetch, v3 gemv loop)", 0, 0, 0, 0, 0},
+                    {"v4a + fused norms, RoPE+gate+scores", 3, 0, 0, 0, 0},
+                    {"v4b + PDL (defaults)", 3, 1, 0, 0, 0},
+                    {"v4c + gemv preload loop", 3, 1, 0, 0, 1},
+                    {"v4d + o-proj L2 prefetch", 3, 1, 1, 0, 1},
+                    {"v4e + gemv L2 ahead 2", 3, 1, 0, 2, 1},
+                    {"v4f PDL only (unfused, v3 loop)", 0, 1, 0, 0, 0}};
+                std::vector<float> ref_logits;
+                for (const auto& v : vs) {
+                    GpuDecoder e;
+                    gpu_decoder_init(&e, &mb, 0, 1);
+                    e.use_fused = v.fused; e.use_pdl = v.pdl; e.l2_prefetch_o = v.l2o; e.gemv_l2_ahead = v.ahead; e.gemv_preload = v.preload;
+                    gpu_decoder_reset(&e, 42);
+                    if (gpu_decoder_prefill(&e, tok.data(), N, N > 8192, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
+                    const double ms_v = time_steps(&e, steps, 1);
+                    // the logits of the last step against v3's (same tokens: time_steps feeds the same sequence)
+                    std::vector<float> lg(e.logits_host, e.logits_host + cb.vocab_size);
+                    if (ref_logits.empty()) ref_logits = lg;
+                    const int same = memcmp(lg.data(), ref_logits.data(), sizeof(float) * lg.size()) == 0;
+                    printf("| %d | bounded medium, %s | - | %.3f | %.1f | %.0f | %.3f | %.0f%% | logits %s v3's | - |\n", N, v.name, ms_v, 1e3 / ms_v,
+                           bytes / 1e6, bound, 100.0 * bound / ms_v, same ? "==" : "!=");
+                    gpu_decoder_free(&e);
+                }
+            }
             if (i == 0) {  // the same decoder with cuBLASLt matmuls: the baseline of gemv.cuh in the whole step
                 gpu_decoder_free(&d);
                 gpu_decoder_init(&d, &mb, 0, 1);
