@@ -27,6 +27,7 @@
 #include "llmc/sampling.h"
 #include "llmc/session.h"
 #include "llmc/shard.h"
+#include "llmc/span.h"
 #include "llmc/state_file.h"
 #include "llmc/tokenizer.h"
 
@@ -100,6 +101,12 @@ typedef struct {
     // needle-in-a-haystack (synthetic single-layer test, no model)
     int needle, needle_pos;
     const char* needle_lengths;
+    // the needle in real text (llmc/span.h): a marked span in a shard, with a trained bounded model
+    const char* span_path;
+    const char* span_cue;
+    const char* span_answer;
+    int span_pos;
+    const char* span_lengths;
     int device;  // Device
     int bounded_preset;  // --bounded-config: index into BOUNDED_PRESETS, -1 none
     int allow_long_context;
@@ -209,6 +216,9 @@ typedef struct {
     int (*prefill)(void* s, const int* ids, int n, CodaError* err);
     int (*generate)(void* s, int max_new, const Sampling* smp, int eos_id, int* out, TokenFn on_token, void* cb, int* n_out, CodaError* err);
     int (*save)(void* s, const char* path, CodaError* err);
+    void (*reset)(void* s);  // an empty state (bounded: the banks' mem_init contents), nothing fed
+    // every layer's bounded state on the host: the session's own, or copied into scratch
+    const BankState_f32* (*states)(void* s, BankState_f32* scratch);
     int64_t* n_fed;
     int* has_logits;
 } GenSession;
@@ -221,7 +231,11 @@ static GenSession cpu_gen_session(Session* s) {
                         return session_generate((Session*)x, mx, sm, eos, out, f, cb, no, e);
                     },
                     [](void* x, const char* p, CodaError* e) { return state_file_save(p, (const Session*)x, e); },
-                    &s->n_fed, &s->has_logits};
+                    [](void* x) {
+                        Session* ss = (Session*)x;
+                        session_reset(ss);
+                    },
+                    [](void* x, BankState_f32*) { return (const BankState_f32*)((Session*)x)->states; }, &s->n_fed, &s->has_logits};
     return g;
 }
 static GenSession gpu_gen_session(GpuSession* s) {
@@ -232,6 +246,11 @@ static GenSession gpu_gen_session(GpuSession* s) {
                         return gpu_session_generate((GpuSession*)x, mx, sm, eos, out, f, cb, no, e);
                     },
                     [](void* x, const char* p, CodaError* e) { return gpu_session_save_state((GpuSession*)x, p, e); },
+                    [](void* x) { gpu_session_reset((GpuSession*)x); },
+                    [](void* x, BankState_f32* scratch) {
+                        gpu_decode_state_to_host(&((GpuSession*)x)->dec.st, scratch);
+                        return (const BankState_f32*)scratch;
+                    },
                     &s->n_fed, &s->has_logits};
     return g;
 }
@@ -366,6 +385,72 @@ static int run_generation_gpu(const Options* o, const GenPrompt* in, GpuModel* g
     return rc;
 }
 
+// The needle in real text (llmc/span.h): per length N, the span at --span-pos of the --span shard's
+// text, the chunked prefill of N tokens from an empty state, where the span's tokens are (ring /
+// exact bank, per layer), then the cue again and the greedy continuation against the answer.
+static int run_span(const Options* o, GenSession* g, const Tokenizer* tk) {
+    const ModelConfig* c = g->cfg;
+    CodaError err;
+    if (!c->bounded) coda_fatal("--span needs a bounded model (--bounded-config medium, or --bounded 1 with the sizes)");
+    int *lens, n_lens;
+    if (cli_parse_int_list("--span-lengths", o->span_lengths, 1, &lens, &n_lens, &err) != 0) coda_fatal("%s", err.msg);
+    int32_t *cue, *ans;
+    size_t n_cue, n_ans;
+    if (tokenizer_encode(tk, o->span_cue, strlen(o->span_cue), 0, &cue, &n_cue, &err) != 0) coda_fatal("--span-cue: %s", err.msg);
+    if (tokenizer_encode(tk, o->span_answer, strlen(o->span_answer), 0, &ans, &n_ans, &err) != 0) coda_fatal("--span-answer: %s", err.msg);
+    if (n_cue < 1 || n_ans < 1) coda_fatal("--span-cue and --span-answer must each encode to at least one token");
+    const int span_len = (int)(n_cue + n_ans);
+    int* span = (int*)coda_malloc_or_die(sizeof(int) * span_len, "span");
+    for (size_t i = 0; i < n_cue; i++) span[i] = cue[i];
+    for (size_t i = 0; i < n_ans; i++) span[n_cue + i] = ans[i];
+    ShardHeader h;
+    int32_t* hay;
+    if (shard_load(o->span_path, &h, &hay, &err) != 0) coda_fatal("%s", err.msg);
+    int max_len = 0;
+    for (int i = 0; i < n_lens; i++) max_len = lens[i] > max_len ? lens[i] : max_len;
+    if (config_check_positions(c, (long long)max_len + span_len, "--span-lengths (with the cue and the answer)", o->allow_long_context, &err) != 0)
+        coda_fatal("%s", err.msg);
+    int* seq = (int*)coda_malloc_or_die(sizeof(int) * (size_t)max_len, "span sequence");
+    int* got = (int*)coda_malloc_or_die(sizeof(int) * (n_ans + 1), "recall");
+    int *ring = (int*)coda_malloc_or_die(sizeof(int) * 2 * c->n_layers, "span counts"), *exact = ring + c->n_layers;
+    BankState_f32* scratch = layer_states_alloc(c);
+    printf("span (docs/protocol.md §4, real text) on the %s: cue %zu + answer %zu tokens at position %d of %s; W=%d Me=%d Ms=%d, %d layers\n",
+           g->where, n_cue, n_ans, o->span_pos, o->span_path, c->window, c->n_exact, c->n_summary, c->n_layers);
+    Sampling greedy;
+    memset(&greedy, 0, sizeof(greedy));
+    greedy.top_p = 1.0;
+    for (int i = 0; i < n_lens; i++) {
+        const int N = lens[i];
+        if (span_build_sequence((const int*)hay, (int64_t)h.n_tokens, span, span_len, o->span_pos, N, seq, &err) != 0) coda_fatal("%s", err.msg);
+        g->reset(g->s);
+        if (g->prefill(g->s, seq, N, &err) != 0) coda_fatal("%s", err.msg);
+        span_locate(g->states(g->s, scratch), c, o->span_pos, span_len, ring, exact);
+        int n_out = 0, layers_exact = 0, layers_any = 0, tot_ring = 0, tot_exact = 0;
+        for (int l = 0; l < c->n_layers; l++) {
+            layers_exact += exact[l] > 0;
+            layers_any += exact[l] + ring[l] > 0;
+            tot_ring += ring[l];
+            tot_exact += exact[l];
+        }
+        if (g->prefill(g->s, (const int*)cue, (int)n_cue, &err) != 0) coda_fatal("%s", err.msg);
+        if (g->generate(g->s, (int)n_ans, &greedy, -1, got, NULL, NULL, &n_out, &err) != 0) coda_fatal("%s", err.msg);
+        const int recall = span_recall_prefix(got, (const int*)ans, n_out < (int)n_ans ? n_out : (int)n_ans);
+        printf("  length %6d: span tokens held exactly in %d/%d layers (exact bank %d, ring %d token-layers of %d x %d); recall %d/%zu answer tokens\n",
+               N, layers_any, c->n_layers, tot_exact, tot_ring, span_len, c->n_layers, recall, n_ans);
+        printf("    exact bank per layer:");
+        for (int l = 0; l < c->n_layers; l++) printf(" %d", exact[l]);
+        printf("\n");
+        if (o->json) {
+            printf("{\"span_length\": %d, \"span_pos\": %d, \"span_tokens\": %d, \"layers\": %d, \"layers_holding\": %d, "
+                   "\"layers_exact\": %d, \"exact_token_layers\": %d, \"ring_token_layers\": %d, \"recall\": %d, \"answer_tokens\": %zu}\n",
+                   N, o->span_pos, span_len, c->n_layers, layers_any, layers_exact, tot_exact, tot_ring, recall, n_ans);
+        }
+    }
+    layer_states_free(scratch, c);
+    free(ring); free(got); free(seq); free(span); free(hay); free(cue); free(ans); free(lens);
+    return 0;
+}
+
 // The furthest position a perplexity run puts a token at: the window / chunk length, the longest
 // swept length the text holds, or (streaming) the whole text; past the model's positions only with
 // --allow-long-context.
@@ -397,6 +482,8 @@ int main(int argc, char** argv) {
     o.max_new = 64;
     o.smp.temperature = 0.0; o.smp.top_p = 1.0; o.smp.top_k = 0;
     o.needle_pos = 64; o.needle_lengths = "256,1024,4096,16384";
+    o.span_cue = " The secret passphrase is"; o.span_answer = " violet falcon 4271.";
+    o.span_pos = 100; o.span_lengths = "1024,4096,16384";
     const CliFlag flags[] = {
         cli_string("--model", &o.model_dir, "DIR", "config.json + model.safetensors[.index.json] (HF layout; coda.c checkpoints too)"),
         cli_section("attention config (defaults: the config's \"coda\" object, else W=256 Me=64 Ms=64 block 256):"),
@@ -458,6 +545,14 @@ int main(int argc, char** argv) {
         cli_switch("--needle", &o.needle, "run it; retained = the needle's key has cosine > 0.999 with a ring or\nexact-bank slot"),
         cli_string("--needle-lengths", &o.needle_lengths, "L,...", "sequence lengths"),
         cli_int("--needle-pos", &o.needle_pos, 0, INT_MAX, "P", "needle position"),
+        cli_section("the needle in real text (llmc/span.h; a trained bounded model, --tokenizer):"),
+        cli_string("--span", &o.span_path, "FILE.bin", "token shard of real text: a marked span is put into it at --span-pos; after N\n"
+                   "tokens, per layer, does the ring or the exact bank still hold it, and does the\n"
+                   "model continue the cue with the answer (greedy)?"),
+        cli_string("--span-cue", &o.span_cue, "TEXT", "the span's first part, fed again as the question"),
+        cli_string("--span-answer", &o.span_answer, "TEXT", "the span's second part, the expected continuation"),
+        cli_int("--span-pos", &o.span_pos, 0, INT_MAX, "P", "position of the span"),
+        cli_string("--span-lengths", &o.span_lengths, "N,N,...", "sequence lengths (text and span) before the question"),
         cli_switch("--allow-long-context", &o.allow_long_context,
                    "run past the model's max_position_embeddings (a window, the streamed text, a prompt\n"
                    "and its continuation); refused otherwise"),
@@ -483,7 +578,11 @@ int main(int argc, char** argv) {
         if (!o.model_dir) cli_fail(&cli, "--model DIR is required");
         if (o.prompt && o.prompt_ids) cli_fail(&cli, "give --prompt or --prompt-ids, not both");
         if (o.prompt && !o.tokenizer_path) cli_fail(&cli, "--prompt needs --tokenizer tokenizer.json (or use --prompt-ids)");
-        if (!o.ppl_path && !o.prompt && !o.prompt_ids && !o.load_state) cli_fail(&cli, "nothing to do: give --ppl, --prompt/--prompt-ids or --load-state");
+        if (o.span_path && !o.tokenizer_path) cli_fail(&cli, "--span needs --tokenizer tokenizer.json (the cue and the answer are text)");
+        if (o.span_path && (o.ppl_path || o.prompt || o.prompt_ids || o.load_state || o.save_state))
+            cli_fail(&cli, "--span runs on its own (not with --ppl, a prompt or state files)");
+        if (!o.span_path && !o.ppl_path && !o.prompt && !o.prompt_ids && !o.load_state)
+            cli_fail(&cli, "nothing to do: give --ppl, --prompt/--prompt-ids, --load-state or --span");
     }
     if (o.stride == 0) o.stride = ppl_default_stride(o.ctx);
     setvbuf(stdout, NULL, _IOLBF, 0);  // results and errors (stderr) in order, also through a pipe
@@ -522,6 +621,39 @@ int main(int argc, char** argv) {
     }
     const int want_gen = o.prompt || o.prompt_ids || o.load_state;
     const int gpu_ok = o.device == DEVICE_GPU || (o.device == DEVICE_AUTO && gpu_present());
+    if (o.span_path) {  // the needle in real text, on the GPU decoder or the CPU session
+        Tokenizer tk;
+        if (tokenizer_load(&tk, o.tokenizer_path, &err) != 0) coda_fatal("%s", err.msg);
+        int ret = 0;
+        if (gpu_ok) {
+            GpuModel gm;
+            HfLoadReport grep_;
+            if (gpu_eval_model_load(&gm, o.model_dir, &o.ov, &grep_, &err) != 0) coda_fatal("%s", err.msg);
+            print_model_config(&gm.cfg, &grep_);
+            if (tokenizer_vocab_size(&tk) > gm.cfg.vocab_size) coda_fatal("%s has more ids than the model's vocabulary", o.tokenizer_path);
+            GpuSession s;
+            gpu_session_init(&s, &gm, 1, o.seed);
+            s.recompute = 1;  // forward only: one layer's activations at a time
+            GenSession g = gpu_gen_session(&s);
+            ret = run_span(&o, &g, &tk);
+            gpu_session_free(&s);
+            gpu_model_free(&gm);
+        } else {
+            Model_f32 m;
+            HfLoadReport rep;
+            if (reference_load_dir(o.model_dir, &o.ov, &m, &rep, &err) != 0) coda_fatal("%s", err.msg);
+            print_model_config(&m.cfg, &rep);
+            if (tokenizer_vocab_size(&tk) > m.cfg.vocab_size) coda_fatal("%s has more ids than the model's vocabulary", o.tokenizer_path);
+            Session s;
+            session_init(&s, &m, o.seed);
+            GenSession g = cpu_gen_session(&s);
+            ret = run_span(&o, &g, &tk);
+            session_free(&s);
+            model_free_f32(&m);
+        }
+        tokenizer_free(&tk);
+        return ret;
+    }
     const int gpu_ppl = o.ppl_path && gpu_ok, gpu_gen = want_gen && gpu_ok;
     int ret = 0;
     if (gpu_ppl || gpu_gen) {  // the GPU model, loaded once for both

@@ -1110,6 +1110,12 @@ static void gpu_session_init(GpuSession* s, GpuModel* m, int max_len, uint64_t s
     rng_seed(&s->rng, seed);
 }
 static void gpu_session_free(GpuSession* s) { gpu_decoder_free(&s->dec); }
+// Back to the empty state of gpu_session_init (the sampling RNG runs on): nothing fed, no logits.
+static void gpu_session_reset(GpuSession* s) {
+    gpu_decoder_reset(&s->dec, s->seed);
+    s->n_fed = 0;
+    s->has_logits = 0;
+}
 
 static int gpu_session_prefill(GpuSession* s, const int* ids, int n, CodaError* err) {
     if (gpu_decoder_prefill(&s->dec, ids, n, s->recompute, err) != 0) return -1;

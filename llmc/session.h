@@ -63,6 +63,7 @@ typedef struct {
     float* logits;          // [V] logits for the next token (valid when has_logits)
     int has_logits;
     Rng rng;                // sampling
+    uint64_t seed;          // the empty state's mem_init contents (layer l from seed + l)
 } Session;
 
 // A fresh session: empty state (mem_init from seed), no pending logits, sampling RNG seeded.
@@ -75,6 +76,14 @@ static inline void session_init(Session* s, Model_f32* m, uint64_t seed) {
     }
     s->logits = (float*)coda_calloc_or_die((size_t)m->cfg.vocab_size, sizeof(float), "next-token logits");
     rng_seed(&s->rng, seed);
+    s->seed = seed;
+}
+
+// Back to the empty state of session_init (the sampling RNG runs on): nothing fed, no logits.
+static inline void session_reset(Session* s) {
+    if (s->states) layer_states_reset(s->states, &s->m->cfg, s->seed);
+    s->n_ctx = s->n_fed = 0;
+    s->has_logits = 0;
 }
 
 static inline void session_free(Session* s) {

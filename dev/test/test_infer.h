@@ -11,15 +11,18 @@
 //     byte flipped anywhere (checksum), counts that would wrap, another shape, other weights;
 //   * config overrides reach the loaded model; docs/spec.md §6 state bytes;
 //   * the synthetic needle test: retained in the ring, then in the exact bank; a background-gated
-//     "needle" is not (negative control).
+//     "needle" is not (negative control);
+//   * the needle in real text (span.h): the sequence, where the span is, the recall count; reset.
 #pragma once
 #include <dirent.h>
+#include <vector>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "../../llmc/needle.h"
 #include "../../llmc/overrides.h"
 #include "../../llmc/ppl.h"
 #include "../../llmc/session.h"
+#include "../../llmc/span.h"
 #include "../../llmc/state_file.h"
 #include "test_cpu_model.h"
 #ifdef _OPENMP
@@ -662,5 +665,61 @@ TEST(infer_context_sweep_is_chunked_at_each_length) {
     CHECK(ppl_context_sweep(&sc, tok, 300, res, &err) != 0 && strstr(err.msg, "512"), "%s", err.msg);
     cpu_scorer_free(&cs);
     free(tok);
+    model_free_f32(&m);
+}
+
+// The needle in real text (llmc/span.h): the sequence is the haystack with the span inserted; the
+// span is found in the ring while it is among the last W tokens, and nowhere once it has left a
+// state with no exact bank; a reset session equals a fresh one.
+TEST(span_sequence_location_and_session_reset) {
+    InferTestOneThread one_thread;
+    CodaError err;
+    int hay[64], span[3] = {1, 2, 3}, seq[64];  // ids below the tiny model's vocabulary of 29
+    for (int i = 0; i < 64; i++) hay[i] = 4 + i % 25;
+    CHECK(span_build_sequence(hay, 64, span, 3, 5, 12, seq, &err) == 0, "%s", err.msg);
+    const int want[12] = {4, 5, 6, 7, 8, 1, 2, 3, 9, 10, 11, 12};
+    for (int i = 0; i < 12; i++) CHECK(seq[i] == want[i], "seq[%d] = %d, want %d", i, seq[i], want[i]);
+    CHECK(span_build_sequence(hay, 64, span, 3, 10, 12, seq, &err) != 0 && strstr(err.msg, "does not fit"), "%s", err.msg);
+    CHECK(span_build_sequence(hay, 8, span, 3, 0, 12, seq, &err) != 0 && strstr(err.msg, "haystack"), "%s", err.msg);
+    CHECK(span_build_sequence(hay, 64, span, 0, 0, 12, seq, &err) != 0 && strstr(err.msg, "empty"), "%s", err.msg);
+    const int got[4] = {1, 2, 9, 3};
+    CHECK(span_recall_prefix(got, span, 3) == 2 && span_recall_prefix(got + 2, span, 2) == 0, "recall counts the matching prefix");
+
+    ModelConfig c = infer_test_config(1);  // W=4, Me=3, Ms=2, block 4
+    Model_f32 m;
+    model_init_f32(&m, &c, 811);
+    perturb_params_f32(&m, 812, 0.3);
+    int ring[8], exact[8];
+    Session s;
+    session_init(&s, &m, 5);
+    CHECK(span_build_sequence(hay, 64, span, 3, 1, 4, seq, &err) == 0, "%s", err.msg);
+    CHECK(session_prefill(&s, seq, 4, &err) == 0, "%s", err.msg);  // 4 tokens, W = 4: all in the ring
+    span_locate(s.states, &c, 1, 3, ring, exact);
+    for (int l = 0; l < c.n_layers; l++) CHECK(ring[l] == 3 && exact[l] == 0, "layer %d: ring %d exact %d (want 3, 0)", l, ring[l], exact[l]);
+    std::vector<float> first(s.logits, s.logits + c.vocab_size);
+    CHECK(span_build_sequence(hay, 64, span, 3, 1, 40, seq, &err) == 0, "%s", err.msg);
+    CHECK(session_prefill(&s, seq + 4, 36, &err) == 0, "%s", err.msg);
+    span_locate(s.states, &c, 1, 3, ring, exact);
+    int held = 0;
+    for (int l = 0; l < c.n_layers; l++) {
+        CHECK(ring[l] == 0 && exact[l] <= 3, "layer %d after 40 tokens: ring %d exact %d", l, ring[l], exact[l]);
+        held += exact[l];
+    }
+    printf("    span of 3 at position 1, 40 tokens later: exact-bank token-layers %d (W=4, Me=3)\n", held);
+    session_reset(&s);
+    CHECK(s.n_fed == 0 && !s.has_logits && s.states[0].pos == 0, "reset: nothing fed");
+    CHECK(session_prefill(&s, seq, 4, &err) == 0, "%s", err.msg);
+    CHECK(memcmp(first.data(), s.logits, sizeof(float) * c.vocab_size) == 0, "a reset session prefills exactly as a fresh one");
+    session_free(&s);
+    ModelConfig c0 = c;  // no exact bank: once out of the ring, the span is held nowhere
+    c0.n_exact = 0;
+    Model_f32 m0;
+    model_init_f32(&m0, &c0, 813);
+    session_init(&s, &m0, 5);
+    CHECK(session_prefill(&s, seq, 40, &err) == 0, "%s", err.msg);
+    span_locate(s.states, &c0, 1, 3, ring, exact);
+    for (int l = 0; l < c0.n_layers; l++) CHECK(ring[l] == 0 && exact[l] == 0, "Me=0 layer %d: ring %d exact %d", l, ring[l], exact[l]);
+    session_free(&s);
+    model_free_f32(&m0);
     model_free_f32(&m);
 }
