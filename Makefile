@@ -24,7 +24,7 @@ CC_FLAGS = -O2 -Wall -Wno-unused-function -I.
 
 HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h dev/test/*.cuh)
 
-.PHONY: all help clean check-toolchain test test-asan shards
+.PHONY: all help clean check-toolchain test test-asan shards demo
 all: test_cpu test_coda train_coda infer_coda
 
 help:
@@ -38,6 +38,8 @@ help:
 	@echo "  make tokenize_coda text files -> token shard (CPU only)"
 	@echo "  make coda_adapters export / import CoDA adapters in the PyTorch reference's format (CPU only)"
 	@echo "  make shards        fetch Brown, FOLDOC and the Mistral tokenizer; write data/shards/*.bin"
+	@echo "  make demo          the protocol end to end on one GPU (scripts/demo.sh): data, phases 0/1/2 (CoDA and"
+	@echo "                     the GQA arm), every arm evaluated under one protocol, needle, out_demo/results.md + PNGs"
 	@echo "  make bench_tokenizer  tokenizer speed in MB/s (CPU only)"
 	@echo "  make fuzz          every libFuzzer target (dev/fuzz/) for FUZZ_SECONDS (60) each; needs clang"
 	@echo "  make clean         remove the built programs"
@@ -111,6 +113,11 @@ coda_adapters: coda_adapters.c $(wildcard llmc/*.h llmc/cpu/*.h)
 # ---- tokenize_coda: text files -> token shard (dev/data/README.md). Plain C, CPU only ----
 tokenize_coda: dev/data/tokenize_coda.c llmc/shard_pack.h llmc/tokenizer.h llmc/json.h llmc/shard.h llmc/common.h
 	$(CC) $(CC_FLAGS) -o $@ $< -lm
+
+# ---- demo: the protocol end to end at small scale on one GPU (scripts/demo.sh; re-runnable, it skips
+# the stages it finished and resumes an interrupted one; knobs in the script's header) ----
+demo: train_coda infer_coda
+	scripts/demo.sh
 
 # ---- shards: fetch Brown, FOLDOC and the tokenizer, write data/shards/{brown_train,brown_val,foldoc}.bin ----
 shards:

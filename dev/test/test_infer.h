@@ -12,7 +12,8 @@
 //   * config overrides reach the loaded model; docs/spec.md §6 state bytes;
 //   * the synthetic needle test: retained in the ring, then in the exact bank; a background-gated
 //     "needle" is not (negative control);
-//   * the needle in real text (span.h): the sequence, where the span is, the recall count; reset.
+//   * the needle in real text (span.h): the sequence, where the span is, the recall count; reset;
+//   * make demo's report script: its table, the 2x2 arithmetic and its PNGs.
 #pragma once
 #include <dirent.h>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "../../llmc/span.h"
 #include "../../llmc/state_file.h"
 #include "test_cpu_model.h"
+#include "test_torch_pt.h"  // ptt_run: a program's exit status and output
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -722,4 +724,15 @@ TEST(span_sequence_location_and_session_reset) {
     session_free(&s);
     model_free_f32(&m0);
     model_free_f32(&m);
+}
+
+// make demo's report (scripts/demo_report.py, scripts/pngplot.py) on a synthetic demo directory:
+// dev/test/demo_report_check.py checks the table's numbers, the 2x2 arithmetic and both PNGs.
+TEST(demo_report_tables_and_pngs) {
+    const char* argv[] = {"/usr/bin/python3", "dev/test/demo_report_check.py", NULL};
+    char out[8192];
+    const int rc = ptt_run(argv, out, sizeof(out));
+    if (rc < 0) { test_skip("/usr/bin/python3 did not run"); return; }
+    printf("    %s", out);
+    CHECK(rc == 0, "demo_report_check.py: %s", out);
 }
