@@ -392,6 +392,7 @@ static int run_span(const Options* o, GenSession* g, const Tokenizer* tk) {
     const ModelConfig* c = g->cfg;
     CodaError err;
     if (!c->bounded) coda_fatal("--span needs a bounded model (--bounded-config medium, or --bounded 1 with the sizes)");
+    if (!g->reset || !g->states) coda_fatal("--span: this session cannot reset or show its state");
     int *lens, n_lens;
     if (cli_parse_int_list("--span-lengths", o->span_lengths, 1, &lens, &n_lens, &err) != 0) coda_fatal("%s", err.msg);
     int32_t *cue, *ans;
@@ -411,43 +412,30 @@ static int run_span(const Options* o, GenSession* g, const Tokenizer* tk) {
     if (config_check_positions(c, (long long)max_len + span_len, "--span-lengths (with the cue and the answer)", o->allow_long_context, &err) != 0)
         coda_fatal("%s", err.msg);
     int* seq = (int*)coda_malloc_or_die(sizeof(int) * (size_t)max_len, "span sequence");
-    int* got = (int*)coda_malloc_or_die(sizeof(int) * (n_ans + 1), "recall");
     int *ring = (int*)coda_malloc_or_die(sizeof(int) * 2 * c->n_layers, "span counts"), *exact = ring + c->n_layers;
     BankState_f32* scratch = layer_states_alloc(c);
     printf("span (docs/protocol.md §4, real text) on the %s: cue %zu + answer %zu tokens at position %d of %s; W=%d Me=%d Ms=%d, %d layers\n",
            g->where, n_cue, n_ans, o->span_pos, o->span_path, c->window, c->n_exact, c->n_summary, c->n_layers);
-    Sampling greedy;
-    memset(&greedy, 0, sizeof(greedy));
-    greedy.top_p = 1.0;
+    const SpanBackend be = {g->s, g->reset, g->prefill, g->states, g->generate};
     for (int i = 0; i < n_lens; i++) {
         const int N = lens[i];
-        if (span_build_sequence((const int*)hay, (int64_t)h.n_tokens, span, span_len, o->span_pos, N, seq, &err) != 0) coda_fatal("%s", err.msg);
-        g->reset(g->s);
-        if (g->prefill(g->s, seq, N, &err) != 0) coda_fatal("%s", err.msg);
-        span_locate(g->states(g->s, scratch), c, o->span_pos, span_len, ring, exact);
-        int n_out = 0, layers_exact = 0, layers_any = 0, tot_ring = 0, tot_exact = 0;
-        for (int l = 0; l < c->n_layers; l++) {
-            layers_exact += exact[l] > 0;
-            layers_any += exact[l] + ring[l] > 0;
-            tot_ring += ring[l];
-            tot_exact += exact[l];
-        }
-        if (g->prefill(g->s, (const int*)cue, (int)n_cue, &err) != 0) coda_fatal("%s", err.msg);
-        if (g->generate(g->s, (int)n_ans, &greedy, -1, got, NULL, NULL, &n_out, &err) != 0) coda_fatal("%s", err.msg);
-        const int recall = span_recall_prefix(got, (const int*)ans, n_out < (int)n_ans ? n_out : (int)n_ans);
+        SpanResult r;
+        if (span_build_sequence((const int*)hay, (int64_t)h.n_tokens, span, span_len, o->span_pos, N, seq, &err) != 0 ||
+            span_measure(&be, c, seq, N, o->span_pos, span_len, (const int*)cue, (int)n_cue, (const int*)ans, (int)n_ans, scratch, ring,
+                         exact, &r, &err) != 0)
+            coda_fatal("%s", err.msg);
         printf("  length %6d: span tokens held exactly in %d/%d layers (exact bank %d, ring %d token-layers of %d x %d); recall %d/%zu answer tokens\n",
-               N, layers_any, c->n_layers, tot_exact, tot_ring, span_len, c->n_layers, recall, n_ans);
+               N, r.layers_holding, c->n_layers, r.exact_total, r.ring_total, span_len, c->n_layers, r.recall, n_ans);
         printf("    exact bank per layer:");
         for (int l = 0; l < c->n_layers; l++) printf(" %d", exact[l]);
         printf("\n");
-        if (o->json) {
+        if (o->json)
             printf("{\"span_length\": %d, \"span_pos\": %d, \"span_tokens\": %d, \"layers\": %d, \"layers_holding\": %d, "
                    "\"layers_exact\": %d, \"exact_token_layers\": %d, \"ring_token_layers\": %d, \"recall\": %d, \"answer_tokens\": %zu}\n",
-                   N, o->span_pos, span_len, c->n_layers, layers_any, layers_exact, tot_exact, tot_ring, recall, n_ans);
-        }
+                   N, o->span_pos, span_len, c->n_layers, r.layers_holding, r.layers_exact, r.exact_total, r.ring_total, r.recall, n_ans);
     }
     layer_states_free(scratch, c);
-    free(ring); free(got); free(seq); free(span); free(hay); free(cue); free(ans); free(lens);
+    free(ring); free(seq); free(span); free(hay); free(cue); free(ans); free(lens);
     return 0;
 }
 

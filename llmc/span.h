@@ -17,6 +17,7 @@
 #include "cpu/reference.h"
 #include "common.h"
 #include "config.h"
+#include "session.h"  // TokenFn, Sampling
 
 // The sequence: haystack[0, P) ++ span ++ haystack[P, ...) cut at n tokens. haystack must hold at
 // least n - span_len tokens. out: [n].
@@ -52,4 +53,52 @@ static inline int span_recall_prefix(const int* got, const int* want, int n) {
     int k = 0;
     while (k < n && got[k] == want[k]) k++;
     return k;
+}
+
+// The model a span run drives: the CPU session or the GPU decoder (infer_coda builds one from its
+// GenSession). states: every layer's bounded state on the host (the session's own, or copied into
+// scratch); generate: as session_generate.
+typedef struct {
+    void* s;
+    void (*reset)(void* s);
+    int (*prefill)(void* s, const int* ids, int n, CodaError* err);
+    const BankState_f32* (*states)(void* s, BankState_f32* scratch);
+    int (*generate)(void* s, int max_new, const Sampling* smp, int eos_id, int* out, TokenFn on_token, void* cb, int* n_out,
+                    CodaError* err);
+} SpanBackend;
+
+typedef struct {
+    int layers_holding;  // layers whose ring or exact bank holds at least one span token
+    int layers_exact;    // layers whose exact bank holds at least one
+    int ring_total, exact_total;  // span tokens held, summed over layers
+    int recall;          // answer tokens the greedy continuation of the cue reproduces, from the first
+} SpanResult;
+
+// One length: the empty state, the chunked prefill of seq[0, n) (the span at p0, span_len tokens),
+// where the span is (ring[l], exact[l] per layer: arrays of n_layers), then the cue and the greedy
+// continuation of n_ans tokens against ans. scratch: layer_states_alloc'd by the caller.
+static inline int span_measure(const SpanBackend* be, const ModelConfig* c, const int* seq, int n, int p0, int span_len, const int* cue,
+                               int n_cue, const int* ans, int n_ans, BankState_f32* scratch, int* ring, int* exact, SpanResult* r,
+                               CodaError* err) {
+    memset(r, 0, sizeof(*r));
+    if (!c->bounded) return coda_errorf(err, "the span check needs a bounded model");
+    be->reset(be->s);
+    if (be->prefill(be->s, seq, n, err) != 0) return -1;
+    span_locate(be->states(be->s, scratch), c, p0, span_len, ring, exact);
+    for (int l = 0; l < c->n_layers; l++) {
+        r->layers_exact += exact[l] > 0;
+        r->layers_holding += exact[l] + ring[l] > 0;
+        r->ring_total += ring[l];
+        r->exact_total += exact[l];
+    }
+    if (be->prefill(be->s, cue, n_cue, err) != 0) return -1;
+    Sampling greedy;
+    memset(&greedy, 0, sizeof(greedy));
+    greedy.top_p = 1.0;
+    int* got = (int*)coda_malloc_or_die(sizeof(int) * (size_t)n_ans, "span recall");
+    int n_out = 0;
+    const int rc = be->generate(be->s, n_ans, &greedy, -1, got, NULL, NULL, &n_out, err);
+    if (rc == 0) r->recall = span_recall_prefix(got, ans, n_out < n_ans ? n_out : n_ans);
+    free(got);
+    return rc;
 }

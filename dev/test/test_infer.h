@@ -712,6 +712,29 @@ TEST(span_sequence_location_and_session_reset) {
     CHECK(s.n_fed == 0 && !s.has_logits && s.states[0].pos == 0, "reset: nothing fed");
     CHECK(session_prefill(&s, seq, 4, &err) == 0, "%s", err.msg);
     CHECK(memcmp(first.data(), s.logits, sizeof(float) * c.vocab_size) == 0, "a reset session prefills exactly as a fresh one");
+    // span_measure over the CPU session: the span (cue 1 token + answer 2) inside the ring at n = 4,
+    // the same result twice (it resets the state first), and the recall equal to a direct greedy run
+    const SpanBackend be = {&s, [](void* x) { session_reset((Session*)x); },
+                            [](void* x, const int* ids, int n, CodaError* e) { return session_prefill((Session*)x, ids, n, e); },
+                            [](void* x, BankState_f32*) { return (const BankState_f32*)((Session*)x)->states; },
+                            [](void* x, int mx, const Sampling* sm, int eos, int* o, TokenFn f, void* cb, int* no, CodaError* e) {
+                                return session_generate((Session*)x, mx, sm, eos, o, f, cb, no, e);
+                            }};
+    BankState_f32* scratch = layer_states_alloc(&c);
+    SpanResult r1, r2;
+    CHECK(span_measure(&be, &c, seq, 4, 1, 3, span, 1, span + 1, 2, scratch, ring, exact, &r1, &err) == 0, "%s", err.msg);
+    CHECK(span_measure(&be, &c, seq, 4, 1, 3, span, 1, span + 1, 2, scratch, ring, exact, &r2, &err) == 0, "%s", err.msg);
+    CHECK(r1.layers_holding == c.n_layers && r1.ring_total == 3 * c.n_layers && r1.exact_total == 0 && r1.layers_exact == 0,
+          "span in the ring: holding %d ring %d exact %d", r1.layers_holding, r1.ring_total, r1.exact_total);
+    CHECK(memcmp(&r1, &r2, sizeof(r1)) == 0 && r1.recall >= 0 && r1.recall <= 2, "span_measure repeats (recall %d / %d)", r1.recall, r2.recall);
+    session_reset(&s);
+    int direct[2], nd = 0;
+    Sampling greedy = {0.0, 1.0};
+    CHECK(session_prefill(&s, seq, 4, &err) == 0 && session_prefill(&s, span, 1, &err) == 0 &&
+              session_generate(&s, 2, &greedy, -1, direct, NULL, NULL, &nd, &err) == 0 && nd == 2, "%s", err.msg);
+    CHECK(r1.recall == span_recall_prefix(direct, span + 1, 2), "recall %d, the direct greedy run gives %d", r1.recall,
+          span_recall_prefix(direct, span + 1, 2));
+    layer_states_free(scratch, &c);
     session_free(&s);
     ModelConfig c0 = c;  // no exact bank: once out of the ring, the span is held nowhere
     c0.n_exact = 0;
