@@ -15,13 +15,13 @@
 # that was interrupted resumes from its last checkpoint (train_coda --resume). Progress: one line per
 # stage with the elapsed time, the trainer's own log lines every LOG updates.
 #
-# Knobs (environment): OUT (out_demo), MODEL (a train_coda preset or config.json; tiny), STEPS0 /
+# Knobs (environment): DEMO_OUT (out_demo), MODEL (a train_coda preset or config.json; tiny), STEPS0 /
 # STEPS1 / STEPS2 (updates per phase), B0/T0, B1/T1, B2/T2 (micro-batch rows, tokens per row),
 # SEED, QUICK=1 (a two-minute smoke of every stage: few updates, short evaluations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/cuda/bin"
-OUT=${OUT:-out_demo}
+OUT=${DEMO_OUT:-out_demo}  # not $OUT: batch systems and the CI device set that for their own use
 MODEL=${MODEL:-tiny}
 SEED=${SEED:-42}
 if [ "${QUICK:-0}" = 1 ]; then
