@@ -63,7 +63,7 @@ check-toolchain:
 TOKENIZER_TEST_DATA = data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json \
                       data/brown/train.txt data/brown/val.txt data/foldoc/foldoc.txt
 TEST_ENV = OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} TEST_FILTER='$(FILTER)'
-test: test_cpu test_coda tokenize_coda bench_tokenizer coda_adapters | $(TOKENIZER_TEST_DATA)
+test: test_cpu test_coda tokenize_coda bench_tokenizer coda_adapters $(MPI_CHECK) | $(TOKENIZER_TEST_DATA)
 	@$(TEST_ENV) dev/test/run.sh ./test_cpu ./test_coda
 data/tokenizers/mistral-v0.1/tokenizer.json data/tokenizers/mistral-v0.3/tokenizer.json:
 	-dev/data/fetch_tokenizer.sh
@@ -71,6 +71,14 @@ data/brown/train.txt data/brown/val.txt:
 	-dev/data/fetch_brown.sh
 data/foldoc/foldoc.txt:
 	-dev/data/fetch_foldoc.sh
+
+# ---- build/mpi_check: the multi-process start over OpenMPI (llmc/launch.h, launch_mpi.h), run by test_cpu
+# as mpirun -np 2 when mpicc is here (Debian: libopenmpi-dev openmpi-bin); otherwise that test SKIPs ----
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI_CHECK = $(if $(MPICC),build/mpi_check)
+build/mpi_check: dev/test/mpi_check.c llmc/launch.h llmc/launch_mpi.h llmc/common.h
+	@mkdir -p build
+	$(MPICC) -O1 -Wall -I. -o $@ dev/test/mpi_check.c
 
 # ---- test_cpu: every CPU test (dev/test/*.h), built by the host compiler: no CUDA needed ----
 #   make test_cpu && ./test_cpu [name-filter]

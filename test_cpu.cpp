@@ -15,6 +15,7 @@
 #include "dev/test/test_cli.h"
 #include "dev/test/test_checkpoint.h"
 #include "dev/test/test_zero.h"
+#include "dev/test/test_launch.h"
 #include "dev/test/test_phases.h"
 
 int main(int argc, char** argv) {
