@@ -19,7 +19,7 @@ endif
 # multiply and add bit for bit), OpenMP over rows.
 NVCC_FLAGS = -O2 -std=c++17 -gencode arch=compute_$(GPU_ARCH),code=sm_$(GPU_ARCH) \
              -Xcompiler -fopenmp,-ffp-contract=off,-Wall,-Wno-unused-function $(PRECISION_FLAG) -I.
-NVCC_LIBS = -lcublas -lcublasLt -lgomp
+NVCC_LIBS = -lcublas -lcublasLt -lnccl -lgomp
 CC_FLAGS = -O2 -Wall -Wno-unused-function -I.
 
 HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h dev/test/*.cuh)

@@ -12,6 +12,7 @@
 #include "dev/test/test_gpu_bounded.cuh"
 #include "dev/test/test_gpu_infer.cuh"
 #include "dev/test/test_gpu_decode.cuh"  // llmc/decode.cuh: GPU decode, KV cache, state files vs the CPU reference
+#include "dev/test/test_gpu_nccl.cuh"  // llmc/nccl.cuh: the communicator and collectives with one rank
 
 // Probes for a usable GPU. Any error (no driver, no device) means "no GPU": CI machines have none.
 static int gpu_available(char* reason, size_t len) {
