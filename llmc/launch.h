@@ -30,6 +30,7 @@ typedef struct {
     LaunchKind kind;
     int rank, world, local_rank;
     char path[1024];  // LAUNCH_FILE: the rendezvous file
+    time_t started;   // when launch_resolve ran: a rendezvous file older than this (less a margin) is stale
 } LaunchInfo;
 
 // An integer environment variable: 1 and *out set if present and valid, 0 if absent, -1 (err) if malformed.
@@ -48,6 +49,7 @@ static inline int launch__env_int(const char* name, int* out, CodaError* err) {
 // environment. Every inconsistency is an error naming what is wrong.
 static inline int launch_resolve(const char* init, int rank, int world, int local_rank, LaunchInfo* li, CodaError* err) {
     memset(li, 0, sizeof(*li));
+    li->started = time(NULL);
     int er = -1, ew = -1, el = -1;
     if (launch__env_int("OMPI_COMM_WORLD_RANK", &er, err) < 0 || launch__env_int("OMPI_COMM_WORLD_SIZE", &ew, err) < 0 ||
         launch__env_int("OMPI_COMM_WORLD_LOCAL_RANK", &el, err) < 0)

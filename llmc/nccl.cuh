@@ -35,11 +35,11 @@ static inline void nccl__fail(const NcclCtx* c, ncclResult_t r, const char* call
 // launch_share_id_file for --nccl-init file:PATH (NULL with one process).
 typedef int (*NcclShareId)(const LaunchInfo* li, void* id, int n, CodaError* err);
 
-// The file rendezvous as an NcclShareId (started: this process's start, launch_file_wait's not_before).
-static time_t g_launch_started = 0;
+// The file rendezvous as an NcclShareId: a file older than this rank's launch_resolve (less a minute
+// for clock skew between nodes) is an earlier job's and is not taken.
 static inline int launch_share_id_file(const LaunchInfo* li, void* id, int n, CodaError* err) {
     if (li->rank == 0) return launch_file_publish(li->path, id, (size_t)n, err);
-    return launch_file_wait(li->path, id, (size_t)n, 600.0, g_launch_started ? g_launch_started - 60 : 0, err);
+    return launch_file_wait(li->path, id, (size_t)n, 600.0, li->started - 60, err);
 }
 
 // Picks the GPU (local rank modulo the devices), creates the communicator of li's world. With one
