@@ -24,7 +24,7 @@ CC_FLAGS = -O2 -Wall -Wno-unused-function -I.
 
 HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h dev/test/*.cuh)
 
-.PHONY: all help clean check-toolchain test test-asan shards demo
+.PHONY: all help clean check-toolchain test test-asan shards demo study
 all: test_cpu test_coda train_coda infer_coda
 
 help:
@@ -40,6 +40,7 @@ help:
 	@echo "  make shards        fetch Brown, FOLDOC and the Mistral tokenizer; write data/shards/*.bin"
 	@echo "  make demo          the protocol end to end on one GPU (scripts/demo.sh): data, phases 0/1/2 (CoDA and"
 	@echo "                     the GQA arm), every arm evaluated under one protocol, needle, out_demo/results.md + PNGs"
+	@echo "  make study         the demo once per seed (SEEDS=\"1 2 3\"), then mean and spread: out_study/RESULTS.md"
 	@echo "  make bench_tokenizer  tokenizer speed in MB/s (CPU only)"
 	@echo "  make fuzz          every libFuzzer target (dev/fuzz/) for FUZZ_SECONDS (60) each; needs clang"
 	@echo "  make clean         remove the built programs"
@@ -126,6 +127,9 @@ tokenize_coda: dev/data/tokenize_coda.c llmc/shard_pack.h llmc/tokenizer.h llmc/
 # the stages it finished and resumes an interrupted one; knobs in the script's header) ----
 demo: train_coda infer_coda
 	scripts/demo.sh
+# the small-scale study of docs/RESULTS.md: the demo per seed (STUDY_OUT/seed<S>), then scripts/study_report.py
+study: train_coda infer_coda
+	scripts/study.sh
 
 # ---- shards: fetch Brown, FOLDOC and the tokenizer, write data/shards/{brown_train,brown_val,foldoc}.bin ----
 shards:

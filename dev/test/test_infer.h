@@ -759,3 +759,14 @@ TEST(demo_report_tables_and_pngs) {
     printf("    %s", out);
     CHECK(rc == 0, "demo_report_check.py: %s", out);
 }
+
+// the study's report over seeds (scripts/study_report.py): dev/test/study_report_check.py checks the
+// means, sample deviations and ranges, the per-seed 2x2, the verdict, the sweep, the stage times, the PNG.
+TEST(study_report_over_seeds) {
+    const char* argv[] = {"/usr/bin/python3", "dev/test/study_report_check.py", NULL};
+    char out[8192];
+    const int rc = ptt_run(argv, out, sizeof(out));
+    if (rc < 0) { test_skip("/usr/bin/python3 did not run"); return; }
+    printf("    %s", out);
+    CHECK(rc == 0, "study_report_check.py: %s", out);
+}
