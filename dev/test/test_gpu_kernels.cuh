@@ -28,6 +28,7 @@
 #include "../../llmc/swiglu.cuh"
 #include "../../llmc/encoder.cuh"
 #include "../../llmc/adamw.cuh"
+#include "../../llmc/optim.h"  // lr_schedule
 #include "../../llmc/global_norm.cuh"
 #include "../../llmc/elementwise.cuh"
 
@@ -520,6 +521,185 @@ GPU_TEST(gpu_kernel_adamw) {
         cudaCheck(cudaFree(d_p)); cudaCheck(cudaFree(d_m)); cudaCheck(cudaFree(d_v)); cudaCheck(cudaFree(d_g));
         cudaCheck(cudaFree(d_px));
     }
+}
+
+// ---------------------------------------------------------------- adamw: one launch over a segment table
+// adamw_table_update against one adamw_update per segment (adamw_table_update_per_segment), bit for
+// bit, over several steps with a changing lr scale and clipping scale: an uneven table (odd lengths,
+// unaligned begins, a floatX copy out of phase with its fp32 range, segments without a floatX copy, a
+// group with weight decay 0, multi-chunk segments on both paths, gaps no segment covers), once on
+// 16-byte aligned buffers and once with every fp32 base one element off. Then ZeRO: the tables of 3
+// ranks' slices (adamw_segments_from_slice), each applied on that rank's own slice buffers, give the
+// whole-table update's bits.
+
+// First differing float of two device buffers (-1: equal), and the check.
+static void tgk_adamw_same(const char* what, const void* d_a, const void* d_b, size_t bytes) {
+    unsigned char *a = (unsigned char*)tgk_bytes(d_a, bytes), *b = (unsigned char*)tgk_bytes(d_b, bytes);
+    long long first = -1;
+    for (size_t i = 0; i < bytes && first < 0; i++)
+        if (a[i] != b[i]) first = (long long)i;
+    if (first >= 0) printf("    %s: first difference at byte %lld\n", what, first);
+    CHECK(first < 0, "%s: the table update differs from the per-segment updates", what);
+    free(a); free(b);
+}
+
+GPU_TEST(gpu_kernel_adamw_table) {
+    GpuContext* ctx = tgk_ctx();
+    const float lr0[GROUP_COUNT] = {1e-3f, 3e-3f, 2e-4f, 5e-3f}, wd[GROUP_COUNT] = {0.1f, 0.0f, 0.01f, 0.05f};
+    const float b1 = 0.9f, b2 = 0.95f, eps = 1e-8f;
+    // {begin, end, param_offset, group}; fp32 buffers of n, floatX buffer of np
+    const AdamWSegment segs[] = {
+        {0, 1, 0, 0},                 // one element
+        {3, 20003, 8, 0},             // unaligned begin: scalar (one element off: the 16-byte path), 3 chunks
+        {20004, 20010, -1, 1},        // no floatX copy, weight decay 0
+        {20012, 60012, 20020, 1},     // aligned, 40000: the 16-byte path, 5 chunks, weight decay 0
+        {60012, 100013, 60100, 2},    // odd length: scalar
+        {100016, 150016, 100101, 3},  // aligned fp32, floatX out of phase: scalar
+        {150016, 250016, -1, 2},      // 16-byte path without floatX copy, 13 chunks
+        {250020, 250021, 250200, 3},  // one element
+        {250023, 250027, -1, 0},      // 4 elements, unaligned (one element off: one vector); [250027, n) is never touched
+    };
+    const int ns = (int)(sizeof(segs) / sizeof(segs[0]));
+    const size_t n = 250032, np = 250300;
+    AdamWTable tab;
+    adamw_table_create(&tab, segs, ns, n);
+    CHECK(tab.n_chunks == 1 + 3 + 1 + 5 + 5 + 7 + 13 + 1 + 1, "chunks %zu", tab.n_chunks);
+    float *p0 = tgk_randn(n, 901, 0.5), *m0 = tgk_randn(n, 902, 0.01), *v0 = tgk_randn(n, 903, 0.01), *x0 = tgk_randn(np, 904, 0.5);
+    for (size_t i = 0; i < n; i++) v0[i] *= v0[i];  // second moments are >= 0
+    for (int shift = 0; shift < 2; shift++) {
+        printf("  adamw table: %d segments, %zu chunks, fp32 bases %s\n", ns, tab.n_chunks, shift ? "one element off" : "aligned");
+        float* buf[2][4];  // [table, per segment][master, m, v, grad]
+        floatX* px[2];
+        for (int k = 0; k < 2; k++) {
+            for (int j = 0; j < 4; j++) buf[k][j] = (float*)cuda_malloc_or_die((n + 1) * sizeof(float), "adamw state") + shift;
+            cudaCheck(cudaMemcpy(buf[k][0], p0, n * sizeof(float), cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemcpy(buf[k][1], m0, n * sizeof(float), cudaMemcpyHostToDevice));
+            cudaCheck(cudaMemcpy(buf[k][2], v0, n * sizeof(float), cudaMemcpyHostToDevice));
+            px[k] = tgk_upload(x0, np);
+        }
+        for (int step = 1; step <= 4; step++) {
+            float* g = tgk_randn(n, 910 + step, step == 3 ? 1e-6 : 1.0);
+            for (int k = 0; k < 2; k++) cudaCheck(cudaMemcpy(buf[k][3], g, n * sizeof(float), cudaMemcpyHostToDevice));
+            float lr[GROUP_COUNT];
+            for (int q = 0; q < GROUP_COUNT; q++) lr[q] = (float)(lr0[q] * lr_schedule(step - 1, 4, 2, 0.1));
+            const float gs = step == 2 ? 0.37f : 1.0f;  // a clipped step
+            adamw_table_update(ctx, &tab, buf[0][0], px[0], buf[0][3], buf[0][1], buf[0][2], lr, wd, b1, b2, eps, gs, step);
+            adamw_table_update_per_segment(ctx, &tab, buf[1][0], px[1], buf[1][3], buf[1][1], buf[1][2], lr, wd, b1, b2, eps, gs, step);
+            free(g);
+        }
+        tgk_adamw_same("master", buf[0][0], buf[1][0], n * sizeof(float));
+        tgk_adamw_same("m", buf[0][1], buf[1][1], n * sizeof(float));
+        tgk_adamw_same("v", buf[0][2], buf[1][2], n * sizeof(float));
+        tgk_adamw_same("param (floatX)", px[0], px[1], np * sizeof(floatX));
+        // the segments moved, the gaps and the floatX outside the segments did not
+        float *gp = tgk_download32(buf[0][0], n), *gx = tgk_download(px[0], np);
+        size_t moved = 0, covered = 0, gap_moved = 0;
+        for (size_t i = 0; i < n; i++) {
+            int in = 0;
+            for (int k = 0; k < ns; k++) in |= i >= segs[k].begin && i < segs[k].end;
+            if (in) { covered++; moved += gp[i] != p0[i]; } else gap_moved += gp[i] != p0[i];
+        }
+        size_t x_moved = 0, x_written = 0;
+        for (size_t i = 0; i < np; i++) {
+            int in = 0;
+            for (int k = 0; k < ns; k++)
+                in |= segs[k].param_offset >= 0 && (long long)i >= segs[k].param_offset &&
+                      (long long)i < segs[k].param_offset + (long long)(segs[k].end - segs[k].begin);
+            if (in) x_written++;
+            else x_moved += gx[i] != x0[i];
+        }
+        CHECK(moved > covered * 99 / 100 && gap_moved == 0 && x_moved == 0 && x_written > 0,
+              "moved %zu of %zu, gap elements moved %zu, floatX outside the segments moved %zu", moved, covered, gap_moved, x_moved);
+        free(gp); free(gx);
+        for (int k = 0; k < 2; k++) {
+            for (int j = 0; j < 4; j++) cudaCheck(cudaFree(buf[k][j] - shift));
+            cudaCheck(cudaFree(px[k]));
+        }
+    }
+    adamw_table_free(&tab);
+    free(p0); free(m0); free(v0); free(x0);
+
+    // ---- ZeRO: 3 ranks' slice tables on their own slice buffers == the whole table. A tiny phase-1/2
+    // layout whose q/k/o lengths are not multiples of 4 (3 heads of 6, width 25: 450, 150), so that the
+    // slice boundaries cut such tensors into a 64-multiple piece (which must stay on the whole
+    // tensor's scalar path: AdamWSegment.scalar) and a remainder; 7,424 elements, shards of 2,496.
+    ModelConfig c = config_default();
+    c.vocab_size = 50; c.dim = 25; c.ffn_dim = 40; c.n_layers = 4; c.n_heads = 3; c.n_kv_heads = 1; c.head_dim = 6;
+    c.differential = 1; c.bounded = 1; c.window = 8; c.n_exact = 2; c.n_summary = 2;
+    ParamTable t;
+    param_table_build(&t, &c, FLOATX_DTYPE);
+    param_table_set_trainable(&t, TRAIN_ATTENTION);
+    long long* off = (long long*)coda_malloc_or_die(sizeof(long long) * t.n, "offsets");
+    const size_t nt = param_compact_offsets(&t, off);
+    const int world = 3;
+    AdamWSegment* seg = (AdamWSegment*)coda_malloc_or_die(sizeof(AdamWSegment) * t.n, "segments");
+    AdamWTable whole;
+    adamw_table_create(&whole, seg, adamw_segments_from_table(&t, off, seg, t.n), nt);
+    CodaError err;
+    ZeroSlice sl[3];
+    AdamWTable rt[3];
+    int split = -whole.n_seg, held = 0;  // tensors cut by a slice boundary; pieces held on the scalar path
+    for (int r = 0; r < world; r++) {
+        zero_slice(nt, r, world, &sl[r], &err);
+        const int k = adamw_segments_from_slice(&t, off, &sl[r], seg, t.n);
+        split += k;
+        for (int q = 0; q < k; q++) held += seg[q].scalar && (seg[q].end - seg[q].begin) % 4 == 0 && seg[q].begin % 4 == 0;
+        adamw_table_create(&rt[r], seg, k, sl[r].hi - sl[r].lo);
+    }
+    printf("  adamw ZeRO: %zu trainable elements, %d tensors, %d ranks of %zu (%zu, %zu, %zu), %d tensors cut, %d pieces held scalar\n", nt,
+           whole.n_seg, world, sl[0].shard, sl[0].hi - sl[0].lo, sl[1].hi - sl[1].lo, sl[2].hi - sl[2].lo, split, held);
+    CHECK(sl[2].hi - sl[2].lo != sl[0].shard && split > 0 && held > 0,
+          "the slices should not divide evenly and should cut a tensor of a length that is not a multiple of 4");
+    float *hp = tgk_randn(nt, 921, 0.5), *hm = tgk_randn(nt, 922, 0.01), *hv = tgk_randn(nt, 923, 0.01), *hx = tgk_randn(t.total, 924, 0.5);
+    for (size_t i = 0; i < nt; i++) hv[i] *= hv[i];
+    float *wp = tgk_upload32(hp, nt), *wm = tgk_upload32(hm, nt), *wv = tgk_upload32(hv, nt);
+    float* wg = (float*)cuda_malloc_or_die(nt * sizeof(float), "grad");
+    floatX *wx = tgk_upload(hx, t.total), *zx = tgk_upload(hx, t.total);  // whole, and the one all ranks write into
+    float *zp[3], *zm[3], *zv[3], *zg[3];
+    for (int r = 0; r < world; r++) {
+        const size_t lo = sl[r].lo, len = sl[r].hi - lo;
+        float** dst[4] = {&zp[r], &zm[r], &zv[r], &zg[r]};
+        const float* src[4] = {hp, hm, hv, NULL};
+        for (int j = 0; j < 4; j++) {  // the rank's own allocations ([lo, hi) only)
+            *dst[j] = (float*)cuda_malloc_or_die((len ? len : 1) * sizeof(float), "slice state");
+            if (src[j] && len) cudaCheck(cudaMemcpy(*dst[j], src[j] + lo, len * sizeof(float), cudaMemcpyHostToDevice));
+        }
+    }
+    float lr[GROUP_COUNT];
+    for (int q = 0; q < GROUP_COUNT; q++) lr[q] = lr0[q];
+    for (int step = 1; step <= 3; step++) {
+        float* g = tgk_randn(nt, 930 + step, 1.0);
+        cudaCheck(cudaMemcpy(wg, g, nt * sizeof(float), cudaMemcpyHostToDevice));
+        adamw_table_update(ctx, &whole, wp, wx, wg, wm, wv, lr, wd, b1, b2, eps, 0.8f, step);
+        for (int r = 0; r < world; r++) {  // each rank its own slice
+            if (sl[r].hi > sl[r].lo)
+                cudaCheck(cudaMemcpy(zg[r], g + sl[r].lo, (sl[r].hi - sl[r].lo) * sizeof(float), cudaMemcpyHostToDevice));
+            adamw_table_update(ctx, &rt[r], zp[r], zx, zg[r], zm[r], zv[r], lr, wd, b1, b2, eps, 0.8f, step);
+        }
+        free(g);
+    }
+    float* wbuf[3] = {wp, wm, wv};
+    float** zbuf[3] = {zp, zm, zv};
+    const char* names[3] = {"ZeRO master", "ZeRO m", "ZeRO v"};
+    float* gathered = (float*)cuda_malloc_or_die(nt * sizeof(float), "gathered");
+    for (int j = 0; j < 3; j++) {  // the ranks' slices side by side (the alignment gaps: the whole buffer's, untouched by both)
+        cudaCheck(cudaMemcpy(gathered, wbuf[j], nt * sizeof(float), cudaMemcpyDeviceToDevice));
+        for (int r = 0; r < world; r++)
+            if (sl[r].hi > sl[r].lo)
+                cudaCheck(cudaMemcpy(gathered + sl[r].lo, zbuf[j][r], (sl[r].hi - sl[r].lo) * sizeof(float), cudaMemcpyDeviceToDevice));
+        tgk_adamw_same(names[j], wbuf[j], gathered, nt * sizeof(float));
+    }
+    cudaCheck(cudaFree(gathered));
+    tgk_adamw_same("ZeRO param (floatX)", wx, zx, t.total * sizeof(floatX));
+    for (int r = 0; r < world; r++) {
+        adamw_table_free(&rt[r]);
+        cudaCheck(cudaFree(zp[r])); cudaCheck(cudaFree(zm[r])); cudaCheck(cudaFree(zv[r])); cudaCheck(cudaFree(zg[r]));
+    }
+    adamw_table_free(&whole);
+    cudaCheck(cudaFree(wp)); cudaCheck(cudaFree(wm)); cudaCheck(cudaFree(wv)); cudaCheck(cudaFree(wg));
+    cudaCheck(cudaFree(wx)); cudaCheck(cudaFree(zx));
+    free(hp); free(hm); free(hv); free(hx); free(seg); free(off);
+    param_table_free(&t);
 }
 
 // ---------------------------------------------------------------- global norm
