@@ -104,10 +104,14 @@ def main():
                f"- interaction (GQA penalty - CoDA penalty): {fmt(inter)}; the paper: +1.09 - +0.19 = +0.90.",
                f"- seeds where differential attention reduces the bounded penalty: {sum(1 for x in inter if x > 0)} of {len(inter)}."]
         m, sd, _, _, n = stats(inter)
+        scale = stats([ppl["gqa_unbounded"][s] for s in both])[0]
+        size = f"{100 * m / scale:+.2f} % of the GQA arm's unbounded PPL"
         if n > 1 and sd == sd and sd > 0:
             verdict = ("reduces" if m > 0 else "increases") if abs(m) > 2 * sd / math.sqrt(n) else "does not measurably change"
             md.append(f"- at this scale differential attention {verdict} the bounded penalty (mean interaction {m:+.3f}, "
-                      f"standard error {sd / math.sqrt(n):.3f}; 'measurably' = beyond two standard errors).")
+                      f"standard error {sd / math.sqrt(n):.3f}; 'measurably' = beyond two standard errors); its size: {size}.")
+        else:
+            md.append(f"- one seed only (or no spread): no verdict; the interaction's size: {size}.")
     ctxs = sorted({c for d in sweep.values() for c in d})
     if ctxs:
         md += ["", "Context scaling (chunked, docs/protocol.md §3.3): PPL per context length over seeds", "",
