@@ -24,6 +24,15 @@ CC_FLAGS = -O2 -Wall -Wno-unused-function -I.
 
 HEADERS = $(wildcard llmc/*.h llmc/*.cuh llmc/cpu/*.h dev/test/*.h dev/test/*.cuh)
 
+# OpenMPI, when mpicc is here (Debian: libopenmpi-dev openmpi-bin): build/mpi_check (run by `make
+# test`), and train_coda's mpirun start (MPI only shares the NCCL id: llmc/launch_mpi.h). Without it
+# train_coda refuses an mpirun start of several ranks with a message; --nccl-init file:PATH needs no
+# MPI. (Defined before the rules: a rule's prerequisites are expanded as make reads it.)
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI_CHECK = $(if $(MPICC),build/mpi_check)
+MPI_NVCC_FLAGS = $(if $(MPICC),-DCODA_MPI $(filter -I% -D%,$(shell $(MPICC) --showme:compile)))
+MPI_NVCC_LIBS = $(if $(MPICC),$(filter -L% -l%,$(shell $(MPICC) --showme:link)))
+
 .PHONY: all help clean check-toolchain test test-asan shards demo study
 all: test_cpu test_coda train_coda infer_coda
 
@@ -74,9 +83,7 @@ data/foldoc/foldoc.txt:
 	-dev/data/fetch_foldoc.sh
 
 # ---- build/mpi_check: the multi-process start over OpenMPI (llmc/launch.h, launch_mpi.h), run by test_cpu
-# as mpirun -np 2 when mpicc is here (Debian: libopenmpi-dev openmpi-bin); otherwise that test SKIPs ----
-MPICC ?= $(shell command -v mpicc 2>/dev/null)
-MPI_CHECK = $(if $(MPICC),build/mpi_check)
+# as mpirun -np 2 when mpicc is here (MPICC above); otherwise that test SKIPs ----
 build/mpi_check: dev/test/mpi_check.c llmc/launch.h llmc/launch_mpi.h llmc/common.h
 	@mkdir -p build
 	$(MPICC) -O1 -Wall -I. -o $@ dev/test/mpi_check.c
@@ -105,9 +112,9 @@ test-asan: build/test_cpu_asan tokenize_coda bench_tokenizer coda_adapters | $(T
 test_coda: test_coda.cu $(HEADERS) | check-toolchain
 	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
 
-# ---- train_coda: the trainer (README "Training") ----
+# ---- train_coda: the trainer (README "Training"); with OpenMPI when mpicc is here (MPI_NVCC_FLAGS above) ----
 train_coda: train_coda.cu $(HEADERS) | check-toolchain
-	$(NVCC) $(NVCC_FLAGS) -o $@ $< $(NVCC_LIBS)
+	$(NVCC) $(NVCC_FLAGS) $(MPI_NVCC_FLAGS) -o $@ $< $(NVCC_LIBS) $(MPI_NVCC_LIBS)
 
 # ---- infer_coda: perplexity (sliding / chunked / streaming), generation, bounded-state save/load ----
 #   make infer_coda && ./infer_coda --model DIR --ppl data/shards/brown_val.bin --procedure chunked --ctx 2048

@@ -1,5 +1,4 @@
-// train_coda.cu — the trainer. One GPU in this version (the data loader and optimizer layout are
-// already rank-aware; multi-GPU is a later issue).
+// train_coda.cu — the trainer, on one GPU or data parallel over several (one process per GPU).
 //   Phase 0: a Mistral-architecture model from random init, standard GQA, all parameters trainable.
 //   Phase 1: from a base checkpoint (coda.c's or a Hugging Face Mistral directory), every attention
 //            layer becomes CoDA (unbounded): q/k/v/o copied, theta/lambda initialised (docs/spec.md §5,
@@ -14,6 +13,15 @@
 // train_state.bin}, written to a temporary directory and renamed, then OUT/LATEST is replaced
 // atomically: a crash never leaves a corrupt latest checkpoint. model.safetensors + config.json is a
 // Hugging Face model directory.
+// Multi-GPU (llmc/ddp.cuh): one process per GPU, started by `mpirun -np N ./train_coda ...` (MPI only
+// shares the NCCL id: llmc/launch_mpi.h; built in when make finds mpicc) or by N processes with
+// `--nccl-init file:PATH --rank R --world N` (no MPI: a rendezvous file). Data parallel with ZeRO-1:
+// each rank trains on its B rows of every global batch of N x B (--batch is per GPU), the gradients
+// are reduce-scattered, each rank updates its slice of the optimizer state, the parameters are
+// all-gathered. Rank 0 prints and writes log.txt; validation is split over the ranks (the same rows as
+// one GPU when --eval-batches is a multiple of N); checkpoints are the one-GPU format, written by all
+// ranks together into --out, which every rank must see (a shared file system across nodes), and
+// resume with any N. Without --nccl-init and outside mpirun: one GPU, no NCCL, exactly as before.
 // This file is the command line, the printing and the training loop; the rest is in llmc/.
 #include <errno.h>
 #include <sys/stat.h>
@@ -22,9 +30,21 @@
 #include "llmc/checkpoint.cuh"
 #include "llmc/cli.h"
 #include "llmc/dataloader.h"
+#include "llmc/ddp.cuh"
 #include "llmc/hf_model.h"
+#include "llmc/launch.h"
 #include "llmc/model.cuh"
 #include "llmc/presets.h"
+#ifdef CODA_MPI  // the Makefile defines it (and links OpenMPI) when mpicc is there
+#include "llmc/launch_mpi.h"
+#endif
+
+// Rank 0 prints; the other ranks only report errors (coda_fatal, on stderr).
+static int g_rank = 0;
+#define printf0(...)                             \
+    do {                                         \
+        if (g_rank == 0) printf(__VA_ARGS__);    \
+    } while (0)
 
 // ---------------------------------------------------------------------------------------------
 // Command line (llmc/cli.h)
@@ -52,6 +72,9 @@ typedef struct {
     double lr_scale;          // multiplies --lr and --lr-coda
     int detach_evicted, cross_block_grad, mask_unused_memory, candidate_order;
     int warmup_given, steps_given;
+    // multi-GPU (llmc/launch.h): NULL / -1 = not given
+    const char* nccl_init;
+    int rank, world, local_rank;
 } Options;
 
 static const CliChoice HEAD_NORM_CHOICES[] = {{"identity", HEAD_NORM_IDENTITY}, {"full", HEAD_NORM_FULL}, {NULL, 0}};
@@ -70,6 +93,7 @@ static void parse_options(Options* o, int argc, char** argv) {
     o->window = o->n_exact = o->n_summary = o->block = -1;
     o->lr_scale = 0.1; o->detach_evicted = 1; o->cross_block_grad = 1; o->mask_unused_memory = 1;
     o->candidate_order = CAND_ORDER_BY_GATE;
+    o->rank = o->world = o->local_rank = -1;
     char model_help[256];
     snprintf(model_help, sizeof(model_help), "phase 0 architecture: a preset (%s) or a config.json", model_preset_names());
     const CliFlag flags[] = {
@@ -84,7 +108,7 @@ static void parse_options(Options* o, int argc, char** argv) {
         cli_string("--train", &o->train_path, "FILE", "training token shard (tokenize_coda; required)"),
         cli_string("--val", &o->val_path, "FILE", "validation token shard"),
         cli_string("--out", &o->out_dir, "DIR", "checkpoints and log.txt"),
-        cli_int("--batch", &o->B, 1, INT_MAX, "B", "micro-batch rows"),
+        cli_int("--batch", &o->B, 1, INT_MAX, "B", "micro-batch rows per GPU (the global batch is GPUs x B x accum rows)"),
         cli_int("--seq", &o->T, 1, INT_MAX, "T", "tokens per row"),
         cli_int("--accum", &o->accum, 1, INT_MAX, "N", "micro-batches per update"),
         cli_given(cli_int("--steps", &o->steps, 1, INT_MAX, "N",
@@ -141,6 +165,17 @@ static void parse_options(Options* o, int argc, char** argv) {
         cli_enum("--candidate-order", &o->candidate_order, CANDIDATE_ORDER_CHOICES,
                  "which evicted tokens each bank gets: its highest gates, or the reference's\n"
                  "index-ordered top-k list (docs/spec.md §3.1)"),
+        cli_section("multi-GPU (one process per GPU; data parallel, ZeRO-1 optimizer state):"),
+        cli_string("--nccl-init", &o->nccl_init, "single|mpi|file:PATH",
+                   "how the processes find each other: single = one GPU, no NCCL (the default\n"
+                   "outside mpirun); mpi = started by mpirun -np N (the default under mpirun);\n"
+                   "file:PATH = rank 0 writes the NCCL id to PATH, on a file system every rank\n"
+                   "sees (PATH must not exist yet), with --rank and --world"),
+        cli_int("--rank", &o->rank, 0, INT_MAX, "R", "this process's rank (--nccl-init file:PATH)"),
+        cli_int("--world", &o->world, 1, INT_MAX, "N", "the number of processes (--nccl-init file:PATH)"),
+        cli_int("--local-rank", &o->local_rank, 0, INT_MAX, "L",
+                "the GPU of its node this process takes (default: mpirun's local rank, or\n"
+                "--rank: one node)"),
     };
     const CliSpec cli = {"train_coda", "train_coda [options]", NULL, flags, (int)(sizeof(flags) / sizeof(flags[0]))};
     cli_parse_or_exit(&cli, argc, argv);
@@ -156,10 +191,10 @@ static void parse_options(Options* o, int argc, char** argv) {
 
 // Prints what loading a model directory did (hf_load_params' report).
 static void print_load_report(const char* dir, const HfLoadReport* rep) {
-    printf("loaded %d tensors from %s (%d files)", rep->n_loaded, dir, rep->n_files);
-    if (rep->n_coda_missing) printf("; %d new CoDA tensors initialised", rep->n_coda_missing);
-    if (rep->n_unexpected) printf("; %d unexpected tensors ignored (e.g. %s)", rep->n_unexpected, rep->unexpected[0]);
-    printf("\n");
+    printf0("loaded %d tensors from %s (%d files)", rep->n_loaded, dir, rep->n_files);
+    if (rep->n_coda_missing) printf0("; %d new CoDA tensors initialised", rep->n_coda_missing);
+    if (rep->n_unexpected) printf0("; %d unexpected tensors ignored (e.g. %s)", rep->n_unexpected, rep->unexpected[0]);
+    printf0("\n");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -180,10 +215,17 @@ static double flops_per_token(const GpuModel* m) {
     double attn = 12.0 * c->n_layers * config_qdim(c) * keys * (c->differential ? 2 : 1);
     return 6.0 * n + attn;
 }
+// This process's GPU (a rank's, under data parallelism: nccl_init set it).
+static cudaDeviceProp this_gpu(void) {
+    int dev = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaDeviceProp p;
+    cudaCheck(cudaGetDeviceProperties(&p, dev));
+    return p;
+}
 // Dense bf16 peak of the card (H100/H200 SXM: 989 TFLOP/s); < 0 if unknown.
 static double peak_flops(void) {
-    cudaDeviceProp p;
-    cudaCheck(cudaGetDeviceProperties(&p, 0));
+    const cudaDeviceProp p = this_gpu();
     if (strstr(p.name, "H100") || strstr(p.name, "H200")) return 989e12;
     return -1;
 }
@@ -209,8 +251,9 @@ static void report_step_timing(const StepTimer* t, const Options* o, int update,
     }
 }
 
-// Mean loss per token over n batches of the (sequential) validation loader.
-static double evaluate(GpuModel* m, DataLoader* val, int n_batches) {
+// Mean loss per token over n batches of the (sequential) validation loader. Data parallel (dp): each
+// rank scores its B rows of n global batches, and the loss and token sums are added over the ranks.
+static double evaluate(GpuModel* m, DataLoader* val, int n_batches, Ddp* dp) {
     dataloader_reset(val);
     double total = 0;
     long long count = 0;
@@ -221,20 +264,61 @@ static double evaluate(GpuModel* m, DataLoader* val, int n_batches) {
         total += gpu_model_forward(m, val->inputs, val->targets, 0.0f, &scored);
         count += scored;
     }
+    if (dp) {
+        double sums[2] = {total, (double)count};
+        ddp_sum(dp, sums, 2);
+        total = sums[0];
+        count = (long long)sums[1];
+    }
     return count ? total / count : 0.0;
+}
+
+// How rank 0's NCCL id reaches the others (nccl_init's share): the rendezvous file, or MPI under
+// mpirun (MPI_Init here), if this build has it.
+static NcclShareId launch_share(const LaunchInfo* li, int* argc, char*** argv) {
+    if (li->kind == LAUNCH_FILE) return launch_share_id_file;
+#ifdef CODA_MPI
+    launch_mpi_init(argc, argv);
+    return launch_mpi_share_id;
+#else
+    (void)argc; (void)argv;
+    if (li->world > 1)
+        coda_fatal("rank %d: started by mpirun with %d processes, but this train_coda was built without MPI (make found no mpicc;\n"
+                   "Debian: apt-get install libopenmpi-dev, then rebuild), so the ranks cannot share the NCCL id over MPI.\n"
+                   "Without MPI, start one process per GPU with --nccl-init file:PATH --rank R --world N",
+                   li->rank, li->world);
+    return NULL;  // a world of one needs no sharing
+#endif
 }
 
 int main(int argc, char** argv) {
     Options o;
     parse_options(&o, argc, argv);
     CodaError err;
+    // ---- the processes: one (no NCCL at all), or one per GPU of a data-parallel run ----
+    LaunchInfo li;
+    if (launch_resolve(o.nccl_init, o.rank, o.world, o.local_rank, &li, &err) != 0) coda_fatal("%s", err.msg);
+    Ddp ddp;
+    Ddp* dp = NULL;  // NULL: the one-GPU path
+    NcclCtx nccl;
+    if (li.kind != LAUNCH_SINGLE) {
+        NcclShareId share = launch_share(&li, &argc, &argv);
+        if (nccl_init(&nccl, &li, share, &err) != 0) coda_fatal("%s", err.msg);  // picks this rank's GPU
+        g_rank = li.rank;
+        // the communicator exists, so every rank has read the rendezvous file: rank 0 removes it, and
+        // the next job may use the same path (launch.h refuses an existing one)
+        if (li.kind == LAUNCH_FILE && li.rank == 0 && li.world > 1) unlink(li.path);
+    }
+    const int lead = li.rank == 0;
     if (ckpt_make_dir(o.out_dir, &err) != 0) coda_fatal("%s", err.msg);
     const TrainRun run = {o.seed, o.B, o.T, o.accum};
-    int n_unfinished;
-    char unfinished[2048];
-    if (ckpt_remove_unfinished(o.out_dir, &n_unfinished, unfinished, sizeof(unfinished), &err) != 0) coda_fatal("%s", err.msg);
-    if (n_unfinished)
-        printf("removed %d unfinished checkpoint%s left by an interrupted run: %s\n", n_unfinished, n_unfinished > 1 ? "s" : "", unfinished);
+    if (lead) {  // only rank 0 removes (the others only ever look at complete checkpoints, not at .tmp ones)
+        int n_unfinished;
+        char unfinished[2048];
+        if (ckpt_remove_unfinished(o.out_dir, &n_unfinished, unfinished, sizeof(unfinished), &err) != 0) coda_fatal("%s", err.msg);
+        if (n_unfinished)
+            printf("removed %d unfinished checkpoint%s left by an interrupted run: %s\n", n_unfinished, n_unfinished > 1 ? "s" : "", unfinished);
+    }
 
     // ---- model ----
     ModelConfig cfg;
@@ -242,10 +326,10 @@ int main(int argc, char** argv) {
     char resume_note[2048] = "";
     int found = o.resume ? ckpt_find_resume(o.out_dir, resume_dir, sizeof(resume_dir), resume_note, sizeof(resume_note), &err) : 1;
     if (found < 0) coda_fatal("%s", err.msg);
-    if (resume_note[0]) printf("--resume: %s\n", resume_note);
+    if (resume_note[0]) printf0("--resume: %s\n", resume_note);
     int resuming = found == 0;
     const int random_base = o.phase >= 1 && !resuming && o.init && strcmp(o.init, "random") == 0;
-    if (o.resume && !resuming) printf("--resume: no checkpoint in %s yet, starting fresh\n", o.out_dir);
+    if (o.resume && !resuming) printf0("--resume: no checkpoint in %s yet, starting fresh\n", o.out_dir);
     if (resuming) {
         char path[4300];
         snprintf(path, sizeof(path), "%s/config.json", resume_dir);
@@ -276,6 +360,10 @@ int main(int argc, char** argv) {
     if (config_validate(&cfg, &err) != 0) coda_fatal("%s", err.msg);
     GpuModel m;
     gpu_model_create(&m, &cfg, o.phase == 0 ? TRAIN_ALL : o.gqa_arm ? TRAIN_ATTENTION_NO_DIFF : TRAIN_ATTENTION);
+    if (li.kind != LAUNCH_SINGLE) {  // ZeRO-1: this rank's slice of the optimizer state, the padded gradient
+        ddp_create(&ddp, &m, &nccl);
+        dp = &ddp;
+    }
     // phase 0 and a random base draw everything; a base / phase-1 checkpoint or a resumed one supplies
     // all but the tensors it lacks (phase 1: theta, lambda; phase 2: write gate, eta)
     gpu_model_init_random(&m, (uint64_t)o.seed, resuming || (o.phase >= 1 && !random_base));
@@ -283,27 +371,35 @@ int main(int argc, char** argv) {
     int start_step = 0;
     if (resuming) {
         HfLoadReport rep;
-        if (checkpoint_resume(&m, resume_dir, &run, &rep, &start_step, &pos, &err) != 0) coda_fatal("%s", err.msg);
+        const int rc = dp ? ddp_checkpoint_resume(&m, dp, resume_dir, &run, &rep, &start_step, &pos, &err)
+                          : checkpoint_resume(&m, resume_dir, &run, &rep, &start_step, &pos, &err);
+        if (rc != 0) coda_fatal("%s", err.msg);
         print_load_report(resume_dir, &rep);
-        printf("resumed from %s at update %d\n", resume_dir, start_step);
+        printf0("resumed from %s at update %d\n", resume_dir, start_step);
     } else {
-        if (o.phase >= 1 && !random_base) {
+        if (o.phase >= 1 && !random_base) {  // every rank reads the same files: identical models, no broadcast
             HfLoadReport rep;
             if (checkpoint_load_weights(&m, o.init, &rep, &err) != 0) coda_fatal("%s", err.msg);
             print_load_report(o.init, &rep);
         }
-        gpu_model_sync_masters(&m);
+        if (dp) ddp_sync_masters(&m, dp);
+        else gpu_model_sync_masters(&m);
     }
     gpu_model_alloc_acts(&m, o.B, o.T, o.recompute, o.chunk_rows);
 
     // ---- data ----
+    // each rank takes its B rows of every global batch of world x B (dataloader.h)
+    const int world = li.world;
     DataLoader train, val;
-    if (dataloader_init(&train, o.train_path, o.B, o.T, 0, 1, (uint64_t)o.seed, 1, &err) != 0) coda_fatal("%s", err.msg);
+    if (dataloader_init(&train, o.train_path, o.B, o.T, li.rank, world, (uint64_t)o.seed, 1, &err) != 0) coda_fatal("%s", err.msg);
     if (train.header.vocab_size > cfg.vocab_size)
         coda_fatal("%s was tokenized with a vocabulary of %d but the model has %d", o.train_path, train.header.vocab_size, cfg.vocab_size);
     if (dataloader_seek(&train, pos, &err) != 0) coda_fatal("%s", err.msg);
     int have_val = o.val_path != NULL;
-    if (have_val && dataloader_init(&val, o.val_path, o.B, o.T, 0, 1, 0, 0, &err) != 0) coda_fatal("%s", err.msg);
+    if (have_val && dataloader_init(&val, o.val_path, o.B, o.T, li.rank, world, 0, 0, &err) != 0) coda_fatal("%s", err.msg);
+    // validation: --eval-batches batches of B rows in all, split over the ranks (rank r scores rows
+    // r*B.. of each global batch), so with a multiple of world they are the one-GPU run's rows
+    const int eval_batches = (o.eval_batches + world - 1) / world;
 
     // ---- optimizer ----
     AdamWConfig opt;
@@ -315,27 +411,36 @@ int main(int argc, char** argv) {
     opt.beta1 = o.beta1; opt.beta2 = o.beta2; opt.eps = o.eps; opt.grad_clip = o.clip;
 
     double fpt = flops_per_token(&m), peak = peak_flops();
-    cudaDeviceProp prop;
-    cudaCheck(cudaGetDeviceProperties(&prop, 0));
-    printf("coda.c train | phase %d | %s | %s | %d layers d%d | %zu params, %zu trainable | B %d T %d accum %d | %d updates\n",
-           o.phase, prop.name, PRECISION_NAME, cfg.n_layers, cfg.dim, m.table.total, m.n_train, o.B, o.T, o.accum, o.steps);
+    const cudaDeviceProp prop = this_gpu();
+    printf0("coda.c train | phase %d | %s | %s | %d layers d%d | %zu params, %zu trainable | B %d T %d accum %d | %d updates\n",
+            o.phase, prop.name, PRECISION_NAME, cfg.n_layers, cfg.dim, m.table.total, m.n_train, o.B, o.T, o.accum, o.steps);
+    if (dp) {
+        printf0("data parallel: %d GPUs, global batch %d x %d x %d = %lld rows, %lld tokens per update | ZeRO-1: %zu of the %zu "
+                "optimizer values per rank | validation: %d x %d rows%s\n",
+                world, world, o.B, o.accum, (long long)world * o.B * o.accum, (long long)world * o.B * o.accum * o.T, dp->slice.shard,
+                m.n_train, eval_batches * world, o.B, eval_batches * world != o.eval_batches ? " (--eval-batches rounded up to a multiple of the GPUs)" : "");
+    }
     if (cfg.bounded)
-        printf("bounded state: W %d, exact %d, summary %d, block %d | detach_evicted %d cross_block_grad %d mask_unused_memory %d | "
+        printf0("bounded state: W %d, exact %d, summary %d, block %d | detach_evicted %d cross_block_grad %d mask_unused_memory %d | "
                "candidate order %s%s\n", cfg.window, cfg.n_exact, cfg.n_summary, cfg.block_size, cfg.detach_evicted, cfg.cross_block_grad,
                cfg.mask_unused_memory, cfg.candidate_order == CAND_ORDER_REFERENCE ? "reference" : "by_gate", o.gqa_arm ? " | GQA arm" : "");
     char log_path[4200];
     snprintf(log_path, sizeof(log_path), "%s/log.txt", o.out_dir);
-    FILE* log = fopen(log_path, "a");
-    if (!log) coda_fatal("cannot open %s: %s", log_path, strerror(errno));
-    fprintf(log, "# phase %d card %s precision %s B %d T %d accum %d start %d\n", o.phase, prop.name, PRECISION_NAME, o.B, o.T, o.accum, start_step);
+    FILE* log = NULL;  // rank 0's
+    if (lead) {
+        log = fopen(log_path, "a");
+        if (!log) coda_fatal("cannot open %s: %s", log_path, strerror(errno));
+        fprintf(log, "# phase %d card %s precision %s B %d T %d accum %d start %d\n", o.phase, prop.name, PRECISION_NAME, o.B, o.T, o.accum, start_step);
+        if (dp) fprintf(log, "# data parallel: %d GPUs, B %d per GPU, global batch %d rows\n", world, o.B, world * o.B * o.accum);
+    }
     int last_saved = resuming ? start_step : -1;
     size_t peak_mem = 0;
     StepTimer timer;  // --timing: set as m.timer for that one update only, so the others pay nothing
     if (o.timing) {
         if (o.timing <= start_step || o.timing > o.steps)
-            printf("--timing %d: this run does updates %d..%d, so nothing will be timed\n", o.timing, start_step + 1, o.steps);
+            printf0("--timing %d: this run does updates %d..%d, so nothing will be timed\n", o.timing, start_step + 1, o.steps);
         else if (o.timing == start_step + 1)
-            printf("--timing %d: the first update of a run includes warm-up (cuBLASLt plans); time a later one\n", o.timing);
+            printf0("--timing %d: the first update of a run includes warm-up (cuBLASLt plans); time a later one\n", o.timing);
         step_timer_init(&timer, m.ctx.stream);
     }
     for (int step = start_step; step < o.steps; step++) {
@@ -359,13 +464,14 @@ int main(int argc, char** argv) {
             gpu_model_backward(&m);
         }
         double loss = loss_sum / o.accum;
+        if (dp) loss = ddp_mean(dp, loss);  // the mean over ranks: every rank logs, and stops on, the same value
         if (!isfinite(loss)) {
             char last[4200] = "none";
             if (ckpt_latest_read(o.out_dir, last, sizeof(last), NULL) != 0) snprintf(last, sizeof(last), "none");
             coda_fatal("loss is %f at update %d; stopping. Last good checkpoint: %s", loss, step, last);
         }
         double lr_scale = lr_schedule(step, o.steps, o.warmup, o.min_lr_frac);
-        float norm = gpu_model_update(&m, &opt, lr_scale);
+        float norm = dp ? ddp_update(&m, dp, &opt, lr_scale) : gpu_model_update(&m, &opt, lr_scale);
         if (timed) {
             step_timer_end_update(&timer);
             m.timer = NULL;  // evaluation and the other updates are not timed
@@ -375,41 +481,51 @@ int main(int argc, char** argv) {
         size_t free_b, total_b;
         cudaCheck(cudaMemGetInfo(&free_b, &total_b));
         if (total_b - free_b > peak_mem) peak_mem = total_b - free_b;
-        double tok_s = (double)o.B * o.T * o.accum / dt, mfu = peak > 0 ? fpt * tok_s / peak : -1;
+        // tokens per second of the whole run (all GPUs); MFU per GPU
+        double tok_s = (double)world * o.B * o.T * o.accum / dt, mfu = peak > 0 ? fpt * tok_s / world / peak : -1;
         if (step % o.log_every == 0 || step == o.steps - 1) {
-            printf("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f ms | %.0f tok/s | MFU %.1f%% | mem %.1f GiB\n", step + 1, o.steps,
+            printf0("step %5d/%d | loss %.4f | lr %.3e | norm %.3f | %.0f ms | %.0f tok/s | MFU %.1f%% | mem %.1f GiB\n", step + 1, o.steps,
                    loss, lr_scale * opt.lr[GROUP_ATTN_PROJ], norm, dt * 1e3, tok_s, mfu * 100, (total_b - free_b) / 1073741824.0);
             fflush(stdout);
         }
-        fprintf(log, "step %d loss %.6f lr %.6e norm %.6f ms %.2f tok_s %.1f mfu %.4f mem_gib %.2f\n", step + 1, loss, lr_scale * opt.lr[GROUP_ATTN_PROJ], norm,
-                dt * 1e3, tok_s, mfu, (total_b - free_b) / 1073741824.0);
+        if (log)
+            fprintf(log, "step %d loss %.6f lr %.6e norm %.6f ms %.2f tok_s %.1f mfu %.4f mem_gib %.2f\n", step + 1, loss,
+                    lr_scale * opt.lr[GROUP_ATTN_PROJ], norm, dt * 1e3, tok_s, mfu, (total_b - free_b) / 1073741824.0);
         if (timed) {
             step_timer_collect(&timer);
-            report_step_timing(&timer, &o, step + 1, prop.name, log);
+            if (lead) report_step_timing(&timer, &o, step + 1, prop.name, log);  // rank 0's update
         }
         if (have_val && o.eval_every > 0 && ((step + 1) % o.eval_every == 0 || step == o.steps - 1)) {
-            double vl = evaluate(&m, &val, o.eval_batches);
-            printf("step %5d | val loss %.4f | val ppl %.3f\n", step + 1, vl, exp(vl));
-            fprintf(log, "step %d val_loss %.6f\n", step + 1, vl);
+            double vl = evaluate(&m, &val, eval_batches, dp);
+            printf0("step %5d | val loss %.4f | val ppl %.3f\n", step + 1, vl, exp(vl));
+            if (log) fprintf(log, "step %d val_loss %.6f\n", step + 1, vl);
         }
-        fflush(log);
+        if (log) fflush(log);
         if (o.save_every > 0 && ((step + 1) % o.save_every == 0 || step == o.steps - 1)) {
-            if (checkpoint_save(&m, o.out_dir, step + 1, &run, dataloader_position(&train), &err) != 0) coda_fatal("%s", err.msg);
+            const int rc = dp ? ddp_checkpoint_save(&m, dp, o.out_dir, step + 1, &run, dataloader_position(&train), &err)
+                              : checkpoint_save(&m, o.out_dir, step + 1, &run, dataloader_position(&train), &err);
+            if (rc != 0) coda_fatal("%s", err.msg);
             last_saved = step + 1;
-            printf("saved %s/step_%08d\n", o.out_dir, step + 1);
+            printf0("saved %s/step_%08d\n", o.out_dir, step + 1);
             int n_pruned;
             char pruned[4096];
-            if (ckpt_prune(o.out_dir, o.keep_last, &n_pruned, pruned, sizeof(pruned), &err) != 0)
-                fprintf(stderr, "warning: --keep-last %d: %s (training goes on)\n", o.keep_last, err.msg);
-            else if (n_pruned)
-                printf("deleted %s (--keep-last %d)\n", pruned, o.keep_last);
+            if (lead) {  // rank 0 alone deletes
+                if (ckpt_prune(o.out_dir, o.keep_last, &n_pruned, pruned, sizeof(pruned), &err) != 0)
+                    fprintf(stderr, "warning: --keep-last %d: %s (training goes on)\n", o.keep_last, err.msg);
+                else if (n_pruned)
+                    printf("deleted %s (--keep-last %d)\n", pruned, o.keep_last);
+            }
         }
     }
-    printf("done: peak GPU memory in use %.1f GiB; last checkpoint step %d\n", peak_mem / 1073741824.0, last_saved);
-    fclose(log);
+    printf0("done: peak GPU memory in use %.1f GiB%s; last checkpoint step %d\n", peak_mem / 1073741824.0, dp ? " (rank 0)" : "", last_saved);
+    if (log) fclose(log);
     if (o.timing) step_timer_free(&timer);
     dataloader_free(&train);
     if (have_val) dataloader_free(&val);
+    if (dp) ddp_free(dp);  // the communicator too
     gpu_model_free(&m);
+#ifdef CODA_MPI
+    if (li.kind == LAUNCH_MPI) MPI_Finalize();
+#endif
     return 0;
 }

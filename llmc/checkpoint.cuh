@@ -58,30 +58,63 @@ static inline TrainStateExpect checkpoint_expect(const GpuModel* m, const TrainR
     return e;
 }
 
-// Saves update `step` into OUT/step_NNNNNNNN (through step_NNNNNNNN.tmp) and points OUT/LATEST at it.
-static inline int checkpoint_save(GpuModel* m, const char* out_dir, int step, const TrainRun* run, DataPosition pos, CodaError* err) {
-    char name[64], dir[4200], tmp[4300], path[4400];
-    ckpt_step_name(step, name, sizeof(name));
-    snprintf(dir, sizeof(dir), "%s/%s", out_dir, name);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", dir);
-    if (ckpt_make_dir(tmp, err) != 0) return -1;
-    snprintf(path, sizeof(path), "%s/config.json", tmp);
+// The paths of checkpoint `step` in out_dir: OUT/step_NNNNNNNN, written as OUT/step_NNNNNNNN.tmp.
+typedef struct {
+    char name[64], dir[4200], tmp[4300], state[4400];  // state: tmp/train_state.bin
+} CkptPaths;
+static inline void checkpoint_paths(const char* out_dir, int step, CkptPaths* p) {
+    ckpt_step_name(step, p->name, sizeof(p->name));
+    snprintf(p->dir, sizeof(p->dir), "%s/%s", out_dir, p->name);
+    snprintf(p->tmp, sizeof(p->tmp), "%s.tmp", p->dir);
+    snprintf(p->state, sizeof(p->state), "%s/train_state.bin", p->tmp);
+}
+
+// The first part of a save: p->tmp created, with config.json and the weights, the floatX parameters
+// exactly as trained (bf16 in the BF16 build).
+static inline int checkpoint_write_model(const GpuModel* m, const CkptPaths* p, CodaError* err) {
+    char path[4400];
+    if (ckpt_make_dir(p->tmp, err) != 0) return -1;
+    snprintf(path, sizeof(path), "%s/config.json", p->tmp);
     if (config_write_hf_dtype(path, &m->cfg, FLOATX_DTYPE, err) != 0) return -1;
-    // weights: the floatX parameters exactly as trained (bf16 in the BF16 build)
     void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "checkpoint weights");
     cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
-    int rc = hf_save_params(tmp, &m->table, host, FLOATX_DTYPE, FLOATX_DTYPE, HF_DEFAULT_SHARD_BYTES, err);
+    int rc = hf_save_params(p->tmp, &m->table, host, FLOATX_DTYPE, FLOATX_DTYPE, HF_DEFAULT_SHARD_BYTES, err);
     free(host);
-    if (rc != 0) return -1;
-    snprintf(path, sizeof(path), "%s/train_state.bin", tmp);
-    FILE* f = fopen(path, "wb");
-    if (!f) return coda_errorf(err, "cannot write %s: %s", path, strerror(errno));
+    return rc;
+}
+
+// The train state's header of update `step` (checksum 0: it is filled in when the arrays are written).
+static inline TrainStateHeader checkpoint_header(const GpuModel* m, int step, const TrainRun* run, DataPosition pos) {
     TrainStateHeader h;
     memset(&h, 0, sizeof(h));
     h.magic = TRAIN_STATE_MAGIC; h.version = TRAIN_STATE_VERSION; h.n_train = (int64_t)m->n_train; h.step = step;
     h.adam_step = m->adam_step; h.data_epoch = (int64_t)pos.epoch; h.data_index = (int64_t)pos.index; h.seed = run->seed;
     h.B = run->B; h.T = run->T; h.accum = run->accum;
     h.layout = (int64_t)train_state_layout(&m->table, m->train_offset);
+    return h;
+}
+
+// The last part of a save, once everything is in p->tmp: renamed to p->dir, then OUT/LATEST.
+static inline int checkpoint_commit(const char* out_dir, const CkptPaths* p, CodaError* err) {
+    if (rename(p->tmp, p->dir) != 0) {
+        // an older checkpoint of the same step (e.g. after a resume) is replaced
+        if (ckpt_remove_tree(p->dir, err) != 0) return -1;
+        if (rename(p->tmp, p->dir) != 0) return coda_errorf(err, "cannot rename %s to %s: %s", p->tmp, p->dir, strerror(errno));
+    }
+    return ckpt_latest_write(out_dir, p->name, err);
+}
+
+// Saves update `step` into OUT/step_NNNNNNNN (through step_NNNNNNNN.tmp) and points OUT/LATEST at it.
+// (Under ZeRO-1 every rank writes its slices of the state: ddp_checkpoint_save, llmc/ddp.cuh.)
+static inline int checkpoint_save(GpuModel* m, const char* out_dir, int step, const TrainRun* run, DataPosition pos, CodaError* err) {
+    if (!m->master) return coda_errorf(err, "checkpoint_save: the optimizer state is sharded (ZeRO-1): save with ddp_checkpoint_save");
+    CkptPaths p;
+    checkpoint_paths(out_dir, step, &p);
+    if (checkpoint_write_model(m, &p, err) != 0) return -1;
+    const char* path = p.state;
+    FILE* f = fopen(path, "wb");
+    if (!f) return coda_errorf(err, "cannot write %s: %s", path, strerror(errno));
+    TrainStateHeader h = checkpoint_header(m, step, run, pos);
     // the header goes first with checksum 0, the arrays stream through the checksum, then the header
     // is written again with it
     Checksum sum;
@@ -102,16 +135,11 @@ static inline int checkpoint_save(GpuModel* m, const char* out_dir, int step, co
         return coda_errorf(err, "cannot finish %s: %s", path, strerror(errno));
     }
     if (fclose(f) != 0) return coda_errorf(err, "cannot finish %s: %s", path, strerror(errno));
-    if (rename(tmp, dir) != 0) {
-        // an older checkpoint of the same step (e.g. after a resume) is replaced
-        if (ckpt_remove_tree(dir, err) != 0) return -1;
-        if (rename(tmp, dir) != 0) return coda_errorf(err, "cannot rename %s to %s: %s", tmp, dir, strerror(errno));
-    }
-    return ckpt_latest_write(out_dir, name, err);
+    return checkpoint_commit(out_dir, &p, err);
 }
 
 // Loads a model directory's weights into the GPU model (CoDA tensors the directory lacks keep their
-// values); *rep says what was loaded.
+// values); *rep says what was loaded. (The masters are not touched: gpu_model_sync_masters.)
 static inline int checkpoint_load_weights(GpuModel* m, const char* dir, HfLoadReport* rep, CodaError* err) {
     void* host = coda_malloc_or_die(sizeof(floatX) * m->table.total, "weights staging");
     cudaCheck(cudaMemcpy(host, m->params, sizeof(floatX) * m->table.total, cudaMemcpyDeviceToHost));
@@ -121,12 +149,21 @@ static inline int checkpoint_load_weights(GpuModel* m, const char* dir, HfLoadRe
     return rc;
 }
 
+// What a resumed run continues from besides the arrays: the optimizer step, the data position, the update.
+static inline void checkpoint_resume_counters(GpuModel* m, const TrainStateHeader* h, int* step, DataPosition* pos) {
+    m->adam_step = (int)h->adam_step;
+    pos->epoch = (uint64_t)h->data_epoch;
+    pos->index = (uint64_t)h->data_index;
+    *step = (int)h->step;
+}
+
 // Resumes from checkpoint directory `dir`: weights, fp32 masters, AdamW moments and step; *step is
 // the number of updates done, *pos where the training data continues. The state must be of this
 // model and run (train_state_check_header) and pass its checksum. On an error the model's weights
 // and optimizer state are partly overwritten: the caller starts again or stops.
 static inline int checkpoint_resume(GpuModel* m, const char* dir, const TrainRun* run, HfLoadReport* rep, int* step, DataPosition* pos,
                                     CodaError* err) {
+    if (!m->master) return coda_errorf(err, "checkpoint_resume: the optimizer state is sharded (ZeRO-1): resume with ddp_checkpoint_resume");
     char path[4300];
     snprintf(path, sizeof(path), "%s/train_state.bin", dir);
     TrainStateExpect expect = checkpoint_expect(m, run);
@@ -147,9 +184,6 @@ static inline int checkpoint_resume(GpuModel* m, const char* dir, const TrainRun
     }
     fclose(f);
     if (h.version >= 2 && checksum_final(&sum) != (uint64_t)h.checksum) return coda_errorf(err, "%s is damaged: checksum mismatch", path);
-    m->adam_step = (int)h.adam_step;
-    pos->epoch = (uint64_t)h.data_epoch;
-    pos->index = (uint64_t)h.data_index;
-    *step = (int)h.step;
+    checkpoint_resume_counters(m, &h, step, pos);
     return 0;
 }

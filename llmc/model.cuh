@@ -13,6 +13,8 @@
 //   master   fp32, trainable tensors only, in a compact layout (train_offset[i] = offset or -1)
 //   grad     fp32, same compact layout (weight gradients straight from cuBLASLt in fp32)
 //   adam_m/v fp32, same compact layout
+// Under ZeRO-1 (llmc/ddp.cuh) grad is padded to the ranks' equal shards and master / adam_m / adam_v
+// are NULL: each rank's Ddp holds its slice of them (gpu_model_shard_optimizer).
 // Activations are floatX with fp32 norm statistics and log-sum-exps. With recompute on, all layers
 // share one set of per-layer activations and the backward re-runs each layer's forward first, so
 // only the residual stream entering each layer is kept.
@@ -78,6 +80,9 @@ typedef struct GpuModel {
     long long* train_offset;      // [table.n] into the fp32 buffers, -1 = frozen
     size_t n_train;               // elements of the fp32 buffers (trainable tensors, each aligned)
     float *master, *grad, *adam_m, *adam_v;
+    // the AdamW segment table of the compact layout (one segment per trainable tensor, its group's
+    // lr/wd by index): built with the buffers, so a step is one launch (adamw_table_update)
+    AdamWTable adamw;
     int adam_step;
     // 1 from gpu_model_zero_grad to the end of the next backward: the weight gradients of matmuls are
     // then written with beta 0 (overwritten), so zero_grad need not clear them (~5 GB at 7B phase 1)
@@ -147,14 +152,35 @@ static void gpu_model_create(GpuModel* m, const ModelConfig* c, TrainPolicy poli
     m->grad = (float*)cuda_malloc_or_die(sizeof(float) * nt, "fp32 gradients");
     m->adam_m = (float*)cuda_malloc_or_die(sizeof(float) * nt, "AdamW first moments");
     m->adam_v = (float*)cuda_malloc_or_die(sizeof(float) * nt, "AdamW second moments");
+    cudaCheck(cudaMemset(m->master, 0, sizeof(float) * nt));  // the alignment gaps: a checkpoint's bytes are deterministic
     cudaCheck(cudaMemset(m->grad, 0, sizeof(float) * nt));
     cudaCheck(cudaMemset(m->adam_m, 0, sizeof(float) * nt));
     cudaCheck(cudaMemset(m->adam_v, 0, sizeof(float) * nt));
+    AdamWSegment* seg = (AdamWSegment*)coda_malloc_or_die(sizeof(AdamWSegment) * (size_t)(m->table.n ? m->table.n : 1), "AdamW segments");
+    const int n_seg = adamw_segments_from_table(&m->table, m->train_offset, seg, m->table.n);
+    adamw_table_create(&m->adamw, seg, n_seg, m->n_train);
+    free(seg);
     m->scalar = (float*)cuda_malloc_or_die(sizeof(float), "scalar");
 }
 
-// Masters = the floatX parameters, widened (after init or load).
+// ZeRO-1 (llmc/ddp.cuh): grad grows to grad_len >= n_train elements, all zero (the reduce-scatter
+// sends world equal shards; the padding and the alignment gaps are never written by the backward,
+// so they stay zero), and the full-size master / adam_m / adam_v are freed (at Mistral-7B phase 1,
+// 16 GB): the rank's Ddp holds its slice of them, and gpu_model_update refuses to run.
+static void gpu_model_shard_optimizer(GpuModel* m, size_t grad_len) {
+    if (grad_len < m->n_train) coda_fatal("gpu_model_shard_optimizer: %zu gradient elements for %zu trainable", grad_len, m->n_train);
+    float* ptrs[] = {m->grad, m->master, m->adam_m, m->adam_v};
+    for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    m->master = m->adam_m = m->adam_v = NULL;
+    const size_t n = grad_len ? grad_len : 1;
+    m->grad = (float*)cuda_malloc_or_die(sizeof(float) * n, "fp32 gradients (padded to the ZeRO shards)");
+    cudaCheck(cudaMemset(m->grad, 0, sizeof(float) * n));
+}
+
+// Masters = the floatX parameters, widened (after init or load). Under ZeRO (no full masters here)
+// nothing: ddp_sync_masters widens the rank's slice.
 static void gpu_model_sync_masters(GpuModel* m) {
+    if (!m->master) return;
     for (int i = 0; i < m->table.n; i++) {
         if (m->train_offset[i] < 0) continue;
         const ParamTensor* t = &m->table.tensors[i];
@@ -590,22 +616,35 @@ static float gpu_model_grad_norm(GpuModel* m) {
     return sqrtf(global_norm_read(&m->ctx, m->scalar));  // waits for the GPU: the host needs the norm to clip
 }
 
-// AdamW on every trainable tensor with its group's lr (times lr_scale) and weight decay, after global
-// norm clipping to opt->grad_clip. Returns the norm before clipping.
-static float gpu_model_update(GpuModel* m, const AdamWConfig* opt, double lr_scale) {
-    float norm = gpu_model_grad_norm(m);
-    float scale = (opt->grad_clip > 0 && norm > opt->grad_clip) ? (float)(opt->grad_clip / (norm + 1e-6)) : 1.0f;
+// The gradient scale of global-norm clipping to opt->grad_clip (1 when off or not needed).
+static inline float gpu_model_clip_scale(const AdamWConfig* opt, float norm) {
+    return (opt->grad_clip > 0 && norm > opt->grad_clip) ? (float)(opt->grad_clip / (norm + 1e-6)) : 1.0f;
+}
+
+// One AdamW step (m->adam_step + 1) over table t, on the fp32 buffers t indexes and the floatX
+// buffer its param_offsets index: each group's lr (times lr_scale) and weight decay, the gradients
+// times grad_scale. Shared by gpu_model_update (the whole layout) and ddp_update (a ZeRO slice).
+static void gpu_model_adamw(GpuModel* m, const AdamWTable* t, float* master, floatX* param, const float* grad, float* mm, float* vv,
+                            const AdamWConfig* opt, double lr_scale, float grad_scale) {
     m->adam_step++;
-    for (int i = 0; i < m->table.n; i++) {
-        long long off = m->train_offset[i];
-        if (off < 0) continue;
-        const ParamTensor* t = &m->table.tensors[i];
-        ParamGroup grp = PARAM_KINDS[t->kind].group;
-        STEP_TIMED(m->timer, ST_OPTIMIZER,
-                   adamw_update(&m->ctx, m->master + off, m->params + t->offset, m->grad + off, m->adam_m + off, m->adam_v + off, t->numel,
-                                (float)(opt->lr[grp] * lr_scale), (float)opt->beta1, (float)opt->beta2, (float)opt->eps,
-                                (float)opt->weight_decay[grp], scale, m->adam_step));
+    float lr[GROUP_COUNT], wd[GROUP_COUNT];
+    for (int g = 0; g < GROUP_COUNT; g++) {
+        lr[g] = (float)(opt->lr[g] * lr_scale);
+        wd[g] = (float)opt->weight_decay[g];
     }
+    STEP_TIMED(m->timer, ST_OPTIMIZER,
+               adamw_table_update(&m->ctx, t, master, param, grad, mm, vv, lr, wd, (float)opt->beta1, (float)opt->beta2, (float)opt->eps,
+                                  grad_scale, m->adam_step));
+}
+
+// AdamW on every trainable tensor with its group's lr (times lr_scale) and weight decay, after global
+// norm clipping to opt->grad_clip, in one launch over m->adamw (bitwise the per-tensor adamw_update
+// launches: each group's lr is rounded to float from the same double product). Returns the norm
+// before clipping.
+static float gpu_model_update(GpuModel* m, const AdamWConfig* opt, double lr_scale) {
+    if (!m->master) coda_fatal("gpu_model_update: the optimizer state is sharded (ZeRO-1): update with ddp_update");
+    float norm = gpu_model_grad_norm(m);
+    gpu_model_adamw(m, &m->adamw, m->master, m->params, m->grad, m->adam_m, m->adam_v, opt, lr_scale, gpu_model_clip_scale(opt, norm));
     return norm;
 }
 
@@ -635,6 +674,7 @@ static void gpu_model_free(GpuModel* m) {
     gpu_model_free_acts(m);
     void* ptrs[] = {m->params, m->master, m->grad, m->adam_m, m->adam_v, m->scalar};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    adamw_table_free(&m->adamw);
     free(m->train_offset);
     param_table_free(&m->table);
     gpu_context_free(&m->ctx);

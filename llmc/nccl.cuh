@@ -111,3 +111,7 @@ static inline void nccl_all_gather_x(const NcclCtx* c, const floatX* send, float
 static inline void nccl_all_reduce_f32(const NcclCtx* c, const float* send, float* recv, size_t count, cudaStream_t stream) {
     ncclCheck(c, ncclAllReduce(send, recv, count, ncclFloat32, ncclSum, c->comm, stream));
 }
+// The same in fp64 (host-side sums for logging and agreement: losses, token counts, failure flags).
+static inline void nccl_all_reduce_f64(const NcclCtx* c, const double* send, double* recv, size_t count, cudaStream_t stream) {
+    ncclCheck(c, ncclAllReduce(send, recv, count, ncclFloat64, ncclSum, c->comm, stream));
+}

@@ -17,7 +17,7 @@
 // The categories, in print order. A new one goes in both the enum and the table.
 typedef enum {
     ST_MATMUL_FWD, ST_MATMUL_DGRAD, ST_MATMUL_WGRAD, ST_ATTENTION_FWD, ST_ATTENTION_BWD, ST_NORM, ST_ROPE,
-    ST_SWIGLU, ST_EMBEDDING, ST_CLASSIFIER, ST_OPTIMIZER, ST_BANK, ST_OTHER, ST_COUNT
+    ST_SWIGLU, ST_EMBEDDING, ST_CLASSIFIER, ST_OPTIMIZER, ST_BANK, ST_COMM, ST_OTHER, ST_COUNT
 } StepCategory;
 
 typedef struct {
@@ -38,6 +38,7 @@ static const StepCategoryInfo STEP_CATEGORIES[ST_COUNT] = {
     {"classifier", "fused softmax cross-entropy and the loss sum"},
     {"optimizer", "gradient norm and AdamW (clipping is folded into AdamW)"},
     {"bank", "bounded layers: write gate, bank scan and its reverse pass"},
+    {"comm", "multi-GPU: reduce-scatter, all-gathers, all-reduces, the gathered-parameter copies"},
     {"other", "residual adds, token uploads, gradient zeroing and copies"},
 };
 
