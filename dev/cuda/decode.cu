@@ -1,5 +1,9 @@
 // decode.cu — benchmark of llmc/decode.cuh (llm.c style: CPU check, then timing).
-//   make decode && ./decode [contexts=2048,8192,32768,131072] [steps=64]
+//   make decode && ./decode [contexts=2048,8192,32768,131072] [steps=64] [step-only]
+// step-only: only the default bounded step at each length (no CPU check, gemv table, variants,
+// cuBLASLt or unbounded rows), for a per-kernel profile of the step as the graph runs it:
+//   ncu --clock-control none --metrics gpu__time_duration.sum -k regex:'gemv|decode_' ./decode 2048 3 step-only > ncu.txt
+//   python3 dev/cuda/ncu_table.py ncu.txt
 // 1. CPU check: the write kernel against bank_write_one (bitwise), and the whole decode step against
 //    the CPU session (dev/test/test_gpu_decode.cuh's cases).
 // 2. The card's copy bandwidth (cudaMemcpy device to device of 4 GiB; read + write counted); one row
@@ -105,22 +109,26 @@ static double time_attention(GpuDecoder* d, int n_keys) {
 int main(int argc, char** argv) {
     const char* ctx_list = argc > 1 ? argv[1] : "2048,8192,32768,131072";
     const int steps = argc > 2 ? atoi(argv[2]) : 64;
+    const int step_only = argc > 3 && strcmp(argv[3], "step-only") == 0;
+    if (argc > 3 && !step_only) { fprintf(stderr, "decode: the third argument can only be step-only (got %s)\n", argv[3]); return 1; }
     bench_init();
 
     // 1. CPU check
     g_current_failures = 0;
+    if (!step_only) {
     dec_write_vs_cpu(dec_write_config(), "write kernel vs bank_write_one");
     dec_model_vs_cpu(dec_bounded_config(), 70, 40, 81, "bounded decode vs the CPU session");
     dec_model_vs_cpu(gpu_test_config(1, 1), 37, 20, 84, "unbounded decode vs the CPU forward");
     printf("CPU check %s\n", g_current_failures ? "FAILED" : "ok");
     if (g_current_failures) return 1;
+    }
 
     // 2. bandwidth
     const double bw = copy_bandwidth_gbs();
     printf("copy bandwidth (device to device, 4 GiB, read + write): %.0f GB/s\n", bw);
 
     // 2b. one row times a 7B weight: gemv.cuh vs cuBLASLt, same buffers
-    {
+    if (!step_only) {
         const int shapes[][2] = {{4096, 4096}, {4096, 1024}, {14336, 4096}, {4096, 14336}, {32768, 4096}};
         printf("\ngemv (one row) vs cuBLASLt matmul_forward at N=1, Mistral-7B weights (O x I), L2 flushed:\n");
         printf("| O x I | cuBLASLt us | GB/s | gemv (v3 loop) us | GB/s | speedup | preload loop us | GB/s | preload + L2 ahead 2 us | GB/s |\n"
@@ -211,7 +219,7 @@ int main(int argc, char** argv) {
             const double bytes = step_bytes(&mb, sb), bound = bytes / (bw * 1e9) * 1e3;
             const double att = time_attention(&d, 0);
             const double att_bytes = sb / cb.n_layers;
-            if (i == 0) {  // the step's variants, same weights, same prefill, same tokens (see the top of the file)
+            if (i == 0 && !step_only) {  // the step's variants, same weights, same prefill, same tokens (see the top of the file)
                 struct { const char* name; int fused, pdl, l2o, ahead, preload; } vs[] = {
                     {"v3 (no fusion, no PDL, no prefetch, v3 gemv loop)", 0, 0, 0, 0, 0},
                     {"v4a + fused norms, RoPE+gate+scores", 3, 0, 0, 0, 0},
@@ -237,7 +245,7 @@ int main(int argc, char** argv) {
                     gpu_decoder_free(&e);
                 }
             }
-            if (i == 0) {  // the same decoder with cuBLASLt matmuls: the baseline of gemv.cuh in the whole step
+            if (i == 0 && !step_only) {  // the same decoder with cuBLASLt matmuls: the baseline of gemv.cuh in the whole step
                 gpu_decoder_free(&d);
                 gpu_decoder_init(&d, &mb, 0, 1);
                 d.use_cublas = 1;
@@ -252,7 +260,7 @@ int main(int argc, char** argv) {
             gpu_decoder_free(&d);
         }
         // unbounded: a KV cache of N random rows, then the steps
-        {
+        if (!step_only) {
             GpuDecoder d;
             gpu_decoder_init(&d, &mu, N + steps + 4, 1);
             const size_t kvd = config_kvdim(&cu);
