@@ -749,24 +749,21 @@ TEST(span_sequence_location_and_session_reset) {
     model_free_f32(&m);
 }
 
-// make demo's report (scripts/demo_report.py, scripts/pngplot.py) on a synthetic demo directory:
-// dev/test/demo_report_check.py checks the table's numbers, the 2x2 arithmetic and both PNGs.
-TEST(demo_report_tables_and_pngs) {
-    const char* argv[] = {"/usr/bin/python3", "dev/test/demo_report_check.py", NULL};
+// A report checker (dev/test/*_check.py, standard-library Python) run by /usr/bin/python3: it prints
+// "ok: ..." and exits 0, or a reason and exits 1; skipped where python3 does not run.
+static void run_report_check(const char* script) {
+    const char* argv[] = {"/usr/bin/python3", script, NULL};
     char out[8192];
     const int rc = ptt_run(argv, out, sizeof(out));
     if (rc < 0) { test_skip("/usr/bin/python3 did not run"); return; }
     printf("    %s", out);
-    CHECK(rc == 0, "demo_report_check.py: %s", out);
+    CHECK(rc == 0, "%s: %s", script, out);
 }
+
+// make demo's report (scripts/demo_report.py, scripts/pngplot.py) on a synthetic demo directory:
+// dev/test/demo_report_check.py checks the table's numbers, the 2x2 arithmetic and both PNGs.
+TEST(demo_report_tables_and_pngs) { run_report_check("dev/test/demo_report_check.py"); }
 
 // the study's report over seeds (scripts/study_report.py): dev/test/study_report_check.py checks the
 // means, sample deviations and ranges, the per-seed 2x2, the verdict, the sweep, the stage times, the PNG.
-TEST(study_report_over_seeds) {
-    const char* argv[] = {"/usr/bin/python3", "dev/test/study_report_check.py", NULL};
-    char out[8192];
-    const int rc = ptt_run(argv, out, sizeof(out));
-    if (rc < 0) { test_skip("/usr/bin/python3 did not run"); return; }
-    printf("    %s", out);
-    CHECK(rc == 0, "study_report_check.py: %s", out);
-}
+TEST(study_report_over_seeds) { run_report_check("dev/test/study_report_check.py"); }

@@ -39,17 +39,21 @@ TEST(zero_slices_partition_the_buffer_for_any_world_size) {
     CHECK(zero_slice(10, -1, 3, &s, &err) != 0, "negative rank");
 }
 
-// A tiny CoDA model with phase 1's policy (base frozen, attention adapters trainable): trainable
-// tensors of many sizes with alignment gaps between them.
-static void zero_test_table(ParamTable* t, std::vector<long long>& off, size_t* n_train) {
+// A tiny bounded CoDA model with phase 1's policy (base frozen, attention adapters trainable), its
+// table and compact offsets: trainable tensors of many sizes with alignment gaps between them.
+// odd = 0: d 24, 4 heads over 2 (fp32); odd = 1: d 25, 3 heads of 6 over 1 (bf16), so that q/k/o
+// lengths are not multiples of 4 (450, 150: the GPU test's ZeRO case) and slices cut such tensors.
+static void zero_test_layout(ParamTable* t, std::vector<long long>& off, size_t* n_train, int odd) {
     ModelConfig c = config_default();
-    c.vocab_size = 50; c.dim = 24; c.ffn_dim = 40; c.n_layers = 3; c.n_heads = 4; c.n_kv_heads = 2; c.head_dim = 6;
+    c.vocab_size = 50; c.ffn_dim = 40; c.head_dim = 6;
+    c.dim = odd ? 25 : 24; c.n_layers = odd ? 4 : 3; c.n_heads = odd ? 3 : 4; c.n_kv_heads = odd ? 1 : 2;
     c.differential = 1; c.bounded = 1; c.window = 8; c.n_exact = 2; c.n_summary = 2;
-    param_table_build(t, &c, DT_F32);
+    param_table_build(t, &c, odd ? DT_BF16 : DT_F32);
     param_table_set_trainable(t, TRAIN_ATTENTION);
     off.resize(t->n);
     *n_train = param_compact_offsets(t, off.data());
 }
+static void zero_test_table(ParamTable* t, std::vector<long long>& off, size_t* n_train) { zero_test_layout(t, off, n_train, 0); }
 
 TEST(zero_pieces_cover_every_trainable_element_once) {
     ParamTable t;
@@ -180,18 +184,6 @@ TEST(zero_train_state_reads_back_in_the_slices_of_any_world_size) {
 }
 
 // ---------------------------------------------------------------- AdamW segment tables (adamw_table.h)
-// The layout of zero_test_table, and one whose q/k/o lengths are not multiples of 4 (3 heads of 6,
-// width 25: 450, 150; the GPU test's ZeRO case), so that slices cut such tensors.
-static void zero_test_odd_table(ParamTable* t, std::vector<long long>& off, size_t* n_train) {
-    ModelConfig c = config_default();
-    c.vocab_size = 50; c.dim = 25; c.ffn_dim = 40; c.n_layers = 4; c.n_heads = 3; c.n_kv_heads = 1; c.head_dim = 6;
-    c.differential = 1; c.bounded = 1; c.window = 8; c.n_exact = 2; c.n_summary = 2;
-    param_table_build(t, &c, DT_BF16);
-    param_table_set_trainable(t, TRAIN_ATTENTION);
-    off.resize(t->n);
-    *n_train = param_compact_offsets(t, off.data());
-}
-
 // The whole table: one segment per trainable tensor at its compact and floatX offsets, with its
 // group. The table of each rank's slice, shifted by the slice's lo, holds exactly the whole table's
 // (element, floatX index, group) triples, each element once, gaps in none; its pieces of tensors whose
@@ -202,8 +194,7 @@ TEST(adamw_segment_tables_match_the_layout_and_every_zero_slice) {
         ParamTable t;
         std::vector<long long> off;
         size_t n;
-        if (layout == 0) zero_test_table(&t, off, &n);
-        else zero_test_odd_table(&t, off, &n);
+        zero_test_layout(&t, off, &n, layout);
         std::vector<AdamWSegment> whole(t.n);
         const int nw = adamw_segments_from_table(&t, off.data(), whole.data(), t.n);
         CodaError err;
@@ -304,8 +295,7 @@ TEST(adamw_compact_slice_tables_stage_every_value_at_its_compact_position) {
         ParamTable t;
         std::vector<long long> off;
         size_t n;
-        if (layout == 0) zero_test_table(&t, off, &n);
-        else zero_test_odd_table(&t, off, &n);
+        zero_test_layout(&t, off, &n, layout);
         for (int world : {1, 2, 3, 5, 8, 12}) {
             CodaError err;
             ZeroSlice s0;
