@@ -21,10 +21,11 @@
 // Kernels (each with a CPU check in dev/test/test_gpu_decode.cuh and timed in dev/cuda/decode.cu):
 //   decode_rope_kernel      one thread per rotation pair, every q and k head; position from pos[l]
 //   decode_score_kernel     one CTA per bank slot: the evicted token's routing score against it
-//   decode_write_kernel     one CTA: the eviction decisions of docs/spec.md §3.5/§3.6 and the writes,
-//                           formed exactly as llmc/cpu/banks.h forms them (sequential fp32 sums
-//                           without FMA, the same argmax ties, bank_scan.cuh's sigmoid): from the same
-//                           inputs both builds reach the CPU's state bit for bit
+//   decode_write_kernel     one CTA: the eviction decisions of docs/spec.md §3.5/§3.6 (a warp each,
+//                           lane-parallel reductions that pick the slots llmc/cpu/banks.h's loops pick)
+//                           and the writes, formed exactly as banks.h forms them (sequential fp32 sums
+//                           without FMA, bank_scan.cuh's sigmoid): from the same inputs both builds
+//                           reach the CPU's state bit for bit
 //   decode_append_kernel    the KV cache row of this token
 //   decode_attention_kernel split-K ("flash decoding"): grid (KV head, split); each CTA stages a tile
 //                           of 32 keys in shared memory once for all G query heads x 2 streams of its
@@ -40,7 +41,10 @@
 //   use_fused    bit 1: the RMSNorms inside the following gemv (gemv.cuh's GemvOpts.norm_w: q/k/v/lambda, the
 //                MLP's gate+up, the LM head); bit 2: RoPE + write gate + routing scores in one launch
 //                (decode_rope_gate_score_kernel: the scores read only the state as the previous step
-//                left it, so they need not wait for this token's k): 8 launches a layer instead of 12
+//                left it, so they need not wait for this token's k): 8 launches a layer instead of 12;
+//                bit 4 (with 2, bounded): the write in the last CTA of that launch to finish (a ticket),
+//                bit 8: the combine in the last split CTA of each KV head (a ticket per KV head):
+//                6 launches a layer with all four bits. Measured slower (dev/PERF.md, v5): off by default
 //   use_pdl      every launch of the step with Programmatic Dependent Launch (gemv.cuh's pdl_launch): each
 //                kernel's CTAs are placed while the one before drains and wait (griddepcontrol.wait) only
 //                before their first read of its results; the gemvs load weights before that wait
@@ -49,8 +53,9 @@
 //   gemv_l2_ahead  the gemvs' L2 prefetch distance in load steps (GemvOpts.l2_ahead)
 //   gemv_preload   the gemvs load a step's weights one step ahead, step 0's before the PDL wait
 // Environment overrides for A/B runs: CODA_DECODE_PDL, CODA_DECODE_FUSED, CODA_DECODE_L2_O,
-// CODA_GEMV_L2_AHEAD, CODA_GEMV_PRELOAD (integers). Measured (dev/PERF.md, v4): the fusions and PDL
-// pay; the two L2 prefetches and the preload loop do not (off by default).
+// CODA_GEMV_L2_AHEAD, CODA_GEMV_PRELOAD (integers). Measured (dev/PERF.md, v4 and v5): fusions 1 and 2
+// and PDL pay; the tickets (fusions 4 and 8), the two L2 prefetches and the preload loop do not (off
+// by default).
 #pragma once
 #include "bank_scan.cuh"
 #include "coda_attention.cuh"
@@ -251,6 +256,24 @@ __device__ __forceinline__ float decode_cosine(const float* a, const float* b, i
     return __fdiv_rn(ab, __fmul_rn(na, nb));
 }
 
+// A CTA's loop over n items that loads, then stores: each thread loads DEC_STAGE items (ld(i)) before it
+// stores any (st(i, value)), so that its loads are in flight together. Written as one load-store loop
+// the compiler keeps them in order (a store to global memory may alias the next load): one dependent
+// round trip per pass, ~1 us each at the 7B shape.
+#define DEC_STAGE 4
+template <typename Ld, typename St>
+__device__ __forceinline__ void decode__staged(int n, Ld ld, St st) {
+    for (int i0 = threadIdx.x; i0 < n; i0 += blockDim.x * DEC_STAGE) {
+        decltype(ld(0)) v[DEC_STAGE];
+#pragma unroll
+        for (int u = 0; u < DEC_STAGE; u++)
+            if (i0 + u * (int)blockDim.x < n) v[u] = ld(i0 + u * (int)blockDim.x);
+#pragma unroll
+        for (int u = 0; u < DEC_STAGE; u++)
+            if (i0 + u * (int)blockDim.x < n) st(i0 + u * (int)blockDim.x, v[u]);
+    }
+}
+
 // Routing scores, one CTA per bank slot m (grid Me + Ms; nothing to do unless the ring is full and
 // this write evicts): the slot's operand rows and the evicted token's are staged in shared memory
 // (coalesced), then thread g forms head g's cosine sequentially and thread 0 the head mean in head
@@ -266,11 +289,13 @@ __device__ __forceinline__ void decode_score_slot(const DecodeWriteArgs& a, int 
     const int slot = a.ring[0], d0 = exact ? 0 : lf, n = Dh - d0, bslot = W + m;
     const float* src_tok = exact ? a.v : a.k;  // exact: value routing; summary: LF-key routing
     float *tok = sm, *row = tok + Hkv * n, *cs = row + Hkv * n;
-    for (int i = tid; i < Hkv * n; i += blockDim.x) {
-        const int g = i / n, d = d0 + i % n;
-        tok[i] = src_tok[((size_t)g * slots + slot) * Dh + d];
-        row[i] = src_tok[((size_t)g * slots + bslot) * Dh + d];
-    }
+    decode__staged(
+        Hkv * n,
+        [&](int i) {
+            const int g = i / n, d = d0 + i % n;
+            return make_float2(src_tok[((size_t)g * slots + slot) * Dh + d], src_tok[((size_t)g * slots + bslot) * Dh + d]);
+        },
+        [&](int i, float2 x) { tok[i] = x.x; row[i] = x.y; });
     __syncthreads();
     if (tid < Hkv) cs[tid] = decode_cosine(tok + tid * n, row + tid * n, n);
     __syncthreads();
@@ -288,16 +313,88 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_score_kernel(DecodeWriteAr
 }
 static inline size_t decode_score_smem(int Hkv, int Dh) { return sizeof(float) * (2 * (size_t)Hkv * Dh + Hkv); }
 
+// The eviction decisions reduce over the bank slots in parallel, one warp each (warp 0: §3.5's exact
+// bank, warp 1: §3.6's summary bank; they read and write disjoint slots), while the other warps stage
+// the evicted token. A sequential scan by one thread — llmc/cpu/banks.h's loops, one dependent global
+// load per slot — took 19.5 us a layer at the 7B shape (H200, ncu); the lane-parallel reductions below
+// choose the same slots: a first-index argmax (strict > over slots in order keeps the first of equal
+// maxima, NaN never wins), a first-index argmin for the LRU slot, the first free slot.
+// Best (value, index) of two candidates: the larger value, the smaller index among equal values; an
+// index < 0 is no candidate.
+__device__ __forceinline__ void decode__better(float& best, int& idx, float ob, int oi) {
+    if (oi >= 0 && (idx < 0 || ob > best || (ob == best && oi < idx))) { best = ob; idx = oi; }
+}
+__device__ __forceinline__ void decode__warp_argmax(float& best, int& idx) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        decode__better(best, idx, ob, oi);
+    }
+}
+// §3.5 by one warp: which exact slot the evicted token (source position ep, gate eg) routes to, and
+// whether it is written; lane 0 updates the slot's counters. Returns (in every lane) idx | write << 30.
+__device__ __forceinline__ int decode__exact_decision(const DecodeWriteArgs& a, float eg, long long ep) {
+    const int lane = threadIdx.x & 31, Me = a.Me, W = a.W;
+    const unsigned char* used = a.allowed + W;
+    int any_used = 0, free_slot = INT_MAX, bidx = -1, lru = -1;
+    float best = -1e9f;  // the sequential scan's start: a score must exceed it to count
+    long long lru_t = LLONG_MAX;
+    for (int m = lane; m < Me; m += 32) {  // every load independent of the others
+        const int u = used[m];
+        const float s = __ldcg(a.scores + m);  // stale for an unused slot: not read then
+        const long long t = a.last_exact[m];
+        any_used |= u;
+        if (!u && m < free_slot) free_slot = m;
+        if (u && s > best) { best = s; bidx = m; }
+        if (t < lru_t) { lru_t = t; lru = m; }
+    }
+    any_used = __any_sync(0xffffffffu, any_used);
+    decode__warp_argmax(best, bidx);
+    for (int o = 16; o > 0; o >>= 1) {
+        free_slot = min(free_slot, __shfl_xor_sync(0xffffffffu, free_slot, o));
+        const long long ot = __shfl_xor_sync(0xffffffffu, lru_t, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, lru, o);
+        if (oi >= 0 && (lru < 0 || ot < lru_t || (ot == lru_t && oi < lru))) { lru_t = ot; lru = oi; }
+    }
+    if (bidx < 0) bidx = 0;
+    const int keep = a.policy_none || eg >= a.thr_e;
+    const int novel = !any_used || best < a.novelty_thr, hit = any_used && best >= a.match_thr;
+    const int idx = novel ? (free_slot < INT_MAX ? free_slot : lru) : bidx;
+    const int write = (novel || (a.refresh_on_hit && hit)) && keep;
+    if (lane == 0) {
+        if (write) { a.allowed[W + idx] = 1; a.src[W + idx] = ep; }
+        if (keep) a.last_exact[idx] = ep;
+    }
+    return idx | write << 30;
+}
+// §3.6's routing by one warp: the summary slot with the best score (the sequential scan starts from
+// slot 0 whatever its score, so a NaN there keeps slot 0). Returns idx | is_new << 30.
+__device__ __forceinline__ int decode__summary_decision(const DecodeWriteArgs& a) {
+    const int lane = threadIdx.x & 31, s0 = a.W + a.Me;
+    float best = -INFINITY;
+    int bidx = -1;
+    for (int m = lane; m < a.Ms; m += 32) {
+        const float s = __ldcg(a.scores + a.Me + m);
+        if (s == s && (bidx < 0 || s > best)) { best = s; bidx = m; }
+    }
+    decode__warp_argmax(best, bidx);
+    const float first = __ldcg(a.scores + a.Me);
+    const int idx = first != first || bidx < 0 ? 0 : bidx;
+    const int is_new = a.overwrite_on_insert && !a.allowed[s0 + idx];
+    return idx | is_new << 30;
+}
+
 // Dynamic smem: ek, ev [Hkv*Dh] (the evicted token).
 static inline size_t decode_write_smem(int Hkv, int Dh) { return sizeof(float) * 2 * (size_t)Hkv * Dh; }
-__global__ void __launch_bounds__(DEC_THREADS) decode_write_kernel(DecodeWriteArgs a) {
-    extern __shared__ float sm[];
-    const int tid = threadIdx.x, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me, Ms = a.Ms, kvd = Hkv * Dh;
+// The body runs in its own kernel or in the last CTA of decode_rope_gate_score_kernel to finish (then
+// the scores, the gate and the rotated k are other CTAs' stores of the same grid: read through L2,
+// __ldcg, never a stale L1 line).
+__device__ __forceinline__ void decode_write_body(const DecodeWriteArgs& a, float* sm) {
+    static_assert(DEC_THREADS >= 64, "the write's two decisions take a warp each");
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me, Ms = a.Ms, kvd = Hkv * Dh;
     const int slots = W + Me + Ms, lf = Dh / 2, s0 = W + Me;
     float *ek = sm, *ev = ek + kvd;
-    __shared__ int sh_idx, sh_write;
-    pdl_wait();
-    pdl_trigger();
+    __shared__ int sh_exact, sh_summary;
     const int filled = a.ring[1], oldest = a.ring[0];
     const long long p = *a.pos;
     auto K = [&](int g, int slot) { return a.k + ((size_t)g * slots + slot) * Dh; };
@@ -305,83 +402,56 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_write_kernel(DecodeWriteAr
     const int evict = filled >= W;
     const int slot = evict ? oldest : filled;
     if (evict) {
-        for (int i = tid; i < kvd; i += blockDim.x) { ek[i] = K(i / Dh, slot)[i % Dh]; ev[i] = V(i / Dh, slot)[i % Dh]; }
         const float eg = a.g_ring[slot];
-        const long long ep = a.src[slot];
-        __syncthreads();
-        if (Me > 0) {  // §3.5: value routing against the used exact slots
-            const unsigned char* used = a.allowed + W;
-            if (tid == 0) {
-                const int keep = a.policy_none || eg >= a.thr_e;
-                int any_used = 0, bidx = 0, free_slot = -1;
-                float best = -1e9f;
-                for (int m = 0; m < Me; m++) {
-                    any_used |= used[m];
-                    if (!used[m]) { if (free_slot < 0) free_slot = m; continue; }
-                    const float s = a.scores[m];
-                    if (s > best) { best = s; bidx = m; }
-                }
-                const int novel = !any_used || best < a.novelty_thr;
-                const int hit = any_used && best >= a.match_thr;
-                int idx = bidx;
-                if (novel) {
-                    if (free_slot >= 0) idx = free_slot;
-                    else {
-                        idx = 0;
-                        for (int m = 1; m < Me; m++) if (a.last_exact[m] < a.last_exact[idx]) idx = m;
-                    }
-                }
-                const int write = (novel || (a.refresh_on_hit && hit)) && keep;
-                if (write) { a.allowed[W + idx] = 1; a.src[W + idx] = ep; }
-                if (keep) a.last_exact[idx] = ep;
-                sh_idx = idx; sh_write = write;
-            }
-            __syncthreads();
-            if (sh_write)
-                for (int i = tid; i < kvd; i += blockDim.x) { K(i / Dh, W + sh_idx)[i % Dh] = ek[i]; V(i / Dh, W + sh_idx)[i % Dh] = ev[i]; }
-            __syncthreads();
+        if (warp == 0 && Me > 0) {
+            const int r = decode__exact_decision(a, eg, a.src[slot]);
+            if (lane == 0) sh_exact = r;
+        } else if (warp == 1 && Ms > 0) {
+            const int r = decode__summary_decision(a);
+            if (lane == 0) sh_summary = r;
         }
-        if (Ms > 0) {  // §3.6: LF-key routing over every summary slot, EMA with eta * gate
-            if (tid == 0) {
-                int idx = 0;
-                float best = 0.f;
-                for (int m = 0; m < Ms; m++) {
-                    const float s = a.scores[Me + m];
-                    if (m == 0 || s > best) { best = s; idx = m; }
-                }
-                sh_idx = idx;
-                sh_write = a.overwrite_on_insert && !a.allowed[s0 + idx];  // is_new
-            }
-            __syncthreads();
-            const int idx = sh_idx, is_new = sh_write, keep = a.policy_none || eg >= a.thr_s;
+        decode__staged(
+            kvd, [&](int i) { return make_float2(K(i / Dh, slot)[i % Dh], V(i / Dh, slot)[i % Dh]); },
+            [&](int i, float2 x) { ek[i] = x.x; ev[i] = x.y; });
+        __syncthreads();
+        if (Me > 0 && (sh_exact >> 30)) {  // §3.5: the evicted token into the exact slot
+            const int idx = sh_exact & ((1 << 30) - 1);
+            for (int i = tid; i < kvd; i += blockDim.x) { K(i / Dh, W + idx)[i % Dh] = ek[i]; V(i / Dh, W + idx)[i % Dh] = ev[i]; }
+        }
+        if (Ms > 0) {  // §3.6: EMA into the summary slot with eta * gate
+            const int idx = sh_summary & ((1 << 30) - 1), is_new = sh_summary >> 30, keep = a.policy_none || eg >= a.thr_s;
             const float escale = __fsqrt_rn(__fdiv_rn((float)Dh, (float)(Dh - lf)));
-            for (int i = tid; i < kvd; i += blockDim.x) {
-                const int g = i / Dh, d = i % Dh;
-                float eta = __fmul_rn(bs_sigmoid(to_float(a.eta_logit[g])), a.policy_none ? 1.0f : eg);
-                if (is_new) eta = 1.0f;
-                if (!keep) eta = 0.0f;
-                float* mk = K(g, s0 + idx);
-                float* mv = V(g, s0 + idx);
-                if (d >= lf) mk[d] = __fadd_rn(mk[d], __fmul_rn(eta, __fsub_rn(__fmul_rn(escale, ek[i]), mk[d])));
-                mv[d] = __fadd_rn(mv[d], __fmul_rn(eta, __fsub_rn(ev[i], mv[d])));
-            }
-            __syncthreads();
+            decode__staged(
+                kvd, [&](int i) { return make_float2(K(i / Dh, s0 + idx)[i % Dh], V(i / Dh, s0 + idx)[i % Dh]); },
+                [&](int i, float2 m) {
+                    const int g = i / Dh, d = i % Dh;
+                    float eta = __fmul_rn(bs_sigmoid(to_float(a.eta_logit[g])), a.policy_none ? 1.0f : eg);
+                    if (is_new) eta = 1.0f;
+                    if (!keep) eta = 0.0f;
+                    if (d >= lf) K(g, s0 + idx)[d] = __fadd_rn(m.x, __fmul_rn(eta, __fsub_rn(__fmul_rn(escale, ek[i]), m.x)));
+                    V(g, s0 + idx)[d] = __fadd_rn(m.y, __fmul_rn(eta, __fsub_rn(ev[i], m.y)));
+                });
             if (tid == 0 && keep) a.allowed[s0 + idx] = 1;
         }
     }
     __syncthreads();  // every thread has read the counters and the evicted token
-    for (int i = tid; i < kvd; i += blockDim.x) {
-        K(i / Dh, slot)[i % Dh] = to_float(a.k_new[i]);
-        V(i / Dh, slot)[i % Dh] = to_float(a.v_new[i]);
-    }
+    decode__staged(
+        kvd, [&](int i) { return make_float2(to_float(__ldcg(a.k_new + i)), to_float(__ldcg(a.v_new + i))); },
+        [&](int i, float2 x) { K(i / Dh, slot)[i % Dh] = x.x; V(i / Dh, slot)[i % Dh] = x.y; });
     if (tid == 0) {
         a.allowed[slot] = 1;
-        a.g_ring[slot] = a.gate[0];
+        a.g_ring[slot] = __ldcg(a.gate);
         a.src[slot] = p;
         *a.pos = p + 1;
         if (evict) a.ring[0] = (slot + 1) % W;
         else a.ring[1] = filled + 1;
     }
+}
+__global__ void __launch_bounds__(DEC_THREADS) decode_write_kernel(DecodeWriteArgs a) {
+    extern __shared__ float sm[];
+    pdl_wait();
+    pdl_trigger();
+    decode_write_body(a, sm);
 }
 
 // The write of one token into layer l's state (k_new RoPE'd, gate on the device).
@@ -410,44 +480,151 @@ static void decode_write_one(const GpuContext* ctx, const DecodeWriteArgs* w, in
     pdl_launch(pdl, decode_write_kernel, 1, DEC_THREADS, decode_write_smem(w->Hkv, w->Dh), ctx->stream, "decode_write_kernel", *w);
 }
 
-// RoPE of q and k, the write gate and the routing scores of one layer in one launch (the fused step).
-// CTA 0: warp 0 forms the gate first, as write_gate_forward_kernel does (lane-strided fp32 sum in index
-// order, warp_sum, the same sigmoid: the same bits), then all its threads rotate the pairs, each pair
-// as decode_rope_kernel does (rope_cos_sin, rope_rotate: which thread does a pair changes nothing).
-// CTAs 1..Me+Ms: decode_score_slot, which reads only the state that the previous step left (the slot
-// this token evicts, the bank rows), never this token's k or v; the write kernel after this reads both.
+// RoPE of q and k, the write gate and the routing scores of one layer in one launch (the fused step),
+// and with a ticket the write itself. CTAs by role:
+//   0                   the write gate, by warp 0 as write_gate_forward_kernel forms it (lane-strided fp32
+//                       sums in index order, warp_sum, the same sigmoid: the same bits); each lane's
+//                       products are loaded DEC_GATE_UNROLL at a time before they are summed, so the
+//                       sum is the same but the loads are not a chain of D/32 round trips
+//   1 .. n_rope         RoPE, one rotation pair per thread, each as decode_rope_kernel rotates it
+//                       (rope_cos_sin, rope_rotate: which thread does a pair changes nothing)
+//   then n_score        decode_score_slot: it reads only the state that the previous step left (the
+//                       slot this token evicts, the bank rows), never this token's k or v
+// ticket (bounded, or NULL): every CTA counts itself in when done; the last one runs decode_write_body
+// (which reads the others' results) and resets the ticket for the next layer: one launch fewer a layer.
+#define DEC_GATE_UNROLL 16
 typedef struct {
     floatX *q, *k;             // [H*Dh], [Hkv*Dh] rotated in place
     const long long* pos;
     int H, Hkv, Dh, interleaved, bf16_positions;
     float* gate;               // [1], or NULL: no write gate (unbounded)
     const floatX *hn, *gate_w, *gate_b;  // the normed input [D], write_proj [D], its bias [1]
-    int D, gated, n_score;     // n_score: Me + Ms score CTAs after CTA 0 (0: none)
+    int D, gated, n_score;     // n_score: Me + Ms score CTAs after the RoPE CTAs (0: none)
+    unsigned* ticket;          // [1], zero between launches, or NULL: the write is a launch of its own
 } DecodeRopeGateArgs;
+__host__ __device__ inline int decode_rope_ctas(int H, int Hkv, int Dh) { return ((H + Hkv) * (Dh / 2) + DEC_THREADS - 1) / DEC_THREADS; }
 __global__ void __launch_bounds__(DEC_THREADS) decode_rope_gate_score_kernel(const DecodeRopeGateArgs a, const DecodeWriteArgs w,
                                                                              const RopeFreqs freqs) {
     extern __shared__ float sm[];
     pdl_wait();
     pdl_trigger();
-    if (blockIdx.x > 0) { decode_score_slot(w, blockIdx.x - 1, sm); return; }
-    const int tid = threadIdx.x, lane = tid % 32;
-    if (a.gate && tid < 32) {
-        float s = 0.f;
-        if (a.gated)
-            for (int i = lane; i < a.D; i += 32) s += to_float(a.hn[i]) * to_float(a.gate_w[i]);
-        s = warp_sum(s);
-        if (lane == 0) a.gate[0] = a.gated ? 1.0f / (1.0f + expf(-(s + to_float(a.gate_b[0])))) : 1.0f;
-    }
-    const int half = a.Dh / 2, groups = blockDim.x / half > 0 ? blockDim.x / half : 1, nh = a.H + a.Hkv;
-    for (int i = tid % half; i < half && tid / half < groups; i += blockDim.x) {  // thread: pair i of heads tid/half, + groups, ...
-        float c, s;
-        rope_cos_sin(*a.pos, freqs.inv_freq[i], a.bf16_positions, 1.0f, c, s);
-        const int ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + half;
-        for (int h = tid / half; h < nh; h += groups) {
+    const int tid = threadIdx.x, lane = tid % 32, half = a.Dh / 2, n_rope = decode_rope_ctas(a.H, a.Hkv, a.Dh);
+    if (blockIdx.x == 0) {
+        if (a.gate && tid < 32) {
+            float s = 0.f;
+            if (a.gated)
+                for (int i0 = lane; i0 < a.D; i0 += 32 * DEC_GATE_UNROLL) {
+                    float x[DEC_GATE_UNROLL], wt[DEC_GATE_UNROLL];
+#pragma unroll
+                    for (int u = 0; u < DEC_GATE_UNROLL; u++) {
+                        const int i = i0 + 32 * u;
+                        x[u] = i < a.D ? to_float(a.hn[i]) : 0.f;
+                        wt[u] = i < a.D ? to_float(a.gate_w[i]) : 0.f;
+                    }
+#pragma unroll
+                    for (int u = 0; u < DEC_GATE_UNROLL; u++)
+                        if (i0 + 32 * u < a.D) s += x[u] * wt[u];
+                }
+            s = warp_sum(s);
+            if (lane == 0) a.gate[0] = a.gated ? 1.0f / (1.0f + expf(-(s + to_float(a.gate_b[0])))) : 1.0f;
+        }
+    } else if (blockIdx.x <= n_rope) {
+        const int item = (blockIdx.x - 1) * DEC_THREADS + tid, h = item / half, i = item % half;
+        if (h < a.H + a.Hkv) {
+            float c, s;
+            rope_cos_sin(*a.pos, freqs.inv_freq[i], a.bf16_positions, 1.0f, c, s);
+            const int ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + half;
             floatX* row = h < a.H ? a.q + h * a.Dh : a.k + (h - a.H) * a.Dh;
             rope_rotate(row[ia], row[ib], c, s);
         }
+    } else {
+        decode_score_slot(w, blockIdx.x - 1 - n_rope, sm);
     }
+    if (!a.ticket) return;
+    __shared__ int last;
+    __syncthreads();  // this CTA's stores are issued
+    if (tid == 0) {
+        __threadfence();  // ... and visible to the whole GPU before the CTA counts itself in
+        last = atomicAdd(a.ticket, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    decode_write_body(w, sm);
+    if (tid == 0) *a.ticket = 0u;
+}
+static inline size_t decode_rope_gate_score_smem(const DecodeRopeGateArgs* a) {
+    size_t s = a->n_score ? decode_score_smem(a->Hkv, a->Dh) : 0, wsm = decode_write_smem(a->Hkv, a->Dh);
+    return a->ticket && wsm > s ? wsm : s;
+}
+
+// The merge of the attention's splits for one query head (both streams), then o = A_sig - sigmoid(lam)
+// A_noise and the head norm: run by decode_combine_kernel (one CTA per head) or, with a ticket, by the
+// last of a KV head's split CTAs to finish (its G heads). Either way each output is formed by the same
+// arithmetic, the splits in a fixed order (deterministic). The partials are read through L2 (__ldcg:
+// other CTAs' stores) and each split's three loads are issued before its branch, so that the loop is
+// not a chain of dependent round trips (11 us a layer at the 7B shape when it was).
+typedef struct {
+    const float* part;
+    const floatX* lam_logit;   // [H] (differential)
+    const floatX* head_norm;   // [Dh] or NULL
+    float head_norm_eps;
+    floatX* out;               // [H*Dh]
+    int H, Hkv, differential, splits;
+} DecodeCombineArgs;
+
+template <int DH>
+__device__ __forceinline__ float decode_combine_value(const DecodeCombineArgs& a, int h, int d) {
+    const int G = a.H / a.Hkv, g = h / G, NS = a.differential ? 2 : 1, nq = G * NS;
+    float o[2] = {0.f, 0.f};
+    for (int s = 0; s < NS; s++) {
+        const int qi = s * G + h % G;
+        const float* p0 = a.part + ((size_t)g * a.splits * nq + qi) * (DH + 2);
+        const size_t split_stride = (size_t)nq * (DH + 2);
+        float M = -INFINITY;
+#pragma unroll 4
+        for (int sp = 0; sp < a.splits; sp++) M = fmaxf(M, __ldcg(p0 + sp * split_stride + DH));
+        if (M == -INFINITY) continue;  // nothing to attend to: zeros (docs/spec.md §2.4)
+        float L = 0.f, x = 0.f;
+#pragma unroll 4
+        for (int sp = 0; sp < a.splits; sp++) {
+            const float* pp = p0 + sp * split_stride;
+            const float mp = __ldcg(pp + DH), lp = __ldcg(pp + DH + 1), xp = __ldcg(pp + d);
+            if (mp == -INFINITY) continue;
+            const float w = exp2f(mp - M);
+            L += w * lp;
+            x += w * xp;
+        }
+        o[s] = x / L;
+    }
+    return a.differential ? o[0] - ca_sigmoid(to_float(a.lam_logit[h])) * o[1] : o[0];
+}
+// Heads [h0, h0 + nh) by this CTA: thread t serves dim t % DH of every (blockDim / DH)-th head from
+// t / DH. red: blockDim / 32 floats of shared scratch. Every thread of the CTA must call it.
+template <int DH>
+__device__ __forceinline__ void decode_combine_heads(const DecodeCombineArgs& a, int h0, int nh, float* red) {
+    const int groups = blockDim.x / DH, j = threadIdx.x / DH, d = threadIdx.x % DH;
+    for (int base = 0; base < nh; base += groups) {
+        const int hi = base + j, active = j < groups && hi < nh;
+        float y = active ? decode_combine_value<DH>(a, h0 + hi, d) : 0.f;
+        if (a.head_norm) {  // the head's DH/32 warp sums added in warp order
+            float ss = warp_sum(y * y);
+            if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+            __syncthreads();
+            ss = 0.f;
+            for (int w = 0; w < DH / 32; w++) ss += red[j * (DH / 32) + w];
+            if (active) y = y * (1.0f / sqrtf(ss / DH + a.head_norm_eps)) * to_float(a.head_norm[d]);
+            __syncthreads();  // before the next heads reuse red
+        }
+        if (active) a.out[(h0 + hi) * DH + d] = from_float<floatX>(y);
+    }
+}
+template <int DH>
+__global__ void __launch_bounds__(DH) decode_combine_kernel(DecodeCombineArgs a) {
+    __shared__ float red[DH / 32];
+    pdl_wait();
+    pdl_trigger();
+    decode_combine_heads<DH>(a, blockIdx.x, 1, red);
 }
 
 // Attention of one token's query (both streams) over n keys.
@@ -463,10 +640,12 @@ typedef struct {
     float* part;                     // [Hkv][splits][nq][Dh + 2]: acc (unnormalised), max (log2 domain), sum
     const void* l2_prefetch;         // bytes to pull into L2 while the attention runs (the o-proj weights), or NULL
     size_t l2_prefetch_bytes;
+    unsigned* combine_ticket;        // [Hkv], zero between launches: the last split CTA of a KV head combines
+                                     // its G heads (decode_combine_heads); or NULL: decode_combine_kernel does
 } DecodeAttnArgs;
 
 template <int DH, typename KT>
-__global__ void __launch_bounds__(DEC_THREADS) decode_attention_kernel(DecodeAttnArgs a) {
+__global__ void __launch_bounds__(DEC_THREADS) decode_attention_kernel(DecodeAttnArgs a, DecodeCombineArgs cb) {
     constexpr int C4 = DH / 4;                                      // float4 chunks of a row
     constexpr int R = (DEC_MAXQ * C4 + DEC_THREADS - 1) / DEC_THREADS;  // accumulator chunks per thread
     __shared__ float qs[DEC_MAXQ][DH];
@@ -568,50 +747,19 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_attention_kernel(DecodeAtt
         }
     }
     if (tid < nq) { out[(size_t)tid * (DH + 2) + DH] = m_s[tid]; out[(size_t)tid * (DH + 2) + DH + 1] = l_s[tid]; }
-}
-
-// One CTA (DH threads) per query head: merge the splits of both streams, combine, head norm.
-typedef struct {
-    const float* part;
-    const floatX* lam_logit;   // [H] (differential)
-    const floatX* head_norm;   // [Dh] or NULL
-    float head_norm_eps;
-    floatX* out;               // [H*Dh]
-    int H, Hkv, differential, splits;
-} DecodeCombineArgs;
-
-template <int DH>
-__global__ void __launch_bounds__(DH) decode_combine_kernel(DecodeCombineArgs a) {
-    __shared__ float red[DH / 32];
-    const int h = blockIdx.x, d = threadIdx.x, G = a.H / a.Hkv, g = h / G, NS = a.differential ? 2 : 1, nq = G * NS;
-    pdl_wait();
-    pdl_trigger();
-    float o[2] = {0.f, 0.f};
-    for (int s = 0; s < NS; s++) {
-        const int qi = s * G + h % G;
-        float M = -INFINITY;
-        for (int sp = 0; sp < a.splits; sp++) M = fmaxf(M, a.part[(((size_t)g * a.splits + sp) * nq + qi) * (DH + 2) + DH]);
-        if (M == -INFINITY) continue;  // nothing to attend to: zeros (docs/spec.md §2.4)
-        float L = 0.f, x = 0.f;
-        for (int sp = 0; sp < a.splits; sp++) {
-            const float* pp = a.part + (((size_t)g * a.splits + sp) * nq + qi) * (DH + 2);
-            if (pp[DH] == -INFINITY) continue;
-            const float w = exp2f(pp[DH] - M);
-            L += w * pp[DH + 1];
-            x += w * pp[d];
-        }
-        o[s] = x / L;
+    if (!a.combine_ticket) return;
+    __shared__ int last;
+    __syncthreads();  // this CTA's partials are issued
+    if (tid == 0) {
+        __threadfence();  // ... and visible to the whole GPU before it counts itself in
+        last = atomicAdd(a.combine_ticket + g, 1u) == gridDim.y - 1;
     }
-    float y = a.differential ? o[0] - ca_sigmoid(to_float(a.lam_logit[h])) * o[1] : o[0];
-    if (a.head_norm) {
-        float ss = warp_sum(y * y);
-        if ((d & 31) == 0) red[d >> 5] = ss;
-        __syncthreads();
-        ss = 0.f;
-        for (int w = 0; w < DH / 32; w++) ss += red[w];
-        y = y * (1.0f / sqrtf(ss / DH + a.head_norm_eps)) * to_float(a.head_norm[d]);
-    }
-    a.out[h * DH + d] = from_float<floatX>(y);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    __shared__ float red[DEC_THREADS / 32];
+    decode_combine_heads<DH>(cb, g * G, G, red);
+    if (tid == 0) a.combine_ticket[g] = 0u;
 }
 
 // Split count for up to max_keys keys: one tile a split (the CTA's tile loop is latency-bound: a
@@ -623,18 +771,18 @@ static inline int decode_attention_splits(int max_keys, int Hkv, int sm_count) {
     return s < 1 ? 1 : s;
 }
 
-// pdl: both launches with Programmatic Dependent Launch.
+// pdl: the launches with Programmatic Dependent Launch; a->combine_ticket: the combine inside the attention.
 static void decode_attention(const GpuContext* ctx, const DecodeAttnArgs* a, const DecodeCombineArgs* c, int Dh, int keys_fp32, int pdl = 0) {
     dim3 grid(a->Hkv, a->splits);
     const char* an = "decode_attention_kernel";
     if (Dh == 128) {
-        if (keys_fp32) pdl_launch(pdl, decode_attention_kernel<128, float>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
-        else pdl_launch(pdl, decode_attention_kernel<128, floatX>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
-        pdl_launch(pdl, decode_combine_kernel<128>, a->H, 128, 0, ctx->stream, "decode_combine_kernel", *c);
+        if (keys_fp32) pdl_launch(pdl, decode_attention_kernel<128, float>, grid, DEC_THREADS, 0, ctx->stream, an, *a, *c);
+        else pdl_launch(pdl, decode_attention_kernel<128, floatX>, grid, DEC_THREADS, 0, ctx->stream, an, *a, *c);
+        if (!a->combine_ticket) pdl_launch(pdl, decode_combine_kernel<128>, a->H, 128, 0, ctx->stream, "decode_combine_kernel", *c);
     } else {
-        if (keys_fp32) pdl_launch(pdl, decode_attention_kernel<64, float>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
-        else pdl_launch(pdl, decode_attention_kernel<64, floatX>, grid, DEC_THREADS, 0, ctx->stream, an, *a);
-        pdl_launch(pdl, decode_combine_kernel<64>, a->H, 64, 0, ctx->stream, "decode_combine_kernel", *c);
+        if (keys_fp32) pdl_launch(pdl, decode_attention_kernel<64, float>, grid, DEC_THREADS, 0, ctx->stream, an, *a, *c);
+        else pdl_launch(pdl, decode_attention_kernel<64, floatX>, grid, DEC_THREADS, 0, ctx->stream, an, *a, *c);
+        if (!a->combine_ticket) pdl_launch(pdl, decode_combine_kernel<64>, a->H, 64, 0, ctx->stream, "decode_combine_kernel", *c);
     }
 }
 
@@ -645,6 +793,8 @@ typedef struct {
     floatX *x, *hn, *q, *k, *v, *lam, *attn_out, *mid, *fg, *fu, *fa, *hf, *logits;  // one token's rows
     float *rstd, *gate, *logits_f32, *part, *scores;
     int* token;
+    unsigned* ticket;  // [1 + Hkv] the fused kernels' "last CTA" counters (the write's, then one per KV head for
+                       // the combine), zero between launches
 } DecodeActs;
 
 typedef struct {
@@ -653,7 +803,8 @@ typedef struct {
     DecodeActs a;
     int splits, use_graph, n_steps;
     int use_cublas;       // the step's matmuls on cuBLASLt instead of gemv.cuh (the benchmark's baseline)
-    int use_fused;        // bits (gemv path only): 1 the norms fused into the gemvs, 2 RoPE + write gate + scores in one kernel
+    int use_fused;        // bits (gemv path only): 1 the norms fused into the gemvs, 2 RoPE + write gate + scores in one kernel,
+                          // 4 the write in that kernel's last CTA, 8 the combine in the attention's last split CTAs
     int use_pdl;          // the step's kernels with Programmatic Dependent Launch
     int l2_prefetch_o;    // the attention kernel prefetches the o-proj weights into L2
     int gemv_l2_ahead;    // the gemvs' L2 prefetch distance (load steps; 0: none)
@@ -723,6 +874,8 @@ static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_gr
     a->gate = (float*)cuda_malloc_or_die(sizeof(float) * 2, w);
     a->part = (float*)cuda_malloc_or_die(sizeof(float) * c->n_kv_heads * d->splits * nq * (c->head_dim + 2), w);
     a->token = (int*)cuda_malloc_or_die(sizeof(int), w);
+    a->ticket = (unsigned*)cuda_malloc_or_die(sizeof(unsigned) * (1 + c->n_kv_heads), w);
+    cudaCheck(cudaMemset(a->ticket, 0, sizeof(unsigned) * (1 + c->n_kv_heads)));
     a->scores = (float*)cuda_malloc_or_die(sizeof(float) * (c->n_exact + c->n_summary + 1), w);
     cudaCheck(cudaMallocHost((void**)&d->token_host, sizeof(int)));
     cudaCheck(cudaMallocHost((void**)&d->logits_host, sizeof(float) * V));
@@ -733,7 +886,7 @@ static void gpu_decoder_free(GpuDecoder* d) {
     if (d->graph) cudaCheck(cudaGraphDestroy(d->graph));
     DecodeActs* a = &d->a;
     void* ptrs[] = {a->x, a->hn, a->hf, a->mid, a->q, a->attn_out, a->k, a->v, a->lam, a->fg, a->fu, a->fa, a->logits, a->logits_f32,
-                    a->rstd, a->gate, a->part, a->token, a->scores};
+                    a->rstd, a->gate, a->part, a->token, a->scores, a->ticket};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     cudaCheck(cudaFreeHost(d->token_host));
     cudaCheck(cudaFreeHost(d->logits_host));
@@ -783,8 +936,9 @@ static void decoder__logits(GpuDecoder* d, const floatX* hidden) {
 }
 
 // One step's kernels on the model's stream, the token read from a.token (the body of the graph).
-// Per layer, gemv path: 12 launches, or 8 with use_fused = 3 (bit 1: the norms in the gemvs; bit 2: RoPE,
-// write gate and scores in one kernel); use_pdl launches them all with Programmatic Dependent Launch.
+// Per layer, gemv path: 12 launches, 8 with use_fused = 3 (bit 1: the norms in the gemvs; bit 2: RoPE,
+// write gate and scores in one kernel), 6 with 15 (bits 4 and 8: the write and the combine folded into
+// the launches before them); use_pdl launches them all with Programmatic Dependent Launch.
 static void decoder__enqueue_step(GpuDecoder* d) {
     GpuModel* m = d->m;
     const ModelConfig* c = &m->cfg;
@@ -795,6 +949,7 @@ static void decoder__enqueue_step(GpuDecoder* d) {
     const RopeFreqs fr = rope_freqs(Dh, config_rope_base(c), c->rope_bf16_positions);
     const int fused = (d->use_fused & 1) && !d->use_cublas, fused_rope = (d->use_fused & 2) && !d->use_cublas;
     const int pdl = d->use_pdl && !d->use_cublas;
+    const int write_fused = c->bounded && fused_rope && (d->use_fused & 4);  // the write in the last CTA of the RoPE launch
     encoder_forward(ctx, a->x, a->token, gm_param(m, PK_EMBED, 0), 1, D);
     for (int l = 0; l < c->n_layers; l++) {
         // attention: q, k, v (and lam) of the normed input, RoPE at pos[l]
@@ -829,9 +984,9 @@ static void decoder__enqueue_step(GpuDecoder* d) {
                 rg.gate = a->gate; rg.hn = a->hn; rg.gate_w = gm_param(m, PK_WRITE_W, l); rg.gate_b = gm_param(m, PK_WRITE_B, l);
                 rg.D = D; rg.gated = c->write_policy == WRITE_POLICY_GATED; rg.n_score = st->Me + st->Ms;
             }
-            const size_t smem = rg.n_score ? decode_score_smem(st->Hkv, Dh) : 0;
-            pdl_launch(pdl, decode_rope_gate_score_kernel, 1 + rg.n_score, DEC_THREADS, smem, ctx->stream, "decode_rope_gate_score_kernel", rg, w,
-                       fr);
+            if (write_fused) rg.ticket = a->ticket;
+            pdl_launch(pdl, decode_rope_gate_score_kernel, 1 + decode_rope_ctas(H, c->n_kv_heads, Dh) + rg.n_score, DEC_THREADS,
+                       decode_rope_gate_score_smem(&rg), ctx->stream, "decode_rope_gate_score_kernel", rg, w, fr);
         } else {
             pdl_launch(pdl, decode_rope_kernel, 1, 64, 0, ctx->stream, "decode_rope_kernel", a->q, a->k, (const long long*)pos, H, c->n_kv_heads,
                        Dh, (int)(c->rope_layout == ROPE_INTERLEAVED), c->rope_bf16_positions, fr);
@@ -841,12 +996,13 @@ static void decoder__enqueue_step(GpuDecoder* d) {
         memset(&at, 0, sizeof(at));
         at.q = a->q; at.theta = c->differential ? gm_param(m, PK_THETA, l) : NULL;
         at.H = H; at.Hkv = c->n_kv_heads; at.differential = c->differential; at.splits = d->splits; at.part = a->part;
+        if ((d->use_fused & 8) && !d->use_cublas) at.combine_ticket = a->ticket + 1;
         if (d->l2_prefetch_o && !d->use_cublas) { at.l2_prefetch = gm_param(m, PK_O, l); at.l2_prefetch_bytes = (size_t)QD * D * sizeof(floatX); }
         if (c->bounded) {
             if (!fused_rope)
                 write_gate_forward(ctx, a->gate, a->hn, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), 1, D,
                                    c->write_policy == WRITE_POLICY_GATED);
-            decode_write_one(ctx, &w, pdl, fused_rope);
+            if (!write_fused) decode_write_one(ctx, &w, pdl, fused_rope);
             at.k = w.k; at.v = w.v; at.head_stride = (size_t)st->slots * Dh; at.key_stride = Dh;
             at.allowed = c->mask_unused_memory ? w.allowed : NULL;
             at.n_fixed = st->slots;

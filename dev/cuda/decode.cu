@@ -23,6 +23,9 @@
 //        v3        use_fused 0, use_pdl 0, l2_prefetch_o 0, gemv_l2_ahead 0, gemv_preload 0 (the 04:27 kernels)
 //        v4a       + fused norms / RoPE+gate+scores (use_fused 3)
 //        v4b       + Programmatic Dependent Launch (use_pdl; the defaults)
+//        v5a       + the write in the last CTA of the RoPE/gate/score launch (use_fused 7)
+//        v5b       + the combine in the last split CTA of each KV head (use_fused 15)
+//        v5c       v4b + the combine only (use_fused 11)
 //        v4c       + the gemvs' weights loaded a step ahead, step 0 before the PDL wait (gemv_preload)
 //        v4d       + o-proj weights prefetched into L2 during the attention (l2_prefetch_o)
 //        v4e       + the gemvs' L2 prefetch 2 load steps ahead (gemv_l2_ahead)
@@ -224,6 +227,9 @@ int main(int argc, char** argv) {
                     {"v3 (no fusion, no PDL, no prefetch, v3 gemv loop)", 0, 0, 0, 0, 0},
                     {"v4a + fused norms, RoPE+gate+scores", 3, 0, 0, 0, 0},
                     {"v4b + PDL (defaults)", 3, 1, 0, 0, 0},
+                    {"v5a + the write in the RoPE launch", 7, 1, 0, 0, 0},
+                    {"v5b + the combine in the attention", 15, 1, 0, 0, 0},
+                    {"v5c the combine in the attention, not the write", 11, 1, 0, 0, 0},
                     {"v4c + gemv preload loop", 3, 1, 0, 0, 1},
                     {"v4d + o-proj L2 prefetch", 3, 1, 1, 0, 1},
                     {"v4e + gemv L2 ahead 2", 3, 1, 0, 2, 1},

@@ -221,6 +221,9 @@ GPU_TEST(gpu_decode_write_matches_cpu_bank_write_one) {
     c.n_exact = 0;
     c.head_dim = 128;
     dec_write_vs_cpu(c, "summary bank only, Dh 128");
+    c = dec_write_config();  // more slots than a warp's lanes: each lane scans several (the decisions' reductions)
+    c.n_exact = 40; c.n_summary = 37;
+    dec_write_vs_cpu(c, "banks of 40 and 37 slots");
 }
 
 // The GPU model and a CPU model with the same weights (the CPU gets the GPU's rounding in BF16).
@@ -306,6 +309,62 @@ GPU_TEST(gpu_decode_bounded_matches_cpu_session) {
 GPU_TEST(gpu_decode_unbounded_kv_cache_matches_cpu_forward) {
     dec_model_vs_cpu(gpu_test_config(1, 1), 37, 20, 84, "CoDA unbounded (KV cache)");
     dec_model_vs_cpu(gpu_test_config(0, 0), 5, 20, 85, "GQA unbounded (KV cache)");
+}
+
+// The step's switches (GpuDecoder.use_fused, use_pdl) change launches, never results: every variant's
+// logits at every step and its final state are the plain step's bits (decode.cuh promises it; the
+// tickets of use_fused 4/8 move the write and the combine into the last CTA of another launch).
+static void dec_variants_same_bits(ModelConfig c, int P, int steps, uint64_t seed, const char* name) {
+    Model_f32 cpu;
+    GpuModel g;
+    dec_models(&c, seed, &cpu, &g);
+    const int V = c.vocab_size;
+    int* tok = (int*)malloc(sizeof(int) * (P + steps));
+    random_tokens(tok, P + steps, V, seed + 2);
+    const struct { int fused, pdl, graph; } vs[] = {{0, 0, 0}, {3, 1, 1}, {7, 1, 1}, {11, 0, 1}, {15, 1, 1}, {15, 0, 0}};
+    const int nv = (int)(sizeof(vs) / sizeof(vs[0]));
+    float* ref = (float*)malloc(sizeof(float) * V * steps);
+    BankState_f32 *ref_st = c.bounded ? layer_states_alloc(&c) : NULL, *st = c.bounded ? layer_states_alloc(&c) : NULL;
+    int differing = 0;
+    char what[64] = "";
+    CodaError err;
+    for (int v = 0; v < nv; v++) {
+        GpuDecoder d;
+        gpu_decoder_init(&d, &g, P + steps + 1, vs[v].graph);
+        d.use_fused = vs[v].fused; d.use_pdl = vs[v].pdl;
+        gpu_decoder_reset(&d, 42);
+        CHECK(gpu_decoder_prefill(&d, tok, P, 0, &err) == 0, "%s", err.msg);
+        for (int t = 0; t < steps; t++) {
+            CHECK(gpu_decoder_step(&d, tok[P + t], &err) == 0, "%s", err.msg);
+            if (v == 0) memcpy(ref + (size_t)t * V, d.logits_host, sizeof(float) * V);
+            else if (memcmp(ref + (size_t)t * V, d.logits_host, sizeof(float) * V) != 0) {
+                differing++;
+                snprintf(what, sizeof(what), "variant %d (fused %d pdl %d) logits at step %d", v, vs[v].fused, vs[v].pdl, t);
+                break;
+            }
+        }
+        if (c.bounded) {
+            gpu_decode_state_to_host(&d.st, v == 0 ? ref_st : st);
+            for (int l = 0; v > 0 && l < c.n_layers; l++)
+                if (dec_state_diff(&st[l], &ref_st[l], what, sizeof(what))) { differing++; break; }
+        }
+        gpu_decoder_free(&d);
+    }
+    printf("    %s %s: %d variants x (prefill %d + %d steps), variants differing from the plain step %d%s%s\n", PRECISION_NAME, name, nv, P,
+           steps, differing, differing ? ", first at " : "", what);
+    CHECK(differing == 0, "%s: a step variant changes results (%s)", name, what);
+    if (ref_st) { layer_states_free(ref_st, &c); layer_states_free(st, &c); }
+    free(ref);
+    free(tok);
+    gpu_model_free(&g);
+    model_free_f32(&cpu);
+}
+GPU_TEST(gpu_decode_step_variants_give_the_same_bits) {
+    dec_variants_same_bits(dec_bounded_config(), 70, 40, 91, "CoDA bounded");
+    ModelConfig c = dec_bounded_config();
+    c.head_norm = HEAD_NORM_FULL; c.head_dim = 128; c.n_heads = 4; c.n_kv_heads = 1; c.n_exact = 40; c.n_summary = 37;
+    dec_variants_same_bits(c, 50, 80, 92, "CoDA bounded, head norm, Dh 128, G 4, banks of 40 and 37");
+    dec_variants_same_bits(gpu_test_config(1, 1), 37, 20, 93, "CoDA unbounded (KV cache)");
 }
 
 // Prompts that continue a state (a loaded state file, a follow-up prompt after generated tokens): the
