@@ -74,7 +74,9 @@
 // (wgmma on Hopper when the binary has sm_90a code, else mma.sync), fp32 FMA on CUDA cores in the
 // FP32 build (exact tests); any implementation can be forced (benchmarks compare them; tests check
 // each against the CPU reference).
-typedef enum { CA_IMPL_AUTO = 0, CA_IMPL_FMA = 1, CA_IMPL_MMA = 2, CA_IMPL_WGMMA = 3 } CodaAttnImpl;
+// CA_IMPL_WS: the wgmma kernels with the warp-specialized forward of coda_attention_ws.cuh (AUTO uses it
+// for CoDA's two streams on Hopper).
+typedef enum { CA_IMPL_AUTO = 0, CA_IMPL_FMA = 1, CA_IMPL_MMA = 2, CA_IMPL_WGMMA = 3, CA_IMPL_WS = 4 } CodaAttnImpl;
 
 typedef struct {
     int B, T, H, Hkv, Dh;
@@ -751,6 +753,7 @@ ca_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, floatX* dk, floatX* dv, floa
 #if !defined(ENABLE_FP32)
 #include "coda_attention_mma.cuh"
 #include "coda_attention_wgmma.cuh"
+#include "coda_attention_ws.cuh"
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -820,7 +823,7 @@ static int ca_wgmma_available() {
 // Tensor cores in the BF16 build unless FMA is asked for; the FP32 build has only the FMA kernels.
 static inline int ca_use_mma(const CodaAttnShape* s) {
 #if defined(ENABLE_FP32)
-    if (s->impl == CA_IMPL_MMA || s->impl == CA_IMPL_WGMMA) {
+    if (s->impl == CA_IMPL_MMA || s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS) {
         fprintf(stderr, "coda_attention: the tensor-core kernels need the BF16 build\n");
         exit(1);
     }
@@ -836,15 +839,24 @@ static inline int ca_use_wgmma(const CodaAttnShape* s) {
     (void)s;
     return 0;
 #else
-    if (s->impl == CA_IMPL_WGMMA && !ca_wgmma_available()) {
+    if ((s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS) && !ca_wgmma_available()) {
         fprintf(stderr, "coda_attention: the wgmma kernels need an sm_90 device and a binary built for sm_90a (GPU_ARCH=90a)\n");
         exit(1);
     }
-    return (s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_AUTO) && ca_wgmma_available();
+    return (s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS || s->impl == CA_IMPL_AUTO) && ca_wgmma_available();
 #endif
 }
+// The forward on the warp-specialized kernel (coda_attention_ws.cuh): asked for by CA_IMPL_WS, and AUTO's
+// choice for CoDA's two streams (measured faster, dev/PERF.md); one stream (GQA) stays on the wgmma kernel,
+// which fits two blocks per SM where the warp-specialized one fits one.
+static inline int ca_use_ws(const CodaAttnShape* s) {
+    return ca_use_wgmma(s) && (s->impl == CA_IMPL_WS || (s->impl == CA_IMPL_AUTO && s->differential));
+}
 static inline const char* ca_impl_name(const CodaAttnShape* s) {
-    return !ca_use_mma(s) ? "fp32-FMA" : ca_use_wgmma(s) ? "tensor-core (wgmma)" : "tensor-core (mma.sync)";
+    return !ca_use_mma(s)  ? "fp32-FMA"
+           : ca_use_ws(s)  ? "tensor-core (wgmma, warp-specialized forward)"
+           : ca_use_wgmma(s) ? "tensor-core (wgmma)"
+                             : "tensor-core (mma.sync)";
 }
 // query tile of the dQ kernel: 512 threads / (Dh/16 lanes) rows, over the streams (FMA); 64 (MMA)
 static inline int ca_dq_bq(const CodaAttnShape* s) {
@@ -891,7 +903,13 @@ template <int DH, int NS, bool BND>
 static void ca_mma_forward_launch(const GpuContext* ctx, const CodaAttnShape* s, const CodaAttnInputs* in, const CodaAttnSaved* sv,
                                   const floatX* qn) {
     unsigned blocks = (unsigned)ca_n_qtiles(*s, 64) * s->H * s->B;
-    if (ca_use_wgmma(s)) {
+    if (ca_use_ws(s)) {
+        const int smem = ca_ws_fwd_smem<DH, NS, BND>();
+        ca_mma_launch_prep(ca_ws_forward_kernel<DH, NS, BND>, smem, "ca_ws_forward_kernel");
+        ca_ws_forward_kernel<DH, NS, BND><<<blocks, 128 * (NS + 1), smem, ctx->stream>>>(*s, in->bank, sv->a_sig, sv->a_noise, sv->lse,
+                                                                                        in->q, qn, in->k, in->v);
+        cudaCheckLaunch("ca_ws_forward_kernel");
+    } else if (ca_use_wgmma(s)) {
         const int smem = ca_wg_fwd_smem<DH, NS>();
         ca_mma_launch_prep(ca_wg_forward_kernel<DH, NS, BND>, smem, "ca_wg_forward_kernel");
         ca_wg_forward_kernel<DH, NS, BND><<<blocks, 128 * NS, smem, ctx->stream>>>(*s, in->bank, sv->a_sig, sv->a_noise, sv->lse, in->q,

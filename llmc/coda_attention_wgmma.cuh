@@ -132,6 +132,8 @@ __device__ __forceinline__ void ca_wg_pin_a(uint32_t (*a)[4]) {
                  "+f"(d[(i + 6) / 4][(i + 6) % 4]), "+f"(d[(i + 7) / 4][(i + 7) % 4])
 #define CA_R16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
 #define CA_R32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
+#define CA_R48 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47}"
+#define CA_R64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
 // d[64 rows][N] += A (shared, K-major) * B (shared, K-major), one k-step of 16
 template <int N>
@@ -154,6 +156,36 @@ __device__ __forceinline__ void ca_wgmma_ss<64>(float (*d)[4], uint64_t da, uint
     __trap();
 #endif
 }
+template <>
+__device__ __forceinline__ void ca_wgmma_ss<96>(float (*d)[4], uint64_t da, uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 " CA_R48 ", %48, %49, 1, 1, 1, 0, 0;\n"
+                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24), CA_F8(32), CA_F8(40)
+                 : "l"(da), "l"(db));
+#else
+    __trap();
+#endif
+}
+template <>
+__device__ __forceinline__ void ca_wgmma_ss<128>(float (*d)[4], uint64_t da, uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " CA_R64 ", %64, %65, 1, 1, 1, 0, 0;\n"
+                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24), CA_F8(32), CA_F8(40), CA_F8(48), CA_F8(56)
+                 : "l"(da), "l"(db));
+#else
+    __trap();
+#endif
+}
+// d[64 rows][64] += A (registers: this warp's 16 x 16 fragment) * B (shared, K-major), one k-step
+__device__ __forceinline__ void ca_wgmma_rs64(float (*d)[4], const uint32_t a[4], uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " CA_R32 ", {%32,%33,%34,%35}, %36, 1, 1, 1, 0;\n"
+                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+#else
+    __trap();
+#endif
+}
 // d[64 rows][64] += A (registers: this warp's 16 x 16 fragment) * B (shared, MN-major), one k-step
 __device__ __forceinline__ void ca_wgmma_rs64_t(float (*d)[4], const uint32_t a[4], uint64_t db) {
 #ifdef CA_WGMMA_DEVICE
@@ -164,18 +196,60 @@ __device__ __forceinline__ void ca_wgmma_rs64_t(float (*d)[4], const uint32_t a[
     __trap();
 #endif
 }
+// d[64 rows][128] += A (registers) * B (shared, MN-major: two 64-column blocks, the second at the
+// descriptor's leading-dimension offset), one k-step: one instruction where two of N = 64 were
+#ifndef CA_WG_MN128
+#define CA_WG_MN128 1
+#endif
+__device__ __forceinline__ void ca_wgmma_rs128_t(float (*d)[4], const uint32_t a[4], uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 " CA_R64 ", {%64,%65,%66,%67}, %68, 1, 1, 1, 1;\n"
+                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24), CA_F8(32), CA_F8(40), CA_F8(48), CA_F8(56)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
+#else
+    __trap();
+#endif
+}
 #undef CA_F8
 #undef CA_R16
 #undef CA_R32
+#undef CA_R48
+#undef CA_R64
 
 // acc[64][DH] += A (registers, K / 16 k-steps) * tile[K rows][DH] (MN-major): O = P V, dQ = dS K,
 // dV = P^T dO, dK = dS^T Q
 template <int DH, int K, int R>
 __device__ __forceinline__ void ca_wg_mm_rs(float (*acc)[4], const uint32_t (*a)[4], const bf16* tile) {
 #pragma unroll
-    for (int kk = 0; kk < K / 16; kk++)
+    for (int kk = 0; kk < K / 16; kk++) {
+        if constexpr (DH == 128 && CA_WG_MN128) {
+            ca_wgmma_rs128_t(acc, a[kk], ca_desc_mn<R>(tile, kk, 0));
+        } else {
 #pragma unroll
-        for (int nb = 0; nb < DH / 64; nb++) ca_wgmma_rs64_t(acc + nb * 8, a[kk], ca_desc_mn<R>(tile, kk, nb));
+            for (int nb = 0; nb < DH / 64; nb++) ca_wgmma_rs64_t(acc + nb * 8, a[kk], ca_desc_mn<R>(tile, kk, nb));
+        }
+    }
+}
+// acc[64][64] += A (registers, DH / 16 k-steps) * tile[64 rows][DH]^T (K-major): S = Q K^T with Q held
+// in registers (ca_wg_load_a)
+template <int DH>
+__device__ __forceinline__ void ca_wg_mm_rs_k64(float (*acc)[4], const uint32_t (*a)[4], const bf16* tile) {
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; kk++) ca_wgmma_rs64(acc, a[kk], ca_desc_k<64>(tile, kk));
+}
+// This warp's A fragments (rows wr .. wr+15, every k-step of 16) of a [64][DH] wgmma tile: the register
+// layout of the m64nNk16 A operand, as mma.sync's m16n8k16 (thread g = lane / 4, t = lane % 4 holds rows
+// g and g + 8, columns 2t, 2t + 1 and 2t + 8, 2t + 9 of each k-step)
+template <int DH>
+__device__ __forceinline__ void ca_wg_load_a(uint32_t (*a)[4], const bf16* tile, int wr, int lane) {
+    const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int kk = 0; kk < DH / 16; kk++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int r = wr + g + 8 * (e & 1), c = kk * 16 + 2 * t + 8 * (e >> 1);
+            a[kk][e] = *(const uint32_t*)(tile + ca_wsw<64>(r, c));
+        }
 }
 // acc[64][N] += A tile[64 rows][DH] * B tile[N rows][DH]^T (both K-major): S = Q K^T and friends
 template <int DH, int N, int RA>
@@ -228,6 +302,27 @@ __device__ __forceinline__ void ca_wg_pipeline(int nkt, Step&& step, uint32_t (&
 // loaded while t is used and t+1 waits), and P alternates between two register sets because P_t is
 // still being read by the tensor cores while P_{t+1} is formed.
 
+// The online soft-max of key tile kt in the forward kernels (wgmma and warp-specialized), this thread's
+// two rows: new row maxima m, the factors alpha that rescale O and l, then exp2 of the scores in place
+// (masked keys: 0). Bounded: the bank tile's allowed flags or the window; causal: only the diagonal
+// tile and the end of the sequence are masked.
+template <int BK, bool BND, typename Keys>
+__device__ __forceinline__ void ca_fwd_softmax_tile(float (*sc)[4], float* m, float* l, float* alpha, const Keys& keys, int kt,
+                                                    const uint32_t* bank_bits, const CaQTile& tl, int wr, int row0, int row1,
+                                                    int tq, float sl2) {
+    if constexpr (BND) {
+        const bool bank_tile = kt < keys.nbt;
+        ca_softmax_bounded<BK>(sc, m, l, alpha, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull, keys.seq_key0(kt),
+                               tl.klo, row0, row1, keys.T, tq, sl2);
+        ca_softmax_exp_masked<BK>(sc, m, l);
+    } else {
+        const int k0 = kt * BK;
+        const bool mask = k0 + BK - 1 > tl.q0 + wr || k0 + BK > keys.T;
+        ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, keys.T, tq, sl2);
+        ca_softmax_exp<BK>(sc, m, l);
+    }
+}
+
 template <int DH, int NS>
 constexpr int ca_wg_fwd_smem() { return (NS * 64 + 6 * 64) * DH * 2 + 1024; }
 
@@ -250,7 +345,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
     const int q0 = tl.q0, row0 = q0 + wr + g, row1 = row0 + 8;
     const size_t qstride = (size_t)H * DH;
     const CaKeyTiles<DH, BK, BND> keys(sh, bank, k, v, tl, BQ, b, h / (H / Hkv), bank_bits);
-    const int nbt = keys.nbt, nkt = keys.nkt;
+    const int nkt = keys.nkt;
     auto load_kv = [&](int t) { ca_wload_kv<DH, BK, THREADS>(Ks, Vs, keys.tile(t), t % ST); };
     for (int ss = 0; ss < NS; ss++)
         ca_wload_tile<DH, BQ, THREADS>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
@@ -278,17 +373,7 @@ ca_wg_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
         ca_wg_wait<1>();  // S_kt is done (P_{kt-1} V_{kt-1} may still run)
         ca_wg_pin<BK>(sc);
         float alpha[2];
-        if constexpr (BND) {
-            const bool bank_tile = kt < nbt;
-            ca_softmax_bounded<BK>(sc, m, l, alpha, bank_tile, bank_tile ? ca_bank_tile_bits(bank_bits, kt) : 0ull,
-                                   keys.seq_key0(kt), tl.klo, row0, row1, T, tq, sl2);
-            ca_softmax_exp_masked<BK>(sc, m, l);
-        } else {
-            const int k0 = kt * BK;
-            const bool mask = k0 + BK - 1 > q0 + wr || k0 + BK > T;  // the diagonal or the end of the row
-            ca_softmax_max<BK>(sc, m, l, alpha, k0, mask, row0, row1, T, tq, sl2);
-            ca_softmax_exp<BK>(sc, m, l);
-        }
+        ca_fwd_softmax_tile<BK, BND>(sc, m, l, alpha, keys, kt, bank_bits, tl, wr, row0, row1, tq, sl2);
         ca_acc_to_a<BK>(pf, sc);
         ca_wg_wait<0>();  // P_{kt-1} V_{kt-1} is done: o may be rescaled, its K/V buffer refilled
         ca_wg_pin<DH>(o);

@@ -9,7 +9,17 @@
 //    and backward, TFLOP/s counted the FlashAttention way (forward 4*Dh per visible (query, key) pair
 //    per stream and head, backward 2.5x the forward; both backwards really do 3.5x: S and P are
 //    recomputed in the dQ and in the dK/dV pass).
-// 3. Bounded (phase 2, the medium state) next to causal attention at the same shapes, AUTO kernels.
+// 3. Bounded (phase 2, the medium state) next to causal attention at the same shapes, each tensor-core version.
+// The versions (CodaAttnImpl), each checked in 1. and timed in 2.:
+//   fp32-FMA  CA_IMPL_FMA    CUDA cores, fp32: the exact reference kernels of the FP32 build
+//   mma.sync  CA_IMPL_MMA    tensor cores per warp (coda_attention_mma.cuh): any GPU since Ampere
+//   wgmma     CA_IMPL_WGMMA  Hopper warpgroup MMA, one warpgroup per stream, software-pipelined within
+//                            it; every thread loads the next K/V tile (coda_attention_wgmma.cuh)
+//   ws        CA_IMPL_WS     the forward warp-specialized: a producer warpgroup stages K/V through an
+//                            mbarrier ring, the stream warpgroups only compute (and hold Q in registers);
+//                            backward as wgmma (coda_attention_ws.cuh)
+// The side-by-side baseline, PyTorch's scaled_dot_product_attention at the same shapes in the same
+// call: python3 dev/cuda/sdpa_baseline.py (cuDNN and FlashAttention-2 backends).
 #include <algorithm>
 #include <vector>
 #include "dev/cuda/bench_common.cuh"
@@ -27,7 +37,10 @@ int main(int argc, char** argv) {
     if (sizeof(floatX) == 2) {
         impls.push_back(CA_IMPL_MMA);
         CodaAttnShape probe = {1, 1, 1, 1, 64, 0, 0, 0.f, CA_IMPL_AUTO};
-        if (ca_use_wgmma(&probe)) impls.push_back(CA_IMPL_WGMMA);
+        if (ca_use_wgmma(&probe)) {
+            impls.push_back(CA_IMPL_WGMMA);
+            impls.push_back(CA_IMPL_WS);
+        }
     }
     for (CodaAttnImpl impl : impls)
         for (int Dh : {128, 64}) {
@@ -66,38 +79,42 @@ int main(int argc, char** argv) {
             }
         }
     }
-    // 3. bounded (phase 2) next to unbounded at the same shape, the wgmma/AUTO kernels: the paper's medium
+    // 3. bounded (phase 2) next to unbounded at the same shape, each tensor-core version (or AUTO): the paper's medium
     // state (W = 256, Me = Ms = 64, block 256); the bank ~60% allowed (none in block 0). TFLOP/s over the
     // (query, key) pairs each really computes: bank slots allowed + its window + its causal block.
-    printf("\n| shape | T | key set | fwd ms | bwd ms | fwd+bwd vs unbounded | fwd TFLOP/s | bwd TFLOP/s |\n|---|---|---|---|---|---|---|---|\n");
+    printf("\n| shape | T | key set | kernels | fwd ms | bwd ms | fwd+bwd vs unbounded | fwd TFLOP/s | bwd TFLOP/s |\n|---|---|---|---|---|---|---|---|---|\n");
+    std::vector<CodaAttnImpl> bimpls = {CA_IMPL_AUTO};  // the tensor-core versions of this device, else AUTO
+    if (impls.size() > 2) bimpls.assign(impls.begin() + 1, impls.end());
     for (const auto& shp : shapes) {
-        double unb = 0;
-        for (int bounded = 0; bounded < 2; bounded++) {
-            CodaAttnShape sh = {shp.B, shp.T, shp.H, shp.Hkv, shp.Dh, 1, 0, 1e-6f, CA_IMPL_AUTO};
-            if (bounded) { sh.block = 256; sh.window = 256; sh.bank_slots = 128; }
-            GaCase c;
-            ga_case_init(&c, sh, 9);
-            CodaAttnInputs in = ga_case_inputs(&c);
-            CodaAttnSaved sv = {c.out, c.a_sig, c.a_noise, c.lse, c.hn_rstd};
-            CodaAttnGrads gr = {c.dq, c.dk, c.dv, c.dlam, c.dtheta, c.dhn, c.dbank_k, c.dbank_v};
-            double fwd = bench_ms([&]() { coda_attention_forward(ctx, &sh, &in, &sv); }, reps);
-            double bwd = bench_ms([&]() { coda_attention_backward(ctx, &sh, &in, &sv, c.d_dout, &gr, c.scratch, c.scratch_bytes); }, reps);
-            double pairs = 0;  // per batch row and head, both streams below
-            for (int i = 0; i < sh.T; i++) {
-                if (!bounded) { pairs += i + 1; continue; }
-                const int j = i / sh.block, lo = j * sh.block - sh.window > 0 ? j * sh.block - sh.window : 0;
-                int allowed = 0;
-                for (int m = 0; m < sh.bank_slots; m++) allowed += c.allowed[(size_t)j * sh.bank_slots + m];
-                pairs += allowed + (i - lo + 1);
+        for (CodaAttnImpl impl : bimpls) {
+            double unb = 0;
+            for (int bounded = 0; bounded < 2; bounded++) {
+                CodaAttnShape sh = {shp.B, shp.T, shp.H, shp.Hkv, shp.Dh, 1, 0, 1e-6f, impl};
+                if (bounded) { sh.block = 256; sh.window = 256; sh.bank_slots = 128; }
+                GaCase c;
+                ga_case_init(&c, sh, 9);
+                CodaAttnInputs in = ga_case_inputs(&c);
+                CodaAttnSaved sv = {c.out, c.a_sig, c.a_noise, c.lse, c.hn_rstd};
+                CodaAttnGrads gr = {c.dq, c.dk, c.dv, c.dlam, c.dtheta, c.dhn, c.dbank_k, c.dbank_v};
+                double fwd = bench_ms([&]() { coda_attention_forward(ctx, &sh, &in, &sv); }, reps);
+                double bwd = bench_ms([&]() { coda_attention_backward(ctx, &sh, &in, &sv, c.d_dout, &gr, c.scratch, c.scratch_bytes); }, reps);
+                double pairs = 0;  // per batch row and head, both streams below
+                for (int i = 0; i < sh.T; i++) {
+                    if (!bounded) { pairs += i + 1; continue; }
+                    const int j = i / sh.block, lo = j * sh.block - sh.window > 0 ? j * sh.block - sh.window : 0;
+                    int allowed = 0;
+                    for (int m = 0; m < sh.bank_slots; m++) allowed += c.allowed[(size_t)j * sh.bank_slots + m];
+                    pairs += allowed + (i - lo + 1);
+                }
+                pairs *= (double)sh.B * sh.H * 2;
+                double ffl = 4.0 * sh.Dh * pairs, bfl = 2.5 * ffl;
+                if (!bounded) unb = fwd + bwd;
+                printf("| %s B=%d | %d | %s | %s | %.2f | %.2f | %.2fx | %.1f | %.1f |\n", shp.name, sh.B, sh.T,
+                       bounded ? "bounded medium (W 256, bank 128, block 256)" : "causal", ca_impl_name(&sh), fwd, bwd, unb / (fwd + bwd),
+                       ffl / fwd * 1e-9, bfl / bwd * 1e-9);
+                fflush(stdout);
+                ga_case_free(&c);
             }
-            pairs *= (double)sh.B * sh.H * 2;
-            double ffl = 4.0 * sh.Dh * pairs, bfl = 2.5 * ffl;
-            if (!bounded) unb = fwd + bwd;
-            printf("| %s B=%d | %d | %s | %.2f | %.2f | %.2fx | %.1f | %.1f |\n", shp.name, sh.B, sh.T,
-                   bounded ? "bounded medium (W 256, bank 128, block 256)" : "causal", fwd, bwd, unb / (fwd + bwd), ffl / fwd * 1e-9,
-                   bfl / bwd * 1e-9);
-            fflush(stdout);
-            ga_case_free(&c);
         }
     }
     return 0;

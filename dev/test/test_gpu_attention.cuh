@@ -492,6 +492,78 @@ GPU_TEST(kattn_mma_bounded_vs_cpu_reference) {
     ga_run_bounded_grid(CA_IMPL_MMA);
 }
 
+// The outputs and gradients of two runs of the same shape, byte for byte (the tensors both key sets
+// have: out, the two streams' A, lse, dq, dk, dv).
+static void ga_expect_same_bits(const GaCase* a, const GaCase* b, const char* what) {
+    const CodaAttnShape& u = a->sh;
+    const size_t BT = (size_t)u.B * u.T, qd = (size_t)u.H * u.Dh, kvd = (size_t)u.Hkv * u.Dh;
+    struct { const void *x, *y; size_t bytes; const char* name; } outs[] = {
+        {a->out, b->out, BT * qd * sizeof(floatX), "out"}, {a->a_sig, b->a_sig, BT * qd * sizeof(floatX), "a_sig"},
+        {a->a_noise, b->a_noise, u.differential ? BT * qd * sizeof(floatX) : 0, "a_noise"},
+        {a->lse, b->lse, 2 * BT * u.H * sizeof(float), "lse"}, {a->dq, b->dq, BT * qd * sizeof(floatX), "dq"},
+        {a->dk, b->dk, BT * kvd * sizeof(floatX), "dk"}, {a->dv, b->dv, BT * kvd * sizeof(floatX), "dv"}};
+    for (const auto& o : outs) {
+        if (o.bytes == 0) continue;
+        unsigned char* x = (unsigned char*)coda_malloc_or_die(o.bytes, "x");
+        unsigned char* y = (unsigned char*)coda_malloc_or_die(o.bytes, "y");
+        cudaCheck(cudaMemcpy(x, o.x, o.bytes, cudaMemcpyDeviceToHost));
+        cudaCheck(cudaMemcpy(y, o.y, o.bytes, cudaMemcpyDeviceToHost));
+        CHECK(memcmp(x, y, o.bytes) == 0, "%s: %s differs", what, o.name);
+        free(x); free(y);
+    }
+}
+
+// The warp-specialized forward (coda_attention_ws.cuh; CA_IMPL_WS, the wgmma backward), where the build
+// and the device have sm_90a: against the CPU reference, and bitwise the wgmma kernel's outputs.
+#ifdef CA_WS_BK_CAUSAL
+static const int ga_ws_bk_causal = CA_WS_BK_CAUSAL;
+#else
+static const int ga_ws_bk_causal = 64;  // the FP32 build has no tensor-core kernels (the tests skip)
+#endif
+static int ga_skip_without_wgmma(void) {
+#if defined(ENABLE_FP32)
+    test_skip("the tensor-core kernels exist in the BF16 build only");
+    return 1;
+#else
+    if (!ca_wgmma_available()) { test_skip("no sm_90a device or code: the wgmma kernels cannot run"); return 1; }
+    return 0;
+#endif
+}
+GPU_TEST(kattn_ws_coda_headnorm_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(1, 1, CA_IMPL_WS); }
+GPU_TEST(kattn_ws_gqa_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(0, 0, CA_IMPL_WS); }
+GPU_TEST(kattn_ws_bounded_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_bounded_grid(CA_IMPL_WS); }
+GPU_TEST(kattn_ws_forward_bitwise_wgmma_or_itself) {
+    if (ga_skip_without_wgmma()) return;
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    // causal CoDA + head norm (T not a multiple of 64, G 4, more key tiles than stages); GQA; one key
+    // tile; bounded with a partial bank tile; a continued forward's carried-in ring is covered by the
+    // model tests (CA_IMPL_AUTO)
+    struct { int B, T, H, Hkv, Dh, diff, norm, S, W, Mb; } cases[] = {
+        {2, 700, 8, 2, 128, 1, 1, 0, 0, 0}, {1, 333, 4, 2, 64, 0, 0, 0, 0, 0}, {2, 40, 4, 4, 128, 1, 0, 0, 0, 0},
+        {2, 600, 8, 2, 128, 1, 1, 256, 256, 130}, {1, 300, 4, 2, 64, 1, 0, 64, 50, 24}};
+    for (const auto& k : cases) {
+        // the same key tiles as the wgmma kernel (64): the same bits; causal tiles of 128 (CA_WS_BK_CAUSAL)
+        // rescale every 128 keys, so there the reference is a second warp-specialized run (two runs, the same bits)
+        const bool same_tiles = k.S > 0 || ga_ws_bk_causal == 64;
+        CodaAttnShape a_sh = {k.B, k.T, k.H, k.Hkv, k.Dh, k.diff, k.norm, 1e-6f, same_tiles ? CA_IMPL_WGMMA : CA_IMPL_WS, k.S, k.W, k.Mb};
+        CodaAttnShape b_sh = a_sh;
+        b_sh.impl = CA_IMPL_WS;
+        GaCase a, b;
+        ga_case_init(&a, a_sh, 2024);
+        ga_case_init(&b, b_sh, 2024);
+        ga_case_run_gpu(&a, &ctx, 1);
+        ga_case_run_gpu(&b, &ctx, 1);
+        char what[96];
+        snprintf(what, sizeof what, "T %d Dh %d %s%s: warp-specialized vs %s", k.T, k.Dh, k.diff ? "CoDA" : "GQA",
+                 k.S ? " bounded" : "", same_tiles ? "wgmma" : "a second warp-specialized run");
+        ga_expect_same_bits(&a, &b, what);
+        ga_case_free(&a);
+        ga_case_free(&b);
+    }
+    gpu_context_free(&ctx);
+}
+
 // A bounded key set whose block covers the whole sequence and whose bank is never attended (block 0
 // sees an empty bank) is the unbounded causal attention: the two launches give the same bits.
 GPU_TEST(kattn_bounded_single_block_equals_unbounded) {
@@ -506,19 +578,9 @@ GPU_TEST(kattn_bounded_single_block_equals_unbounded) {
         ga_case_init(&b, bnd, 77);  // same seed: the same q/k/v/... (the bank is drawn after them)
         ga_case_run_gpu(&a, &ctx, 1);
         ga_case_run_gpu(&b, &ctx, 1);
-        const size_t BT = (size_t)u.B * u.T, qd = (size_t)u.H * dh, kvd = (size_t)u.Hkv * dh;
-        struct { const void *x, *y; size_t bytes; const char* name; } outs[] = {
-            {a.out, b.out, BT * qd * sizeof(floatX), "out"}, {a.lse, b.lse, 2 * BT * u.H * sizeof(float), "lse"},
-            {a.dq, b.dq, BT * qd * sizeof(floatX), "dq"}, {a.dk, b.dk, BT * kvd * sizeof(floatX), "dk"},
-            {a.dv, b.dv, BT * kvd * sizeof(floatX), "dv"}};
-        for (const auto& o : outs) {
-            unsigned char* x = (unsigned char*)coda_malloc_or_die(o.bytes, "x");
-            unsigned char* y = (unsigned char*)coda_malloc_or_die(o.bytes, "y");
-            cudaCheck(cudaMemcpy(x, o.x, o.bytes, cudaMemcpyDeviceToHost));
-            cudaCheck(cudaMemcpy(y, o.y, o.bytes, cudaMemcpyDeviceToHost));
-            CHECK(memcmp(x, y, o.bytes) == 0, "Dh %d: %s of a one-block bounded launch differs from the unbounded one", dh, o.name);
-            free(x); free(y);
-        }
+        char what[64];
+        snprintf(what, sizeof what, "Dh %d, a one-block bounded launch vs the unbounded one", dh);
+        ga_expect_same_bits(&a, &b, what);
         ga_case_free(&a);
         ga_case_free(&b);
     }

@@ -1,0 +1,233 @@
+// coda_attention_ws.cuh — the warp-specialized Hopper forward (FlashAttention-3's structure, issue 15):
+// the wgmma forward of coda_attention_wgmma.cuh with its loads moved out of the consumers' way.
+//
+// Why: in ca_wg_forward_kernel every thread issues its share of the next K/V tile's cp.async, waits
+// for its own copies and then meets every other thread at a __syncthreads, once per key tile of 64:
+// the two stream warpgroups advance in lock-step and every step pays the copies' latency tail on the
+// critical path (292 TFLOP/s at the 7B shape, T = 8192, H200, where cuDNN reaches ~530). Measured: 1.06-1.09x
+// the wgmma forward for CoDA's two streams (AUTO uses it there), slower for one stream (one block per SM
+// where the wgmma kernel fits two); the consumers' own chain of waits, not the loads, is what remains.
+//
+// Roles (block of 128 * (NS + 1) threads, one query tile of 64 rows, NS streams):
+//   warpgroup 0      producer: stages the Q tiles, then every K/V tile of the key set in order into
+//                    a ring of ST stages (cp.async of 16 bytes, the same tiles and zero rows as the
+//                    wgmma kernel: CaKeyTiles covers causal, bounded and continued key sets); gives up
+//                    its registers (setmaxnreg.dec) since it only computes addresses
+//   warpgroup 1 + s  consumer of stream s: the wgmma kernel's pipelined step (S_{t+1} and P_t V_t
+//                    issued together while the soft-max of tile t+1 runs), registers raised
+//                    (setmaxnreg.inc); the streams no longer wait for each other
+// Hand-off through mbarriers in shared memory, one pair per stage:
+//   full[st]   128 arrivals: each producer thread arrives after its copies of the tile have landed
+//              (cp.async.wait_group) and after a proxy fence (fence.proxy.async: generic-proxy writes
+//              made visible to the tensor cores' async-proxy reads), so a consumer that has seen the
+//              phase complete may issue wgmma on the tile
+//   empty[st]  128 * NS arrivals: each consumer thread arrives once its products reading the tile
+//              are done (wgmma.wait_group 0); the producer waits for it before refilling the stage
+// Phases: tile t uses stage t % ST in round t / ST; a wait for round r waits for parity r & 1.
+// Deadlock-free for ST >= 3: the producer's last wait before it publishes tile t-1 is for the release
+// of tile t-ST, which the consumers make in step t-ST+1 <= t-2, before they wait for tile t-1.
+// The math, the saved tensors and the outputs are the wgmma kernel's (the same products in the same
+// order per row: the outputs are bitwise those of ca_wg_forward_kernel; tested).
+#pragma once
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define CA_WS_DEVICE 1
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// mbarrier and register-reallocation wrappers (sm_90a; elsewhere the kernel traps, never launched)
+
+__device__ __forceinline__ void ca_mbar_init(uint64_t* bar, unsigned count) {
+#ifdef CA_WS_DEVICE
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(ca_smem_u32(bar)), "r"(count) : "memory");
+#endif
+}
+// arrive (release at CTA scope: this thread's earlier writes are visible to whoever waits on the phase)
+__device__ __forceinline__ void ca_mbar_arrive(uint64_t* bar) {
+#ifdef CA_WS_DEVICE
+    asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.release.cta.shared::cta.b64 state, [%0];\n}\n" ::"r"(ca_smem_u32(bar)) : "memory");
+#endif
+}
+// wait (acquire) until the phase with this parity has completed
+__device__ __forceinline__ void ca_mbar_wait(uint64_t* bar, unsigned parity) {
+#ifdef CA_WS_DEVICE
+    uint32_t done = 0;
+    while (!done)
+        asm volatile(
+            "{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+            : "=r"(done)
+            : "r"(ca_smem_u32(bar)), "r"(parity)
+            : "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void ca_setmaxnreg_dec() {
+#ifdef CA_WS_DEVICE
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+template <int N>
+__device__ __forceinline__ void ca_setmaxnreg_inc() {
+#ifdef CA_WS_DEVICE
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
+// Named barriers 1 and 2 (0 is __syncthreads), for the consumers' turn-taking: sync waits until the
+// other warpgroup has arrived (256 threads in all), arrive does not wait.
+__device__ __forceinline__ void ca_named_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void ca_named_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// forward. Grid: n_qtiles(64) * H * B blocks of 128 * (NS + 1) threads; dynamic smem ca_ws_fwd_smem.
+
+// Compile-time switches for A/B runs (dev/PERF.md, "Warp-specialized forward": each measured on an H200;
+// the defaults are the fastest, the others kept because the next versions build on them):
+//   CA_WS_PINGPONG   1: with two streams the consumers take turns to issue their products (named
+//                    barrier 1 + s is stream s's turn), FlashAttention-3's ping-pong, so that one's
+//                    soft-max runs under the other's products. Measured equal to 0 (within 1%).
+//   CA_WS_Q_REGS     1: Q held in registers, S = Q K^T reads only K from shared memory (64 instead of
+//                    128 bytes a clock at m64n64k16). Measured equal at Dh 128, slower at Dh 64: off.
+//   CA_WS_BK_CAUSAL  key tiles of causal key sets (bounded ones take 64: CaKeyTiles' bank flags come 64
+//                    to a tile). 128 would halve the per-key cost of the waits and of the O rescale, but
+//                    ptxas needs more registers than a consumer can own and spills: 64.
+#ifndef CA_WS_PINGPONG
+#define CA_WS_PINGPONG 1
+#endif
+#ifndef CA_WS_Q_REGS
+#define CA_WS_Q_REGS 0
+#endif
+#ifndef CA_WS_BK_CAUSAL
+#define CA_WS_BK_CAUSAL 64
+#endif
+template <bool BND>
+__host__ __device__ constexpr int ca_ws_bk() { return BND ? 64 : CA_WS_BK_CAUSAL; }
+// K/V stages: as many as fit in a block's 227 KB of dynamic shared memory (less the Q tiles, the 1 KB
+// alignment slack and 2 KB kept for the static barriers and bank flags), at most 4
+__host__ __device__ constexpr int ca_ws_stages(int dh, int ns, int bk) {
+    return (232448 - 2048 - (ns * 64 * dh * 2 + 1024)) / (2 * bk * dh * 2) < 4 ? (232448 - 2048 - (ns * 64 * dh * 2 + 1024)) / (2 * bk * dh * 2)
+                                                                              : 4;
+}
+template <int DH, int NS, bool BND>
+constexpr int ca_ws_fwd_smem() { return (NS * 64 + 2 * ca_ws_stages(DH, NS, ca_ws_bk<BND>()) * ca_ws_bk<BND>()) * DH * 2 + 1024; }
+// registers per thread after the hand-over: 128 * (PRODUCER + NS * CONSUMER) <= 65536
+#define CA_WS_PRODUCER_REGS 56
+#define CA_WS_CONSUMER_REGS(NS) ((NS) == 2 ? 224 : 240)
+
+template <int DH, int NS, bool BND>
+__global__ void __launch_bounds__(128 * (NS + 1), 1)
+ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q,
+                     const bf16* qn, const bf16* k, const bf16* v) {
+    constexpr int BQ = 64, BK = ca_ws_bk<BND>(), ST = ca_ws_stages(DH, NS, BK);
+    static_assert(ST >= 3, "the hand-off needs three stages or more (see the header)");
+    static_assert(128 * (CA_WS_PRODUCER_REGS + NS * CA_WS_CONSUMER_REGS(NS)) <= 65536, "register file");
+    __shared__ uint32_t bank_bits[BND ? CA_MAX_BANK_SLOTS / 32 : 1];
+    __shared__ __align__(8) uint64_t bar_full[ST], bar_empty[ST], bar_q;
+    bf16* Qs = ca_wg_smem();       // [NS][BQ][DH]
+    bf16* Ks = Qs + NS * BQ * DH;  // [ST][BK][DH]
+    bf16* Vs = Ks + ST * BK * DH;  // [ST][BK][DH]
+    const int T = sh.T, H = sh.H, Hkv = sh.Hkv;
+    int qt, h, b;
+    ca_block_coords(ca_n_qtiles(sh, BQ), H, sh.B, 1, &qt, &h, &b);
+    const CaQTile tl = ca_qtile(sh, qt, BQ);
+    if (tl.q0 >= tl.qend) return;  // a tile past the end of a short last block (the whole block returns)
+    const CaKeyTiles<DH, BK, BND> keys(sh, bank, k, v, tl, BQ, b, h / (H / Hkv), bank_bits);  // every thread
+    const int nkt = keys.nkt, q0 = tl.q0;
+    if (threadIdx.x == 0) {
+        for (int st = 0; st < ST; st++) {
+            ca_mbar_init(&bar_full[st], 128);
+            ca_mbar_init(&bar_empty[st], 128 * NS);
+        }
+        ca_mbar_init(&bar_q, 128);
+    }
+    __syncthreads();  // the barriers are initialised before anyone arrives or waits
+
+    if (threadIdx.x < 128) {  // ---- producer warpgroup
+        ca_setmaxnreg_dec<CA_WS_PRODUCER_REGS>();
+        const size_t qstride = (size_t)H * DH;
+        for (int ss = 0; ss < NS; ss++)
+            ca_wload_tile<DH, BQ, 128>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);
+        ca_cp_async_commit();
+        for (int t = 0; t < nkt; t++) {
+            const int st = t % ST;
+            if (t >= ST) ca_mbar_wait(&bar_empty[st], (t / ST - 1) & 1);  // round t/ST - 1 released the stage
+            ca_wload_kv<DH, BK, 128>(Ks, Vs, keys.tile(t), st);
+            ca_cp_async_commit();
+            ca_cp_async_wait<1>();  // everything but tile t has landed: the Q tiles (t = 0) or tile t - 1
+            ca_fence_proxy_async();
+            ca_mbar_arrive(t == 0 ? &bar_q : &bar_full[(t - 1) % ST]);
+        }
+        ca_cp_async_wait<0>();
+        ca_fence_proxy_async();
+        ca_mbar_arrive(&bar_full[(nkt - 1) % ST]);
+        return;
+    }
+
+    // ---- consumer warpgroup of stream s
+    ca_setmaxnreg_inc<CA_WS_CONSUMER_REGS(NS)>();
+    const int ct = threadIdx.x - 128, warp = ct / 32, lane = ct % 32, s = warp / 4, wr = (warp % 4) * 16;
+    const int g = lane >> 2, tq = lane & 3;
+    const int row0 = q0 + wr + g, row1 = row0 + 8;
+    const bf16* Qt = Qs + s * BQ * DH;
+    const float sl2 = (1.0f / sqrtf((float)DH)) * CA_LOG2E;
+    float o[DH / 8][4], sc[BK / 8][4];
+    ca_zero_acc<DH>(o);
+    ca_zero_acc<BK>(sc);
+    constexpr bool PINGPONG = CA_WS_PINGPONG && NS == 2;
+    if (PINGPONG && s == 1) ca_named_arrive(1, 256);  // stream 0 takes the first turn
+    ca_mbar_wait(&bar_q, 0);
+    ca_mbar_wait(&bar_full[0], 0);
+    // Q in registers for every S = Q K^T (CA_WS_Q_REGS): the product then reads only K from shared
+    // memory (64 instead of 128 bytes a clock at m64n64k16, which is the SM's whole bandwidth)
+    uint32_t qf[CA_WS_Q_REGS ? DH / 16 : 1][4];
+    if (CA_WS_Q_REGS) {
+        ca_wg_load_a<DH>(qf, Qt, wr, lane);
+        ca_wg_pin_a<CA_WS_Q_REGS ? DH / 16 : 1>(qf);
+    }
+    auto mm_s = [&](const bf16* ktile) {
+        if constexpr (CA_WS_Q_REGS && BK == 64) ca_wg_mm_rs_k64<DH>(sc, qf, ktile);
+        else ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, ktile);
+    };
+    ca_wg_fence();
+    mm_s(Ks);  // S_0
+    ca_wg_commit();
+    ca_wg_commit();  // an empty group in place of "P_{-1} V_{-1}", so every step waits the same way
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    if (BND) ca_softmax_init(m, l, ca_empty_ring(sh, tl.j), tq);
+    // One P register set (FlashAttention-3's order): the soft-max of S_kt runs in fp32 in place while
+    // P_{kt-1} V_{kt-1} may still run, and P_kt is packed only after that product is done, so the
+    // registers of the previous P are reused (with BK = 128 two sets would not fit in 232 registers).
+    using PFrag = uint32_t[BK / 16][4];  // (a named type: cudafe++ 13.0 crashes on the dependent array type in the lambda)
+    PFrag pf;
+    auto step = [&](int kt, PFrag& p, PFrag&, auto last) {
+        ca_wg_wait<1>();  // S_kt is done (P_{kt-1} V_{kt-1} may still run)
+        ca_wg_pin<BK>(sc);
+        float alpha[2];
+        ca_fwd_softmax_tile<BK, BND>(sc, m, l, alpha, keys, kt, bank_bits, tl, wr, row0, row1, tq, sl2);
+        ca_wg_wait<0>();  // P_{kt-1} V_{kt-1} is done: o may be rescaled, p refilled, tile kt-1's stage handed back
+        ca_wg_pin<DH>(o);
+        ca_wg_pin_a<BK / 16>(p);
+        if (kt > 0) ca_mbar_arrive(&bar_empty[(kt - 1) % ST]);
+        ca_acc_to_a<BK>(p, sc);
+        ca_rescale_rows<DH>(o, alpha);
+        if (!decltype(last)::value) ca_mbar_wait(&bar_full[(kt + 1) % ST], ((kt + 1) / ST) & 1);
+        ca_zero_acc<BK>(sc);
+        ca_wg_pin<DH>(o);
+        ca_wg_pin_a<BK / 16>(p);
+        if (PINGPONG) ca_named_sync(1 + s, 256);  // this stream's turn
+        ca_wg_fence();
+        if (!decltype(last)::value) mm_s(Ks + ((kt + 1) % ST) * BK * DH);
+        ca_wg_commit();
+        ca_wg_mm_rs<DH, BK, BK>(o, p, Vs + (kt % ST) * BK * DH);
+        ca_wg_commit();
+        if (PINGPONG) ca_named_arrive(2 - s, 256);  // the other stream's turn
+    };
+    ca_wg_pipeline(nkt, step, pf, pf, o);
+    if (CA_WS_Q_REGS) ca_wg_pin_a<CA_WS_Q_REGS ? DH / 16 : 1>(qf);  // Q's registers reserved until every S is done
+    if (PINGPONG && s == 0) ca_named_sync(1, 256);  // stream 1's last hand-over: every arrival is matched
+    ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tl.qend, tq, s, h, b);
+}
