@@ -94,7 +94,10 @@ __device__ __forceinline__ void ca_named_arrive(int id, int threads) {
 //                    128 bytes a clock at m64n64k16). Measured equal at Dh 128, slower at Dh 64: off.
 //   CA_WS_BK_CAUSAL  key tiles of causal key sets (bounded ones take 64: CaKeyTiles' bank flags come 64
 //                    to a tile). 128 would halve the per-key cost of the waits and of the O rescale, but
-//                    ptxas needs more registers than a consumer can own and spills: 64.
+//                    with ca_wg_pipeline's two steps an iteration ptxas spills (~300 bytes), and a loop of
+//                    one step (no spills) is slower still (4.46 ms against 3.51 at the 7B shape, T 8192):
+//                    64. With another value the causal and the one-block bounded key sets no longer give
+//                    the same bits (kattn_bounded_single_block_equals_unbounded fails, as it should).
 #ifndef CA_WS_PINGPONG
 #define CA_WS_PINGPONG 1
 #endif
