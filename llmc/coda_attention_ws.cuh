@@ -203,7 +203,7 @@ ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
     if (BND) ca_softmax_init(m, l, ca_empty_ring(sh, tl.j), tq);
     // One P register set (FlashAttention-3's order): the soft-max of S_kt runs in fp32 in place while
     // P_{kt-1} V_{kt-1} may still run, and P_kt is packed only after that product is done, so the
-    // registers of the previous P are reused (with BK = 128 two sets would not fit in 232 registers).
+    // registers of the previous P are reused (with BK = 128 two sets would not fit in a consumer's 224).
     using PFrag = uint32_t[BK / 16][4];  // (a named type: cudafe++ 13.0 crashes on the dependent array type in the lambda)
     PFrag pf;
     auto step = [&](int kt, PFrag& p, PFrag&, auto last) {
