@@ -28,6 +28,7 @@
 #include "../../llmc/swiglu.cuh"
 #include "../../llmc/encoder.cuh"
 #include "../../llmc/adamw.cuh"
+#include "test_layouts.h"  // zero_test_config
 #include "../../llmc/optim.h"  // lr_schedule
 #include "../../llmc/global_norm.cuh"
 #include "../../llmc/elementwise.cuh"
@@ -623,9 +624,7 @@ GPU_TEST(gpu_kernel_adamw_table) {
     // layout whose q/k/o lengths are not multiples of 4 (3 heads of 6, width 25: 450, 150), so that the
     // slice boundaries cut such tensors into a 64-multiple piece (which must stay on the whole
     // tensor's scalar path: AdamWSegment.scalar) and a remainder; 7,424 elements, shards of 2,496.
-    ModelConfig c = config_default();
-    c.vocab_size = 50; c.dim = 25; c.ffn_dim = 40; c.n_layers = 4; c.n_heads = 3; c.n_kv_heads = 1; c.head_dim = 6;
-    c.differential = 1; c.bounded = 1; c.window = 8; c.n_exact = 2; c.n_summary = 2;
+    ModelConfig c = zero_test_config(1);  // test_zero.h's odd layout (dev/test/test_layouts.h)
     ParamTable t;
     param_table_build(&t, &c, FLOATX_DTYPE);
     param_table_set_trainable(&t, TRAIN_ATTENTION);

@@ -11,6 +11,7 @@
 #include "../../llmc/adamw_table.h"
 #include "../../llmc/zero.h"
 #include "test_checkpoint.h"  // ckpt_test_image
+#include "test_layouts.h"     // zero_test_config
 
 TEST(zero_slices_partition_the_buffer_for_any_world_size) {
     const size_t sizes[] = {0, 1, 63, 64, 65, 1000, 12345, 7241732096ull};  // the last: about a 7B model
@@ -39,15 +40,11 @@ TEST(zero_slices_partition_the_buffer_for_any_world_size) {
     CHECK(zero_slice(10, -1, 3, &s, &err) != 0, "negative rank");
 }
 
-// A tiny bounded CoDA model with phase 1's policy (base frozen, attention adapters trainable), its
-// table and compact offsets: trainable tensors of many sizes with alignment gaps between them.
-// odd = 0: d 24, 4 heads over 2 (fp32); odd = 1: d 25, 3 heads of 6 over 1 (bf16), so that q/k/o
-// lengths are not multiples of 4 (450, 150: the GPU test's ZeRO case) and slices cut such tensors.
+// zero_test_config(odd)'s model (dev/test/test_layouts.h; odd = 1 is also the GPU test's ZeRO case) with
+// phase 1's policy (base frozen, attention adapters trainable), its table (odd = 0: fp32, 1: bf16) and
+// compact offsets: trainable tensors of many sizes with alignment gaps between them.
 static void zero_test_layout(ParamTable* t, std::vector<long long>& off, size_t* n_train, int odd) {
-    ModelConfig c = config_default();
-    c.vocab_size = 50; c.ffn_dim = 40; c.head_dim = 6;
-    c.dim = odd ? 25 : 24; c.n_layers = odd ? 4 : 3; c.n_heads = odd ? 3 : 4; c.n_kv_heads = odd ? 1 : 2;
-    c.differential = 1; c.bounded = 1; c.window = 8; c.n_exact = 2; c.n_summary = 2;
+    ModelConfig c = zero_test_config(odd);
     param_table_build(t, &c, odd ? DT_BF16 : DT_F32);
     param_table_set_trainable(t, TRAIN_ATTENTION);
     off.resize(t->n);
