@@ -132,7 +132,6 @@ __device__ __forceinline__ void ca_wg_pin_a(uint32_t (*a)[4]) {
                  "+f"(d[(i + 6) / 4][(i + 6) % 4]), "+f"(d[(i + 7) / 4][(i + 7) % 4])
 #define CA_R16 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}"
 #define CA_R32 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}"
-#define CA_R48 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47}"
 #define CA_R64 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}"
 
 // d[64 rows][N] += A (shared, K-major) * B (shared, K-major), one k-step of 16
@@ -152,16 +151,6 @@ __device__ __forceinline__ void ca_wgmma_ss<64>(float (*d)[4], uint64_t da, uint
 #ifdef CA_WGMMA_DEVICE
     asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " CA_R32 ", %32, %33, 1, 1, 1, 0, 0;\n"
                  : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24) : "l"(da), "l"(db));
-#else
-    __trap();
-#endif
-}
-template <>
-__device__ __forceinline__ void ca_wgmma_ss<96>(float (*d)[4], uint64_t da, uint64_t db) {
-#ifdef CA_WGMMA_DEVICE
-    asm volatile("wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 " CA_R48 ", %48, %49, 1, 1, 1, 0, 0;\n"
-                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24), CA_F8(32), CA_F8(40)
-                 : "l"(da), "l"(db));
 #else
     __trap();
 #endif
@@ -213,7 +202,6 @@ __device__ __forceinline__ void ca_wgmma_rs128_t(float (*d)[4], const uint32_t a
 #undef CA_F8
 #undef CA_R16
 #undef CA_R32
-#undef CA_R48
 #undef CA_R64
 
 // acc[64][DH] += A (registers, K / 16 k-steps) * tile[K rows][DH] (MN-major): O = P V, dQ = dS K,
