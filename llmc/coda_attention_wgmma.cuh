@@ -165,16 +165,6 @@ __device__ __forceinline__ void ca_wgmma_ss<128>(float (*d)[4], uint64_t da, uin
     __trap();
 #endif
 }
-// d[64 rows][64] += A (registers: this warp's 16 x 16 fragment) * B (shared, K-major), one k-step
-__device__ __forceinline__ void ca_wgmma_rs64(float (*d)[4], const uint32_t a[4], uint64_t db) {
-#ifdef CA_WGMMA_DEVICE
-    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " CA_R32 ", {%32,%33,%34,%35}, %36, 1, 1, 1, 0;\n"
-                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db));
-#else
-    __trap();
-#endif
-}
 // d[64 rows][64] += A (registers: this warp's 16 x 16 fragment) * B (shared, MN-major), one k-step
 __device__ __forceinline__ void ca_wgmma_rs64_t(float (*d)[4], const uint32_t a[4], uint64_t db) {
 #ifdef CA_WGMMA_DEVICE
@@ -217,27 +207,6 @@ __device__ __forceinline__ void ca_wg_mm_rs(float (*acc)[4], const uint32_t (*a)
             for (int nb = 0; nb < DH / 64; nb++) ca_wgmma_rs64_t(acc + nb * 8, a[kk], ca_desc_mn<R>(tile, kk, nb));
         }
     }
-}
-// acc[64][64] += A (registers, DH / 16 k-steps) * tile[64 rows][DH]^T (K-major): S = Q K^T with Q held
-// in registers (ca_wg_load_a)
-template <int DH>
-__device__ __forceinline__ void ca_wg_mm_rs_k64(float (*acc)[4], const uint32_t (*a)[4], const bf16* tile) {
-#pragma unroll
-    for (int kk = 0; kk < DH / 16; kk++) ca_wgmma_rs64(acc, a[kk], ca_desc_k<64>(tile, kk));
-}
-// This warp's A fragments (rows wr .. wr+15, every k-step of 16) of a [64][DH] wgmma tile: the register
-// layout of the m64nNk16 A operand, as mma.sync's m16n8k16 (thread g = lane / 4, t = lane % 4 holds rows
-// g and g + 8, columns 2t, 2t + 1 and 2t + 8, 2t + 9 of each k-step)
-template <int DH>
-__device__ __forceinline__ void ca_wg_load_a(uint32_t (*a)[4], const bf16* tile, int wr, int lane) {
-    const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-    for (int kk = 0; kk < DH / 16; kk++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int r = wr + g + 8 * (e & 1), c = kk * 16 + 2 * t + 8 * (e >> 1);
-            a[kk][e] = *(const uint32_t*)(tile + ca_wsw<64>(r, c));
-        }
 }
 // acc[64][N] += A tile[64 rows][DH] * B tile[N rows][DH]^T (both K-major): S = Q K^T and friends
 template <int DH, int N, int RA>

@@ -90,8 +90,6 @@ __device__ __forceinline__ void ca_named_arrive(int id, int threads) {
 //   CA_WS_PINGPONG   1: with two streams the consumers take turns to issue their products (named
 //                    barrier 1 + s is stream s's turn), FlashAttention-3's ping-pong, so that one's
 //                    soft-max runs under the other's products. Measured equal to 0 (within 1%).
-//   CA_WS_Q_REGS     1: Q held in registers, S = Q K^T reads only K from shared memory (64 instead of
-//                    128 bytes a clock at m64n64k16). Measured equal at Dh 128, slower at Dh 64: off.
 //   CA_WS_BK_CAUSAL  key tiles of causal key sets (bounded ones take 64: CaKeyTiles' bank flags come 64
 //                    to a tile). 128 would halve the per-key cost of the waits and of the O rescale, but
 //                    with ca_wg_pipeline's two steps an iteration ptxas spills (~300 bytes), and a loop of
@@ -100,9 +98,6 @@ __device__ __forceinline__ void ca_named_arrive(int id, int threads) {
 //                    the same bits (kattn_bounded_single_block_equals_unbounded fails, as it should).
 #ifndef CA_WS_PINGPONG
 #define CA_WS_PINGPONG 1
-#endif
-#ifndef CA_WS_Q_REGS
-#define CA_WS_Q_REGS 0
 #endif
 #ifndef CA_WS_BK_CAUSAL
 #define CA_WS_BK_CAUSAL 64
@@ -184,19 +179,8 @@ ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
     if (PINGPONG && s == 1) ca_named_arrive(1, 256);  // stream 0 takes the first turn
     ca_mbar_wait(&bar_q, 0);
     ca_mbar_wait(&bar_full[0], 0);
-    // Q in registers for every S = Q K^T (CA_WS_Q_REGS): the product then reads only K from shared
-    // memory (64 instead of 128 bytes a clock at m64n64k16, which is the SM's whole bandwidth)
-    uint32_t qf[CA_WS_Q_REGS ? DH / 16 : 1][4];
-    if (CA_WS_Q_REGS) {
-        ca_wg_load_a<DH>(qf, Qt, wr, lane);
-        ca_wg_pin_a<CA_WS_Q_REGS ? DH / 16 : 1>(qf);
-    }
-    auto mm_s = [&](const bf16* ktile) {
-        if constexpr (CA_WS_Q_REGS && BK == 64) ca_wg_mm_rs_k64<DH>(sc, qf, ktile);
-        else ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, ktile);
-    };
     ca_wg_fence();
-    mm_s(Ks);  // S_0
+    ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks);  // S_0
     ca_wg_commit();
     ca_wg_commit();  // an empty group in place of "P_{-1} V_{-1}", so every step waits the same way
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
@@ -223,14 +207,13 @@ ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
         ca_wg_pin_a<BK / 16>(p);
         if (PINGPONG) ca_named_sync(1 + s, 256);  // this stream's turn
         ca_wg_fence();
-        if (!decltype(last)::value) mm_s(Ks + ((kt + 1) % ST) * BK * DH);
+        if (!decltype(last)::value) ca_wg_mm_ss<DH, BK, BQ>(sc, Qt, Ks + ((kt + 1) % ST) * BK * DH);
         ca_wg_commit();
         ca_wg_mm_rs<DH, BK, BK>(o, p, Vs + (kt % ST) * BK * DH);
         ca_wg_commit();
         if (PINGPONG) ca_named_arrive(2 - s, 256);  // the other stream's turn
     };
     ca_wg_pipeline(nkt, step, pf, pf, o);
-    if (CA_WS_Q_REGS) ca_wg_pin_a<CA_WS_Q_REGS ? DH / 16 : 1>(qf);  // Q's registers reserved until every S is done
     if (PINGPONG && s == 0) ca_named_sync(1, 256);  // stream 1's last hand-over: every arrival is matched
     ca_forward_store<DH>(sh, s ? a_noise : a_sig, lse, o, m, l, row0, row1, tl.qend, tq, s, h, b);
 }

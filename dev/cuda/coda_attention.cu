@@ -15,9 +15,9 @@
 //   mma.sync  CA_IMPL_MMA    tensor cores per warp (coda_attention_mma.cuh): any GPU since Ampere
 //   wgmma     CA_IMPL_WGMMA  Hopper warpgroup MMA, one warpgroup per stream, software-pipelined within
 //                            it; every thread loads the next K/V tile (coda_attention_wgmma.cuh)
-//   ws        CA_IMPL_WS     the forward warp-specialized: a producer warpgroup stages K/V through an
-//                            mbarrier ring, the stream warpgroups only compute (and hold Q in registers);
-//                            backward as wgmma (coda_attention_ws.cuh)
+//   ws        CA_IMPL_WS     the forward warp-specialized: a producer warpgroup stages Q and K/V through
+//                            an mbarrier ring, the stream warpgroups only compute; backward as wgmma
+//                            (coda_attention_ws.cuh)
 // The side-by-side baseline, PyTorch's scaled_dot_product_attention at the same shapes in the same
 // call: python3 dev/cuda/sdpa_baseline.py (cuDNN and FlashAttention-2 backends).
 #include <algorithm>
