@@ -75,8 +75,9 @@
 // FP32 build (exact tests); any implementation can be forced (benchmarks compare them; tests check
 // each against the CPU reference).
 // CA_IMPL_WS: the wgmma kernels with the warp-specialized forward of coda_attention_ws.cuh (AUTO uses it
-// for CoDA's two streams on Hopper).
-typedef enum { CA_IMPL_AUTO = 0, CA_IMPL_FMA = 1, CA_IMPL_MMA = 2, CA_IMPL_WGMMA = 3, CA_IMPL_WS = 4 } CodaAttnImpl;
+// for CoDA's two streams on Hopper). CA_IMPL_FUSED: AUTO's forward with the one-pass backward of
+// coda_attention_fused_bwd.cuh where it applies (causal key sets at Dh 128), the wgmma backward elsewhere.
+typedef enum { CA_IMPL_AUTO = 0, CA_IMPL_FMA = 1, CA_IMPL_MMA = 2, CA_IMPL_WGMMA = 3, CA_IMPL_WS = 4, CA_IMPL_FUSED = 5 } CodaAttnImpl;
 
 typedef struct {
     int B, T, H, Hkv, Dh;
@@ -754,6 +755,7 @@ ca_dkdv_kernel(CodaAttnShape sh, CodaAttnBank bank, floatX* dk, floatX* dv, floa
 #include "coda_attention_mma.cuh"
 #include "coda_attention_wgmma.cuh"
 #include "coda_attention_ws.cuh"
+#include "coda_attention_fused_bwd.cuh"
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -823,7 +825,7 @@ static int ca_wgmma_available() {
 // Tensor cores in the BF16 build unless FMA is asked for; the FP32 build has only the FMA kernels.
 static inline int ca_use_mma(const CodaAttnShape* s) {
 #if defined(ENABLE_FP32)
-    if (s->impl == CA_IMPL_MMA || s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS) {
+    if (s->impl == CA_IMPL_MMA || s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS || s->impl == CA_IMPL_FUSED) {
         fprintf(stderr, "coda_attention: the tensor-core kernels need the BF16 build\n");
         exit(1);
     }
@@ -839,21 +841,33 @@ static inline int ca_use_wgmma(const CodaAttnShape* s) {
     (void)s;
     return 0;
 #else
-    if ((s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS) && !ca_wgmma_available()) {
+    const int asked = s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS || s->impl == CA_IMPL_FUSED;
+    if (asked && !ca_wgmma_available()) {
         fprintf(stderr, "coda_attention: the wgmma kernels need an sm_90 device and a binary built for sm_90a (GPU_ARCH=90a)\n");
         exit(1);
     }
-    return (s->impl == CA_IMPL_WGMMA || s->impl == CA_IMPL_WS || s->impl == CA_IMPL_AUTO) && ca_wgmma_available();
+    return (asked || s->impl == CA_IMPL_AUTO) && ca_wgmma_available();
 #endif
 }
 // The forward on the warp-specialized kernel (coda_attention_ws.cuh): asked for by CA_IMPL_WS, and AUTO's
 // choice for CoDA's two streams (measured faster, dev/PERF.md); one stream (GQA) stays on the wgmma kernel,
 // which fits two blocks per SM where the warp-specialized one fits one.
 static inline int ca_use_ws(const CodaAttnShape* s) {
-    return ca_use_wgmma(s) && (s->impl == CA_IMPL_WS || (s->impl == CA_IMPL_AUTO && s->differential));
+    return ca_use_wgmma(s) && (s->impl == CA_IMPL_WS || ((s->impl == CA_IMPL_AUTO || s->impl == CA_IMPL_FUSED) && s->differential));
+}
+// The one-pass backward (coda_attention_fused_bwd.cuh): causal key sets at Dh 128, asked for by
+// CA_IMPL_FUSED, or AUTO's choice (CA_FUSED_BWD_AUTO 1: measured faster, dev/PERF.md "One-pass backward").
+#ifndef CA_FUSED_BWD_AUTO
+#define CA_FUSED_BWD_AUTO 0
+#endif
+static inline int ca_use_fused_bwd(const CodaAttnShape* s) {
+    return ca_use_wgmma(s) && s->Dh == 128 && !ca_bounded(s) &&
+           (s->impl == CA_IMPL_FUSED || (s->impl == CA_IMPL_AUTO && CA_FUSED_BWD_AUTO));
 }
 static inline const char* ca_impl_name(const CodaAttnShape* s) {
     return !ca_use_mma(s)  ? "fp32-FMA"
+           : ca_use_fused_bwd(s) ? (ca_use_ws(s) ? "tensor-core (wgmma, warp-specialized forward, one-pass backward)"
+                                                 : "tensor-core (wgmma, one-pass backward)")
            : ca_use_ws(s)  ? "tensor-core (wgmma, warp-specialized forward)"
            : ca_use_wgmma(s) ? "tensor-core (wgmma)"
                              : "tensor-core (mma.sync)";
@@ -867,10 +881,25 @@ static inline size_t ca_bank_elems(const CodaAttnShape* s) {  // [B][n_blocks][H
     return ca_has_bank(s) ? (size_t)s->B * ca_n_blocks(*s) * s->Hkv * s->bank_slots * s->Dh : 0;
 }
 
+// The one-pass backward's dq accumulators [NS][B][H][ca_fb_rows(T)][Dh] fp32 and its ordering counters
+// [B][H][ca_fb_rows(T) / 32] int (0 bytes where it does not run).
+#if !defined(ENABLE_FP32)
+static inline size_t ca_fb_acc_bytes(const CodaAttnShape* s) {
+    return (size_t)(s->differential ? 2 : 1) * s->B * s->H * ca_fb_rows(s->T) * s->Dh * sizeof(float);
+}
+static inline size_t ca_fb_sem_bytes(const CodaAttnShape* s) { return (size_t)s->B * s->H * (ca_fb_rows(s->T) / CA_FB_BQ) * sizeof(int); }
+static inline size_t ca_fb_scratch_bytes(const CodaAttnShape* s) {
+    return ca_use_fused_bwd(s) ? ca_align256(ca_fb_acc_bytes(s)) + ca_align256(ca_fb_sem_bytes(s)) : 0;
+}
+#else
+static inline size_t ca_fb_scratch_bytes(const CodaAttnShape*) { return 0; }
+#endif
+
 // Scratch of the backward: d o [B*T, H*Dh] floatX | delta [2, B, H, T] fp32 | theta partials
 // [B * n_qtiles, H, Dh/2] fp32 | head-norm partials [ceil(B*T*H / 256), Dh] fp32; tensor-core path
 // also: qn [B*T, H*Dh] floatX | dk, dv partials per query head [B*T, H, Dh] fp32 each | with a bank:
-// dbank partials per query head [B * n_blocks * bank_slots, H, Dh] fp32 each.
+// dbank partials per query head [B * n_blocks * bank_slots, H, Dh] fp32 each | one-pass backward: its
+// dq accumulators and counters (ca_fb_scratch_bytes).
 size_t coda_attention_scratch_bytes(const CodaAttnShape* s) {
     ca_check_shape(s);
     size_t BT = (size_t)s->B * s->T, nqt = (size_t)ca_n_qtiles(*s, ca_dq_bq(s));
@@ -880,6 +909,7 @@ size_t coda_attention_scratch_bytes(const CodaAttnShape* s) {
     if (ca_use_mma(s)) {
         bytes += ca_align256(BT * s->H * s->Dh * sizeof(floatX)) + 2 * ca_align256(BT * s->H * s->Dh * sizeof(float));
         bytes += 2 * ca_align256(ca_bank_elems(s) / s->Hkv * s->H * sizeof(float));
+        bytes += ca_fb_scratch_bytes(s);
     }
     return bytes;
 }
@@ -944,11 +974,45 @@ static void ca_mma_dkdv_launch(const GpuContext* ctx, const CodaAttnShape* s, co
         cudaCheckLaunch("ca_mma_dkdv_kernel");
     }
 }
+// dk, dv: the partials per query head summed over each KV head's group
+static void ca_mma_dkdv_reduce_launch(const GpuContext* ctx, const CodaAttnShape* s, const CodaAttnGrads* gr, const float* dk_part,
+                                      const float* dv_part) {
+    size_t n4 = (size_t)s->B * s->T * s->Hkv * s->Dh / 4;
+    ca_mma_dkdv_reduce_kernel<<<(unsigned)ceil_div_sz(n4, 256), 256, 0, ctx->stream>>>(gr->dk, gr->dv, dk_part, dv_part, s->H, s->Hkv,
+                                                                                        s->Dh, n4);
+    cudaCheckLaunch("ca_mma_dkdv_reduce_kernel");
+}
+// the one-pass backward: zeroed accumulators and counters, the fused kernel, then dq and the theta partials
+template <int NS>
+static void ca_fb_backward_launch(const GpuContext* ctx, const CodaAttnShape* s, const CodaAttnInputs* in, const CodaAttnGrads* gr,
+                                  float* dth_part, float* dk_part, float* dv_part, const floatX* dO, const float* lse,
+                                  const float* delta, const floatX* qn, void* fb_scratch) {
+    float* dq_acc = (float*)fb_scratch;
+    int* sem = (int*)((char*)fb_scratch + ca_align256(ca_fb_acc_bytes(s)));
+    cudaCheck(cudaMemsetAsync(dq_acc, 0, ca_fb_acc_bytes(s), ctx->stream));
+    cudaCheck(cudaMemsetAsync(sem, 0, ca_fb_sem_bytes(s), ctx->stream));
+    const int smem = ca_fb_smem<NS>();
+    ca_mma_launch_prep(ca_fb_backward_kernel<NS>, smem, "ca_fb_backward_kernel");
+    const unsigned blocks = (unsigned)(ca_fb_nkb(s->T) * s->H * s->B);
+    ca_fb_backward_kernel<NS><<<blocks, 384, smem, ctx->stream>>>(*s, dk_part, dv_part, dq_acc, sem, dO, lse, delta, in->q, qn, in->k,
+                                                                  in->v, in->lam_logit);
+    cudaCheckLaunch("ca_fb_backward_kernel");
+    ca_fb_dq_finish_kernel<NS><<<dim3(ca_n_qtiles(*s, 64), s->H, s->B), 256, 0, ctx->stream>>>(*s, gr->dq, dth_part, dq_acc, in->q,
+                                                                                              in->theta);
+    cudaCheckLaunch("ca_fb_dq_finish_kernel");
+}
 template <int DH, int NS, bool BND>
 static void ca_mma_backward_launch(const GpuContext* ctx, const CodaAttnShape* s, const CodaAttnInputs* in, const CodaAttnGrads* gr,
                                    float* dth_part, float* dk_part, float* dv_part, float* db_part_k, float* db_part_v,
-                                   const floatX* dO, const float* lse, const float* delta, const floatX* qn) {
+                                   const floatX* dO, const float* lse, const float* delta, const floatX* qn, void* fb_scratch) {
     unsigned blocks = (unsigned)ca_n_qtiles(*s, 64) * s->H * s->B;
+    if constexpr (DH == 128 && !BND) {
+        if (ca_use_fused_bwd(s)) {
+            ca_fb_backward_launch<NS>(ctx, s, in, gr, dth_part, dk_part, dv_part, dO, lse, delta, qn, fb_scratch);
+            ca_mma_dkdv_reduce_launch(ctx, s, gr, dk_part, dv_part);
+            return;
+        }
+    }
     if (ca_use_wgmma(s)) {
         const int sq = ca_wg_dq_smem<DH, NS>();
         ca_mma_launch_prep(ca_wg_dq_kernel<DH, NS, BND>, sq, "ca_wg_dq_kernel");
@@ -963,10 +1027,7 @@ static void ca_mma_backward_launch(const GpuContext* ctx, const CodaAttnShape* s
         cudaCheckLaunch("ca_mma_dq_kernel");
     }
     ca_mma_dkdv_launch<DH, NS, BND, false>(ctx, s, in, dk_part, dv_part, dO, lse, delta, qn);
-    size_t n4 = (size_t)s->B * s->T * s->Hkv * s->Dh / 4;
-    ca_mma_dkdv_reduce_kernel<<<(unsigned)ceil_div_sz(n4, 256), 256, 0, ctx->stream>>>(gr->dk, gr->dv, dk_part, dv_part, s->H, s->Hkv,
-                                                                                        s->Dh, n4);
-    cudaCheckLaunch("ca_mma_dkdv_reduce_kernel");
+    ca_mma_dkdv_reduce_launch(ctx, s, gr, dk_part, dv_part);
     if constexpr (BND) {
         if (ca_has_bank(s)) {
             ca_mma_dkdv_launch<DH, NS, true, true>(ctx, s, in, db_part_k, db_part_v, dO, lse, delta, qn);
@@ -1070,12 +1131,13 @@ void coda_attention_backward(const GpuContext* ctx, const CodaAttnShape* s, cons
         float* dk_part = (float*)p;   p += ca_align256(rows * s->Dh * sizeof(float));
         float* dv_part = (float*)p;   p += ca_align256(rows * s->Dh * sizeof(float));
         float* db_part_k = (float*)p; p += ca_align256(nbp * sizeof(float));
-        float* db_part_v = (float*)p;
+        float* db_part_v = (float*)p; p += ca_align256(nbp * sizeof(float));
+        void* fb_scratch = p;  // ca_fb_scratch_bytes
         if (s->differential) ca_noise_query(ctx, s, qn, in->q, in->theta);
         else qn = NULL;
         ca_dispatch(s, [&](auto dh, auto ns, auto bnd) {
             ca_mma_backward_launch<CA_DH, CA_NS, CA_BND>(ctx, s, in, gr, dth_part, dk_part, dv_part, db_part_k, db_part_v, dO, sv->lse,
-                                                         delta, qn);
+                                                         delta, qn, fb_scratch);
         });
 #endif
     } else {

@@ -18,6 +18,9 @@
 //   ws        CA_IMPL_WS     the forward warp-specialized: a producer warpgroup stages Q and K/V through
 //                            an mbarrier ring, the stream warpgroups only compute; backward as wgmma
 //                            (coda_attention_ws.cuh)
+//   fused     CA_IMPL_FUSED  ws's forward, the backward in one pass (coda_attention_fused_bwd.cuh): dQ from
+//                            the dS the dK/dV pass forms (no recomputed S, dP), added to fp32 accumulators
+//                            in L2 in a fixed order; causal key sets at Dh 128 (else the wgmma backward)
 // The side-by-side baseline, PyTorch's scaled_dot_product_attention at the same shapes in the same
 // call: python3 dev/cuda/sdpa_baseline.py (cuDNN and FlashAttention-2 backends).
 #include <algorithm>
@@ -40,6 +43,7 @@ int main(int argc, char** argv) {
         if (ca_use_wgmma(&probe)) {
             impls.push_back(CA_IMPL_WGMMA);
             impls.push_back(CA_IMPL_WS);
+            impls.push_back(CA_IMPL_FUSED);
         }
     }
     for (CodaAttnImpl impl : impls)

@@ -564,13 +564,49 @@ GPU_TEST(kattn_ws_forward_bitwise_wgmma_or_itself) {
     gpu_context_free(&ctx);
 }
 
+// The one-pass backward (coda_attention_fused_bwd.cuh; CA_IMPL_FUSED: causal key sets at Dh 128, the
+// wgmma backward for Dh 64): against the CPU reference (T = 300 has three key blocks of 128, so the
+// ordered dq additions of several blocks are in it), and two runs with many key blocks per head and
+// more blocks than the device runs at once give the same bits (the order of the additions is fixed).
+GPU_TEST(kattn_fused_coda_headnorm_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(1, 1, CA_IMPL_FUSED); }
+GPU_TEST(kattn_fused_coda_identity_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(1, 0, CA_IMPL_FUSED); }
+GPU_TEST(kattn_fused_gqa_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(0, 0, CA_IMPL_FUSED); }
+GPU_TEST(kattn_fused_backward_two_runs_same_bits) {
+    if (ga_skip_without_wgmma()) return;
+    GpuContext ctx;
+    gpu_context_init(&ctx);
+    struct { int B, T, H, Hkv, diff, norm; } cases[] = {{2, 2100, 16, 4, 1, 1}, {1, 4000, 32, 8, 0, 0}};
+    for (const auto& k : cases) {
+        CodaAttnShape sh = {k.B, k.T, k.H, k.Hkv, 128, k.diff, k.norm, 1e-6f, CA_IMPL_FUSED};
+        GaCase a, b;
+        ga_case_init(&a, sh, 555);
+        ga_case_init(&b, sh, 555);
+        ga_case_run_gpu(&a, &ctx, 1);
+        ga_case_run_gpu(&b, &ctx, 1);
+        char what[80];
+        snprintf(what, sizeof what, "T %d H %d %s: two one-pass backward runs", k.T, k.H, k.diff ? "CoDA" : "GQA");
+        ga_expect_same_bits(&a, &b, what);
+        ga_case_free(&a);
+        ga_case_free(&b);
+    }
+    gpu_context_free(&ctx);
+}
+
 // A bounded key set whose block covers the whole sequence and whose bank is never attended (block 0
-// sees an empty bank) is the unbounded causal attention: the two launches give the same bits.
+// sees an empty bank) is the unbounded causal attention: the two launches give the same bits, on the
+// kernels that serve both key sets (AUTO's one-pass backward adds dq in another order: not these).
+static CodaAttnImpl ga_two_pass_impl(void) {
+#if defined(ENABLE_FP32)
+    return CA_IMPL_AUTO;
+#else
+    return ca_wgmma_available() ? CA_IMPL_WS : CA_IMPL_AUTO;
+#endif
+}
 GPU_TEST(kattn_bounded_single_block_equals_unbounded) {
     GpuContext ctx;
     gpu_context_init(&ctx);
     for (int dh = 64; dh <= 128; dh += 64) {
-        CodaAttnShape u = {2, 200, 8, 2, dh, 1, 1, 1e-6f};
+        CodaAttnShape u = {2, 200, 8, 2, dh, 1, 1, 1e-6f, ga_two_pass_impl()};
         CodaAttnShape bnd = u;
         bnd.block = 256; bnd.window = 64; bnd.bank_slots = 24;
         GaCase a, b;

@@ -1,0 +1,447 @@
+// coda_attention_fused_bwd.cuh — v5 of the attention backward (issue 15): one warp-specialized Hopper
+// kernel forms dK, dV and dQ in a single pass over the (key block, query tile) pairs of the causal key
+// set at Dh 128. Bounded key sets and Dh 64 keep the two-pass wgmma backward of coda_attention_wgmma.cuh.
+//
+// Why: the wgmma backward runs a dK/dV kernel (per key tile: S^T = K Q^T, dP^T = V dO^T, dV += P^T dO,
+// dK += dS^T Q) and then a dQ kernel that forms S and dP again to get dQ = dS K: with CoDA's two streams
+// 13 products of (64 keys x 32 queries x 128) per step, 4 of them recomputation. Here dQ is taken from
+// the dS the dK/dV pass already holds: 9 products, and dQ's partial sums go through L2 instead.
+//
+// Shape legend: BKV = 128 keys per block (two consumer warpgroups of 64), BQ = 32 queries per step,
+// DH = 128, NS streams (2: CoDA's signal and noise queries, 1: GQA).
+//
+// Roles (block of 384 threads; grid: per (batch row, query head) its ceil(T / 128) key blocks,
+// SHORTEST FIRST: key block n of the head is block index (b H + h) nkb + nkb - 1 - n):
+//   warps 0-2   loaders: the block's K and V rows once, then per step the NS query tiles, the d o tile
+//               and the per-query scalars (lse, delta, -lambda) into a ring of ST stages (cp.async;
+//               full[st] / empty[st] mbarriers as in coda_attention_ws.cuh)
+//   warp 3      dQ writer: adds the step's fp32 dQ staging tiles to the global accumulators dq_acc with
+//               cp.reduce.async.bulk (one 512-byte row per lane), in the deterministic order below
+//   warpgroup 1+w, w = 0, 1: consumer of keys 64w .. 64w+63 of the block: the wgmma dK/dV kernel's step
+//               (dP^T once for both streams, per stream S^T, P, dS, dV += P^T dO, dK += dS^T Q); it also
+//               writes dS^T of its keys as bf16 (stmatrix .trans) into a shared [32 queries][128 keys]
+//               tile per stream; once both warpgroups have (named barrier 1), warpgroup w forms rows
+//               64w .. 64w+63 of dQ^T = K^T dS^T (operands swapped: 32 queries are fewer than a wgmma's
+//               64 rows, the head dim is not) over all 128 keys, and stores them into the staging tile.
+//
+// Deterministic dQ: query tile m gets its partial sums from key blocks 0 .. n_max(m)-1, and they add in
+// the order n_max(m)-1, n_max(m)-2, .., 0: block n waits until the counter sem[b][h][m] equals its rank
+// n_max(m)-1-n, adds, waits until its additions are complete, and increments the counter (release /
+// acquire at GPU scope). The order, so every fp32 sum, is fixed: two runs give the same bits. A block
+// waits only for blocks of its head with a larger n, which have smaller block indices: with blocks
+// starting in index order the lowest unfinished one never waits for a block that has not started, so
+// there is no deadlock; and block n+1 starts its query tiles 4 tiles (one block of keys) later on the
+// diagonal, so in steady state it passed tile m four steps before block n needs it.
+//
+// dQ^T staging rows are padded to DH + 4 floats (bank-conflict-free stores from the accumulator layout)
+// and so written back one row per bulk reduction. A finishing kernel turns dq_acc into dq (bf16,
+// dq_sig + R_theta^T dq_noise, scaled by 1/sqrt(Dh)) and the theta partials.
+#pragma once
+// A/B switch for measurements only: CA_FB_UNORDERED 1 adds in arrival order (no waiting for the turn;
+// the results are then not deterministic). dev/PERF.md gives what the order costs.
+#ifndef CA_FB_UNORDERED
+#define CA_FB_UNORDERED 0
+#endif
+// CA_FB_SPLIT_DQ 1: each consumer warpgroup forms dQ^T over its own 64 keys and the two hand over through
+// the staging tile (warpgroup 1 adds to warpgroup 0's sums) instead of meeting at a barrier every step
+#ifndef CA_FB_SPLIT_DQ
+#define CA_FB_SPLIT_DQ 0
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// PTX wrappers (sm_90a; elsewhere the kernels trap and are never launched)
+
+// Four 8x8 bf16 matrices from the accumulator fragment layout (register i: matrix i, lane 4g + t holds
+// row g, columns 2t, 2t+1) stored transposed: lanes 8i .. 8i+7 give the addresses of matrix i's
+// columns 0 .. 7 (16 bytes each) in shared memory.
+__device__ __forceinline__ void ca_stsm_x4_trans(const void* p, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1,%2,%3,%4};\n" ::"r"(ca_smem_u32(p)), "r"(r0), "r"(r1),
+                 "r"(r2), "r"(r3)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+// d[64 rows][32] += A (shared, MN-major: the descriptor's tile is A^T) * B (shared, K-major), one k-step
+__device__ __forceinline__ void ca_wgmma_ss32_ta(float (*d)[4], uint64_t da, uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, %16, %17, 1, 1, 1, 1, 0;\n"
+                 : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]),
+                   "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]),
+                   "+f"(d[3][2]), "+f"(d[3][3])
+                 : "l"(da), "l"(db));
+#else
+    __trap();
+#endif
+}
+// global[0 .. bytes) += shared[0 .. bytes) as fp32, by the TMA unit (async proxy), in this thread's bulk group
+__device__ __forceinline__ void ca_bulk_reduce_add_f32(float* gdst, const float* ssrc, uint32_t bytes) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst), "r"(ca_smem_u32(ssrc)),
+                 "r"(bytes)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void ca_bulk_commit() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+// this thread's bulk groups have read their shared-memory sources (the staging may be rewritten)
+__device__ __forceinline__ void ca_bulk_wait_read0() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+#endif
+}
+// ... and their writes to global memory are complete
+__device__ __forceinline__ void ca_bulk_wait0() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+// order this thread's generic-proxy accesses (shared and global) against its async-proxy ones
+__device__ __forceinline__ void ca_fence_proxy_async_all() {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("fence.proxy.async;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ int ca_ld_acquire_gpu(const int* p) {
+    int v = 0;
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("ld.acquire.gpu.global.s32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+#endif
+    return v;
+}
+__device__ __forceinline__ void ca_red_release_gpu_add(int* p, int v) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("red.release.gpu.global.add.s32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// sizes (host and device)
+
+#define CA_FB_BKV 128
+#define CA_FB_BQ 32
+#define CA_FB_ST 3                      // ring stages of query tiles
+#define CA_FB_PAD (128 + 4)             // floats per dQ^T staging row
+#define CA_FB_LOADERS 96                // warps 0-2
+#ifndef CA_FB_PRODUCER_REGS
+#define CA_FB_PRODUCER_REGS 56          // 128 * (56 + 2 * 224) <= 65536 (24 and 240 spill ~100 bytes in the producer)
+#define CA_FB_CONSUMER_REGS 224
+#endif
+
+// rows of the dq accumulators: query tiles of 32, whole
+__host__ __device__ __forceinline__ int ca_fb_rows(int T) { return (T + CA_FB_BQ - 1) / CA_FB_BQ * CA_FB_BQ; }
+__host__ __device__ __forceinline__ int ca_fb_nkb(int T) { return (T + CA_FB_BKV - 1) / CA_FB_BKV; }
+// blocks adding to query tile m before block n does (blocks 0 .. n_max(m)-1 see the tile; the largest adds first)
+__host__ __device__ __forceinline__ int ca_fb_rank(int m, int n, int nkb) {
+    const int nmax = min(nkb, (m * CA_FB_BQ + CA_FB_BQ - 1) / CA_FB_BKV + 1);
+    return nmax - 1 - n;
+}
+template <int NS>
+constexpr int ca_fb_smem() {
+    constexpr int DH = 128, BQ = CA_FB_BQ, NSC = 2 * NS + 1;
+    return 2 * CA_FB_BKV * DH * 2                     // K, V: [2 halves][64][DH] each
+           + CA_FB_ST * (NS + 1) * BQ * DH * 2         // ring: Q [NS][BQ][DH], d o [BQ][DH]
+           + 2 * NS * BQ * CA_FB_BKV * 2               // dS^T [2 step parities][NS][BQ][128 keys]
+           + NS * BQ * CA_FB_PAD * 4                   // dQ^T staging [NS][BQ][DH + 4] fp32
+           + CA_FB_ST * NSC * BQ * 4                   // scalars [ST][NSC][BQ]
+           + 1024;                                     // alignment slack
+}
+
+// the dQ writer's end of a turn: this warp's additions are complete (every lane's bulk groups), then
+// the counter of their query tile goes up (release at GPU scope: the next block in the order may add)
+__device__ __forceinline__ void ca_fb_retire(int* cnt, int lane) {
+    ca_bulk_wait0();
+    ca_fence_proxy_async_all();
+    __syncwarp();
+    if (lane == 0) {
+        __threadfence();
+        ca_red_release_gpu_add(cnt, 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the fused kernel. dk_part / dv_part: fp32 partials per query head (as the wgmma dK/dV kernel);
+// dq_acc: [NS][B][H][ca_fb_rows(T)][DH] fp32, zero on entry; sem: [B][H][ca_fb_rows(T) / 32] int, zero.
+
+template <int NS>
+__global__ void __launch_bounds__(384, 1)
+ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* dq_acc, int* sem, const bf16* dO,
+                      const float* lse, const float* delta, const bf16* q, const bf16* qn, const bf16* k, const bf16* v,
+                      const bf16* lam_logit) {
+    constexpr int DH = 128, BKV = CA_FB_BKV, HK = 64, BQ = CA_FB_BQ, ST = CA_FB_ST, NSC = 2 * NS + 1;
+    static_assert(128 * (CA_FB_PRODUCER_REGS + 2 * CA_FB_CONSUMER_REGS) <= 65536, "register file");
+    __shared__ __align__(8) uint64_t bar_full[ST], bar_empty[ST], bar_stg_full, bar_stg_empty, bar_half;
+    bf16* Ks = ca_wg_smem();                            // [2][HK][DH]: keys 0-63, 64-127 of the block
+    bf16* Vs = Ks + BKV * DH;                           // [2][HK][DH]
+    bf16* Ring = Vs + BKV * DH;                         // [ST][NS + 1][BQ][DH]: Q_0 (, Q_1), d o
+    bf16* dSs = Ring + ST * (NS + 1) * BQ * DH;         // [2][NS][BQ][BKV]
+    float* stg = (float*)(dSs + 2 * NS * BQ * BKV);     // [NS][BQ][CA_FB_PAD]
+    float* Sc = stg + NS * BQ * CA_FB_PAD;              // [ST][NSC][BQ]
+    const int T = sh.T, H = sh.H, nkb = ca_fb_nkb(T), nq = ca_fb_rows(T) / BQ;
+    const int bh = blockIdx.x / nkb, n = nkb - 1 - (int)(blockIdx.x % nkb), h = bh % H, b = bh / H;
+    const int kvh = h / (H / sh.Hkv), k0 = n * BKV, qt_first = k0 / BQ, nsteps = nq - qt_first;
+    const size_t qstride = (size_t)H * DH, qoff = (size_t)b * T * qstride + (size_t)h * DH;
+    if (threadIdx.x == 0) {
+        for (int st = 0; st < ST; st++) {
+            ca_mbar_init(&bar_full[st], CA_FB_LOADERS);
+            ca_mbar_init(&bar_empty[st], 256);
+        }
+        ca_mbar_init(&bar_stg_full, CA_FB_SPLIT_DQ ? 128 : 256);
+        ca_mbar_init(&bar_stg_empty, 1);
+        ca_mbar_init(&bar_half, 128);
+    }
+    __syncthreads();
+
+    if (threadIdx.x < 128) {  // ---- producer warpgroup
+        ca_setmaxnreg_dec<CA_FB_PRODUCER_REGS>();
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+        if (warp < 3) {  // loaders
+            for (int i = 0; i < nsteps; i++) {
+                const int st = i % ST, q0 = (qt_first + i) * BQ;
+                if (i >= ST) ca_mbar_wait(&bar_empty[st], (i / ST - 1) & 1);
+                if (i == 0) {
+                    const size_t kvstride = (size_t)sh.Hkv * DH, kvoff = (size_t)b * T * kvstride + (size_t)kvh * DH;
+                    for (int half = 0; half < 2; half++) {
+                        ca_wload_tile<DH, HK, CA_FB_LOADERS>(Ks + half * HK * DH, k + kvoff, kvstride, k0 + half * HK, T);
+                        ca_wload_tile<DH, HK, CA_FB_LOADERS>(Vs + half * HK * DH, v + kvoff, kvstride, k0 + half * HK, T);
+                    }
+                }
+                bf16* stage = Ring + st * (NS + 1) * BQ * DH;
+                for (int s = 0; s < NS; s++)
+                    ca_wload_tile<DH, BQ, CA_FB_LOADERS>(stage + s * BQ * DH, (s ? qn : q) + qoff, qstride, q0, T);
+                ca_wload_tile<DH, BQ, CA_FB_LOADERS>(stage + NS * BQ * DH, dO + qoff, qstride, q0, T);
+                ca_cp_async_commit();
+                if (warp == 0) {  // the tile's per-query scalars (plain loads: visible with the arrive below)
+                    float pre[NSC];
+                    ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, q0, k0, T, h, b);
+                    ca_dkdv_store_scalars<NSC, BQ>(Sc + st * NSC * BQ, pre, 0);
+                }
+                ca_cp_async_wait<1>();  // everything but tile i has landed
+                ca_fence_proxy_async();
+                if (i > 0) ca_mbar_arrive(&bar_full[(i - 1) % ST]);
+            }
+            ca_cp_async_wait<0>();
+            ca_fence_proxy_async();
+            ca_mbar_arrive(&bar_full[(nsteps - 1) % ST]);
+        } else {  // dQ writer
+            // Step i: wait for the staging tile, retire step i-1 (its additions complete -> release its
+            // counter: a step late, so the wait for completion overlaps the consumers' step), take tile
+            // m's turn, add, and hand the staging back as soon as the bulk reads are done.
+            int* prev = NULL;
+            for (int i = 0; i < nsteps; i++) {
+                const int m = qt_first + i;
+                int* cnt = sem + (size_t)bh * nq + m;
+                ca_mbar_wait(&bar_stg_full, i & 1);
+                if (prev) ca_fb_retire(prev, lane);
+                if (lane == 0) {
+#if !CA_FB_UNORDERED
+                    const int rank = ca_fb_rank(m, n, nkb);
+                    while (ca_ld_acquire_gpu(cnt) != rank) {}
+#endif
+                }
+                __syncwarp();
+                ca_fence_proxy_async_all();  // the staging stores and the earlier blocks' additions come before ours
+                for (int s = 0; s < NS; s++)
+                    ca_bulk_reduce_add_f32(dq_acc + ((((size_t)s * sh.B + b) * H + h) * (size_t)nq * BQ + (size_t)m * BQ + lane) * DH,
+                                           stg + (s * BQ + lane) * CA_FB_PAD, DH * 4);
+                ca_bulk_commit();
+                ca_bulk_wait_read0();
+                __syncwarp();
+                if (lane == 0) ca_mbar_arrive(&bar_stg_empty);
+                prev = cnt;
+            }
+            ca_fb_retire(prev, lane);
+        }
+        return;
+    }
+
+    // ---- consumer warpgroup w: keys k0 + 64w ..
+    ca_setmaxnreg_inc<CA_FB_CONSUMER_REGS>();
+    const int ct = threadIdx.x - 128, w = ct / 128, wi = (ct / 32) % 4, lane = ct % 32, g = lane >> 2, tq = lane & 3;
+    const int wk = wi * 16, k0w = k0 + w * HK, keys[2] = {k0w + wk + g, k0w + wk + g + 8};
+    const bf16* Kw = Ks + w * HK * DH;
+    const bf16* Vw = Vs + w * HK * DH;
+    const float scale = 1.0f / sqrtf((float)DH), sl2 = scale * CA_LOG2E;
+    float dka[DH / 8][4], dva[DH / 8][4];
+    ca_zero_acc<DH>(dka);
+    ca_zero_acc<DH>(dva);
+    for (int i = 0; i < nsteps; i++) {
+        const int st = i % ST, q0 = (qt_first + i) * BQ;
+        const bf16* stage = Ring + st * (NS + 1) * BQ * DH;
+        const bf16* Ot = stage + NS * BQ * DH;
+        const float* sc_ = Sc + st * NSC * BQ;
+        bf16* dsb = dSs + (i & 1) * NS * BQ * BKV;
+        ca_mbar_wait(&bar_full[st], (i / ST) & 1);
+        float dpt[BQ / 8][4];  // dP^T = V dO^T: [64 keys][BQ queries], both streams
+        ca_zero_acc<BQ>(dpt);
+        const bool mask = q0 < k0w + HK;  // queries before keys
+#pragma unroll
+        for (int s = 0; s < NS; s++) {
+            const bf16* Qt = stage + s * BQ * DH;
+            float stt[BQ / 8][4];  // S^T = K Q^T
+            ca_zero_acc<BQ>(stt);
+            ca_wg_fence();
+            if (s == 0) ca_wg_mm_ss<DH, BQ, HK>(dpt, Vw, Ot);
+            ca_wg_mm_ss<DH, BQ, HK>(stt, Kw, Qt);
+            ca_wg_commit();
+            ca_wg_wait<0>();
+            ca_wg_pin<BQ>(dpt);
+            ca_wg_pin<BQ>(stt);
+            float ds[BQ / 8][4];
+            ca_dkdv_p_ds<NS, BQ>(stt, ds, dpt, sc_, s, q0, keys, mask, tq, sl2);
+            uint32_t pa[BQ / 16][4], dsa[BQ / 16][4];
+            ca_acc_to_a<BQ>(pa, stt);
+            ca_acc_to_a<BQ>(dsa, ds);
+            // dS^T of this warp's 16 keys into the stream's [BQ queries][128 keys] tile (128-byte swizzle,
+            // K-major for the dQ^T product): matrix (key half kh, query block jq) is dsa[jq / 2][kh + 2 (jq & 1)]
+            {
+                const int mi = lane >> 3, c = lane & 7;  // the matrix and column this lane addresses
+                bf16* tile = dsb + s * BQ * BKV;
+#pragma unroll
+                for (int kh = 0; kh < 2; kh++) {
+                    const int key = w * HK + wk + 8 * kh, qrow = 8 * mi + c;
+                    ca_stsm_x4_trans(tile + ca_wsw<BQ>(qrow, key), dsa[0][kh], dsa[0][kh + 2], dsa[1][kh], dsa[1][kh + 2]);
+                }
+            }
+            ca_wg_pin_a<BQ / 16>(pa);
+            ca_wg_pin_a<BQ / 16>(dsa);
+            ca_wg_fence();
+            ca_wg_mm_rs<DH, BQ, BQ>(dva, pa, Ot);
+            ca_wg_mm_rs<DH, BQ, BQ>(dka, dsa, Qt);
+            ca_wg_commit();
+            ca_wg_wait<0>();
+            ca_wg_pin<DH>(dva);
+            ca_wg_pin<DH>(dka);
+            ca_wg_pin_a<BQ / 16>(pa);
+            ca_wg_pin_a<BQ / 16>(dsa);
+        }
+        ca_mbar_arrive(&bar_empty[st]);  // every product reading the stage is done
+        ca_fence_proxy_async();          // the stmatrix writes -> the tensor cores
+#if CA_FB_SPLIT_DQ
+        // each warpgroup's dQ^T over its own 64 keys (all 128 head-dim rows, two m64 products per k-step);
+        // warpgroup 0 stores its sums, warpgroup 1 adds its own to them (a fixed order): the two
+        // warpgroups hand over through bar_half instead of meeting at a barrier every step
+        ca_named_sync(2 + w, 128);       // this warpgroup's dS^T are in place
+        float dq[NS][2][BQ / 8][4];
+#pragma unroll
+        for (int s = 0; s < NS; s++) {
+            ca_zero_acc<BQ>(dq[s][0]);
+            ca_zero_acc<BQ>(dq[s][1]);
+        }
+        ca_wg_fence();
+#pragma unroll
+        for (int s = 0; s < NS; s++)
+#pragma unroll
+            for (int kk = 0; kk < HK / 16; kk++)
+#pragma unroll
+                for (int mb = 0; mb < 2; mb++)
+                    ca_wgmma_ss32_ta(dq[s][mb], ca_desc_mn<HK>(Kw, kk, mb), ca_desc_k<BQ>(dsb + s * BQ * BKV, 4 * w + kk));
+        ca_wg_commit();
+        ca_wg_wait<0>();
+#pragma unroll
+        for (int s = 0; s < NS; s++) {
+            ca_wg_pin<BQ>(dq[s][0]);
+            ca_wg_pin<BQ>(dq[s][1]);
+        }
+        if (w == 0) {
+            if (i > 0) ca_mbar_wait(&bar_stg_empty, (i - 1) & 1);  // the writer has read the last step's staging
+        } else {
+            ca_mbar_wait(&bar_half, i & 1);  // warpgroup 0's sums of this step are in the staging
+        }
+        // accumulator row = head-dim index 64mb + wk + g (+8), column = query 8j + 2tq (+1)
+#pragma unroll
+        for (int s = 0; s < NS; s++)
+#pragma unroll
+            for (int mb = 0; mb < 2; mb++)
+#pragma unroll
+                for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float* x = stg + (s * BQ + 8 * j + 2 * tq + (e & 1)) * CA_FB_PAD + mb * HK + wk + g + 8 * (e >> 1);
+                        *x = w == 0 ? dq[s][mb][j][e] : *x + dq[s][mb][j][e];
+                    }
+        if (w == 0) {
+            ca_mbar_arrive(&bar_half);
+        } else {
+            ca_fence_proxy_async();      // the staging stores -> the writer's bulk reads (async proxy)
+            ca_mbar_arrive(&bar_stg_full);
+        }
+#else
+        ca_named_sync(1, 256);           // both warpgroups' dS^T are in place
+        // dQ^T rows 64w .. 64w+63 (head dim) x BQ queries, over the block's 128 keys
+        float dq[NS][BQ / 8][4];
+#pragma unroll
+        for (int s = 0; s < NS; s++) ca_zero_acc<BQ>(dq[s]);
+        ca_wg_fence();
+#pragma unroll
+        for (int s = 0; s < NS; s++)
+#pragma unroll
+            for (int kk = 0; kk < BKV / 16; kk++)
+                ca_wgmma_ss32_ta(dq[s], ca_desc_mn<HK>(Ks + (kk >> 2) * HK * DH, kk & 3, w),
+                                 ca_desc_k<BQ>(dsb + s * BQ * BKV, kk));
+        ca_wg_commit();
+        ca_wg_wait<0>();
+#pragma unroll
+        for (int s = 0; s < NS; s++) ca_wg_pin<BQ>(dq[s]);
+        if (i > 0) ca_mbar_wait(&bar_stg_empty, (i - 1) & 1);  // the writer has read the last step's staging
+        // accumulator row = head-dim index 64w + wk + g (+8), column = query 8j + 2tq (+1)
+#pragma unroll
+        for (int s = 0; s < NS; s++)
+#pragma unroll
+            for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    stg[(s * BQ + 8 * j + 2 * tq + (e & 1)) * CA_FB_PAD + w * HK + wk + g + 8 * (e >> 1)] = dq[s][j][e];
+        ca_fence_proxy_async();         // the staging stores -> the writer's bulk reads (async proxy)
+        ca_mbar_arrive(&bar_stg_full);
+#endif
+    }
+    ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, (size_t)b * T, T, h, scale);
+}
+
+// dq = (dq_sig + R_theta^T dq_noise) / sqrt(Dh) in bf16 and the theta partials of the query tile of 64
+// at blockIdx.x (the wgmma dQ kernel's layout, [B * n_qtiles(64)][H][Dh / 2]), from the accumulators.
+// Grid (n_qtiles(64), H, B) of 256 threads: thread t owns pair p = t % 64 of rows t / 64 + 4i.
+template <int NS>
+__global__ void __launch_bounds__(256)
+ca_fb_dq_finish_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const float* dq_acc, const bf16* q, const bf16* theta) {
+    constexpr int DH = 128, NP = DH / 2, RSTEP = 256 / NP;
+    __shared__ float red[RSTEP][NP];
+    const int qt = blockIdx.x, h = blockIdx.y, b = blockIdx.z, T = sh.T, H = sh.H, nqt = gridDim.x;
+    const int p = threadIdx.x % NP, r0 = threadIdx.x / NP;
+    const size_t rows = (size_t)ca_fb_rows(T);
+    const float* sig = dq_acc + ((size_t)b * H + h) * rows * DH;
+    const float* noi = dq_acc + (((size_t)sh.B + b) * H + h) * rows * DH;
+    const float scale = 1.0f / sqrtf((float)DH);
+    float cs = 1.f, sn = 0.f, dth = 0.f;
+    if (NS == 2) sincosf(__bfloat162float(theta[(size_t)h * NP + p]), &sn, &cs);
+    for (int r = r0; r < 64; r += RSTEP) {
+        const int row = qt * 64 + r;
+        if (row >= T) break;
+        const float2 a = *(const float2*)(sig + (size_t)row * DH + 2 * p);
+        const size_t o = ((size_t)b * T + row) * H * DH + (size_t)h * DH + 2 * p;
+        if (NS == 1) {
+            *(uint32_t*)(dq + o) = ca_pack_bf16(a.x * scale, a.y * scale);
+            continue;
+        }
+        const float2 nr = *(const float2*)(noi + (size_t)row * DH + 2 * p);
+        const float nx = nr.x * scale, ny = nr.y * scale;
+        const __nv_bfloat162 x = *(const __nv_bfloat162*)(q + o);
+        const float x0 = __low2float(x), x1 = __high2float(x);
+        *(uint32_t*)(dq + o) = ca_pack_bf16(a.x * scale + (nx * cs + ny * sn), a.y * scale + (ny * cs - nx * sn));
+        dth += nx * (-x0 * sn - x1 * cs) + ny * (x0 * cs - x1 * sn);
+    }
+    if (NS == 1) return;
+    red[r0][p] = dth;
+    __syncthreads();
+    if (r0 == 0) {
+        float t = 0.f;
+        for (int i = 0; i < RSTEP; i++) t += red[i][p];
+        dtheta_part[(((size_t)b * nqt + qt) * H + h) * NP + p] = t;
+    }
+}
