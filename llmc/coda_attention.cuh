@@ -858,7 +858,7 @@ static inline int ca_use_ws(const CodaAttnShape* s) {
 // The one-pass backward (coda_attention_fused_bwd.cuh): causal key sets at Dh 128, asked for by
 // CA_IMPL_FUSED, or AUTO's choice (CA_FUSED_BWD_AUTO 1: measured faster, dev/PERF.md "One-pass backward").
 #ifndef CA_FUSED_BWD_AUTO
-#define CA_FUSED_BWD_AUTO 0
+#define CA_FUSED_BWD_AUTO 1
 #endif
 static inline int ca_use_fused_bwd(const CodaAttnShape* s) {
     return ca_use_wgmma(s) && s->Dh == 128 && !ca_bounded(s) &&

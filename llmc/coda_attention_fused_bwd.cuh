@@ -6,6 +6,9 @@
 // dK += dS^T Q) and then a dQ kernel that forms S and dP again to get dQ = dS K: with CoDA's two streams
 // 13 products of (64 keys x 32 queries x 128) per step, 4 of them recomputation. Here dQ is taken from
 // the dS the dK/dV pass already holds: 9 products, and dQ's partial sums go through L2 instead.
+// Measured (H200, 7B head shape, T = 8192, dev/PERF.md "One-pass backward"): CoDA backward 9.3 ms against
+// the wgmma backward's 11.6 (1.25x), GQA 6.3 against 7.7; equal at T = 2048 (16 key blocks per head:
+// the shortest-first launch leaves a tail). Keeping the order costs 9% (CoDA) and 18% (GQA) at T = 8192.
 //
 // Shape legend: BKV = 128 keys per block (two consumer warpgroups of 64), BQ = 32 queries per step,
 // DH = 128, NS streams (2: CoDA's signal and noise queries, 1: GQA).
@@ -26,8 +29,9 @@
 //
 // Deterministic dQ: query tile m gets its partial sums from key blocks 0 .. n_max(m)-1, and they add in
 // the order n_max(m)-1, n_max(m)-2, .., 0: block n waits until the counter sem[b][h][m] equals its rank
-// n_max(m)-1-n, adds, waits until its additions are complete, and increments the counter (release /
-// acquire at GPU scope). The order, so every fp32 sum, is fixed: two runs give the same bits. A block
+// n_max(m)-1-n, adds, and once its additions are complete increments the counter (release / acquire at
+// GPU scope; the writer checks completion when the next staging tile arrives, so that wait overlaps a
+// step). The order, so every fp32 sum, is fixed: two runs give the same bits. A block
 // waits only for blocks of its head with a larger n, which have smaller block indices: with blocks
 // starting in index order the lowest unfinished one never waits for a block that has not started, so
 // there is no deadlock; and block n+1 starts its query tiles 4 tiles (one block of keys) later on the
@@ -41,11 +45,6 @@
 // the results are then not deterministic). dev/PERF.md gives what the order costs.
 #ifndef CA_FB_UNORDERED
 #define CA_FB_UNORDERED 0
-#endif
-// CA_FB_SPLIT_DQ 1: each consumer warpgroup forms dQ^T over its own 64 keys and the two hand over through
-// the staging tile (warpgroup 1 adds to warpgroup 0's sums) instead of meeting at a barrier every step
-#ifndef CA_FB_SPLIT_DQ
-#define CA_FB_SPLIT_DQ 0
 #endif
 
 // ---------------------------------------------------------------------------------------------
@@ -175,7 +174,7 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
                       const bf16* lam_logit) {
     constexpr int DH = 128, BKV = CA_FB_BKV, HK = 64, BQ = CA_FB_BQ, ST = CA_FB_ST, NSC = 2 * NS + 1;
     static_assert(128 * (CA_FB_PRODUCER_REGS + 2 * CA_FB_CONSUMER_REGS) <= 65536, "register file");
-    __shared__ __align__(8) uint64_t bar_full[ST], bar_empty[ST], bar_stg_full, bar_stg_empty, bar_half;
+    __shared__ __align__(8) uint64_t bar_full[ST], bar_empty[ST], bar_stg_full, bar_stg_empty;
     bf16* Ks = ca_wg_smem();                            // [2][HK][DH]: keys 0-63, 64-127 of the block
     bf16* Vs = Ks + BKV * DH;                           // [2][HK][DH]
     bf16* Ring = Vs + BKV * DH;                         // [ST][NS + 1][BQ][DH]: Q_0 (, Q_1), d o
@@ -191,9 +190,8 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             ca_mbar_init(&bar_full[st], CA_FB_LOADERS);
             ca_mbar_init(&bar_empty[st], 256);
         }
-        ca_mbar_init(&bar_stg_full, CA_FB_SPLIT_DQ ? 128 : 256);
+        ca_mbar_init(&bar_stg_full, 256);
         ca_mbar_init(&bar_stg_empty, 1);
-        ca_mbar_init(&bar_half, 128);
     }
     __syncthreads();
 
@@ -322,56 +320,6 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
         }
         ca_mbar_arrive(&bar_empty[st]);  // every product reading the stage is done
         ca_fence_proxy_async();          // the stmatrix writes -> the tensor cores
-#if CA_FB_SPLIT_DQ
-        // each warpgroup's dQ^T over its own 64 keys (all 128 head-dim rows, two m64 products per k-step);
-        // warpgroup 0 stores its sums, warpgroup 1 adds its own to them (a fixed order): the two
-        // warpgroups hand over through bar_half instead of meeting at a barrier every step
-        ca_named_sync(2 + w, 128);       // this warpgroup's dS^T are in place
-        float dq[NS][2][BQ / 8][4];
-#pragma unroll
-        for (int s = 0; s < NS; s++) {
-            ca_zero_acc<BQ>(dq[s][0]);
-            ca_zero_acc<BQ>(dq[s][1]);
-        }
-        ca_wg_fence();
-#pragma unroll
-        for (int s = 0; s < NS; s++)
-#pragma unroll
-            for (int kk = 0; kk < HK / 16; kk++)
-#pragma unroll
-                for (int mb = 0; mb < 2; mb++)
-                    ca_wgmma_ss32_ta(dq[s][mb], ca_desc_mn<HK>(Kw, kk, mb), ca_desc_k<BQ>(dsb + s * BQ * BKV, 4 * w + kk));
-        ca_wg_commit();
-        ca_wg_wait<0>();
-#pragma unroll
-        for (int s = 0; s < NS; s++) {
-            ca_wg_pin<BQ>(dq[s][0]);
-            ca_wg_pin<BQ>(dq[s][1]);
-        }
-        if (w == 0) {
-            if (i > 0) ca_mbar_wait(&bar_stg_empty, (i - 1) & 1);  // the writer has read the last step's staging
-        } else {
-            ca_mbar_wait(&bar_half, i & 1);  // warpgroup 0's sums of this step are in the staging
-        }
-        // accumulator row = head-dim index 64mb + wk + g (+8), column = query 8j + 2tq (+1)
-#pragma unroll
-        for (int s = 0; s < NS; s++)
-#pragma unroll
-            for (int mb = 0; mb < 2; mb++)
-#pragma unroll
-                for (int j = 0; j < BQ / 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float* x = stg + (s * BQ + 8 * j + 2 * tq + (e & 1)) * CA_FB_PAD + mb * HK + wk + g + 8 * (e >> 1);
-                        *x = w == 0 ? dq[s][mb][j][e] : *x + dq[s][mb][j][e];
-                    }
-        if (w == 0) {
-            ca_mbar_arrive(&bar_half);
-        } else {
-            ca_fence_proxy_async();      // the staging stores -> the writer's bulk reads (async proxy)
-            ca_mbar_arrive(&bar_stg_full);
-        }
-#else
         ca_named_sync(1, 256);           // both warpgroups' dS^T are in place
         // dQ^T rows 64w .. 64w+63 (head dim) x BQ queries, over the block's 128 keys
         float dq[NS][BQ / 8][4];
@@ -399,7 +347,6 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
                     stg[(s * BQ + 8 * j + 2 * tq + (e & 1)) * CA_FB_PAD + w * HK + wk + g + 8 * (e >> 1)] = dq[s][j][e];
         ca_fence_proxy_async();         // the staging stores -> the writer's bulk reads (async proxy)
         ca_mbar_arrive(&bar_stg_full);
-#endif
     }
     ca_dkdv_store_partials<DH>(sh, dk_part, dv_part, dka, dva, keys, (size_t)b * T, T, h, scale);
 }

@@ -7,8 +7,8 @@
 //    the fp32-FMA kernels and (BF16 build) the tensor-core kernels (mma.sync; wgmma where the device and
 //    the binary have sm_90a) side by side: median ms of forward
 //    and backward, TFLOP/s counted the FlashAttention way (forward 4*Dh per visible (query, key) pair
-//    per stream and head, backward 2.5x the forward; both backwards really do 3.5x: S and P are
-//    recomputed in the dQ and in the dK/dV pass).
+//    per stream and head, backward 2.5x the forward; the two-pass backwards really do 3.5x: S and P
+//    are formed in the dK/dV pass and again in the dQ pass; the one-pass backward does the 2.5x).
 // 3. Bounded (phase 2, the medium state) next to causal attention at the same shapes, each tensor-core version.
 // The versions (CodaAttnImpl), each checked in 1. and timed in 2.:
 //   fp32-FMA  CA_IMPL_FMA    CUDA cores, fp32: the exact reference kernels of the FP32 build
