@@ -513,6 +513,20 @@ static void ga_expect_same_bits(const GaCase* a, const GaCase* b, const char* wh
     }
 }
 
+// Two cases drawn from the same seed (the same inputs), a with a_sh and b with b_sh, run forward and
+// backward: the same bits (what names the pair in a failure).
+static void ga_expect_runs_same_bits(const GpuContext* ctx, const CodaAttnShape& a_sh, const CodaAttnShape& b_sh, uint64_t seed,
+                                     const char* what) {
+    GaCase a, b;
+    ga_case_init(&a, a_sh, seed);
+    ga_case_init(&b, b_sh, seed);
+    ga_case_run_gpu(&a, ctx, 1);
+    ga_case_run_gpu(&b, ctx, 1);
+    ga_expect_same_bits(&a, &b, what);
+    ga_case_free(&a);
+    ga_case_free(&b);
+}
+
 // The warp-specialized forward (coda_attention_ws.cuh; CA_IMPL_WS, the wgmma backward), where the build
 // and the device have sm_90a: against the CPU reference, and bitwise the wgmma kernel's outputs.
 #ifdef CA_WS_BK_CAUSAL
@@ -549,17 +563,10 @@ GPU_TEST(kattn_ws_forward_bitwise_wgmma_or_itself) {
         CodaAttnShape a_sh = {k.B, k.T, k.H, k.Hkv, k.Dh, k.diff, k.norm, 1e-6f, same_tiles ? CA_IMPL_WGMMA : CA_IMPL_WS, k.S, k.W, k.Mb};
         CodaAttnShape b_sh = a_sh;
         b_sh.impl = CA_IMPL_WS;
-        GaCase a, b;
-        ga_case_init(&a, a_sh, 2024);
-        ga_case_init(&b, b_sh, 2024);
-        ga_case_run_gpu(&a, &ctx, 1);
-        ga_case_run_gpu(&b, &ctx, 1);
         char what[96];
         snprintf(what, sizeof what, "T %d Dh %d %s%s: warp-specialized vs %s", k.T, k.Dh, k.diff ? "CoDA" : "GQA",
                  k.S ? " bounded" : "", same_tiles ? "wgmma" : "a second warp-specialized run");
-        ga_expect_same_bits(&a, &b, what);
-        ga_case_free(&a);
-        ga_case_free(&b);
+        ga_expect_runs_same_bits(&ctx, a_sh, b_sh, 2024, what);
     }
     gpu_context_free(&ctx);
 }
@@ -578,16 +585,9 @@ GPU_TEST(kattn_fused_backward_two_runs_same_bits) {
     struct { int B, T, H, Hkv, diff, norm; } cases[] = {{2, 2100, 16, 4, 1, 1}, {1, 4000, 32, 8, 0, 0}};
     for (const auto& k : cases) {
         CodaAttnShape sh = {k.B, k.T, k.H, k.Hkv, 128, k.diff, k.norm, 1e-6f, CA_IMPL_FUSED};
-        GaCase a, b;
-        ga_case_init(&a, sh, 555);
-        ga_case_init(&b, sh, 555);
-        ga_case_run_gpu(&a, &ctx, 1);
-        ga_case_run_gpu(&b, &ctx, 1);
         char what[80];
         snprintf(what, sizeof what, "T %d H %d %s: two one-pass backward runs", k.T, k.H, k.diff ? "CoDA" : "GQA");
-        ga_expect_same_bits(&a, &b, what);
-        ga_case_free(&a);
-        ga_case_free(&b);
+        ga_expect_runs_same_bits(&ctx, sh, sh, 555, what);
     }
     gpu_context_free(&ctx);
 }
@@ -609,16 +609,9 @@ GPU_TEST(kattn_bounded_single_block_equals_unbounded) {
         CodaAttnShape u = {2, 200, 8, 2, dh, 1, 1, 1e-6f, ga_two_pass_impl()};
         CodaAttnShape bnd = u;
         bnd.block = 256; bnd.window = 64; bnd.bank_slots = 24;
-        GaCase a, b;
-        ga_case_init(&a, u, 77);
-        ga_case_init(&b, bnd, 77);  // same seed: the same q/k/v/... (the bank is drawn after them)
-        ga_case_run_gpu(&a, &ctx, 1);
-        ga_case_run_gpu(&b, &ctx, 1);
         char what[64];
         snprintf(what, sizeof what, "Dh %d, a one-block bounded launch vs the unbounded one", dh);
-        ga_expect_same_bits(&a, &b, what);
-        ga_case_free(&a);
-        ga_case_free(&b);
+        ga_expect_runs_same_bits(&ctx, u, bnd, 77, what);  // same seed: the same q/k/v/... (the bank is drawn after them)
     }
     gpu_context_free(&ctx);
 }
