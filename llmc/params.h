@@ -224,6 +224,25 @@ static inline void param_table_set_trainable(ParamTable* t, TrainPolicy policy) 
         t->tensors[i].trainable = on;
     }
 }
+// Which of a layer's forward intermediates its backward reads. Three are read only to form the
+// gradient of a weight they are the input of: the attention's normed input hn1 (q, k, v, lambda; and
+// the write gate's backward, which runs whenever gradients reach the gate), the MLP's normed input hn2
+// (gate, up) and the SwiGLU output (down). Where those weights are frozen (phases 1 and 2 freeze the
+// MLP) the layer need not keep them past its forward: at Mistral-7B, T = 8192, that is 288 MiB a layer.
+typedef struct { int hn1, hn2, mlp_act; } LayerKeeps;
+static inline int param_trainable_at(const ParamTable* t, ParamKind k, int layer) {
+    const ParamTensor* p = param_find(t, k, layer);
+    return p && p->trainable;
+}
+static inline LayerKeeps param_layer_keeps(const ParamTable* t, const ModelConfig* c, int layer) {
+    LayerKeeps k;
+    const int gate_backward = c->bounded && !c->detach_evicted && c->write_policy == WRITE_POLICY_GATED;
+    k.hn1 = gate_backward || param_trainable_at(t, PK_Q, layer) || param_trainable_at(t, PK_K, layer) ||
+            param_trainable_at(t, PK_V, layer) || param_trainable_at(t, PK_LAMBDA_W, layer);
+    k.hn2 = param_trainable_at(t, PK_GATE, layer) || param_trainable_at(t, PK_UP, layer);
+    k.mlp_act = param_trainable_at(t, PK_DOWN, layer);
+    return k;
+}
 // Parameters of the model (padding excluded).
 static inline size_t param_table_count(const ParamTable* t) {
     size_t n = 0;

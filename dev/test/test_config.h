@@ -54,6 +54,37 @@ TEST(param_table_coda_bounded_adds_adapter_tensors) {
     param_table_free(&t2);
 }
 
+// What a layer keeps for its backward follows from what trains (llmc/params.h param_layer_keeps):
+// phase 0 keeps all three; phases 1 and 2 (frozen MLP) keep the attention's normed input only; the
+// CoDA tensors alone keep it for lambda, and a GQA model training only its write gate keeps it only
+// when gradients reach the gate (detach_evicted off).
+TEST(param_layer_keeps_what_the_backward_reads) {
+    struct { int differential, bounded, detach; TrainPolicy policy; LayerKeeps want; } cases[] = {
+        {1, 0, 1, TRAIN_ALL, {1, 1, 1}},
+        {1, 0, 1, TRAIN_ATTENTION, {1, 0, 0}},
+        {1, 1, 1, TRAIN_ATTENTION, {1, 0, 0}},
+        {0, 0, 1, TRAIN_ATTENTION_NO_DIFF, {1, 0, 0}},
+        {1, 0, 1, TRAIN_CODA_ONLY, {1, 0, 0}},
+        {0, 1, 1, TRAIN_CODA_ONLY, {0, 0, 0}},
+        {0, 1, 0, TRAIN_CODA_ONLY, {1, 0, 0}},
+        {1, 0, 1, TRAIN_NONE, {0, 0, 0}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ModelConfig c = config_default();
+        c.n_layers = 3;
+        c.differential = cases[i].differential; c.bounded = cases[i].bounded; c.detach_evicted = cases[i].detach;
+        ParamTable t;
+        param_table_build(&t, &c, DT_F32);
+        param_table_set_trainable(&t, cases[i].policy);
+        for (int l = 0; l < c.n_layers; l++) {
+            LayerKeeps k = param_layer_keeps(&t, &c, l), w = cases[i].want;
+            CHECK(k.hn1 == w.hn1 && k.hn2 == w.hn2 && k.mlp_act == w.mlp_act, "case %zu layer %d: keeps %d %d %d, want %d %d %d", i, l,
+                  k.hn1, k.hn2, k.mlp_act, w.hn1, w.hn2, w.mlp_act);
+        }
+        param_table_free(&t);
+    }
+}
+
 TEST(config_validate_rejects_bad_fields) {
     CodaError err;
     ModelConfig c = config_default();

@@ -156,6 +156,51 @@ GPU_TEST(gpu_ten_adamw_steps_track_cpu_reference) {
     model_free_f32(&cpu);
 }
 
+// Phase 1 freezes the MLP, so without recompute the layers share one buffer for the MLP's normed input
+// and SwiGLU output (param_layer_keeps) and keep their own attention input; the gradients are the
+// same bits as with recompute (one set that keeps everything, rebuilt per layer) and as with every
+// intermediate kept (keep_all_acts).
+GPU_TEST(gpu_phase1_shared_forward_buffers_same_gradients) {
+    ModelConfig c = gpu_test_config(1, 1);
+    c.n_layers = 3;
+    const int B = 2, T = 48, n = B * T;
+    int tok[96], tgt[96];
+    random_tokens(tok, n, c.vocab_size, 131);
+    random_tokens(tgt, n, c.vocab_size, 132);
+    float* grads[3];
+    size_t nt = 0;
+    for (int r = 0; r < 3; r++) {  // shared buffers, recompute, everything kept
+        GpuModel g;
+        gpu_model_create(&g, &c, TRAIN_ATTENTION);
+        gpu_model_init_random(&g, 133, 0);
+        g.keep_all_acts = r == 2;
+        gpu_model_alloc_acts(&g, B, T, r == 1, 0);
+        if (r == 0) {
+            CHECK(g.fwd_hn && g.fwd_act, "no shared forward buffers");
+            for (int l = 0; l < c.n_layers; l++) {
+                const LayerActs* a = &g.layers[l];
+                CHECK(a->hn2 == g.fwd_hn && a->mlp_act == g.fwd_act && a->hn1 != g.fwd_hn, "layer %d: hn1 %p hn2 %p act %p", l,
+                      (void*)a->hn1, (void*)a->hn2, (void*)a->mlp_act);
+            }
+        } else {
+            CHECK(!g.fwd_hn && !g.fwd_act, "run %d allocated shared buffers", r);
+        }
+        gpu_model_zero_grad(&g);
+        gpu_model_forward(&g, tok, tgt, 1.0f / n, NULL);
+        gpu_model_backward(&g);
+        nt = g.n_train;
+        grads[r] = (float*)coda_malloc_or_die(sizeof(float) * nt, "gradients");
+        cudaCheck(cudaMemcpy(grads[r], g.grad, sizeof(float) * nt, cudaMemcpyDeviceToHost));
+        gpu_model_free(&g);
+    }
+    double nonzero = 0;
+    for (size_t i = 0; i < nt; i++) nonzero += grads[0][i] != 0.f;
+    CHECK(nonzero > 0.5 * nt, "only %.0f of %zu gradients are non-zero", nonzero, nt);
+    CHECK(memcmp(grads[0], grads[1], sizeof(float) * nt) == 0, "shared buffers vs recompute: gradients differ");
+    CHECK(memcmp(grads[0], grads[2], sizeof(float) * nt) == 0, "shared buffers vs everything kept: gradients differ");
+    for (int r = 0; r < 3; r++) free(grads[r]);
+}
+
 // Trains `steps` updates on fixed batches (a different batch per update), returning the losses.
 static void gpu_train_steps(GpuModel* g, int first, int steps, double* losses) {
     AdamWConfig o = gpu_test_adamw();
@@ -653,6 +698,7 @@ static void hf_parity_check(const char* dir) {
     gpu_model_create(&g, &c, TRAIN_NONE);
     HfLoadReport rep;
     CHECK(checkpoint_load_weights(&g, dir, &rep, &err) == 0, "%s", err.msg);
+    g.keep_all_acts = 1;  // hf_acts_report reads every layer's normed inputs and SwiGLU output
     gpu_model_alloc_acts(&g, r.B, T, 0, 0);
     int scored = 0;
     double loss = gpu_model_forward(&g, r.tok, tgt, 0.0f, &scored) / scored;
