@@ -107,6 +107,12 @@ static inline double config_rope_base(const ModelConfig* c) {
 }
 // Slots of the bounded state: ring, then exact bank, then summary bank (docs/spec.md §2.1).
 static inline int config_state_slots(const ModelConfig* c) { return c->window + c->n_exact + c->n_summary; }
+// A bounded model's gradients reach the evicted tokens and the write gate only without detach; the
+// gate's own backward (its input, weights and bias) runs then with the gated write policy.
+static inline int config_grads_through_banks(const ModelConfig* c) { return c->bounded && !c->detach_evicted; }
+static inline int config_write_gate_backward(const ModelConfig* c) {
+    return config_grads_through_banks(c) && c->write_policy == WRITE_POLICY_GATED;
+}
 
 // A run that puts tokens at positions [0, n) (a window, a chunk, a streamed text, a prompt and its
 // continuation) on a model whose config says it was built for max_seq_len positions (0: not stated):

@@ -296,9 +296,6 @@ static BankScanShape gm_scan_shape(const GpuModel* m) {
     if (m->carry.fill) { s.hist = m->carry.hist; s.pos0 = m->carry.pos0; }
     return s;
 }
-// The bounded layers' gradients reach the write gate and the evicted tokens only without detach.
-static int gm_grads_through_banks(const ModelConfig* c) { return c->bounded && !c->detach_evicted; }
-
 static CodaAttnInputs gm_attn_inputs(const GpuModel* m, const LayerActs* a, int l) {
     CodaAttnInputs in;
     memset(&in, 0, sizeof(in));
@@ -339,18 +336,17 @@ static void gpu_model__alloc_acts(GpuModel* m, int B, int T, int recompute, int 
     const BankScanShape bs = gm_scan_shape(m);
     // With recompute the one set is rebuilt before each layer's backward, so it keeps everything; else
     // each layer keeps what its backward reads, and the rest goes to one buffer the layers share.
-    LayerKeeps* owns = (LayerKeeps*)coda_malloc_or_die(sizeof(LayerKeeps) * (size_t)n_sets, w);
-    int share_hn = 0, share_act = 0;
-    for (int l = 0; l < n_sets; l++) {
-        const LayerKeeps all = {1, 1, 1};
-        owns[l] = (recompute || m->keep_all_acts) ? all : param_layer_keeps(&m->table, c, l);
-        share_hn |= !owns[l].hn1 || !owns[l].hn2;
-        share_act |= !owns[l].mlp_act;
+    const int keep_all = recompute || m->keep_all_acts;
+    const LayerKeeps all = {1, 1, 1};
+    for (int l = 0; l < n_sets && !keep_all; l++) {
+        const LayerKeeps k = param_layer_keeps(&m->table, c, l);
+        if ((!k.hn1 || !k.hn2) && !m->fwd_hn) m->fwd_hn = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, "forward-only normed inputs");
+        if (!k.mlp_act && !m->fwd_act) m->fwd_act = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, "forward-only SwiGLU output");
     }
-    if (share_hn) m->fwd_hn = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, "forward-only normed inputs");
-    if (share_act) m->fwd_act = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, "forward-only SwiGLU output");
-    for (int l = 0; l < n_sets; l++) layer_acts_alloc(&m->layers[l], c, BT, B, T, &bs, hist_cap, owns[l], m->fwd_hn, m->fwd_act);
-    free(owns);
+    for (int l = 0; l < n_sets; l++) {
+        const LayerKeeps k = keep_all ? all : param_layer_keeps(&m->table, c, l);
+        layer_acts_alloc(&m->layers[l], c, BT, B, T, &bs, hist_cap, k, m->fwd_hn, m->fwd_act);
+    }
     m->hf = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
     m->rstdf = (float*)cuda_malloc_or_die(sizeof(float) * BT, w);
     m->logits = (floatX*)cuda_malloc_or_die(sizeof(floatX) * (size_t)m->chunk_rows * c->vocab_size, "logits chunk");
@@ -381,7 +377,7 @@ static void gpu_model__alloc_acts(GpuModel* m, int B, int T, int recompute, int 
             m->dbank_k = (float*)cuda_malloc_or_die(sizeof(float) * nbank, b);
             m->dbank_v = (float*)cuda_malloc_or_die(sizeof(float) * nbank, b);
         }
-        if (gm_grads_through_banks(c)) {
+        if (config_grads_through_banks(c)) {
             m->dk_acc = (float*)cuda_malloc_or_die(sizeof(float) * BT * KVD, b);
             m->dv_acc = (float*)cuda_malloc_or_die(sizeof(float) * BT * KVD, b);
             m->dwgate = (float*)cuda_malloc_or_die(sizeof(float) * BT, b);
@@ -564,7 +560,7 @@ static void gpu_model_backward(GpuModel* m) {
         CodaAttnSaved sv = gm_attn_saved(a);
         CodaAttnGrads gr = {m->dq, m->dk, m->dv, m->dlam, gm_grad(m, PK_THETA, l), gm_grad(m, PK_HEAD_NORM, l), m->dbank_k, m->dbank_v};
         STEP_TIMED(tm, ST_ATTENTION_BWD, coda_attention_backward(ctx, &s, &in, &sv, m->dattn, &gr, m->scratch, m->scratch_bytes));
-        const int through_banks = gm_grads_through_banks(c);
+        const int through_banks = config_grads_through_banks(c);
         if (c->bounded && (gm_grad(m, PK_ETA, l) || through_banks)) {
             // reverse scan: bank-slot gradients -> eta, and (detach off) the evicted tokens' k, v and gates
             const BankScanShape bs = gm_scan_shape(m);
@@ -588,7 +584,7 @@ static void gpu_model_backward(GpuModel* m) {
         if ((g = gm_grad(m, PK_Q, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dq, a->hn1, N, D, QD, acc));
         if ((g = gm_grad(m, PK_K, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dk, a->hn1, N, D, KVD, acc));
         if ((g = gm_grad(m, PK_V, l))) STEP_TIMED(tm, ST_MATMUL_WGRAD, matmul_backward_weight(ctx, g, NULL, m->dv, a->hn1, N, D, KVD, acc));
-        if (gm_grads_through_banks(c) && c->write_policy == WRITE_POLICY_GATED)  // the write gate's input and weights
+        if (config_write_gate_backward(c))  // the write gate's input and weights
             STEP_TIMED(tm, ST_BANK, write_gate_backward(ctx, m->dh, gm_grad(m, PK_WRITE_W, l), gm_grad(m, PK_WRITE_B, l), m->dwgate, a->wgate,
                                                         a->hn1, gm_param(m, PK_WRITE_W, l), N, D, m->scan_scratch));
         if (c->differential) {
@@ -683,15 +679,15 @@ static void gpu_model_free_acts(GpuModel* m) {
     if (!m->layers) return;
     for (int l = 0; l < (m->recompute ? 1 : m->cfg.n_layers); l++) layer_acts_free(&m->layers[l], &m->cfg, m->hist_cap);
     free(m->layers);
-    void* ptrs[] = {m->tokens, m->targets, m->resid, m->fwd_hn, m->fwd_act, m->hf, m->rstdf, m->logits, m->losses, m->dres, m->dmid, m->dh, m->dhf,
-                    m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch,
+    void* ptrs[] = {m->tokens, m->targets, m->resid, m->fwd_hn, m->fwd_act, m->hf, m->rstdf, m->logits, m->losses,
+                    m->dres, m->dmid, m->dh, m->dhf, m->dq, m->dk, m->dv, m->dlam, m->dattn, m->dact, m->dgate, m->dup, m->scratch,
                     m->scan_scratch, m->dbank_k, m->dbank_v, m->dk_acc, m->dv_acc, m->dwgate, m->bank_init, m->carry_bank_k,
                     m->carry_flags};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     m->layers = NULL;
     m->tokens = m->targets = NULL;
-    m->resid = m->fwd_hn = m->fwd_act = m->hf = m->logits = m->dres = m->dmid = m->dh = m->dhf = m->dq = m->dk = m->dv = m->dlam = m->dattn = NULL;
-    m->dact = m->dgate = m->dup = NULL;
+    m->resid = m->fwd_hn = m->fwd_act = m->hf = m->logits = NULL;
+    m->dres = m->dmid = m->dh = m->dhf = m->dq = m->dk = m->dv = m->dlam = m->dattn = m->dact = m->dgate = m->dup = NULL;
     m->rstdf = m->losses = m->dbank_k = m->dbank_v = m->dk_acc = m->dv_acc = m->dwgate = m->bank_init = NULL;
     m->scratch = m->scan_scratch = NULL;
     m->carry_bank_k = m->carry_bank_v = NULL;

@@ -236,8 +236,7 @@ static inline int param_trainable_at(const ParamTable* t, ParamKind k, int layer
 }
 static inline LayerKeeps param_layer_keeps(const ParamTable* t, const ModelConfig* c, int layer) {
     LayerKeeps k;
-    const int gate_backward = c->bounded && !c->detach_evicted && c->write_policy == WRITE_POLICY_GATED;
-    k.hn1 = gate_backward || param_trainable_at(t, PK_Q, layer) || param_trainable_at(t, PK_K, layer) ||
+    k.hn1 = config_write_gate_backward(c) || param_trainable_at(t, PK_Q, layer) || param_trainable_at(t, PK_K, layer) ||
             param_trainable_at(t, PK_V, layer) || param_trainable_at(t, PK_LAMBDA_W, layer);
     k.hn2 = param_trainable_at(t, PK_GATE, layer) || param_trainable_at(t, PK_UP, layer);
     k.mlp_act = param_trainable_at(t, PK_DOWN, layer);
