@@ -6,9 +6,9 @@
 // dK += dS^T Q) and then a dQ kernel that forms S and dP again to get dQ = dS K: with CoDA's two streams
 // 13 products of (64 keys x 32 queries x 128) per step, 4 of them recomputation. Here dQ is taken from
 // the dS the dK/dV pass already holds: 9 products, and dQ's partial sums go through L2 instead.
-// Measured (H200, 7B head shape, T = 8192, dev/PERF.md "One-pass backward"): CoDA backward 9.3 ms against
-// the wgmma backward's 11.6 (1.25x), GQA 6.3 against 7.7; equal at T = 2048 (16 key blocks per head:
-// the shortest-first launch leaves a tail). Keeping the order costs 9% (CoDA) and 18% (GQA) at T = 8192.
+// Measured (H200, 7B head shape, dev/PERF.md "One-pass backward"): CoDA backward 7.5 ms against the
+// wgmma backward's 11.6 at T = 8192 (1.55x), 0.75 against 0.90 at T = 2048; GQA 5.2 against 7.8 and
+// 0.52 against 0.58 (the one bulk reduction per stream and tile below; 9.3 / 0.90 ms before it).
 //
 // Shape legend: BKV = 128 keys per block (two consumer warpgroups of 64), BQ = 32 queries per step,
 // DH = 128, NS streams (2: CoDA's signal and noise queries, 1: GQA).
@@ -19,7 +19,7 @@
 //               and the per-query scalars (lse, delta, -lambda) into a ring of ST stages (cp.async;
 //               full[st] / empty[st] mbarriers as in coda_attention_ws.cuh)
 //   warp 3      dQ writer: adds the step's fp32 dQ staging tiles to the global accumulators dq_acc with
-//               cp.reduce.async.bulk (one 512-byte row per lane), in the deterministic order below
+//               cp.reduce.async.bulk (one 16 KB reduction per stream), in the deterministic order below
 //   warpgroup 1+w, w = 0, 1: consumer of keys 64w .. 64w+63 of the block: the wgmma dK/dV kernel's step
 //               (dP^T once for both streams, per stream S^T, P, dS, dV += P^T dO, dK += dS^T Q); it also
 //               writes dS^T of its keys as bf16 (stmatrix .trans) into a shared [32 queries][128 keys]
@@ -37,8 +37,12 @@
 // there is no deadlock; and block n+1 starts its query tiles 4 tiles (one block of keys) later on the
 // diagonal, so in steady state it passed tile m four steps before block n needs it.
 //
-// dQ^T staging rows are padded to DH + 4 floats (bank-conflict-free stores from the accumulator layout)
-// and so written back one row per bulk reduction. A finishing kernel turns dq_acc into dq (bf16,
+// The dQ^T staging tile of a stream is [BQ queries][DH] fp32 with the columns of each row swizzled
+// (ca_fb_swz: bank-conflict-free stores from the accumulator layout without padding), and dq_acc keeps
+// the same swizzle, so the writer adds a whole tile with one bulk reduction per stream: 16 KB each.
+// (The first form padded the rows to DH + 4 floats and added them one 512-byte row per lane, 64 bulk
+// operations a step, which the TMA unit takes one at a time: ncu showed the consumers waiting for the
+// writer to hand back the staging a quarter of their time.) A finishing kernel turns dq_acc into dq (bf16,
 // dq_sig + R_theta^T dq_noise, scaled by 1/sqrt(Dh)) and the theta partials.
 #pragma once
 // A/B switch for measurements only: CA_FB_UNORDERED 1 adds in arrival order (no waiting for the turn;
@@ -125,7 +129,6 @@ __device__ __forceinline__ void ca_red_release_gpu_add(int* p, int v) {
 #define CA_FB_BKV 128
 #define CA_FB_BQ 32
 #define CA_FB_ST 3                      // ring stages of query tiles
-#define CA_FB_PAD (128 + 4)             // floats per dQ^T staging row
 #define CA_FB_LOADERS 96                // warps 0-2
 #ifndef CA_FB_PRODUCER_REGS
 #define CA_FB_PRODUCER_REGS 56          // 128 * (56 + 2 * 224) <= 65536 (24 and 240 spill ~100 bytes in the producer)
@@ -133,6 +136,10 @@ __device__ __forceinline__ void ca_red_release_gpu_add(int* p, int v) {
 #endif
 
 // rows of the dq accumulators: query tiles of 32, whole
+// where column c (of DH = 128) of query row r lies in a dQ^T staging tile and in dq_acc: bits 3-4 of c
+// XORed with bits 1-2 of r. The consumers' stores (lane 4g + t: column base + g, row 2t + const) then
+// hit 32 different banks, and a pair of columns 2p, 2p + 1 stays adjacent for the finishing kernel.
+__host__ __device__ __forceinline__ int ca_fb_swz(int r, int c) { return c ^ (((r >> 1) & 3) << 3); }
 __host__ __device__ __forceinline__ int ca_fb_rows(int T) { return (T + CA_FB_BQ - 1) / CA_FB_BQ * CA_FB_BQ; }
 __host__ __device__ __forceinline__ int ca_fb_nkb(int T) { return (T + CA_FB_BKV - 1) / CA_FB_BKV; }
 // blocks adding to query tile m before block n does (blocks 0 .. n_max(m)-1 see the tile; the largest adds first)
@@ -146,7 +153,7 @@ constexpr int ca_fb_smem() {
     return 2 * CA_FB_BKV * DH * 2                     // K, V: [2 halves][64][DH] each
            + CA_FB_ST * (NS + 1) * BQ * DH * 2         // ring: Q [NS][BQ][DH], d o [BQ][DH]
            + 2 * NS * BQ * CA_FB_BKV * 2               // dS^T [2 step parities][NS][BQ][128 keys]
-           + NS * BQ * CA_FB_PAD * 4                   // dQ^T staging [NS][BQ][DH + 4] fp32
+           + NS * BQ * DH * 4                          // dQ^T staging [NS][BQ][DH] fp32, swizzled
            + CA_FB_ST * NSC * BQ * 4                   // scalars [ST][NSC][BQ]
            + 1024;                                     // alignment slack
 }
@@ -165,7 +172,8 @@ __device__ __forceinline__ void ca_fb_retire(int* cnt, int lane) {
 
 // ---------------------------------------------------------------------------------------------
 // the fused kernel. dk_part / dv_part: fp32 partials per query head (as the wgmma dK/dV kernel);
-// dq_acc: [NS][B][H][ca_fb_rows(T)][DH] fp32, zero on entry; sem: [B][H][ca_fb_rows(T) / 32] int, zero.
+// dq_acc: [NS][B][H][ca_fb_rows(T)][DH] fp32 (columns swizzled: ca_fb_swz), zero on entry;
+// sem: [B][H][ca_fb_rows(T) / 32] int, zero.
 
 template <int NS>
 __global__ void __launch_bounds__(384, 1)
@@ -179,8 +187,8 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
     bf16* Vs = Ks + BKV * DH;                           // [2][HK][DH]
     bf16* Ring = Vs + BKV * DH;                         // [ST][NS + 1][BQ][DH]: Q_0 (, Q_1), d o
     bf16* dSs = Ring + ST * (NS + 1) * BQ * DH;         // [2][NS][BQ][BKV]
-    float* stg = (float*)(dSs + 2 * NS * BQ * BKV);     // [NS][BQ][CA_FB_PAD]
-    float* Sc = stg + NS * BQ * CA_FB_PAD;              // [ST][NSC][BQ]
+    float* stg = (float*)(dSs + 2 * NS * BQ * BKV);     // [NS][BQ][DH], swizzled (ca_fb_swz)
+    float* Sc = stg + NS * BQ * DH;                     // [ST][NSC][BQ]
     const int T = sh.T, H = sh.H, nkb = ca_fb_nkb(T), nq = ca_fb_rows(T) / BQ;
     const int bh = blockIdx.x / nkb, n = nkb - 1 - (int)(blockIdx.x % nkb), h = bh % H, b = bh / H;
     const int kvh = h / (H / sh.Hkv), k0 = n * BKV, qt_first = k0 / BQ, nsteps = nq - qt_first;
@@ -244,11 +252,13 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
                 }
                 __syncwarp();
                 ca_fence_proxy_async_all();  // the staging stores and the earlier blocks' additions come before ours
-                for (int s = 0; s < NS; s++)
-                    ca_bulk_reduce_add_f32(dq_acc + ((((size_t)s * sh.B + b) * H + h) * (size_t)nq * BQ + (size_t)m * BQ + lane) * DH,
-                                           stg + (s * BQ + lane) * CA_FB_PAD, DH * 4);
-                ca_bulk_commit();
-                ca_bulk_wait_read0();
+                if (lane == 0) {  // one bulk reduction per stream: the tile's rows are contiguous in both
+                    for (int s = 0; s < NS; s++)
+                        ca_bulk_reduce_add_f32(dq_acc + ((((size_t)s * sh.B + b) * H + h) * (size_t)nq + m) * BQ * DH,
+                                               stg + s * BQ * DH, BQ * DH * 4);
+                    ca_bulk_commit();
+                    ca_bulk_wait_read0();
+                }
                 __syncwarp();
                 if (lane == 0) ca_mbar_arrive(&bar_stg_empty);
                 prev = cnt;
@@ -351,7 +361,8 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             for (int j = 0; j < BQ / 8; j++)
 #pragma unroll
                 for (int e = 0; e < 4; e++)
-                    stg[(s * BQ + 8 * j + 2 * tq + (e & 1)) * CA_FB_PAD + w * HK + wk + g + 8 * (e >> 1)] = dq[s][j][e];
+                    stg[(s * BQ + 8 * j + 2 * tq + (e & 1)) * DH + ca_fb_swz(8 * j + 2 * tq + (e & 1), w * HK + wk + g + 8 * (e >> 1))] =
+                        dq[s][j][e];
         ca_fence_proxy_async();         // the staging stores -> the writer's bulk reads (async proxy)
         ca_mbar_arrive(&bar_stg_full);
     }
@@ -377,13 +388,14 @@ ca_fb_dq_finish_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const flo
     for (int r = r0; r < 64; r += RSTEP) {
         const int row = qt * 64 + r;
         if (row >= T) break;
-        const float2 a = *(const float2*)(sig + (size_t)row * DH + 2 * p);
+        const int col = ca_fb_swz(row, 2 * p);  // the accumulators' swizzle (rows of a tile: row % 32, same bits)
+        const float2 a = *(const float2*)(sig + (size_t)row * DH + col);
         const size_t o = ((size_t)b * T + row) * H * DH + (size_t)h * DH + 2 * p;
         if (NS == 1) {
             *(uint32_t*)(dq + o) = ca_pack_bf16(a.x * scale, a.y * scale);
             continue;
         }
-        const float2 nr = *(const float2*)(noi + (size_t)row * DH + 2 * p);
+        const float2 nr = *(const float2*)(noi + (size_t)row * DH + col);
         const float nx = nr.x * scale, ny = nr.y * scale;
         const __nv_bfloat162 x = *(const __nv_bfloat162*)(q + o);
         const float x0 = __low2float(x), x1 = __high2float(x);
