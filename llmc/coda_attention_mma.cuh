@@ -195,6 +195,26 @@ __global__ void ca_noise_query_kernel(bf16* qn, const bf16* q, const bf16* theta
 // of a stream owns 16 rows, a thread rows g and g + 8 of them, i.e. elements e = 0, 1 and e = 2, 3 of
 // every 8-column accumulator tile j, at column 8j + 2tq + (e & 1).
 
+// 2^x as the SFU computes it, denormal results flushed to 0. exp2f() is the same MUFU.EX2 (the same
+// bits for x >= -126) wrapped in a range test and two predicated multiplies that get denormal results
+// right; in the warp-specialized forward those three per score were a sixth of the consumers'
+// instructions (ncu SASS, dev/PERF.md session 12), spent on probabilities below 1e-38.
+__device__ __forceinline__ float ca_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+// body(std::true_type) where a tile needs masking, body(std::false_type) elsewhere: masking costs
+// compares and selects per score, and only the causal diagonal and the sequence's end need it, so the
+// common tile gets a copy of the loop without them (mask is uniform across the warp: no divergence).
+template <typename Body>
+__device__ __forceinline__ void ca_if_masked(bool mask, Body&& body) {
+    if (mask)
+        body(std::true_type{});
+    else
+        body(std::false_type{});
+}
+
 // Forward, online soft-max of one key tile starting at key k0, first half: to the exp2 domain, keys
 // past the row masked (the causal diagonal, the end of the sequence), new row maxima m; alpha rescales
 // the running sums l (done here) and the output accumulator (ca_rescale_rows, by the caller).
@@ -202,21 +222,23 @@ template <int BK>
 __device__ __forceinline__ void ca_softmax_max(float (*sc)[4], float* m, float* l, float* alpha, int k0, bool mask, int row0,
                                                int row1, int T, int tq, float sl2) {
     float mx[2] = {m[0], m[1]};
+    ca_if_masked(mask, [&](auto masked) {
 #pragma unroll
-    for (int j = 0; j < BK / 8; j++)
+        for (int j = 0; j < BK / 8; j++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float x = sc[j][e] * sl2;
-            const int key = k0 + 8 * j + 2 * tq + (e & 1);
-            if (mask & ((key > (e < 2 ? row0 : row1)) | (key >= T))) x = -INFINITY;  // branch-free (selects)
-            sc[j][e] = x;
-            mx[e >> 1] = fmaxf(mx[e >> 1], x);
-        }
+            for (int e = 0; e < 4; e++) {
+                float x = sc[j][e] * sl2;
+                const int key = k0 + 8 * j + 2 * tq + (e & 1);
+                if (decltype(masked)::value && ((key > (e < 2 ? row0 : row1)) | (key >= T))) x = -INFINITY;
+                sc[j][e] = x;
+                mx[e >> 1] = fmaxf(mx[e >> 1], x);
+            }
+    });
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        alpha[r] = exp2f(m[r] - mx[r]);  // finite mx: key 0 (first tile) is visible to every row
+        alpha[r] = ca_exp2(m[r] - mx[r]);  // finite mx: key 0 (first tile) is visible to every row
         m[r] = mx[r];
         l[r] *= alpha[r];
     }
@@ -228,7 +250,7 @@ __device__ __forceinline__ void ca_softmax_exp(float (*sc)[4], const float* m, f
     for (int j = 0; j < BK / 8; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            sc[j][e] = exp2f(sc[j][e] - m[e >> 1]);
+            sc[j][e] = ca_exp2(sc[j][e] - m[e >> 1]);
             l[e >> 1] += sc[j][e];
         }
 }
@@ -252,7 +274,7 @@ __device__ __forceinline__ void ca_softmax_max_masked(float (*sc)[4], float* m, 
     for (int r = 0; r < 2; r++) {
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        alpha[r] = mx[r] == -INFINITY ? 1.f : exp2f(m[r] - mx[r]);
+        alpha[r] = mx[r] == -INFINITY ? 1.f : ca_exp2(m[r] - mx[r]);
         m[r] = mx[r];
         l[r] *= alpha[r];
     }
@@ -264,7 +286,7 @@ __device__ __forceinline__ void ca_softmax_exp_masked(float (*sc)[4], const floa
     for (int j = 0; j < BK / 8; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            sc[j][e] = exp2f(sc[j][e] - ms[e >> 1]);
+            sc[j][e] = ca_exp2(sc[j][e] - ms[e >> 1]);
             l[e >> 1] += sc[j][e];
         }
 }
@@ -338,15 +360,17 @@ __device__ __forceinline__ void ca_dq_row_scalars(const CodaAttnShape& sh, const
 template <int BK>
 __device__ __forceinline__ void ca_dq_ds(float (*sc)[4], const float (*dp)[4], int k0, bool mask, const int* rows, int T, int tq,
                                          float sl2, const float* lse2, const float* dl, const float* f) {
+    ca_if_masked(mask, [&](auto masked) {
 #pragma unroll
-    for (int j = 0; j < BK / 8; j++)
+        for (int j = 0; j < BK / 8; j++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int r = e >> 1, key = k0 + 8 * j + 2 * tq + (e & 1);
-            float p = exp2f(sc[j][e] * sl2 - lse2[r]);
-            if (mask && (key > rows[r] || key >= T)) p = 0.f;
-            sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);
-        }
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1, key = k0 + 8 * j + 2 * tq + (e & 1);
+                float p = ca_exp2(sc[j][e] * sl2 - lse2[r]);
+                if (decltype(masked)::value && (key > rows[r] || key >= T)) p = 0.f;
+                sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);
+            }
+    });
 }
 // ... bounded: keys hidden by invalid(c, r) (bank slots not allowed; keys outside [klo, row])
 template <int BK, typename Invalid>
@@ -357,7 +381,7 @@ __device__ __forceinline__ void ca_dq_ds_masked(float (*sc)[4], const float (*dp
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int r = e >> 1;
-            float p = exp2f(sc[j][e] * sl2 - lse2[r]);
+            float p = ca_exp2(sc[j][e] * sl2 - lse2[r]);
             if (invalid(8 * j + 2 * tq + (e & 1), r)) p = 0.f;
             sc[j][e] = p * (dp[j][e] * f[r] - dl[r]);
         }
@@ -378,17 +402,19 @@ __device__ __forceinline__ void ca_dq_ds_bounded(float (*sc)[4], const float (*d
 template <int NS, int BQ>
 __device__ __forceinline__ void ca_dkdv_p_ds(float (*st)[4], float (*ds)[4], const float (*dpt)[4], const float* sc_, int s,
                                              int q0, const int* keys, bool mask, int tq, float sl2) {
+    ca_if_masked(mask, [&](auto masked) {
 #pragma unroll
-    for (int j = 0; j < BQ / 8; j++)
+        for (int j = 0; j < BQ / 8; j++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int c = 8 * j + 2 * tq + (e & 1);
-            float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
-            if (mask && q0 + c < keys[e >> 1]) p = 0.f;
-            const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
-            st[j][e] = p * fq;
-            ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);
-        }
+            for (int e = 0; e < 4; e++) {
+                const int c = 8 * j + 2 * tq + (e & 1);
+                float p = ca_exp2(st[j][e] * sl2 - sc_[s * BQ + c]);
+                if (decltype(masked)::value && q0 + c < keys[e >> 1]) p = 0.f;
+                const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
+                st[j][e] = p * fq;
+                ds[j][e] = p * (dpt[j][e] * fq - sc_[(NS + s) * BQ + c]);
+            }
+    });
 }
 // ... bounded: query column c passes no gradient to the thread's key row r where invalid(c, r)
 template <int NS, int BQ, typename Invalid>
@@ -399,7 +425,7 @@ __device__ __forceinline__ void ca_dkdv_p_ds_masked(float (*st)[4], float (*ds)[
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const int c = 8 * j + 2 * tq + (e & 1);
-            float p = exp2f(st[j][e] * sl2 - sc_[s * BQ + c]);
+            float p = ca_exp2(st[j][e] * sl2 - sc_[s * BQ + c]);
             if (invalid(c, e >> 1)) p = 0.f;
             const float fq = s == 0 ? 1.0f : sc_[2 * NS * BQ + c];
             st[j][e] = p * fq;

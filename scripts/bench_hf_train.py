@@ -6,7 +6,8 @@ given shape (bf16 weights, SDPA attention, AdamW), random tokens, tokens/s and p
     python3 scripts/bench_hf_train.py --shape smollm2-135m --seq 2048 --batch 8 --trainable all
 
 --trainable attention freezes everything but q/k/v/o (as Phase 1 trains the attention adapters);
---grad-ckpt turns on gradient checkpointing. Prints one line: shape, seq, batch, tok/s, ms/step,
+--grad-ckpt turns on gradient checkpointing; --compile runs the model through torch.compile (its
+compilation falls in the warm-up steps, which are not timed). Prints one line: shape, seq, batch, tok/s, ms/step,
 peak GiB. Needs torch + transformers (the GPU machine has them; they are not coda.c dependencies)."""
 import argparse, time
 import torch
@@ -27,6 +28,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--trainable", choices=["all", "attention"], default="all")
     ap.add_argument("--grad-ckpt", action="store_true")
+    ap.add_argument("--compile", action="store_true")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=3)
     a = ap.parse_args()
@@ -41,6 +43,7 @@ def main():
     if a.grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
+    step_model = torch.compile(model) if a.compile else model
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
     ids = torch.randint(0, cfg.vocab_size, (a.batch, a.seq), device="cuda")
@@ -49,13 +52,13 @@ def main():
         if i == a.warmup:
             torch.cuda.synchronize()
             t0 = time.time()
-        loss = model(input_ids=ids, labels=ids).loss
+        loss = step_model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
     dt = (time.time() - t0) / a.steps
-    print(f"HF transformers {a.shape} seq {a.seq} batch {a.batch} trainable {a.trainable} grad_ckpt {int(a.grad_ckpt)}: "
+    print(f"HF transformers {a.shape} seq {a.seq} batch {a.batch} trainable {a.trainable} grad_ckpt {int(a.grad_ckpt)} compile {int(a.compile)}: "
           f"{a.batch * a.seq / dt:.0f} tok/s, {dt * 1e3:.1f} ms/step, peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB, "
           f"{torch.cuda.get_device_name()}")
 

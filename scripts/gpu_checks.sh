@@ -12,7 +12,7 @@
 #   parity-acts    Mistral-7B shape, 2 layers, 1x128, bf16 with --dump-acts: per-activation rel L2 errors of
 #                  coda.c and transformers bf16 vs the fp32 truth (which op loses accuracy); ACTS_LAYERS=2
 #   bench-7b       phase 1 at the Mistral-7B shape from a random base (T=2048, 8192; recompute off/on) vs HF
-#                  (attention-only trainable), with the --timing breakdown of one update (BENCH_CFGS="T:recompute ...",
+#                  (attention-only trainable; at T=2048 eager and torch.compile), with the --timing breakdown of one update (BENCH_CFGS="T:recompute ...",
 #                  T8192=0, HF2048=0 select parts)
 #   smoke-phase2   phase 0 (tiny) -> phase 1 -> phase 2 (bounded medium, T=1024) on Brown, validation loss per
 #                  phase; then phase 2 resumed from its middle checkpoint, whose log must equal the uninterrupted one
@@ -121,6 +121,7 @@ for stage in "$@"; do
         grep -vE "^step +[1-4] " "$OUT/bench_7b_T${T}_r$R.log" | tail -26
       done
       [ "${HF2048:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 2048 --batch 1 --trainable attention --steps 5 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log"
+      [ "${HF2048:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 2048 --batch 1 --trainable attention --steps 5 --compile 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log"
       [ "${T8192:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 8192 --batch 1 --trainable attention --steps 4 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log"
       [ "${T8192:-1}" = 0 ] || run python3 scripts/bench_hf_train.py --shape mistral-7b --seq 8192 --batch 1 --trainable attention --grad-ckpt --steps 4 2>&1 | tail -1 | tee -a "$OUT/bench_7b.log" ;;
     smoke-phase2)
