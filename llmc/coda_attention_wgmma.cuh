@@ -46,11 +46,27 @@ __device__ __forceinline__ int ca_wsw(int r, int c) {  // element (r, c) of a [R
 // are zero; lo < 0: a continued forward's carried-in ring rows)
 template <int DH, int ROWS, int THREADS>
 __device__ __forceinline__ void ca_wload_tile(bf16* tile, const bf16* src, size_t stride, int r0, int T, int lo = 0) {
-    constexpr int CH = DH / 8;
-    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
-        const int r = idx / CH, c = (idx % CH) * 8, gr = r0 + r;
-        const bool ok = gr < T && gr >= lo;
-        ca_cp_async16(tile + ca_wsw<ROWS>(r, c), src + (ptrdiff_t)(ok ? gr : 0) * (ptrdiff_t)stride + c, ok);
+    constexpr int CH = DH / 8, RSTEP = THREADS / CH;  // 16-byte chunks per row; rows per pass of all threads
+    if constexpr (THREADS % CH == 0 && RSTEP % 8 == 0 && ROWS % RSTEP == 0) {
+        // A thread keeps its chunk column and steps by RSTEP rows, a multiple of 8, so its swizzle
+        // (row & 7) and shared-memory offset are fixed up to + RSTEP rows a pass: the address arithmetic
+        // once, not per chunk (in the warp-specialized forward the producer's loads were 35% of all
+        // issued instructions, in the issue slots the consumers need; dev/PERF.md session 12).
+        const int rb = threadIdx.x / CH, c = (threadIdx.x % CH) * 8;
+        bf16* dst = tile + ca_wsw<ROWS>(rb, c);
+        const bf16* col = src + c;
+#pragma unroll
+        for (int i = 0; i < ROWS / RSTEP; i++) {
+            const int gr = r0 + rb + i * RSTEP;
+            const bool ok = gr < T && gr >= lo;
+            ca_cp_async16(dst + i * RSTEP * 64, col + (ptrdiff_t)(ok ? gr : 0) * (ptrdiff_t)stride, ok);
+        }
+    } else {
+        for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
+            const int r = idx / CH, c = (idx % CH) * 8, gr = r0 + r;
+            const bool ok = gr < T && gr >= lo;
+            ca_cp_async16(tile + ca_wsw<ROWS>(r, c), src + (ptrdiff_t)(ok ? gr : 0) * (ptrdiff_t)stride + c, ok);
+        }
     }
 }
 // the K and V rows of one key tile (CaKvTile, coda_attention_mma.cuh) into stage `stage` of the
