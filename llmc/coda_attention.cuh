@@ -856,13 +856,19 @@ static inline int ca_use_ws(const CodaAttnShape* s) {
     return ca_use_wgmma(s) && (s->impl == CA_IMPL_WS || ((s->impl == CA_IMPL_AUTO || s->impl == CA_IMPL_FUSED) && s->differential));
 }
 // The one-pass backward (coda_attention_fused_bwd.cuh): causal key sets at Dh 128, asked for by
-// CA_IMPL_FUSED, or AUTO's choice (CA_FUSED_BWD_AUTO 1: measured faster, dev/PERF.md "One-pass backward").
+// CA_IMPL_FUSED, or AUTO's choice where it is the faster one (CA_FUSED_BWD_AUTO 0 turns that off).
+// Measured at the 7B head shape (H200, dev/PERF.md session 12, after the two-pass kernels' tile loads
+// lost their per-chunk address arithmetic): CoDA 7.3 ms against the two-pass 7.9 at T = 8192, but 0.74
+// against 0.64 at T = 2048; GQA 5.1 against 4.8 and 0.51 against 0.39. So AUTO takes it for CoDA's two
+// streams above T = 4096, where the two measured trends cross (4096 itself is not measured).
 #ifndef CA_FUSED_BWD_AUTO
 #define CA_FUSED_BWD_AUTO 1
 #endif
+#define CA_FUSED_BWD_AUTO_MIN_T 4097
 static inline int ca_use_fused_bwd(const CodaAttnShape* s) {
+    const int auto_pick = CA_FUSED_BWD_AUTO && s->differential && s->T >= CA_FUSED_BWD_AUTO_MIN_T;
     return ca_use_wgmma(s) && s->Dh == 128 && !ca_bounded(s) &&
-           (s->impl == CA_IMPL_FUSED || (s->impl == CA_IMPL_AUTO && CA_FUSED_BWD_AUTO));
+           (s->impl == CA_IMPL_FUSED || (s->impl == CA_IMPL_AUTO && auto_pick));
 }
 static inline const char* ca_impl_name(const CodaAttnShape* s) {
     return !ca_use_mma(s)  ? "fp32-FMA"

@@ -6,9 +6,10 @@
 // dK += dS^T Q) and then a dQ kernel that forms S and dP again to get dQ = dS K: with CoDA's two streams
 // 13 products of (64 keys x 32 queries x 128) per step, 4 of them recomputation. Here dQ is taken from
 // the dS the dK/dV pass already holds: 9 products, and dQ's partial sums go through L2 instead.
-// Measured (H200, 7B head shape, dev/PERF.md "One-pass backward"): CoDA backward 7.5 ms against the
-// wgmma backward's 11.6 at T = 8192 (1.55x), 0.75 against 0.90 at T = 2048; GQA 5.2 against 7.8 and
-// 0.52 against 0.58 (the one bulk reduction per stream and tile below; 9.3 / 0.90 ms before it).
+// Measured (H200, 7B head shape, dev/PERF.md sessions 10-12): CoDA backward 7.3 ms against the wgmma
+// backward's 7.9 at T = 8192, but 0.74 against 0.64 at T = 2048, and slower for GQA (5.1 against 4.8 at
+// 8K): AUTO takes it for CoDA above T = 4096 (ca_use_fused_bwd). Its loaders are 96 threads, so they
+// keep the per-chunk address arithmetic the 128- and 256-thread loaders of the two-pass kernels lost.
 //
 // Shape legend: BKV = 128 keys per block (two consumer warpgroups of 64), BQ = 32 queries per step,
 // DH = 128, NS streams (2: CoDA's signal and noise queries, 1: GQA).
