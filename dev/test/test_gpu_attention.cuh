@@ -594,7 +594,8 @@ GPU_TEST(kattn_fused_backward_two_runs_same_bits) {
 
 // A bounded key set whose block covers the whole sequence and whose bank is never attended (block 0
 // sees an empty bank) is the unbounded causal attention: the two launches give the same bits, on the
-// kernels that serve both key sets (AUTO's one-pass backward adds dq in another order: not these).
+// kernels that serve both key sets (the one-pass backward, AUTO's for CoDA beyond 4096 tokens, adds
+// dq in another order: not these).
 static CodaAttnImpl ga_two_pass_impl(void) {
 #if defined(ENABLE_FP32)
     return CA_IMPL_AUTO;
