@@ -11,6 +11,9 @@
 #                  picks a subset): coda.c vs transformers and, for bf16, both vs the fp32 truth; a table
 #   parity-acts    Mistral-7B shape, 2 layers, 1x128, bf16 with --dump-acts: per-activation rel L2 errors of
 #                  coda.c and transformers bf16 vs the fp32 truth (which op loses accuracy); ACTS_LAYERS=2
+#   bench-attention dev/cuda/coda_attention (BF16, every tensor-core version, 7B and SmolLM2 head shapes) and
+#                  PyTorch SDPA (dev/cuda/sdpa_baseline.py) in the same call, then issue 15's target table
+#                  (dev/cuda/attention_targets.py: coda.c's fastest forward + backward over cuDNN's and FA2's)
 #   bench-7b       phase 1 at the Mistral-7B shape from a random base (T=2048, 8192; recompute off/on) vs HF
 #                  (attention-only trainable; at T=2048 eager and torch.compile), with the --timing breakdown of one update (BENCH_CFGS="T:recompute ...",
 #                  T8192=0, HF2048=0 select parts)
@@ -108,6 +111,11 @@ for stage in "$@"; do
       CODA_HF_PARITY_DIRS="$dir" ./test_coda gpu_hf_parity >> "$log" 2>&1
       grep -E "^    $dir: |^acts \| |FAIL" "$log" | sed "s#^acts | $dir | #| #" | tee "$OUT/parity_acts_table.md"
       rm -rf "$dir" ;;
+    bench-attention)
+      make -C dev/cuda coda_attention PRECISION=BF16 > "$OUT/build_bench_attention.log" 2>&1 || { tail -20 "$OUT/build_bench_attention.log"; exit 1; }
+      (cd dev/cuda && ./coda_attention 10 0) > "$OUT/bench_attention.log" 2>&1 || { tail -20 "$OUT/bench_attention.log"; exit 1; }
+      run python3 dev/cuda/sdpa_baseline.py > "$OUT/sdpa_baseline.log" 2>&1 || { tail -20 "$OUT/sdpa_baseline.log"; exit 1; }
+      run python3 dev/cuda/attention_targets.py "$OUT/bench_attention.log" "$OUT/sdpa_baseline.log" | tee "$OUT/attention_targets.md" ;;
     bench-7b)
       # phase 1 from a random base (the issue's benchmark), T=2048 with recompute off/on, then T=8192
       # (recompute on; off where memory allows), each next to HF on the same card; T8192=0 skips 8192

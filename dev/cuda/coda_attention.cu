@@ -22,7 +22,8 @@
 //                            the dS the dK/dV pass forms (no recomputed S, dP), added to fp32 accumulators
 //                            in L2 in a fixed order; causal key sets at Dh 128 (else the wgmma backward)
 // The side-by-side baseline, PyTorch's scaled_dot_product_attention at the same shapes in the same
-// call: python3 dev/cuda/sdpa_baseline.py (cuDNN and FlashAttention-2 backends).
+// call: python3 dev/cuda/sdpa_baseline.py (cuDNN and FlashAttention-2 backends); the two outputs into
+// dev/cuda/attention_targets.py give issue 15's ratio table (scripts/gpu_checks.sh bench-attention).
 #include <algorithm>
 #include <vector>
 #include "dev/cuda/bench_common.cuh"

@@ -767,3 +767,7 @@ TEST(demo_report_tables_and_pngs) { run_report_check("dev/test/demo_report_check
 // the study's report over seeds (scripts/study_report.py): dev/test/study_report_check.py checks the
 // means, sample deviations and ranges, the per-seed 2x2, the verdict, the sweep, the stage times, the PNG.
 TEST(study_report_over_seeds) { run_report_check("dev/test/study_report_check.py"); }
+
+// issue 15's attention targets from one GPU call's tables (dev/cuda/attention_targets.py):
+// dev/test/attention_targets_check.py checks the fastest versions, the ratios, the verdicts, bad input.
+TEST(attention_targets_from_one_calls_tables) { run_report_check("dev/test/attention_targets_check.py"); }
