@@ -53,9 +53,14 @@ train() {
   local resume=()
   [ -f "$dir/LATEST" ] && resume=(--resume) && say "$stage: resuming from $dir/$(final "$dir")"
   say "$stage: ./train_coda $*"
-  ./train_coda "$@" --out "$dir" --seed "$SEED" --log-every "$LOG" --save-every "$LOG" --keep-last 2 "${resume[@]}" \
-    2>&1 | tee -a "$OUT/$stage.log" | grep -E "^step .*(val|/)|done|bounded state" || true
-  [ "${PIPESTATUS[0]}" = 0 ] || { say "$stage FAILED (log: $OUT/$stage.log)"; exit 1; }
+  # the pipeline's status is the trainer's (pipefail; grep finding no line is not a failure): a failed
+  # run stops the demo here with the end of its log, before a later stage reads a checkpoint it lacks
+  if ! ./train_coda "$@" --out "$dir" --seed "$SEED" --log-every "$LOG" --save-every "$LOG" --keep-last 2 "${resume[@]}" \
+      2>&1 | tee -a "$OUT/$stage.log" | { grep -E "^step .*(val|/)|done|bounded state" || true; }; then
+    tail -n 5 "$OUT/$stage.log" | sed 's/^/  /'
+    say "$stage FAILED (log: $OUT/$stage.log)"
+    exit 1
+  fi
   mark "$stage"
 }
 
