@@ -110,7 +110,11 @@ if ! done_ eval; then
   mark eval
 fi
 if ! done_ needle; then
-  ./infer_coda --needle --needle-lengths 256,1024,4096,16384 --json > "$OUT/eval/needle.log" 2>&1 || true
+  # a lost needle is a result (exit 2 after the retention line); anything else but 0 is a failure
+  rc=0; ./infer_coda --needle --needle-lengths 256,1024,4096,16384 --json > "$OUT/eval/needle.log" 2>&1 || rc=$?
+  if [ "$rc" != 0 ] && ! { [ "$rc" = 2 ] && grep -q '^retention' "$OUT/eval/needle.log"; }; then
+    say "needle FAILED (exit $rc, log: $OUT/eval/needle.log)"; exit 1
+  fi
   say "needle (synthetic): $(grep -E '^retention' "$OUT/eval/needle.log" || echo 'no result, see eval/needle.log')"
   ./infer_coda --model "$P2/$(final "$P2")" --span "$VAL" --tokenizer "$TOKENIZER" --span-lengths 1024,4096,16384 \
     --allow-long-context --json > "$OUT/eval/span.log" 2>&1 || { say "span FAILED (log: $OUT/eval/span.log)"; exit 1; }
