@@ -864,9 +864,9 @@ static inline int ca_use_ws(const CodaAttnShape* s) {
 #ifndef CA_FUSED_BWD_AUTO
 #define CA_FUSED_BWD_AUTO 1
 #endif
-#define CA_FUSED_BWD_AUTO_MIN_T 4097
+#define CA_FUSED_BWD_AUTO_ABOVE_T 4096
 static inline int ca_use_fused_bwd(const CodaAttnShape* s) {
-    const int auto_pick = CA_FUSED_BWD_AUTO && s->differential && s->T >= CA_FUSED_BWD_AUTO_MIN_T;
+    const int auto_pick = CA_FUSED_BWD_AUTO && s->differential && s->T > CA_FUSED_BWD_AUTO_ABOVE_T;
     return ca_use_wgmma(s) && s->Dh == 128 && !ca_bounded(s) &&
            (s->impl == CA_IMPL_FUSED || (s->impl == CA_IMPL_AUTO && auto_pick));
 }
