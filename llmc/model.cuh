@@ -338,13 +338,11 @@ static void gpu_model__alloc_acts(GpuModel* m, int B, int T, int recompute, int 
     // each layer keeps what its backward reads, and the rest goes to one buffer the layers share.
     const int keep_all = recompute || m->keep_all_acts;
     const LayerKeeps all = {1, 1, 1};
-    for (int l = 0; l < n_sets && !keep_all; l++) {
-        const LayerKeeps k = param_layer_keeps(&m->table, c, l);
-        if ((!k.hn1 || !k.hn2) && !m->fwd_hn) m->fwd_hn = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, "forward-only normed inputs");
-        if (!k.mlp_act && !m->fwd_act) m->fwd_act = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, "forward-only SwiGLU output");
-    }
     for (int l = 0; l < n_sets; l++) {
         const LayerKeeps k = keep_all ? all : param_layer_keeps(&m->table, c, l);
+        // the shared buffers exist only once the first layer that gives its own up asks for them
+        if ((!k.hn1 || !k.hn2) && !m->fwd_hn) m->fwd_hn = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, "forward-only normed inputs");
+        if (!k.mlp_act && !m->fwd_act) m->fwd_act = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * F, "forward-only SwiGLU output");
         layer_acts_alloc(&m->layers[l], c, BT, B, T, &bs, hist_cap, k, m->fwd_hn, m->fwd_act);
     }
     m->hf = (floatX*)cuda_malloc_or_die(sizeof(floatX) * BT * D, w);
