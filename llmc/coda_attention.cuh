@@ -942,8 +942,16 @@ static void ca_mma_forward_launch(const GpuContext* ctx, const CodaAttnShape* s,
     if (ca_use_ws(s)) {
         const int smem = ca_ws_fwd_smem<DH, NS, BND>();
         ca_mma_launch_prep(ca_ws_forward_kernel<DH, NS, BND>, smem, "ca_ws_forward_kernel");
+        CaTmaMaps tm;
+        memset(&tm, 0, sizeof(tm));
+        if (CA_WS_TMA && !BND) {  // the kernel's TMA loads: boxes of 64 rows (its query and key tiles)
+            tm.q = ca_tma_map_heads(in->q, s->B, s->T, s->H, DH, 64);
+            if (NS == 2) tm.qn = ca_tma_map_heads(qn, s->B, s->T, s->H, DH, 64);
+            tm.k = ca_tma_map_heads(in->k, s->B, s->T, s->Hkv, DH, 64);
+            tm.v = ca_tma_map_heads(in->v, s->B, s->T, s->Hkv, DH, 64);
+        }
         ca_ws_forward_kernel<DH, NS, BND><<<blocks, 128 * (NS + 1), smem, ctx->stream>>>(*s, in->bank, sv->a_sig, sv->a_noise, sv->lse,
-                                                                                        in->q, qn, in->k, in->v);
+                                                                                        in->q, qn, in->k, in->v, tm);
         cudaCheckLaunch("ca_ws_forward_kernel");
     } else if (ca_use_wgmma(s)) {
         const int smem = ca_wg_fwd_smem<DH, NS>();
@@ -1000,8 +1008,14 @@ static void ca_fb_backward_launch(const GpuContext* ctx, const CodaAttnShape* s,
     const int smem = ca_fb_smem<NS>();
     ca_mma_launch_prep(ca_fb_backward_kernel<NS>, smem, "ca_fb_backward_kernel");
     const unsigned blocks = (unsigned)(ca_fb_nkb(s->T) * s->H * s->B);
-    ca_fb_backward_kernel<NS><<<blocks, 384, smem, ctx->stream>>>(*s, dk_part, dv_part, dq_acc, sem, dO, lse, delta, in->q, qn, in->k,
-                                                                  in->v, in->lam_logit);
+    CaTmaMaps tm;  // the loads' boxes: query tiles of CA_FB_BQ rows, key halves of 64
+    memset(&tm, 0, sizeof(tm));
+    tm.q = ca_tma_map_heads(in->q, s->B, s->T, s->H, 128, CA_FB_BQ);
+    if (NS == 2) tm.qn = ca_tma_map_heads(qn, s->B, s->T, s->H, 128, CA_FB_BQ);
+    tm.dO = ca_tma_map_heads(dO, s->B, s->T, s->H, 128, CA_FB_BQ);
+    tm.k = ca_tma_map_heads(in->k, s->B, s->T, s->Hkv, 128, 64);
+    tm.v = ca_tma_map_heads(in->v, s->B, s->T, s->Hkv, 128, 64);
+    ca_fb_backward_kernel<NS><<<blocks, 384, smem, ctx->stream>>>(*s, dk_part, dv_part, dq_acc, sem, lse, delta, in->lam_logit, tm);
     cudaCheckLaunch("ca_fb_backward_kernel");
     ca_fb_dq_finish_kernel<NS><<<dim3(ca_n_qtiles(*s, 64), s->H, s->B), 256, 0, ctx->stream>>>(*s, gr->dq, dth_part, dq_acc, in->q,
                                                                                               in->theta);

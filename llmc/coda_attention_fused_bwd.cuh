@@ -8,17 +8,18 @@
 // the dS the dK/dV pass already holds: 9 products, and dQ's partial sums go through L2 instead.
 // Measured (H200, 7B head shape, dev/PERF.md sessions 10-12): CoDA backward 7.3 ms against the wgmma
 // backward's 7.9 at T = 8192, but 0.74 against 0.64 at T = 2048, and slower for GQA (5.1 against 4.8 at
-// 8K): AUTO takes it for CoDA above T = 4096 (ca_use_fused_bwd). Its loaders are 96 threads, so they
-// keep the per-chunk address arithmetic the 128- and 256-thread loaders of the two-pass kernels lost.
+// 8K): AUTO takes it for CoDA above T = 4096 (ca_use_fused_bwd).
 //
 // Shape legend: BKV = 128 keys per block (two consumer warpgroups of 64), BQ = 32 queries per step,
 // DH = 128, NS streams (2: CoDA's signal and noise queries, 1: GQA).
 //
 // Roles (block of 384 threads; grid: per (batch row, query head) its ceil(T / 128) key blocks,
 // SHORTEST FIRST: key block n of the head is block index (b H + h) nkb + nkb - 1 - n):
-//   warps 0-2   loaders: the block's K and V rows once, then per step the NS query tiles, the d o tile
-//               and the per-query scalars (lse, delta, -lambda) into a ring of ST stages (cp.async;
-//               full[st] / empty[st] mbarriers as in coda_attention_ws.cuh)
+//   warp 0      loader: the block's K and V rows once, then per step the NS query tiles and the d o
+//               tile by TMA (lane 0: ca_tma_load_tile, the bytes counted on the stage's full barrier)
+//               and the per-query scalars (lse, delta, -lambda; every lane) into a ring of ST stages
+//               (full[st] / empty[st] mbarriers as in coda_attention_ws.cuh). Warps 1 and 2 are idle:
+//               the first form loaded by cp.async from warps 0-2, 16 bytes a thread at a time.
 //   warp 3      dQ writer: adds the step's fp32 dQ staging tiles to the global accumulators dq_acc with
 //               cp.reduce.async.bulk (one 16 KB reduction per stream), in the deterministic order below
 //   warpgroup 1+w, w = 0, 1: consumer of keys 64w .. 64w+63 of the block: the wgmma dK/dV kernel's step
@@ -130,7 +131,6 @@ __device__ __forceinline__ void ca_red_release_gpu_add(int* p, int v) {
 #define CA_FB_BKV 128
 #define CA_FB_BQ 32
 #define CA_FB_ST 3                      // ring stages of query tiles
-#define CA_FB_LOADERS 96                // warps 0-2
 #ifndef CA_FB_PRODUCER_REGS
 #define CA_FB_PRODUCER_REGS 56          // 128 * (56 + 2 * 224) <= 65536 (24 and 240 spill ~100 bytes in the producer)
 #define CA_FB_CONSUMER_REGS 224
@@ -178,9 +178,8 @@ __device__ __forceinline__ void ca_fb_retire(int* cnt, int lane) {
 
 template <int NS>
 __global__ void __launch_bounds__(384, 1)
-ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* dq_acc, int* sem, const bf16* dO,
-                      const float* lse, const float* delta, const bf16* q, const bf16* qn, const bf16* k, const bf16* v,
-                      const bf16* lam_logit) {
+ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* dq_acc, int* sem, const float* lse, const float* delta,
+                      const bf16* lam_logit, const __grid_constant__ CaTmaMaps tm) {
     constexpr int DH = 128, BKV = CA_FB_BKV, HK = 64, BQ = CA_FB_BQ, ST = CA_FB_ST, NSC = 2 * NS + 1;
     static_assert(128 * (CA_FB_PRODUCER_REGS + 2 * CA_FB_CONSUMER_REGS) <= 65536, "register file");
     __shared__ __align__(8) uint64_t bar_full[ST], bar_empty[ST], bar_stg_full, bar_stg_empty;
@@ -193,10 +192,9 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
     const int T = sh.T, H = sh.H, nkb = ca_fb_nkb(T), nq = ca_fb_rows(T) / BQ;
     const int bh = blockIdx.x / nkb, n = nkb - 1 - (int)(blockIdx.x % nkb), h = bh % H, b = bh / H;
     const int kvh = h / (H / sh.Hkv), k0 = n * BKV, qt_first = k0 / BQ, nsteps = nq - qt_first;
-    const size_t qstride = (size_t)H * DH, qoff = (size_t)b * T * qstride + (size_t)h * DH;
     if (threadIdx.x == 0) {
         for (int st = 0; st < ST; st++) {
-            ca_mbar_init(&bar_full[st], CA_FB_LOADERS);
+            ca_mbar_init(&bar_full[st], 32);  // the loader warp's lanes (the tiles' bytes come on top)
             ca_mbar_init(&bar_empty[st], 256);
         }
         ca_mbar_init(&bar_stg_full, 256);
@@ -207,35 +205,27 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
     if (threadIdx.x < 128) {  // ---- producer warpgroup
         ca_setmaxnreg_dec<CA_FB_PRODUCER_REGS>();
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-        if (warp < 3) {  // loaders
+        if (warp == 0) {  // loader: the tiles by TMA (lane 0), the per-query scalars by plain loads (all lanes)
             for (int i = 0; i < nsteps; i++) {
                 const int st = i % ST, q0 = (qt_first + i) * BQ;
                 if (i >= ST) ca_mbar_wait(&bar_empty[st], (i / ST - 1) & 1);
-                if (i == 0) {
-                    const size_t kvstride = (size_t)sh.Hkv * DH, kvoff = (size_t)b * T * kvstride + (size_t)kvh * DH;
-                    for (int half = 0; half < 2; half++) {
-                        ca_wload_tile<DH, HK, CA_FB_LOADERS>(Ks + half * HK * DH, k + kvoff, kvstride, k0 + half * HK, T);
-                        ca_wload_tile<DH, HK, CA_FB_LOADERS>(Vs + half * HK * DH, v + kvoff, kvstride, k0 + half * HK, T);
-                    }
+                if (lane == 0) {
+                    bf16* stage = Ring + st * (NS + 1) * BQ * DH;
+                    ca_mbar_expect_tx(&bar_full[st], ((NS + 1) * BQ + (i == 0 ? 2 * BKV : 0)) * DH * 2);
+                    if (i == 0)
+                        for (int half = 0; half < 2; half++) {
+                            ca_tma_load_tile<DH, HK>(Ks + half * HK * DH, &tm.k, k0 + half * HK, kvh, b, &bar_full[st]);
+                            ca_tma_load_tile<DH, HK>(Vs + half * HK * DH, &tm.v, k0 + half * HK, kvh, b, &bar_full[st]);
+                        }
+                    for (int s = 0; s < NS; s++) ca_tma_load_tile<DH, BQ>(stage + s * BQ * DH, s ? &tm.qn : &tm.q, q0, h, b, &bar_full[st]);
+                    ca_tma_load_tile<DH, BQ>(stage + NS * BQ * DH, &tm.dO, q0, h, b, &bar_full[st]);
                 }
-                bf16* stage = Ring + st * (NS + 1) * BQ * DH;
-                for (int s = 0; s < NS; s++)
-                    ca_wload_tile<DH, BQ, CA_FB_LOADERS>(stage + s * BQ * DH, (s ? qn : q) + qoff, qstride, q0, T);
-                ca_wload_tile<DH, BQ, CA_FB_LOADERS>(stage + NS * BQ * DH, dO + qoff, qstride, q0, T);
-                ca_cp_async_commit();
-                if (warp == 0) {  // the tile's per-query scalars (plain loads: visible with the arrive below)
-                    float pre[NSC];
-                    ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, q0, k0, T, h, b);
-                    ca_dkdv_store_scalars<NSC, BQ>(Sc + st * NSC * BQ, pre, 0);
-                }
-                ca_cp_async_wait<1>();  // everything but tile i has landed
-                ca_fence_proxy_async();
-                if (i > 0) ca_mbar_arrive(&bar_full[(i - 1) % ST]);
+                float pre[NSC];
+                ca_dkdv_load_scalars<NS, BQ>(pre, sh, lse, delta, lam_logit, q0, k0, T, h, b);
+                ca_dkdv_store_scalars<NSC, BQ>(Sc + st * NSC * BQ, pre, 0);
+                ca_mbar_arrive(&bar_full[st]);  // release: the scalars are visible with the phase
             }
-            ca_cp_async_wait<0>();
-            ca_fence_proxy_async();
-            ca_mbar_arrive(&bar_full[(nsteps - 1) % ST]);
-        } else {  // dQ writer
+        } else if (warp == 3) {  // dQ writer
             // Step i: wait for the staging tile, retire step i-1 (its additions complete -> release its
             // counter: a step late, so the wait for completion overlaps the consumers' step), take tile
             // m's turn, add, and hand the staging back as soon as the bulk reads are done.
@@ -266,7 +256,7 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             }
             ca_fb_retire(prev, lane);
         }
-        return;
+        return;  // warps 1 and 2 have nothing to do
     }
 
     // ---- consumer warpgroup w: keys k0 + 64w ..

@@ -10,17 +10,19 @@
 //
 // Roles (block of 128 * (NS + 1) threads, one query tile of 64 rows, NS streams):
 //   warpgroup 0      producer: stages the Q tiles, then every K/V tile of the key set in order into
-//                    a ring of ST stages (cp.async of 16 bytes, the same tiles and zero rows as the
-//                    wgmma kernel: CaKeyTiles covers causal, bounded and continued key sets); gives up
-//                    its registers (setmaxnreg.dec) since it only computes addresses
+//                    a ring of ST stages: causal key sets by TMA from one thread (CA_WS_TMA), bounded
+//                    and continued ones by cp.async of 16 bytes from all 128 (the same tiles and zero
+//                    rows as the wgmma kernel: CaKeyTiles covers every key set); gives up its registers
+//                    (setmaxnreg.dec) since it only computes addresses
 //   warpgroup 1 + s  consumer of stream s: the wgmma kernel's pipelined step (S_{t+1} and P_t V_t
 //                    issued together while the soft-max of tile t+1 runs), registers raised
 //                    (setmaxnreg.inc); the streams no longer wait for each other
 // Hand-off through mbarriers in shared memory, one pair per stage:
-//   full[st]   128 arrivals: each producer thread arrives after its copies of the tile have landed
+//   full[st]   cp.async: 128 arrivals, each producer thread's after its copies of the tile have landed
 //              (cp.async.wait_group) and after a proxy fence (fence.proxy.async: generic-proxy writes
-//              made visible to the tensor cores' async-proxy reads), so a consumer that has seen the
-//              phase complete may issue wgmma on the tile
+//              made visible to the tensor cores' async-proxy reads); TMA: one arrival with the tile's
+//              bytes, which the copy engine counts off as they land. Either way a consumer that has
+//              seen the phase complete may issue wgmma on the tile
 //   empty[st]  128 * NS arrivals: each consumer thread arrives once its products reading the tile
 //              are done (wgmma.wait_group 0); the producer waits for it before refilling the stage
 // Phases: tile t uses stage t % ST in round t / ST; a wait for round r waits for parity r & 1.
@@ -29,6 +31,7 @@
 // The math, the saved tensors and the outputs are the wgmma kernel's (the same products in the same
 // order per row: the outputs are bitwise those of ca_wg_forward_kernel; tested).
 #pragma once
+#include <cudaTypedefs.h>  // CUtensorMap, the type of cuTensorMapEncodeTiled (TMA)
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define CA_WS_DEVICE 1
@@ -73,6 +76,79 @@ __device__ __forceinline__ void ca_setmaxnreg_inc() {
 #endif
 }
 
+// ---------------------------------------------------------------------------------------------
+// TMA, the tensor memory accelerator: one thread asks for a whole box of a tensor, the copy engine
+// moves it into shared memory, and the destination stage's mbarrier counts the bytes as they land
+// (complete_tx), so a phase completes only once its arrivals are in and its expected bytes arrived.
+// The tensor-core kernels' tiles are [DH / 64][rows][64] bf16 with each 128-byte row's 16-byte chunks
+// XOR-swizzled by the row's index mod 8 (ca_wsw): exactly how a box of {64 columns, rows} lands with
+// CU_TENSOR_MAP_SWIZZLE_128B at a 1024-byte aligned address. Rows past the tensor's end land as zeros,
+// the zero rows the cp.async loads write. Why: a 128-row K/V step of the forward is 4096 cp.async of 16
+// bytes from the producer warpgroup, with their addresses, in the issue slots the consumers need; as
+// TMA it is four instructions of one thread (FlashAttention-3's producer).
+
+// The tensor maps of one launch, passed by value (__grid_constant__: the copy engine reads them from
+// the kernel's parameter space). A [B][T][heads][DH] bf16 activation is the 4-D tensor {DH, T, heads,
+// B} (q, qn, d o: heads = H; k, v: heads = Hkv) with boxes of {64 columns, rows, 1, 1}.
+struct CaTmaMaps {
+    CUtensorMap q, qn, k, v, dO;  // qn only with two streams, dO only in the backward
+};
+// A map of `base` with boxes of `rows` rows (the driver's encoder, reached through the runtime: no -lcuda)
+static CUtensorMap ca_tma_map_heads(const void* base, int B, int T, int heads, int dh, int rows) {
+    static PFN_cuTensorMapEncodeTiled_v12000 encode = NULL;
+    if (!encode) {
+        void* fn = NULL;
+        cudaDriverEntryPointQueryResult found;
+        const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+        if (e != cudaSuccess || found != cudaDriverEntryPointSuccess || !fn) {
+            fprintf(stderr, "coda_attention: the driver offers no cuTensorMapEncodeTiled (TMA): %s\n", cudaGetErrorString(e));
+            exit(1);
+        }
+        encode = (PFN_cuTensorMapEncodeTiled_v12000)fn;
+    }
+    CUtensorMap m;
+    const size_t row = (size_t)heads * dh * 2;  // bytes
+    const cuuint64_t dims[4] = {(cuuint64_t)dh, (cuuint64_t)T, (cuuint64_t)heads, (cuuint64_t)B};
+    const cuuint64_t strides[3] = {row, (cuuint64_t)dh * 2, row * T};  // of dims 1 .. 3
+    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, unit[4] = {1, 1, 1, 1};
+    const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void*)base, dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) {
+        fprintf(stderr, "coda_attention: cuTensorMapEncodeTiled failed (%d) for a [%d][%d][%d][%d] tensor, boxes of %d rows\n", (int)r, B, T,
+                heads, dh, rows);
+        exit(1);
+    }
+    return m;
+}
+// one arrival, and `bytes` more to land before the phase may complete
+__device__ __forceinline__ void ca_mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#ifdef CA_WS_DEVICE
+    asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(ca_smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+// `bytes` more to land before the phase may complete, no arrival (the arrivals come separately)
+__device__ __forceinline__ void ca_mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
+#ifdef CA_WS_DEVICE
+    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(ca_smem_u32(bar)), "r"(bytes) : "memory");
+#endif
+}
+// rows r0 .. r0+ROWS-1 of (head, batch row b) of a CaTmaMaps tensor into a [DH / 64][ROWS][64] tile,
+// counted on bar: DH / 64 boxes
+template <int DH, int ROWS>
+__device__ __forceinline__ void ca_tma_load_tile(bf16* tile, const CUtensorMap* map, int r0, int head, int b, uint64_t* bar) {
+#ifdef CA_WS_DEVICE
+#pragma unroll
+    for (int c = 0; c < DH / 64; c++)
+        asm volatile(
+            "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(
+                ca_smem_u32(tile + c * ROWS * 64)),
+            "l"((uint64_t)map), "r"(c * 64), "r"(r0), "r"(head), "r"(b), "r"(ca_smem_u32(bar))
+            : "memory");
+#else
+    __trap();
+#endif
+}
+
 // Named barriers 1 and 2 (0 is __syncthreads), for the consumers' turn-taking: sync waits until the
 // other warpgroup has arrived (256 threads in all), arrive does not wait.
 __device__ __forceinline__ void ca_named_sync(int id, int threads) {
@@ -96,6 +172,12 @@ __device__ __forceinline__ void ca_named_arrive(int id, int threads) {
 //                    one step (no spills) is slower still (4.46 ms against 3.51 at the 7B shape, T 8192):
 //                    64. With another value the causal and the one-block bounded key sets no longer give
 //                    the same bits (kattn_bounded_single_block_equals_unbounded fails, as it should).
+//   CA_WS_TMA        1: causal key sets load Q and K/V by TMA (one producer thread; ca_tma_load_tile),
+//                    0: by the producer warpgroup's cp.async as bounded key sets do (their tiles come
+//                    from the bank, the sequence and carried-in rows, in varying counts).
+#ifndef CA_WS_TMA
+#define CA_WS_TMA 1
+#endif
 #ifndef CA_WS_PINGPONG
 #define CA_WS_PINGPONG 1
 #endif
@@ -119,8 +201,9 @@ constexpr int ca_ws_fwd_smem() { return (NS * 64 + 2 * ca_ws_stages(DH, NS, ca_w
 template <int DH, int NS, bool BND>
 __global__ void __launch_bounds__(128 * (NS + 1), 1)
 ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q,
-                     const bf16* qn, const bf16* k, const bf16* v) {
+                     const bf16* qn, const bf16* k, const bf16* v, const __grid_constant__ CaTmaMaps tm) {
     constexpr int BQ = 64, BK = ca_ws_bk<BND>(), ST = ca_ws_stages(DH, NS, BK);
+    constexpr bool TMA = CA_WS_TMA && !BND;  // tm holds maps with boxes of 64 rows (BQ = BK = 64); else unused
     static_assert(ST >= 3, "the hand-off needs three stages or more (see the header)");
     static_assert(128 * (CA_WS_PRODUCER_REGS + NS * CA_WS_CONSUMER_REGS(NS)) <= 65536, "register file");
     __shared__ uint32_t bank_bits[BND ? CA_MAX_BANK_SLOTS / 32 : 1];
@@ -136,16 +219,32 @@ ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
     const CaKeyTiles<DH, BK, BND> keys(sh, bank, k, v, tl, BQ, b, h / (H / Hkv), bank_bits);  // every thread
     const int nkt = keys.nkt, q0 = tl.q0;
     if (threadIdx.x == 0) {
+        const int loaders = TMA ? 1 : 128;  // arrivals of a full phase
         for (int st = 0; st < ST; st++) {
-            ca_mbar_init(&bar_full[st], 128);
+            ca_mbar_init(&bar_full[st], loaders);
             ca_mbar_init(&bar_empty[st], 128 * NS);
         }
-        ca_mbar_init(&bar_q, 128);
+        ca_mbar_init(&bar_q, loaders);
     }
     __syncthreads();  // the barriers are initialised before anyone arrives or waits
 
     if (threadIdx.x < 128) {  // ---- producer warpgroup
         ca_setmaxnreg_dec<CA_WS_PRODUCER_REGS>();
+        if constexpr (TMA) {  // one thread: every stage is one arrival with its bytes, then the boxes
+            static_assert(!TMA || (BQ == 64 && BK == 64), "the maps' boxes are 64 rows");
+            if (threadIdx.x != 0) return;
+            const int kvh = h / (H / Hkv);
+            ca_mbar_arrive_expect_tx(&bar_q, NS * BQ * DH * 2);
+            for (int ss = 0; ss < NS; ss++) ca_tma_load_tile<DH, BQ>(Qs + ss * BQ * DH, ss ? &tm.qn : &tm.q, q0, h, b, &bar_q);
+            for (int t = 0; t < nkt; t++) {
+                const int st = t % ST, k0 = keys.tile(t).row0;
+                if (t >= ST) ca_mbar_wait(&bar_empty[st], (t / ST - 1) & 1);
+                ca_mbar_arrive_expect_tx(&bar_full[st], 2 * BK * DH * 2);
+                ca_tma_load_tile<DH, BK>(Ks + st * BK * DH, &tm.k, k0, kvh, b, &bar_full[st]);
+                ca_tma_load_tile<DH, BK>(Vs + st * BK * DH, &tm.v, k0, kvh, b, &bar_full[st]);
+            }
+            return;
+        }
         const size_t qstride = (size_t)H * DH;
         for (int ss = 0; ss < NS; ss++)
             ca_wload_tile<DH, BQ, 128>(Qs + ss * BQ * DH, (ss ? qn : q) + (size_t)b * T * qstride + (size_t)h * DH, qstride, q0, T);

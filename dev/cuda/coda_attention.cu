@@ -16,8 +16,8 @@
 //   wgmma     CA_IMPL_WGMMA  Hopper warpgroup MMA, one warpgroup per stream, software-pipelined within
 //                            it; every thread loads the next K/V tile (coda_attention_wgmma.cuh)
 //   ws        CA_IMPL_WS     the forward warp-specialized: a producer warpgroup stages Q and K/V through
-//                            an mbarrier ring, the stream warpgroups only compute; backward as wgmma
-//                            (coda_attention_ws.cuh)
+//                            an mbarrier ring (causal key sets by TMA from one thread), the stream
+//                            warpgroups only compute; backward as wgmma (coda_attention_ws.cuh)
 //   fused     CA_IMPL_FUSED  ws's forward, the backward in one pass (coda_attention_fused_bwd.cuh): dQ from
 //                            the dS the dK/dV pass forms (no recomputed S, dP), added to fp32 accumulators
 //                            in L2 in a fixed order; causal key sets at Dh 128 (else the wgmma backward)
