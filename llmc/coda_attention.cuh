@@ -944,11 +944,12 @@ static void ca_mma_forward_launch(const GpuContext* ctx, const CodaAttnShape* s,
         ca_mma_launch_prep(ca_ws_forward_kernel<DH, NS, BND>, smem, "ca_ws_forward_kernel");
         CaTmaMaps tm;
         memset(&tm, 0, sizeof(tm));
-        if (CA_WS_TMA && !BND) {  // the kernel's TMA loads: boxes of 64 rows (its query and key tiles)
+        if (CA_WS_TMA && !BND) {  // the kernel's TMA loads: boxes of its query tiles (64 rows) and key tiles
+            const int bk = ca_ws_bk<BND>();
             tm.q = ca_tma_map_heads(in->q, s->B, s->T, s->H, DH, 64);
             if (NS == 2) tm.qn = ca_tma_map_heads(qn, s->B, s->T, s->H, DH, 64);
-            tm.k = ca_tma_map_heads(in->k, s->B, s->T, s->Hkv, DH, 64);
-            tm.v = ca_tma_map_heads(in->v, s->B, s->T, s->Hkv, DH, 64);
+            tm.k = ca_tma_map_heads(in->k, s->B, s->T, s->Hkv, DH, bk);
+            tm.v = ca_tma_map_heads(in->v, s->B, s->T, s->Hkv, DH, bk);
         }
         ca_ws_forward_kernel<DH, NS, BND><<<blocks, 128 * (NS + 1), smem, ctx->stream>>>(*s, in->bank, sv->a_sig, sv->a_noise, sv->lse,
                                                                                         in->q, qn, in->k, in->v, tm);

@@ -16,18 +16,26 @@
 // Roles (block of 384 threads; grid: per (batch row, query head) its ceil(T / 128) key blocks,
 // SHORTEST FIRST: key block n of the head is block index (b H + h) nkb + nkb - 1 - n):
 //   warp 0      loader: the block's K and V rows once, then per step the NS query tiles and the d o
-//               tile by TMA (lane 0: ca_tma_load_tile, the bytes counted on the stage's full barrier)
+//               tile by TMA (lane 0: ca_tma_load_tile, the bytes counted on the stage's full barrier;
+//               with two streams the query tiles are the two 32-row halves of one [2][64][64] tile)
 //               and the per-query scalars (lse, delta, -lambda; every lane) into a ring of ST stages
 //               (full[st] / empty[st] mbarriers as in coda_attention_ws.cuh). Warps 1 and 2 are idle:
 //               the first form loaded by cp.async from warps 0-2, 16 bytes a thread at a time.
 //   warp 3      dQ writer: adds the step's fp32 dQ staging tiles to the global accumulators dq_acc with
 //               cp.reduce.async.bulk (one 16 KB reduction per stream), in the deterministic order below
 //   warpgroup 1+w, w = 0, 1: consumer of keys 64w .. 64w+63 of the block: the wgmma dK/dV kernel's step
-//               (dP^T once for both streams, per stream S^T, P, dS, dV += P^T dO, dK += dS^T Q); it also
-//               writes dS^T of its keys as bf16 (stmatrix .trans) into a shared [32 queries][128 keys]
-//               tile per stream; once both warpgroups have (named barrier 1), warpgroup w forms rows
-//               64w .. 64w+63 of dQ^T = K^T dS^T (operands swapped: 32 queries are fewer than a wgmma's
-//               64 rows, the head dim is not) over all 128 keys, and stores them into the staging tile.
+//               (dP^T once for both streams, S^T for both streams as one m64n64 product over the stacked
+//               query tile, then per stream P, dS, dV += P^T dO, dK += dS^T Q); it also
+//               writes dS of its keys as bf16 (stmatrix .trans) into a shared tile of the step's queries x
+//               the block's 128 keys, with both streams' 32 queries stacked into its 64 rows; once both
+//               warpgroups have (named barrier 1), warpgroup w forms head-dim columns 64w .. 64w+63 of
+//               dQ = dS K for all 64 (stream, query) rows over the 128 keys, and stores them into the
+//               staging tile. Stacking the streams gives the 64 rows a wgmma needs (one stream's 32 queries
+//               are too few): one m64n64 product per 16 keys where the per-stream form, dQ^T = K^T dS^T
+//               with the operands swapped, took two m64n32 ones and read a third more shared memory.
+//               GQA's one stream keeps that form (CA_FB_DQ_STACKED 0 gives it to CoDA too). The same
+//               stacking for S^T (CA_FB_S_STACKED): the ring's two query tiles land as one 64-row tile.
+//               Measured (H200, dev/PERF.md session 13): both together 1.5-2% at T = 8192.
 //
 // Deterministic dQ: query tile m gets its partial sums from key blocks 0 .. n_max(m)-1, and they add in
 // the order n_max(m)-1, n_max(m)-2, .., 0: block n waits until the counter sem[b][h][m] equals its rank
@@ -49,6 +57,17 @@
 #pragma once
 // A/B switch for measurements only: CA_FB_UNORDERED 1 adds in arrival order (no waiting for the turn;
 // the results are then not deterministic). dev/PERF.md gives what the order costs.
+// CA_FB_DQ_STACKED 1 (two streams): dQ = dS K with both streams' 32 queries stacked into the 64 rows of
+// one product per warpgroup (m64n64, a head-dim half each) instead of dQ^T = K^T dS^T per stream
+// (m64n32 twice); 0: the per-stream form (GQA always takes it: its 32 queries are too few rows).
+#ifndef CA_FB_DQ_STACKED
+#define CA_FB_DQ_STACKED 1
+#endif
+// CA_FB_S_STACKED 1 (two streams): S^T = K [Q_0; Q_1]^T as one m64n64 product per warpgroup (the ring's
+// query tiles stacked into one [2][64][64] tile; K read once for both streams) instead of two m64n32.
+#ifndef CA_FB_S_STACKED
+#define CA_FB_S_STACKED 1
+#endif
 #ifndef CA_FB_UNORDERED
 #define CA_FB_UNORDERED 0
 #endif
@@ -136,11 +155,16 @@ __device__ __forceinline__ void ca_red_release_gpu_add(int* p, int v) {
 #define CA_FB_CONSUMER_REGS 224
 #endif
 
-// rows of the dq accumulators: query tiles of 32, whole
-// where column c (of DH = 128) of query row r lies in a dQ^T staging tile and in dq_acc: bits 3-4 of c
-// XORed with bits 1-2 of r. The consumers' stores (lane 4g + t: column base + g, row 2t + const) then
-// hit 32 different banks, and a pair of columns 2p, 2p + 1 stays adjacent for the finishing kernel.
-__host__ __device__ __forceinline__ int ca_fb_swz(int r, int c) { return c ^ (((r >> 1) & 3) << 3); }
+// Where column c (of DH = 128) of query row r lies in a dQ staging tile and in dq_acc: bits 3-4 of c
+// XORed with two bits of r, chosen for the stores of the form that writes them, so that each store
+// instruction's wavefronts hit 32 different banks, and a pair of columns 2p, 2p + 1 stays adjacent for
+// the finishing kernel. Stacked (float2 stores: a half-warp writes rows r0 .. r0+3, 8 columns each):
+// bits 0-1 of r. Per stream (scalar stores: lane 4g + t writes column base + g of row 2t + const):
+// bits 1-2 of r.
+template <int NS>
+__host__ __device__ __forceinline__ int ca_fb_swz(int r, int c) {
+    return NS == 2 && CA_FB_DQ_STACKED ? c ^ ((r & 3) << 3) : c ^ (((r >> 1) & 3) << 3);
+}
 __host__ __device__ __forceinline__ int ca_fb_rows(int T) { return (T + CA_FB_BQ - 1) / CA_FB_BQ * CA_FB_BQ; }
 __host__ __device__ __forceinline__ int ca_fb_nkb(int T) { return (T + CA_FB_BKV - 1) / CA_FB_BKV; }
 // blocks adding to query tile m before block n does (blocks 0 .. n_max(m)-1 see the tile; the largest adds first)
@@ -181,11 +205,13 @@ __global__ void __launch_bounds__(384, 1)
 ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* dq_acc, int* sem, const float* lse, const float* delta,
                       const bf16* lam_logit, const __grid_constant__ CaTmaMaps tm) {
     constexpr int DH = 128, BKV = CA_FB_BKV, HK = 64, BQ = CA_FB_BQ, ST = CA_FB_ST, NSC = 2 * NS + 1;
+    constexpr bool STACK = NS == 2 && CA_FB_DQ_STACKED;  // dS^T tiles: STACK [2 key halves][NS * BQ][64], else per stream
+    constexpr bool QSTACK = NS == 2 && CA_FB_S_STACKED;  // a stage's query tiles: QSTACK [2][NS * BQ][64], else per stream
     static_assert(128 * (CA_FB_PRODUCER_REGS + 2 * CA_FB_CONSUMER_REGS) <= 65536, "register file");
     __shared__ __align__(8) uint64_t bar_full[ST], bar_empty[ST], bar_stg_full, bar_stg_empty;
     bf16* Ks = ca_wg_smem();                            // [2][HK][DH]: keys 0-63, 64-127 of the block
     bf16* Vs = Ks + BKV * DH;                           // [2][HK][DH]
-    bf16* Ring = Vs + BKV * DH;                         // [ST][NS + 1][BQ][DH]: Q_0 (, Q_1), d o
+    bf16* Ring = Vs + BKV * DH;                         // [ST][NS + 1][BQ][DH]: Q_0 (, Q_1: stacked, QSTACK), d o
     bf16* dSs = Ring + ST * (NS + 1) * BQ * DH;         // [2][NS][BQ][BKV]
     float* stg = (float*)(dSs + 2 * NS * BQ * BKV);     // [NS][BQ][DH], swizzled (ca_fb_swz)
     float* Sc = stg + NS * BQ * DH;                     // [ST][NSC][BQ]
@@ -217,7 +243,9 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
                             ca_tma_load_tile<DH, HK>(Ks + half * HK * DH, &tm.k, k0 + half * HK, kvh, b, &bar_full[st]);
                             ca_tma_load_tile<DH, HK>(Vs + half * HK * DH, &tm.v, k0 + half * HK, kvh, b, &bar_full[st]);
                         }
-                    for (int s = 0; s < NS; s++) ca_tma_load_tile<DH, BQ>(stage + s * BQ * DH, s ? &tm.qn : &tm.q, q0, h, b, &bar_full[st]);
+                    for (int s = 0; s < NS; s++)
+                        ca_tma_load_tile<DH, BQ>(stage + s * BQ * (QSTACK ? 64 : DH), s ? &tm.qn : &tm.q, q0, h, b, &bar_full[st],
+                                                 (QSTACK ? NS : 1) * BQ * 64);
                     ca_tma_load_tile<DH, BQ>(stage + NS * BQ * DH, &tm.dO, q0, h, b, &bar_full[st]);
                 }
                 float pre[NSC];
@@ -289,11 +317,11 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             ca_acc_to_a<BQ>(pa, stt);
             ca_acc_to_a<BQ>(dsa, ds);
             const int mi = lane >> 3, c = lane & 7;  // the matrix and column this lane addresses
-            bf16* tile = dsb + s * BQ * BKV;
 #pragma unroll
             for (int kh = 0; kh < 2; kh++) {
                 const int key = w * HK + wk + 8 * kh, qrow = 8 * mi + c;
-                ca_stsm_x4_trans(tile + ca_wsw<BQ>(qrow, key), dsa[0][kh], dsa[0][kh + 2], dsa[1][kh], dsa[1][kh + 2]);
+                bf16* dst = STACK ? dsb + ca_wsw<NS * BQ>(s * BQ + qrow, key) : dsb + s * BQ * BKV + ca_wsw<BQ>(qrow, key);
+                ca_stsm_x4_trans(dst, dsa[0][kh], dsa[0][kh + 2], dsa[1][kh], dsa[1][kh + 2]);
             }
             ca_wg_pin_a<BQ / 16>(pa);
             ca_wg_pin_a<BQ / 16>(dsa);
@@ -303,57 +331,110 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
         auto issue_dkdv = [&](int s, Frag& pa, Frag& dsa) {
             ca_wg_fence();
             ca_wg_mm_rs<DH, BQ, BQ>(dva, pa, Ot);
-            ca_wg_mm_rs<DH, BQ, BQ>(dka, dsa, stage + s * BQ * DH);
+            if constexpr (QSTACK) ca_wg_mm_rs<DH, BQ, NS * BQ>(dka, dsa, stage + s * BQ * 64);  // rows 32s .. of the stacked tile
+            else ca_wg_mm_rs<DH, BQ, BQ>(dka, dsa, stage + s * BQ * DH);
             ca_wg_commit();
         };
-#pragma unroll
-        for (int s = 0; s < NS; s++) {
-            float stt[BQ / 8][4];  // S^T = K Q^T
-            ca_zero_acc<BQ>(stt);
+        if constexpr (QSTACK) {
+            float stt[NS * BQ / 8][4];  // S^T = K [Q_0; Q_1]^T: stream s's queries are columns 32s .. 32s+31
+            ca_zero_acc<NS * BQ>(stt);
             ca_wg_fence();
-            if (s == 0) ca_wg_mm_ss<DH, BQ, HK>(dpt, Vw, Ot);
-            ca_wg_mm_ss<DH, BQ, HK>(stt, Kw, stage + s * BQ * DH);
+            ca_wg_mm_ss<DH, BQ, HK>(dpt, Vw, Ot);
+            ca_wg_mm_ss<DH, NS * BQ, HK>(stt, Kw, stage);
             ca_wg_commit();
             ca_wg_wait<0>();
             ca_wg_pin<BQ>(dpt);
-            ca_wg_pin<BQ>(stt);
-            Frag pa, dsa;
-            form(s, stt, pa, dsa);
-            issue_dkdv(s, pa, dsa);
-            ca_wg_wait<0>();
-            ca_wg_pin<DH>(dva);
-            ca_wg_pin<DH>(dka);
-            ca_wg_pin_a<BQ / 16>(pa);
-            ca_wg_pin_a<BQ / 16>(dsa);
+            ca_wg_pin<NS * BQ>(stt);
+#pragma unroll
+            for (int s = 0; s < NS; s++) {
+                Frag pa, dsa;
+                form(s, stt + s * (BQ / 8), pa, dsa);
+                issue_dkdv(s, pa, dsa);
+                ca_wg_wait<0>();
+                ca_wg_pin<DH>(dva);
+                ca_wg_pin<DH>(dka);
+                ca_wg_pin_a<BQ / 16>(pa);
+                ca_wg_pin_a<BQ / 16>(dsa);
+            }
+        } else {
+#pragma unroll
+            for (int s = 0; s < NS; s++) {
+                float stt[BQ / 8][4];  // S^T = K Q^T
+                ca_zero_acc<BQ>(stt);
+                ca_wg_fence();
+                if (s == 0) ca_wg_mm_ss<DH, BQ, HK>(dpt, Vw, Ot);
+                ca_wg_mm_ss<DH, BQ, HK>(stt, Kw, stage + s * BQ * DH);
+                ca_wg_commit();
+                ca_wg_wait<0>();
+                ca_wg_pin<BQ>(dpt);
+                ca_wg_pin<BQ>(stt);
+                Frag pa, dsa;
+                form(s, stt, pa, dsa);
+                issue_dkdv(s, pa, dsa);
+                ca_wg_wait<0>();
+                ca_wg_pin<DH>(dva);
+                ca_wg_pin<DH>(dka);
+                ca_wg_pin_a<BQ / 16>(pa);
+                ca_wg_pin_a<BQ / 16>(dsa);
+            }
         }
         ca_mbar_arrive(&bar_empty[st]);  // every product reading the stage is done
         ca_fence_proxy_async();          // the stmatrix writes -> the tensor cores
         ca_named_sync(1, 256);           // both warpgroups' dS^T are in place
-        // dQ^T rows 64w .. 64w+63 (head dim) x BQ queries, over the block's 128 keys
-        float dq[NS][BQ / 8][4];
-#pragma unroll
-        for (int s = 0; s < NS; s++) ca_zero_acc<BQ>(dq[s]);
-        ca_wg_fence();
-#pragma unroll
-        for (int s = 0; s < NS; s++)
+        if constexpr (STACK) {
+            // dQ rows (stream, query) 0 .. 63 x head-dim columns 64w .. 64w+63 = dS (the stacked [64][128 keys]
+            // tile) times K (its [keys][head dim] rows as the MN-major B operand), over the block's 128 keys
+            float dq[HK / 8][4];
+            ca_zero_acc<HK>(dq);
+            ca_wg_fence();
 #pragma unroll
             for (int kk = 0; kk < BKV / 16; kk++)
-                ca_wgmma_ss32_ta(dq[s], ca_desc_mn<HK>(Ks + (kk >> 2) * HK * DH, kk & 3, w),
-                                 ca_desc_k<BQ>(dsb + s * BQ * BKV, kk));
-        ca_wg_commit();
-        ca_wg_wait<0>();
+                ca_wgmma_ss64_tb(dq, ca_desc_k<NS * BQ>(dsb, kk), ca_desc_mn<HK>(Ks + (kk >> 2) * HK * DH, kk & 3, w));
+            ca_wg_commit();
+            ca_wg_wait<0>();
+            ca_wg_pin<HK>(dq);
+            if (i > 0) ca_mbar_wait(&bar_stg_empty, (i - 1) & 1);  // the writer has read the last step's staging
+            // accumulator row 16 wi + g (+8 hr) = stream wi / 2, query 16 (wi & 1) + g (+8 hr); column 64w + 8j + 2tq
+            // (+1). The swizzle XORs column bits 3-4 with the query's bits 0-1, g & 3 here: column group j
+            // lands at 4 (j / 4) + (j % 4 ^ (g & 3)). Four pointers (one per j % 4) and immediate offsets
+            // (j / 4, hr) address all 16 stores: formed per store, ptxas kept 13 addresses and spilled them.
+            float* rowp = stg + ((wi >> 1) * BQ + 16 * (wi & 1) + g) * DH + w * HK + 2 * tq;
 #pragma unroll
-        for (int s = 0; s < NS; s++) ca_wg_pin<BQ>(dq[s]);
-        if (i > 0) ca_mbar_wait(&bar_stg_empty, (i - 1) & 1);  // the writer has read the last step's staging
-        // accumulator row = head-dim index 64w + wk + g (+8), column = query 8j + 2tq (+1)
+            for (int k = 0; k < 4; k++) {
+                float* p = rowp + 8 * (k ^ (g & 3));
 #pragma unroll
-        for (int s = 0; s < NS; s++)
+                for (int jh = 0; jh < 2; jh++)
 #pragma unroll
-            for (int j = 0; j < BQ / 8; j++)
+                    for (int hr = 0; hr < 2; hr++)
+                        *(float2*)(p + 32 * jh + 8 * DH * hr) = make_float2(dq[4 * jh + k][2 * hr], dq[4 * jh + k][2 * hr + 1]);
+            }
+        } else {
+            // dQ^T rows 64w .. 64w+63 (head dim) x BQ queries, over the block's 128 keys
+            float dq[NS][BQ / 8][4];
 #pragma unroll
-                for (int e = 0; e < 4; e++)
-                    stg[(s * BQ + 8 * j + 2 * tq + (e & 1)) * DH + ca_fb_swz(8 * j + 2 * tq + (e & 1), w * HK + wk + g + 8 * (e >> 1))] =
-                        dq[s][j][e];
+            for (int s = 0; s < NS; s++) ca_zero_acc<BQ>(dq[s]);
+            ca_wg_fence();
+#pragma unroll
+            for (int s = 0; s < NS; s++)
+#pragma unroll
+                for (int kk = 0; kk < BKV / 16; kk++)
+                    ca_wgmma_ss32_ta(dq[s], ca_desc_mn<HK>(Ks + (kk >> 2) * HK * DH, kk & 3, w),
+                                     ca_desc_k<BQ>(dsb + s * BQ * BKV, kk));
+            ca_wg_commit();
+            ca_wg_wait<0>();
+#pragma unroll
+            for (int s = 0; s < NS; s++) ca_wg_pin<BQ>(dq[s]);
+            if (i > 0) ca_mbar_wait(&bar_stg_empty, (i - 1) & 1);  // the writer has read the last step's staging
+            // accumulator row = head-dim index 64w + wk + g (+8), column = query 8j + 2tq (+1)
+#pragma unroll
+            for (int s = 0; s < NS; s++)
+#pragma unroll
+                for (int j = 0; j < BQ / 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        stg[(s * BQ + 8 * j + 2 * tq + (e & 1)) * DH +
+                            ca_fb_swz<NS>(8 * j + 2 * tq + (e & 1), w * HK + wk + g + 8 * (e >> 1))] = dq[s][j][e];
+        }
         ca_fence_proxy_async();         // the staging stores -> the writer's bulk reads (async proxy)
         ca_mbar_arrive(&bar_stg_full);
     }
@@ -379,7 +460,7 @@ ca_fb_dq_finish_kernel(CodaAttnShape sh, bf16* dq, float* dtheta_part, const flo
     for (int r = r0; r < 64; r += RSTEP) {
         const int row = qt * 64 + r;
         if (row >= T) break;
-        const int col = ca_fb_swz(row, 2 * p);  // the accumulators' swizzle (rows of a tile: row % 32, same bits)
+        const int col = ca_fb_swz<NS>(row, 2 * p);  // the accumulators' swizzle (rows of a tile: row % 32, same bits)
         const float2 a = *(const float2*)(sig + (size_t)row * DH + col);
         const size_t o = ((size_t)b * T + row) * H * DH + (size_t)h * DH + 2 * p;
         if (NS == 1) {

@@ -191,6 +191,15 @@ __device__ __forceinline__ void ca_wgmma_rs64_t(float (*d)[4], const uint32_t a[
     __trap();
 #endif
 }
+// d[64 rows][64] += A (shared, K-major) * B (shared, MN-major: the descriptor's tile is B^T), one k-step
+__device__ __forceinline__ void ca_wgmma_ss64_tb(float (*d)[4], uint64_t da, uint64_t db) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 " CA_R32 ", %32, %33, 1, 1, 1, 0, 1;\n"
+                 : CA_F8(0), CA_F8(8), CA_F8(16), CA_F8(24) : "l"(da), "l"(db));
+#else
+    __trap();
+#endif
+}
 // d[64 rows][128] += A (registers) * B (shared, MN-major: two 64-column blocks, the second at the
 // descriptor's leading-dimension offset), one k-step: one instruction where two of N = 64 were
 #ifndef CA_WG_MN128

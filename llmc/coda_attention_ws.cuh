@@ -133,15 +133,17 @@ __device__ __forceinline__ void ca_mbar_expect_tx(uint64_t* bar, uint32_t bytes)
 #endif
 }
 // rows r0 .. r0+ROWS-1 of (head, batch row b) of a CaTmaMaps tensor into a [DH / 64][ROWS][64] tile,
-// counted on bar: DH / 64 boxes
+// counted on bar: DH / 64 boxes (cstride: elements from one 64-column block to the next, ROWS * 64 in a
+// tile of its own, more where the rows are part of a taller tile)
 template <int DH, int ROWS>
-__device__ __forceinline__ void ca_tma_load_tile(bf16* tile, const CUtensorMap* map, int r0, int head, int b, uint64_t* bar) {
+__device__ __forceinline__ void ca_tma_load_tile(bf16* tile, const CUtensorMap* map, int r0, int head, int b, uint64_t* bar,
+                                                 int cstride = ROWS * 64) {
 #ifdef CA_WS_DEVICE
 #pragma unroll
     for (int c = 0; c < DH / 64; c++)
         asm volatile(
             "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(
-                ca_smem_u32(tile + c * ROWS * 64)),
+                ca_smem_u32(tile + c * cstride)),
             "l"((uint64_t)map), "r"(c * 64), "r"(r0), "r"(head), "r"(b), "r"(ca_smem_u32(bar))
             : "memory");
 #else
@@ -203,7 +205,7 @@ __global__ void __launch_bounds__(128 * (NS + 1), 1)
 ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_noise, float* lse, const bf16* q,
                      const bf16* qn, const bf16* k, const bf16* v, const __grid_constant__ CaTmaMaps tm) {
     constexpr int BQ = 64, BK = ca_ws_bk<BND>(), ST = ca_ws_stages(DH, NS, BK);
-    constexpr bool TMA = CA_WS_TMA && !BND;  // tm holds maps with boxes of 64 rows (BQ = BK = 64); else unused
+    constexpr bool TMA = CA_WS_TMA && !BND;  // tm's boxes: BQ rows of q, qn, BK of k, v (else unused)
     static_assert(ST >= 3, "the hand-off needs three stages or more (see the header)");
     static_assert(128 * (CA_WS_PRODUCER_REGS + NS * CA_WS_CONSUMER_REGS(NS)) <= 65536, "register file");
     __shared__ uint32_t bank_bits[BND ? CA_MAX_BANK_SLOTS / 32 : 1];
@@ -231,7 +233,6 @@ ca_ws_forward_kernel(CodaAttnShape sh, CodaAttnBank bank, bf16* a_sig, bf16* a_n
     if (threadIdx.x < 128) {  // ---- producer warpgroup
         ca_setmaxnreg_dec<CA_WS_PRODUCER_REGS>();
         if constexpr (TMA) {  // one thread: every stage is one arrival with its bytes, then the boxes
-            static_assert(!TMA || (BQ == 64 && BK == 64), "the maps' boxes are 64 rows");
             if (threadIdx.x != 0) return;
             const int kvh = h / (H / Hkv);
             ca_mbar_arrive_expect_tx(&bar_q, NS * BQ * DH * 2);
