@@ -55,8 +55,6 @@
 // writer to hand back the staging a quarter of their time.) A finishing kernel turns dq_acc into dq (bf16,
 // dq_sig + R_theta^T dq_noise, scaled by 1/sqrt(Dh)) and the theta partials.
 #pragma once
-// A/B switch for measurements only: CA_FB_UNORDERED 1 adds in arrival order (no waiting for the turn;
-// the results are then not deterministic). dev/PERF.md gives what the order costs.
 // CA_FB_DQ_STACKED 1 (two streams): dQ = dS K with both streams' 32 queries stacked into the 64 rows of
 // one product per warpgroup (m64n64, a head-dim half each) instead of dQ^T = K^T dS^T per stream
 // (m64n32 twice); 0: the per-stream form (GQA always takes it: its 32 queries are too few rows).
@@ -68,6 +66,8 @@
 #ifndef CA_FB_S_STACKED
 #define CA_FB_S_STACKED 1
 #endif
+// A/B switch for measurements only: CA_FB_UNORDERED 1 adds in arrival order (no waiting for the turn;
+// the results are then not deterministic). dev/PERF.md gives what the order costs.
 #ifndef CA_FB_UNORDERED
 #define CA_FB_UNORDERED 0
 #endif
@@ -212,7 +212,7 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
     bf16* Ks = ca_wg_smem();                            // [2][HK][DH]: keys 0-63, 64-127 of the block
     bf16* Vs = Ks + BKV * DH;                           // [2][HK][DH]
     bf16* Ring = Vs + BKV * DH;                         // [ST][NS + 1][BQ][DH]: Q_0 (, Q_1: stacked, QSTACK), d o
-    bf16* dSs = Ring + ST * (NS + 1) * BQ * DH;         // [2][NS][BQ][BKV]
+    bf16* dSs = Ring + ST * (NS + 1) * BQ * DH;         // [2 step parities][NS][BQ][BKV] (STACK: [2][NS * BQ][BKV])
     float* stg = (float*)(dSs + 2 * NS * BQ * BKV);     // [NS][BQ][DH], swizzled (ca_fb_swz)
     float* Sc = stg + NS * BQ * DH;                     // [ST][NSC][BQ]
     const int T = sh.T, H = sh.H, nkb = ca_fb_nkb(T), nq = ca_fb_rows(T) / BQ;
