@@ -165,6 +165,18 @@ template <int NS>
 __host__ __device__ __forceinline__ int ca_fb_swz(int r, int c) {
     return NS == 2 && CA_FB_DQ_STACKED ? c ^ ((r & 3) << 3) : c ^ (((r >> 1) & 3) << 3);
 }
+// The stacked form's staging stores: consumer thread (warp wi of warpgroup w, lane 4g + tq) holds dQ
+// rows 16 wi + g (+8 hr) = stream wi / 2, query 16 (wi & 1) + g (+8 hr), columns 64w + 8j + 2tq (+1).
+// The swizzle XORs column bits 3-4 with the query's bits 0-1, which are g & 3: column group j lands at
+// 4 (j / 4) + (j % 4 ^ (g & 3)). So the float offset of the pair (j, hr) in the [NS * BQ][DH] tile is
+// the thread's row pointer + a group offset (one per j % 4) + an immediate (j / 4, hr): four pointers
+// address all 16 stores (formed per store, ptxas kept 13 addresses and spilled them). Checked against
+// ca_fb_swz, with its bank pattern, by the CPU test fb_staging_stores_follow_the_swizzle.
+__host__ __device__ __forceinline__ float* ca_fb_stk_rowp(float* stg, int wi, int w, int g, int tq) {
+    return stg + ((wi >> 1) * CA_FB_BQ + 16 * (wi & 1) + g) * 128 + w * 64 + 2 * tq;
+}
+__host__ __device__ __forceinline__ float* ca_fb_stk_groupp(float* rowp, int g, int k) { return rowp + 8 * (k ^ (g & 3)); }
+__host__ __device__ __forceinline__ float* ca_fb_stk_pairp(float* groupp, int jh, int hr) { return groupp + 32 * jh + 8 * 128 * hr; }
 __host__ __device__ __forceinline__ int ca_fb_rows(int T) { return (T + CA_FB_BQ - 1) / CA_FB_BQ * CA_FB_BQ; }
 __host__ __device__ __forceinline__ int ca_fb_nkb(int T) { return (T + CA_FB_BKV - 1) / CA_FB_BKV; }
 // blocks adding to query tile m before block n does (blocks 0 .. n_max(m)-1 see the tile; the largest adds first)
@@ -394,19 +406,16 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             ca_wg_wait<0>();
             ca_wg_pin<HK>(dq);
             if (i > 0) ca_mbar_wait(&bar_stg_empty, (i - 1) & 1);  // the writer has read the last step's staging
-            // accumulator row 16 wi + g (+8 hr) = stream wi / 2, query 16 (wi & 1) + g (+8 hr); column 64w + 8j + 2tq
-            // (+1). The swizzle XORs column bits 3-4 with the query's bits 0-1, g & 3 here: column group j
-            // lands at 4 (j / 4) + (j % 4 ^ (g & 3)). Four pointers (one per j % 4) and immediate offsets
-            // (j / 4, hr) address all 16 stores: formed per store, ptxas kept 13 addresses and spilled them.
-            float* rowp = stg + ((wi >> 1) * BQ + 16 * (wi & 1) + g) * DH + w * HK + 2 * tq;
+            // column group j = 4 jh + k, row half hr: ca_fb_stk_* (four pointers, immediate offsets)
+            float* rowp = ca_fb_stk_rowp(stg, wi, w, g, tq);
 #pragma unroll
             for (int k = 0; k < 4; k++) {
-                float* p = rowp + 8 * (k ^ (g & 3));
+                float* p = ca_fb_stk_groupp(rowp, g, k);
 #pragma unroll
                 for (int jh = 0; jh < 2; jh++)
 #pragma unroll
                     for (int hr = 0; hr < 2; hr++)
-                        *(float2*)(p + 32 * jh + 8 * DH * hr) = make_float2(dq[4 * jh + k][2 * hr], dq[4 * jh + k][2 * hr + 1]);
+                        *(float2*)ca_fb_stk_pairp(p, jh, hr) = make_float2(dq[4 * jh + k][2 * hr], dq[4 * jh + k][2 * hr + 1]);
             }
         } else {
             // dQ^T rows 64w .. 64w+63 (head dim) x BQ queries, over the block's 128 keys

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <vector>
 #include "../../llmc/coda_attention.cuh"
 #include "../../llmc/classifier.cuh"
 #include "../../llmc/cpu/reference.h"
@@ -591,6 +592,65 @@ GPU_TEST(kattn_fused_backward_two_runs_same_bits) {
     }
     gpu_context_free(&ctx);
 }
+
+// The one-pass backward's dQ staging layout, on the CPU (no GPU needed): the stacked form's hand-laid
+// store addresses (ca_fb_stk_*) put every dQ element where ca_fb_swz, which the finishing kernel reads
+// dq_acc with, says, each (row, column pair) exactly once; a pair's two columns stay adjacent; and each
+// store instruction is conflict-free: a half-warp's 16 float2 stores (the unit a 64-bit shared store is
+// served in) hit 32 different banks, and for the per-stream form (GQA) a warp's 32 scalar stores do.
+#if !defined(ENABLE_FP32)  // (the tensor-core kernels exist in the BF16 build only)
+TEST(fb_staging_stores_follow_the_swizzle) {
+    const int BQ = CA_FB_BQ, DH = 128, HK = 64;
+#if CA_FB_DQ_STACKED  // (an A/B build without the stacked form has only the per-stream stores)
+    std::vector<int> hits(2 * BQ * DH, 0);
+    std::vector<float> hits_f(2 * BQ * DH);  // a tile to point into
+    int bad_place = 0, bad_pair = 0, bad_banks = 0;
+    for (int w = 0; w < 2; w++)
+        for (int wi = 0; wi < 4; wi++)
+            for (int j = 0; j < 8; j++)
+                for (int hr = 0; hr < 2; hr++)
+                    for (int half = 0; half < 2; half++) {  // one store instruction, one half-warp
+                        uint32_t banks = 0;
+                        int words = 0;
+                        for (int g = 4 * half; g < 4 * half + 4; g++)
+                            for (int tq = 0; tq < 4; tq++) {
+                                const int off = (int)(ca_fb_stk_pairp(ca_fb_stk_groupp(ca_fb_stk_rowp(hits_f.data(), wi, w, g, tq), g, j & 3),
+                                                                      j >> 2, hr) - hits_f.data());
+                                const int row = (wi >> 1) * BQ + 16 * (wi & 1) + g + 8 * hr, qr = row % BQ, col = w * HK + 8 * j + 2 * tq;
+                                bad_place += off != row * DH + ca_fb_swz<2>(qr, col);
+                                bad_pair += ca_fb_swz<2>(qr, col + 1) != ca_fb_swz<2>(qr, col) + 1;
+                                for (int e = 0; e < 2; e++) {
+                                    hits[off + e]++;
+                                    banks |= 1u << ((off + e) % 32);
+                                    words++;
+                                }
+                            }
+                        bad_banks += words != 32 || banks != 0xffffffffu;
+                    }
+    int not_once = 0;
+    for (int h : hits) not_once += h != 1;
+    CHECK(bad_place == 0, "%d stacked stores off ca_fb_swz<2>'s place", bad_place);
+    CHECK(bad_pair == 0, "%d column pairs split by the swizzle", bad_pair);
+    CHECK(not_once == 0, "%d staging elements not written exactly once", not_once);
+    CHECK(bad_banks == 0, "%d half-warp stores with a bank conflict", bad_banks);
+#endif
+    // per-stream form (one stream): lane 4g + tq stores column 64w + 16wi + g (+8) of query row 8j + 2tq (+1)
+    int bad_scalar = 0;
+    for (int w = 0; w < 2; w++)
+        for (int wi = 0; wi < 4; wi++)
+            for (int j = 0; j < BQ / 8; j++)
+                for (int e = 0; e < 4; e++) {
+                    uint32_t banks = 0;
+                    for (int g = 0; g < 8; g++)
+                        for (int tq = 0; tq < 4; tq++) {
+                            const int r = 8 * j + 2 * tq + (e & 1), c = w * HK + 16 * wi + g + 8 * (e >> 1);
+                            banks |= 1u << ((r * DH + ca_fb_swz<1>(r, c)) % 32);
+                        }
+                    bad_scalar += banks != 0xffffffffu;
+                }
+    CHECK(bad_scalar == 0, "%d per-stream store instructions with a bank conflict", bad_scalar);
+}
+#endif
 
 // A bounded key set whose block covers the whole sequence and whose bank is never attended (block 0
 // sees an empty bank) is the unbounded causal attention: the two launches give the same bits, on the
