@@ -14,6 +14,9 @@
 #   bench-attention dev/cuda/coda_attention (BF16, every tensor-core version, 7B and SmolLM2 head shapes) and
 #                  PyTorch SDPA (dev/cuda/sdpa_baseline.py) in the same call, then issue 15's target table
 #                  (dev/cuda/attention_targets.py: coda.c's fastest forward + backward over cuDNN's and FA2's)
+#   profile-attention  Nsight Compute (--set full) on one launch each of the one-pass backward and the
+#                  warp-specialized forward at CoDA's 7B head shape, T=8192 (dev/cuda/ncu_profile.py picks the
+#                  launch, then ranks the SASS instructions by warp-stall samples): details + stall tables
 #   bench-7b       phase 1 at the Mistral-7B shape from a random base (T=2048, 8192; recompute off/on) vs HF
 #                  (attention-only trainable; at T=2048 eager and torch.compile), with the --timing breakdown of one update (BENCH_CFGS="T:recompute ...",
 #                  T8192=0, HF2048=0 select parts)
@@ -116,6 +119,22 @@ for stage in "$@"; do
       (cd dev/cuda && ./coda_attention 10 0) > "$OUT/bench_attention.log" 2>&1 || { tail -20 "$OUT/bench_attention.log"; exit 1; }
       run python3 dev/cuda/sdpa_baseline.py > "$OUT/sdpa_baseline.log" 2>&1 || { tail -20 "$OUT/sdpa_baseline.log"; exit 1; }
       run python3 dev/cuda/attention_targets.py "$OUT/bench_attention.log" "$OUT/sdpa_baseline.log" | tee "$OUT/attention_targets.md" ;;
+    profile-attention)
+      make -C dev/cuda coda_attention PRECISION=BF16 > "$OUT/build_bench_attention.log" 2>&1 || { tail -20 "$OUT/build_bench_attention.log"; exit 1; }
+      outabs=$(cd "$OUT" && pwd)
+      # kernel regex : demangled template arguments : grid at T 8192, H 32 (key blocks of 128; query tiles of 64)
+      for item in "ca_fb_backward_kernel:<2>:2048" "ca_ws_forward_kernel:<128, 2, 0>:4096"; do
+        IFS=: read -r k targs grid <<< "$item"
+        (cd dev/cuda && ncu --csv --metrics launch__grid_size -k regex:$k ./coda_attention 1 0) > "$OUT/ncu_list_$k.csv" 2>/dev/null
+        n=$(python3 dev/cuda/ncu_profile.py pick "$OUT/ncu_list_$k.csv" "$targs" "$grid") || continue
+        echo "$k$targs grid $grid: launch $n"
+        (cd dev/cuda && timeout 300 ncu --set full --import-source yes -k regex:$k --launch-skip "$n" --launch-count 1 -f -o "$outabs/ncu_$k" \
+           ./coda_attention 1 0) > "$OUT/ncu_$k.log" 2>&1 || { tail -5 "$OUT/ncu_$k.log"; continue; }
+        ncu -i "$OUT/ncu_$k.ncu-rep" --page details > "$OUT/ncu_${k}_details.txt" 2>&1
+        ncu -i "$OUT/ncu_$k.ncu-rep" --page source --csv --print-source sass > "$OUT/ncu_${k}_sass.csv" 2>&1
+        grep -E "^ +(Duration|Compute \(SM\) Throughput|Issue Slots Busy|Registers Per Thread)" "$OUT/ncu_${k}_details.txt"
+        python3 dev/cuda/ncu_profile.py stalls "$OUT/ncu_${k}_sass.csv" 15 | tee "$OUT/ncu_${k}_stalls.md" | head -40
+      done ;;
     bench-7b)
       # phase 1 from a random base (the issue's benchmark), T=2048 with recompute off/on, then T=8192
       # (recompute on; off where memory allows), each next to HF on the same card; T8192=0 skips 8192

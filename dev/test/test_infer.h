@@ -771,3 +771,7 @@ TEST(study_report_over_seeds) { run_report_check("dev/test/study_report_check.py
 // issue 15's attention targets from one GPU call's tables (dev/cuda/attention_targets.py):
 // dev/test/attention_targets_check.py checks the fastest versions, the ratios, the verdicts, bad input.
 TEST(attention_targets_from_one_calls_tables) { run_report_check("dev/test/attention_targets_check.py"); }
+
+// the one-launch profiling helpers (dev/cuda/ncu_profile.py): dev/test/ncu_profile_check.py checks the
+// launch pick by name and grid, the stall ranking and totals, and the refusals, on ncu-format files.
+TEST(ncu_profile_pick_and_stalls) { run_report_check("dev/test/ncu_profile_check.py"); }
