@@ -20,7 +20,8 @@
 //                            warpgroups only compute; backward as wgmma (coda_attention_ws.cuh)
 //   fused     CA_IMPL_FUSED  ws's forward, the backward in one pass (coda_attention_fused_bwd.cuh): dQ from
 //                            the dS the dK/dV pass forms (no recomputed S, dP), added to fp32 accumulators
-//                            in L2 in a fixed order; causal key sets at Dh 128 (else the wgmma backward)
+//                            in L2 in a fixed order; tiles by TMA, CoDA's two streams stacked into the 64
+//                            rows of S^T's and dQ's products; causal key sets at Dh 128 (else the wgmma backward)
 // The side-by-side baseline, PyTorch's scaled_dot_product_attention at the same shapes in the same
 // call: python3 dev/cuda/sdpa_baseline.py (cuDNN and FlashAttention-2 backends); the two outputs into
 // dev/cuda/attention_targets.py give issue 15's ratio table (scripts/gpu_checks.sh bench-attention).
