@@ -347,6 +347,17 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             else ca_wg_mm_rs<DH, BQ, BQ>(dka, dsa, stage + s * BQ * DH);
             ca_wg_commit();
         };
+        // stream s's P and dS (from its S^T columns stt) and their dV, dK products, waited for
+        auto stream_dkdv = [&](int s, float (*stt)[4]) {
+            Frag pa, dsa;
+            form(s, stt, pa, dsa);
+            issue_dkdv(s, pa, dsa);
+            ca_wg_wait<0>();
+            ca_wg_pin<DH>(dva);
+            ca_wg_pin<DH>(dka);
+            ca_wg_pin_a<BQ / 16>(pa);
+            ca_wg_pin_a<BQ / 16>(dsa);
+        };
         if constexpr (QSTACK) {
             float stt[NS * BQ / 8][4];  // S^T = K [Q_0; Q_1]^T: stream s's queries are columns 32s .. 32s+31
             ca_zero_acc<NS * BQ>(stt);
@@ -358,16 +369,7 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             ca_wg_pin<BQ>(dpt);
             ca_wg_pin<NS * BQ>(stt);
 #pragma unroll
-            for (int s = 0; s < NS; s++) {
-                Frag pa, dsa;
-                form(s, stt + s * (BQ / 8), pa, dsa);
-                issue_dkdv(s, pa, dsa);
-                ca_wg_wait<0>();
-                ca_wg_pin<DH>(dva);
-                ca_wg_pin<DH>(dka);
-                ca_wg_pin_a<BQ / 16>(pa);
-                ca_wg_pin_a<BQ / 16>(dsa);
-            }
+            for (int s = 0; s < NS; s++) stream_dkdv(s, stt + s * (BQ / 8));
         } else {
 #pragma unroll
             for (int s = 0; s < NS; s++) {
@@ -380,14 +382,7 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
                 ca_wg_wait<0>();
                 ca_wg_pin<BQ>(dpt);
                 ca_wg_pin<BQ>(stt);
-                Frag pa, dsa;
-                form(s, stt, pa, dsa);
-                issue_dkdv(s, pa, dsa);
-                ca_wg_wait<0>();
-                ca_wg_pin<DH>(dva);
-                ca_wg_pin<DH>(dka);
-                ca_wg_pin_a<BQ / 16>(pa);
-                ca_wg_pin_a<BQ / 16>(dsa);
+                stream_dkdv(s, stt);
             }
         }
         ca_mbar_arrive(&bar_empty[st]);  // every product reading the stage is done
