@@ -935,6 +935,19 @@ static void ca_noise_query(const GpuContext* ctx, const CodaAttnShape* s, floatX
     ca_noise_query_kernel<<<(unsigned)ceil_div_sz(npairs, 256), 256, 0, ctx->stream>>>(qn, q, theta, s->H, s->Dh, npairs);
     cudaCheckLaunch("ca_noise_query_kernel");
 }
+// The TMA maps of a launch (CaTmaMaps, coda_attention_ws.cuh): q (qn with ns = 2 streams, d o where
+// given) with boxes of qrows rows, k and v with boxes of krows rows
+static CaTmaMaps ca_tma_maps(const CodaAttnShape* s, const CodaAttnInputs* in, int ns, const floatX* qn, const floatX* dO, int qrows,
+                             int krows) {
+    CaTmaMaps tm;
+    memset(&tm, 0, sizeof(tm));
+    tm.q = ca_tma_map_heads(in->q, s->B, s->T, s->H, s->Dh, qrows);
+    if (ns == 2) tm.qn = ca_tma_map_heads(qn, s->B, s->T, s->H, s->Dh, qrows);
+    if (dO) tm.dO = ca_tma_map_heads(dO, s->B, s->T, s->H, s->Dh, qrows);
+    tm.k = ca_tma_map_heads(in->k, s->B, s->T, s->Hkv, s->Dh, krows);
+    tm.v = ca_tma_map_heads(in->v, s->B, s->T, s->Hkv, s->Dh, krows);
+    return tm;
+}
 template <int DH, int NS, bool BND>
 static void ca_mma_forward_launch(const GpuContext* ctx, const CodaAttnShape* s, const CodaAttnInputs* in, const CodaAttnSaved* sv,
                                   const floatX* qn) {
@@ -942,15 +955,9 @@ static void ca_mma_forward_launch(const GpuContext* ctx, const CodaAttnShape* s,
     if (ca_use_ws(s)) {
         const int smem = ca_ws_fwd_smem<DH, NS, BND>();
         ca_mma_launch_prep(ca_ws_forward_kernel<DH, NS, BND>, smem, "ca_ws_forward_kernel");
-        CaTmaMaps tm;
+        CaTmaMaps tm;  // the kernel's TMA loads (causal key sets): its query tiles of 64 rows, its key tiles
         memset(&tm, 0, sizeof(tm));
-        if (CA_WS_TMA && !BND) {  // the kernel's TMA loads: boxes of its query tiles (64 rows) and key tiles
-            const int bk = ca_ws_bk<BND>();
-            tm.q = ca_tma_map_heads(in->q, s->B, s->T, s->H, DH, 64);
-            if (NS == 2) tm.qn = ca_tma_map_heads(qn, s->B, s->T, s->H, DH, 64);
-            tm.k = ca_tma_map_heads(in->k, s->B, s->T, s->Hkv, DH, bk);
-            tm.v = ca_tma_map_heads(in->v, s->B, s->T, s->Hkv, DH, bk);
-        }
+        if (CA_WS_TMA && !BND) tm = ca_tma_maps(s, in, NS, qn, NULL, 64, ca_ws_bk<BND>());
         ca_ws_forward_kernel<DH, NS, BND><<<blocks, 128 * (NS + 1), smem, ctx->stream>>>(*s, in->bank, sv->a_sig, sv->a_noise, sv->lse,
                                                                                         in->q, qn, in->k, in->v, tm);
         cudaCheckLaunch("ca_ws_forward_kernel");
@@ -1009,13 +1016,7 @@ static void ca_fb_backward_launch(const GpuContext* ctx, const CodaAttnShape* s,
     const int smem = ca_fb_smem<NS>();
     ca_mma_launch_prep(ca_fb_backward_kernel<NS>, smem, "ca_fb_backward_kernel");
     const unsigned blocks = (unsigned)(ca_fb_nkb(s->T) * s->H * s->B);
-    CaTmaMaps tm;  // the loads' boxes: query tiles of CA_FB_BQ rows, key halves of 64
-    memset(&tm, 0, sizeof(tm));
-    tm.q = ca_tma_map_heads(in->q, s->B, s->T, s->H, 128, CA_FB_BQ);
-    if (NS == 2) tm.qn = ca_tma_map_heads(qn, s->B, s->T, s->H, 128, CA_FB_BQ);
-    tm.dO = ca_tma_map_heads(dO, s->B, s->T, s->H, 128, CA_FB_BQ);
-    tm.k = ca_tma_map_heads(in->k, s->B, s->T, s->Hkv, 128, 64);
-    tm.v = ca_tma_map_heads(in->v, s->B, s->T, s->Hkv, 128, 64);
+    const CaTmaMaps tm = ca_tma_maps(s, in, NS, qn, dO, CA_FB_BQ, 64);  // query tiles of CA_FB_BQ rows, key halves of 64
     ca_fb_backward_kernel<NS><<<blocks, 384, smem, ctx->stream>>>(*s, dk_part, dv_part, dq_acc, sem, lse, delta, in->lam_logit, tm);
     cudaCheckLaunch("ca_fb_backward_kernel");
     ca_fb_dq_finish_kernel<NS><<<dim3(ca_n_qtiles(*s, 64), s->H, s->B), 256, 0, ctx->stream>>>(*s, gr->dq, dth_part, dq_acc, in->q,
