@@ -857,14 +857,14 @@ static inline int ca_use_ws(const CodaAttnShape* s) {
 }
 // The one-pass backward (coda_attention_fused_bwd.cuh): causal key sets at Dh 128, asked for by
 // CA_IMPL_FUSED, or AUTO's choice where it is the faster one (CA_FUSED_BWD_AUTO 0 turns that off).
-// Measured at the 7B head shape (H200, dev/PERF.md session 12, after the two-pass kernels' tile loads
-// lost their per-chunk address arithmetic): CoDA 7.3 ms against the two-pass 7.9 at T = 8192, but 0.74
-// against 0.64 at T = 2048; GQA 5.1 against 4.8 and 0.51 against 0.39. So AUTO takes it for CoDA's two
-// streams above T = 4096, where the two measured trends cross (4096 itself is not measured).
+// Measured at the 7B head shape (H200, dev/PERF.md session 14, blocks launched heaviest first): CoDA
+// 0.61 ms against the two-pass 0.64 at T = 2048, 1.93 against 2.17 at 4096, 6.96 against 7.95 at 8192;
+// 0.23 against 0.22 at 1024 and equal at 512. GQA keeps the two-pass backward at every length (0.41
+// against 0.39 at 2048). So AUTO takes it for CoDA's two streams above T = 1024.
 #ifndef CA_FUSED_BWD_AUTO
 #define CA_FUSED_BWD_AUTO 1
 #endif
-#define CA_FUSED_BWD_AUTO_ABOVE_T 4096
+#define CA_FUSED_BWD_AUTO_ABOVE_T 1024
 static inline int ca_use_fused_bwd(const CodaAttnShape* s) {
     const int auto_pick = CA_FUSED_BWD_AUTO && s->differential && s->T > CA_FUSED_BWD_AUTO_ABOVE_T;
     return ca_use_wgmma(s) && s->Dh == 128 && !ca_bounded(s) &&
@@ -1004,14 +1004,14 @@ static void ca_mma_dkdv_reduce_launch(const GpuContext* ctx, const CodaAttnShape
                                                                                         s->Dh, n4);
     cudaCheckLaunch("ca_mma_dkdv_reduce_kernel");
 }
-// the one-pass backward: zeroed accumulators and counters, the fused kernel, then dq and the theta partials
+// the one-pass backward: zeroed counters (the accumulators need no zeroing), the fused kernel, then dq and
+// the theta partials
 template <int NS>
 static void ca_fb_backward_launch(const GpuContext* ctx, const CodaAttnShape* s, const CodaAttnInputs* in, const CodaAttnGrads* gr,
                                   float* dth_part, float* dk_part, float* dv_part, const floatX* dO, const float* lse,
                                   const float* delta, const floatX* qn, void* fb_scratch) {
     float* dq_acc = (float*)fb_scratch;
     int* sem = (int*)((char*)fb_scratch + ca_align256(ca_fb_acc_bytes(s)));
-    cudaCheck(cudaMemsetAsync(dq_acc, 0, ca_fb_acc_bytes(s), ctx->stream));
     cudaCheck(cudaMemsetAsync(sem, 0, ca_fb_sem_bytes(s), ctx->stream));
     const int smem = ca_fb_smem<NS>();
     ca_mma_launch_prep(ca_fb_backward_kernel<NS>, smem, "ca_fb_backward_kernel");

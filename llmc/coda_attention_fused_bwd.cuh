@@ -13,8 +13,16 @@
 // Shape legend: BKV = 128 keys per block (two consumer warpgroups of 64), BQ = 32 queries per step,
 // DH = 128, NS streams (2: CoDA's signal and noise queries, 1: GQA).
 //
-// Roles (block of 384 threads; grid: per (batch row, query head) its ceil(T / 128) key blocks,
-// SHORTEST FIRST: key block n of the head is block index (b H + h) nkb + nkb - 1 - n):
+// Roles (block of 384 threads; grid: ca_fb_block_coords, below: the (batch row, query head) pairs in
+// groups of CA_FB_GROUP_ROWS / T, and within a group every head's key block 0, then every one's key
+// block 1, ..; key block n sees nq - 4n query tiles, so each group launches its heaviest blocks first and
+// its light ones fill the gaps (list scheduling, longest first). Why groups: a head's query tiles and dq
+// accumulators are read and added to by all its blocks, so blocks of few heads at a time keep them in L2.
+// Measured (H200, dev/PERF.md session 14): the first form, each head's blocks lightest first, made the
+// kernel 1.2x longer than its work at T = 2048 (512 blocks on 132 SMs: its last heavy blocks ran alone
+// at the end); every head's key block 0 first fixed that but at 8K read 2.5x the DRAM bytes (L2 hits 90
+// -> 78%) and gained 2.6% where the schedule alone promised 7%; the groups keep the schedule and take
+// L2 hits to 97% (8K: 0.85 GB of DRAM traffic where the first form had 2.6): kernel 6.52 -> 6.09 ms):
 //   warp 0      loader: the block's K and V rows once, then per step the NS query tiles and the d o
 //               tile by TMA (lane 0: ca_tma_load_tile, the bytes counted on the stage's full barrier;
 //               with two streams the query tiles are the two 32-row halves of one [2][64][64] tile)
@@ -22,7 +30,8 @@
 //               (full[st] / empty[st] mbarriers as in coda_attention_ws.cuh). Warps 1 and 2 are idle:
 //               the first form loaded by cp.async from warps 0-2, 16 bytes a thread at a time.
 //   warp 3      dQ writer: adds the step's fp32 dQ staging tiles to the global accumulators dq_acc with
-//               cp.reduce.async.bulk (one 16 KB reduction per stream), in the deterministic order below
+//               cp.reduce.async.bulk (one 16 KB reduction per stream), in the deterministic order below;
+//               key block 0, the first in that order, stores them instead (cp.async.bulk)
 //   warpgroup 1+w, w = 0, 1: consumer of keys 64w .. 64w+63 of the block: the wgmma dK/dV kernel's step
 //               (dP^T once for both streams, S^T for both streams as one m64n64 product over the stacked
 //               query tile, then per stream P, dS, dV += P^T dO, dK += dS^T Q); it also
@@ -38,14 +47,15 @@
 //               Measured (H200, dev/PERF.md session 13): both together 1.5-2% at T = 8192.
 //
 // Deterministic dQ: query tile m gets its partial sums from key blocks 0 .. n_max(m)-1, and they add in
-// the order n_max(m)-1, n_max(m)-2, .., 0: block n waits until the counter sem[b][h][m] equals its rank
-// n_max(m)-1-n, adds, and once its additions are complete increments the counter (release / acquire at
-// GPU scope; the writer checks completion when the next staging tile arrives, so that wait overlaps a
-// step). The order, so every fp32 sum, is fixed: two runs give the same bits. A block
-// waits only for blocks of its head with a larger n, which have smaller block indices: with blocks
-// starting in index order the lowest unfinished one never waits for a block that has not started, so
-// there is no deadlock; and block n+1 starts its query tiles 4 tiles (one block of keys) later on the
-// diagonal, so in steady state it passed tile m four steps before block n needs it.
+// the order 0, 1, .., n_max(m)-1: block n waits until the counter sem[b][h][m] equals n, adds, and once
+// its additions are complete increments the counter (release / acquire at GPU scope; the writer checks
+// completion when the next staging tile arrives, so that wait overlaps a step). The order, so every fp32
+// sum, is fixed: two runs give the same bits. A block waits only for blocks of its head with a smaller
+// n, which have smaller block indices: with blocks starting in index order the lowest unfinished one
+// never waits for a block that has not started, so there is no deadlock at any T. Every block walks its
+// query tiles from the last one down to the diagonal, so the blocks of a head that start together
+// start on the same tile and follow one another by the latency of one addition; a block that starts
+// later finds the tiles it reaches already added by the blocks before it.
 //
 // The dQ^T staging tile of a stream is [BQ queries][DH] fp32 with the columns of each row swizzled
 // (ca_fb_swz: bank-conflict-free stores from the accumulator layout without padding), and dq_acc keeps
@@ -105,6 +115,13 @@ __device__ __forceinline__ void ca_bulk_reduce_add_f32(float* gdst, const float*
 #ifdef CA_WGMMA_DEVICE
     asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(gdst), "r"(ca_smem_u32(ssrc)),
                  "r"(bytes)
+                 : "memory");
+#endif
+}
+// global[0 .. bytes) = shared[0 .. bytes), by the TMA unit (async proxy), in this thread's bulk group
+__device__ __forceinline__ void ca_bulk_store(void* gdst, const void* ssrc, uint32_t bytes) {
+#ifdef CA_WGMMA_DEVICE
+    asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;\n" ::"l"(gdst), "r"(ca_smem_u32(ssrc)), "r"(bytes)
                  : "memory");
 #endif
 }
@@ -179,10 +196,21 @@ __host__ __device__ __forceinline__ float* ca_fb_stk_groupp(float* rowp, int g, 
 __host__ __device__ __forceinline__ float* ca_fb_stk_pairp(float* groupp, int jh, int hr) { return groupp + 32 * jh + 8 * 128 * hr; }
 __host__ __device__ __forceinline__ int ca_fb_rows(int T) { return (T + CA_FB_BQ - 1) / CA_FB_BQ * CA_FB_BQ; }
 __host__ __device__ __forceinline__ int ca_fb_nkb(int T) { return (T + CA_FB_BKV - 1) / CA_FB_BKV; }
-// blocks adding to query tile m before block n does (blocks 0 .. n_max(m)-1 see the tile; the largest adds first)
-__host__ __device__ __forceinline__ int ca_fb_rank(int m, int n, int nkb) {
-    const int nmax = min(nkb, (m * CA_FB_BQ + CA_FB_BQ - 1) / CA_FB_BKV + 1);
-    return nmax - 1 - n;
+// Block index -> (key block n, batch row x query head bh). Heads go in groups of G = CA_FB_GROUP_ROWS / T
+// (at least 1): within group g (heads gG .., the last group may be smaller) block index gG nkb + n gsize + i
+// is key block n of head gG + i. Block (bh, n) waits only for (bh, n - 1), which has a smaller index
+// (the deadlock argument below); CA_FB_GROUP_ROWS = 16384: the group's Q, noise Q, d o tiles and fp32 dq
+// accumulators (1.75 KB a query row with two streams: ~29 MB) fit in an H100's or H200's 50 MB of L2, and
+// by a simulation of the schedule (132 SMs, 32 heads) groups of 16384 rows still finish within 0.3% of
+// the work / SMs at T >= 4096 and 3% at 2048.
+#ifndef CA_FB_GROUP_ROWS
+#define CA_FB_GROUP_ROWS 16384
+#endif
+__host__ __device__ __forceinline__ void ca_fb_block_coords(int idx, int T, int BH, int* n, int* bh) {
+    const int nkb = ca_fb_nkb(T), G = max(1, min(BH, CA_FB_GROUP_ROWS / T)), g = idx / (G * nkb);
+    const int gsize = min(G, BH - g * G), r = idx - g * G * nkb;
+    *n = r / gsize;
+    *bh = g * G + r % gsize;
 }
 template <int NS>
 constexpr int ca_fb_smem() {
@@ -209,7 +237,9 @@ __device__ __forceinline__ void ca_fb_retire(int* cnt, int lane) {
 
 // ---------------------------------------------------------------------------------------------
 // the fused kernel. dk_part / dv_part: fp32 partials per query head (as the wgmma dK/dV kernel);
-// dq_acc: [NS][B][H][ca_fb_rows(T)][DH] fp32 (columns swizzled: ca_fb_swz), zero on entry;
+// dq_acc: [NS][B][H][ca_fb_rows(T)][DH] fp32 (columns swizzled: ca_fb_swz), any contents on entry: key
+// block 0, first in every query tile's order and the one block that sees them all, stores its partial
+// sums where the others add theirs (no memset of 2 x 32 MB at T = 2048, 2 x 128 MB at 8K);
 // sem: [B][H][ca_fb_rows(T) / 32] int, zero.
 
 template <int NS>
@@ -227,9 +257,12 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
     bf16* dSs = Ring + ST * (NS + 1) * BQ * DH;         // [2 step parities][NS][BQ][BKV] (STACK: [2][NS * BQ][BKV])
     float* stg = (float*)(dSs + 2 * NS * BQ * BKV);     // [NS][BQ][DH], swizzled (ca_fb_swz)
     float* Sc = stg + NS * BQ * DH;                     // [ST][NSC][BQ]
-    const int T = sh.T, H = sh.H, nkb = ca_fb_nkb(T), nq = ca_fb_rows(T) / BQ;
-    const int bh = blockIdx.x / nkb, n = nkb - 1 - (int)(blockIdx.x % nkb), h = bh % H, b = bh / H;
-    const int kvh = h / (H / sh.Hkv), k0 = n * BKV, qt_first = k0 / BQ, nsteps = nq - qt_first;
+    const int T = sh.T, H = sh.H, nq = ca_fb_rows(T) / BQ;
+    int n, bh;
+    ca_fb_block_coords(blockIdx.x, T, sh.B * H, &n, &bh);
+    const int h = bh % H, b = bh / H;
+    // step i: query tile nq - 1 - i (rows q0 = that * BQ), down to the tile of the block's first key
+    const int kvh = h / (H / sh.Hkv), k0 = n * BKV, nsteps = nq - k0 / BQ;
     if (threadIdx.x == 0) {
         for (int st = 0; st < ST; st++) {
             ca_mbar_init(&bar_full[st], 32);  // the loader warp's lanes (the tiles' bytes come on top)
@@ -245,7 +278,7 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
         const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
         if (warp == 0) {  // loader: the tiles by TMA (lane 0), the per-query scalars by plain loads (all lanes)
             for (int i = 0; i < nsteps; i++) {
-                const int st = i % ST, q0 = (qt_first + i) * BQ;
+                const int st = i % ST, q0 = (nq - 1 - i) * BQ;
                 if (i >= ST) ca_mbar_wait(&bar_empty[st], (i / ST - 1) & 1);
                 if (lane == 0) {
                     bf16* stage = Ring + st * (NS + 1) * BQ * DH;
@@ -271,22 +304,23 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
             // m's turn, add, and hand the staging back as soon as the bulk reads are done.
             int* prev = NULL;
             for (int i = 0; i < nsteps; i++) {
-                const int m = qt_first + i;
+                const int m = nq - 1 - i;
                 int* cnt = sem + (size_t)bh * nq + m;
                 ca_mbar_wait(&bar_stg_full, i & 1);
                 if (prev) ca_fb_retire(prev, lane);
                 if (lane == 0) {
 #if !CA_FB_UNORDERED
-                    const int rank = ca_fb_rank(m, n, nkb);
-                    while (ca_ld_acquire_gpu(cnt) != rank) {}
+                    while (ca_ld_acquire_gpu(cnt) != n) {}  // blocks 0 .. n-1 have added tile m
 #endif
                 }
                 __syncwarp();
                 ca_fence_proxy_async_all();  // the staging stores and the earlier blocks' additions come before ours
-                if (lane == 0) {  // one bulk reduction per stream: the tile's rows are contiguous in both
-                    for (int s = 0; s < NS; s++)
-                        ca_bulk_reduce_add_f32(dq_acc + ((((size_t)s * sh.B + b) * H + h) * (size_t)nq + m) * BQ * DH,
-                                               stg + s * BQ * DH, BQ * DH * 4);
+                if (lane == 0) {  // one bulk operation per stream: the tile's rows are contiguous in both
+                    for (int s = 0; s < NS; s++) {
+                        float* dst = dq_acc + ((((size_t)s * sh.B + b) * H + h) * (size_t)nq + m) * BQ * DH;
+                        if (n == 0) ca_bulk_store(dst, stg + s * BQ * DH, BQ * DH * 4);  // the first partial sum
+                        else ca_bulk_reduce_add_f32(dst, stg + s * BQ * DH, BQ * DH * 4);
+                    }
                     ca_bulk_commit();
                     ca_bulk_wait_read0();
                 }
@@ -310,7 +344,7 @@ ca_fb_backward_kernel(CodaAttnShape sh, float* dk_part, float* dv_part, float* d
     ca_zero_acc<DH>(dka);
     ca_zero_acc<DH>(dva);
     for (int i = 0; i < nsteps; i++) {
-        const int st = i % ST, q0 = (qt_first + i) * BQ;
+        const int st = i % ST, q0 = (nq - 1 - i) * BQ;
         const bf16* stage = Ring + st * (NS + 1) * BQ * DH;
         const bf16* Ot = stage + NS * BQ * DH;
         const float* sc_ = Sc + st * NSC * BQ;

@@ -1,5 +1,7 @@
 // coda_attention.cu — benchmark of llmc/coda_attention.cuh (llm.c style: CPU check, then timing).
-//   make coda_attention && ./coda_attention [reps] [time the fp32-FMA baseline: 1 (default) / 0]
+//   make coda_attention && ./coda_attention [reps] [time the fp32-FMA baseline: 1 (default) / 0] [T,T,..]
+//   (the third argument replaces the shapes of 2. and 3. by the Mistral-7B head shape at those lengths:
+//   e.g. `./coda_attention 5 0 512,1024,4096` for where AUTO should switch backwards)
 // 1. CPU check: one case per implementation and head dim against the fp64 CPU reference chain
 //    (dev/test/test_gpu_attention.cuh).
 // 2. Timing at the Mistral-7B attention shape (B=1, H=32, Hkv=8, Dh=128), T = 2048 and 8192, and the
@@ -61,8 +63,22 @@ int main(int argc, char** argv) {
         }
     // 2. timing: every implementation side by side in the same run (tensor cores only in the BF16 build)
     printf("\n| shape | T | attention | kernels | fwd ms | bwd ms | fwd TFLOP/s | bwd TFLOP/s |\n|---|---|---|---|---|---|---|---|\n");
-    struct { const char* name; int B, T, H, Hkv, Dh; } shapes[] = {
+    struct BenchShape { const char* name; int B, T, H, Hkv, Dh; };
+    std::vector<BenchShape> shapes = {
         {"Mistral-7B", 1, 2048, 32, 8, 128}, {"Mistral-7B", 1, 8192, 32, 8, 128}, {"SmolLM2-135M", 8, 2048, 9, 3, 64}};
+    if (argc > 3) {
+        shapes.clear();
+        for (const char* p = argv[3]; *p;) {
+            char* end;
+            long T = strtol(p, &end, 10);
+            if (end == p || T < 1 || T > (1 << 20) || (*end && *end != ',')) {
+                fprintf(stderr, "coda_attention: the lengths must be a comma-separated list of integers 1 .. 1048576, got '%s'\n", argv[3]);
+                return 1;
+            }
+            shapes.push_back({"Mistral-7B", 1, (int)T, 32, 8, 128});
+            p = *end ? end + 1 : end;
+        }
+    }
     for (const auto& shp : shapes) {
         for (int diff = 1; diff >= 0; diff--) {
             for (CodaAttnImpl impl : impls) {

@@ -575,7 +575,9 @@ GPU_TEST(kattn_ws_forward_bitwise_wgmma_or_itself) {
 // The one-pass backward (coda_attention_fused_bwd.cuh; CA_IMPL_FUSED: causal key sets at Dh 128, the
 // wgmma backward for Dh 64): against the CPU reference (T = 300 has three key blocks of 128, so the
 // ordered dq additions of several blocks are in it), and two runs with many key blocks per head and
-// more blocks than the device runs at once give the same bits (the order of the additions is fixed).
+// more blocks than the device runs at once give the same bits (the order of the additions is fixed);
+// the last case has one head of 133 key blocks, more than an H100/H200 holds at once, so blocks wait for
+// blocks that started in an earlier wave (a deadlock there would hang the test).
 GPU_TEST(kattn_fused_coda_headnorm_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(1, 1, CA_IMPL_FUSED); }
 GPU_TEST(kattn_fused_coda_identity_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(1, 0, CA_IMPL_FUSED); }
 GPU_TEST(kattn_fused_gqa_vs_cpu_reference) { if (!ga_skip_without_wgmma()) ga_run_grid(0, 0, CA_IMPL_FUSED); }
@@ -583,7 +585,7 @@ GPU_TEST(kattn_fused_backward_two_runs_same_bits) {
     if (ga_skip_without_wgmma()) return;
     GpuContext ctx;
     gpu_context_init(&ctx);
-    struct { int B, T, H, Hkv, diff, norm; } cases[] = {{2, 2100, 16, 4, 1, 1}, {1, 4000, 32, 8, 0, 0}};
+    struct { int B, T, H, Hkv, diff, norm; } cases[] = {{2, 2100, 16, 4, 1, 1}, {1, 4000, 32, 8, 0, 0}, {1, 17000, 1, 1, 1, 1}};
     for (const auto& k : cases) {
         CodaAttnShape sh = {k.B, k.T, k.H, k.Hkv, 128, k.diff, k.norm, 1e-6f, CA_IMPL_FUSED};
         char what[80];
@@ -649,6 +651,45 @@ TEST(fb_staging_stores_follow_the_swizzle) {
                     bad_scalar += banks != 0xffffffffu;
                 }
     CHECK(bad_scalar == 0, "%d per-stream store instructions with a bank conflict", bad_scalar);
+}
+
+// The one-pass backward's launch order (ca_fb_block_coords), on the CPU: every (head, key block) is one
+// block index; a head's block n comes after its block n - 1 (the ordered dq additions wait only for
+// earlier blocks: no deadlock); within a group of heads the heavy blocks (small n) come first; and a
+// group holds CA_FB_GROUP_ROWS / T heads (at least one, the last may be smaller).
+TEST(fb_blocks_launch_heaviest_first_in_head_groups) {
+    struct { int T, BH; } cases[] = {{2048, 32}, {8192, 32}, {300, 3}, {2100, 32}, {17000, 1}, {4000, 96}, {640, 7}, {100000, 2}};
+    for (const auto& c : cases) {
+        const int nkb = ca_fb_nkb(c.T), total = nkb * c.BH, G = std::max(1, std::min(c.BH, CA_FB_GROUP_ROWS / c.T));
+        std::vector<int> idx_of(total, -1);
+        int bad_range = 0, bad_group = 0, bad_heavy = 0, prev_n = 0, prev_group = 0;
+        for (int i = 0; i < total; i++) {
+            int n = -1, bh = -1;
+            ca_fb_block_coords(i, c.T, c.BH, &n, &bh);
+            if (n < 0 || n >= nkb || bh < 0 || bh >= c.BH || idx_of[(size_t)bh * nkb + n] >= 0) { bad_range++; continue; }
+            idx_of[(size_t)bh * nkb + n] = i;
+            const int group = bh / G;
+            bad_group += group < prev_group;                    // groups one after the other
+            bad_heavy += group == prev_group && n < prev_n;     // within a group, n never decreases
+            prev_n = group == prev_group ? n : 0;
+            prev_group = group;
+        }
+        int bad_order = 0, unseen = 0;
+        for (int bh = 0; bh < c.BH; bh++)
+            for (int n = 0; n < nkb; n++) {
+                unseen += idx_of[(size_t)bh * nkb + n] < 0;
+                bad_order += n > 0 && idx_of[(size_t)bh * nkb + n] <= idx_of[(size_t)bh * nkb + n - 1];
+            }
+        CHECK(bad_range == 0 && unseen == 0, "T %d, %d heads: %d indices out of range or repeated, %d blocks never launched", c.T, c.BH,
+              bad_range, unseen);
+        CHECK(bad_order == 0, "T %d, %d heads: %d blocks launched before the block they wait for", c.T, c.BH, bad_order);
+        CHECK(bad_group == 0 && bad_heavy == 0, "T %d, %d heads: %d group and %d heaviest-first violations", c.T, c.BH, bad_group, bad_heavy);
+    }
+    int n, bh;  // T = 2048: groups of 8 heads, so block 9 is key block 1 of head 1
+    ca_fb_block_coords(9, 2048, 32, &n, &bh);
+    CHECK(n == 1 && bh == 1, "T 2048: block 9 is (n %d, head %d), expected (1, 1)", n, bh);
+    ca_fb_block_coords(16 * 8, 2048, 32, &n, &bh);  // the second group's first block
+    CHECK(n == 0 && bh == 8, "T 2048: block 128 is (n %d, head %d), expected (0, 8)", n, bh);
 }
 #endif
 
