@@ -66,6 +66,7 @@
 // Supported: Dh in {64, 128}, H % Hkv == 0, any T >= 1, any block >= 1, bank_slots <= CA_MAX_BANK_SLOTS.
 #pragma once
 #include <math.h>
+#include <algorithm>
 #include <type_traits>
 #include "cuda_common.cuh"
 #include "vec128.cuh"
@@ -362,22 +363,20 @@ ca_combine_forward_kernel(CodaAttnShape sh, floatX* out, float* hn_rstd, const f
     if (row >= nrows) return;
     const int norm = sh.differential && sh.head_norm_full;
     const float lam = sh.differential ? ca_sigmoid(to_float(lam_logit[row])) : 0.f;
-    float o[VPL];
+    float o[VPL], an[VPL], y[VPL];  // one access per lane and tensor (8 bytes at Dh 128 in bf16)
     float ss = 0.f;
+    load_f<VPL>(o, a_sig + row * DH + lane * VPL);
+    if (sh.differential) load_f<VPL>(an, a_noise + row * DH + lane * VPL);
 #pragma unroll
     for (int e = 0; e < VPL; e++) {
-        size_t idx = row * DH + lane * VPL + e;
-        o[e] = to_float(a_sig[idx]);
-        if (sh.differential) o[e] -= lam * to_float(a_noise[idx]);
+        if (sh.differential) o[e] -= lam * an[e];
         ss += o[e] * o[e];
     }
     float r = 1.0f;
     if (norm) r = 1.0f / sqrtf(warp_sum(ss) / DH + sh.head_norm_eps);
 #pragma unroll
-    for (int e = 0; e < VPL; e++) {
-        int d = lane * VPL + e;
-        out[row * DH + d] = from_float<floatX>(norm ? o[e] * r * to_float(w[d]) : o[e]);
-    }
+    for (int e = 0; e < VPL; e++) y[e] = norm ? o[e] * r * to_float(w[lane * VPL + e]) : o[e];
+    store_f<VPL>(out + row * DH + lane * VPL, y);
     if (hn_rstd && lane == 0) hn_rstd[row] = r;
 }
 
@@ -385,7 +384,9 @@ ca_combine_forward_kernel(CodaAttnShape sh, floatX* out, float* hn_rstd, const f
 // combine backward: one warp per (token, head), 4 rows per warp, 32 rows per block (fixed, so the
 // head-norm weight partials are the same on every GPU). Each row is a chain of dependent warp sums,
 // so the kernel is latency-bound: few rows per warp and many warps in flight (with 32 rows per warp
-// it took 55 us for only 6,400 rows on an H200; dev/PERF.md).
+// it took 55 us for only 6,400 rows on an H200; dev/PERF.md). One access per lane and tensor (8 bytes
+// at Dh 128 in bf16). Issuing a warp's loads of all four rows before the first row's sums was slower
+// (45.7 against 35.6 us at the 7B shape, T = 2048: the registers cost warps in flight; PERF session 14).
 
 #define CA_CB_ROWS_PER_BLOCK 32
 
@@ -406,17 +407,16 @@ ca_combine_backward_kernel(CodaAttnShape sh, floatX* dO, float* delta, floatX* d
     for (int rr = 0; rr < CA_CB_ROWS_PER_BLOCK / 8; rr++) {
         const size_t row = (size_t)blockIdx.x * CA_CB_ROWS_PER_BLOCK + warp * (CA_CB_ROWS_PER_BLOCK / 8) + rr;
         if (row >= nrows) break;  // warp-uniform
-        const size_t t = row / H;
+        const size_t t = row / H, idx = row * DH + lane * VPL;
         const int h = (int)(row % H), b = (int)(t / T), i = (int)(t % T);
         const float lam = sh.differential ? ca_sigmoid(to_float(lam_logit[row])) : 0.f;
         float as[VPL], an[VPL], go[VPL], d_o[VPL];
+        load_f<VPL>(as, a_sig + idx);
+        if (sh.differential) load_f<VPL>(an, a_noise + idx);
+        else
 #pragma unroll
-        for (int e = 0; e < VPL; e++) {
-            size_t idx = row * DH + lane * VPL + e;
-            as[e] = to_float(a_sig[idx]);
-            an[e] = sh.differential ? to_float(a_noise[idx]) : 0.f;
-            go[e] = to_float(dout[idx]);
-        }
+            for (int e = 0; e < VPL; e++) an[e] = 0.f;
+        load_f<VPL>(go, dout + idx);
         if (norm) {
             const float r = hn_rstd[row];
             float nv[VPL], dn[VPL], dot = 0.f;
@@ -436,9 +436,9 @@ ca_combine_backward_kernel(CodaAttnShape sh, floatX* dO, float* delta, floatX* d
             for (int e = 0; e < VPL; e++) d_o[e] = go[e];
         }
         float ds = 0.f, dn_ = 0.f, dl = 0.f;
+        store_f<VPL>(dO + row * DH + lane * VPL, d_o);
 #pragma unroll
         for (int e = 0; e < VPL; e++) {
-            dO[row * DH + lane * VPL + e] = from_float<floatX>(d_o[e]);
             float dr = ca_roundX(d_o[e]);  // what the attention kernels will read
             ds += dr * as[e];
             dn_ += dr * an[e];
@@ -931,8 +931,10 @@ static void ca_mma_launch_prep(K kernel, int smem, const char* name) {
     }
 }
 static void ca_noise_query(const GpuContext* ctx, const CodaAttnShape* s, floatX* qn, const floatX* q, const floatX* theta) {
-    size_t npairs = (size_t)s->B * s->T * s->H * s->Dh / 2;
-    ca_noise_query_kernel<<<(unsigned)ceil_div_sz(npairs, 256), 256, 0, ctx->stream>>>(qn, q, theta, s->H, s->Dh, npairs);
+    const int W = s->H * s->Dh;  // a multiple of 8 (Dh is 64 or 128): whole 16-byte chunks
+    const size_t rows = (size_t)s->B * s->T;
+    const unsigned gx = (unsigned)ceil_div(W / 8, 256), gy = (unsigned)std::min<size_t>(rows, std::max(1u, 1056u / gx));  // ~8 blocks an SM
+    ca_noise_query_kernel<<<dim3(gx, gy), 256, 0, ctx->stream>>>(qn, q, theta, W, rows);
     cudaCheckLaunch("ca_noise_query_kernel");
 }
 // The TMA maps of a launch (CaTmaMaps, coda_attention_ws.cuh): q (qn with ns = 2 streams, d o where

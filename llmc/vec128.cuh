@@ -3,6 +3,7 @@
 // path at compile time, and deterministic warp/block sums (fixed reduction trees, no atomics).
 #pragma once
 #include <stdint.h>
+#include <type_traits>
 #include "cuda_common.cuh"
 
 // 16 bytes of T, loaded/stored with one 128-bit instruction (LDG.128 / STG.128).
@@ -35,14 +36,20 @@ __device__ __forceinline__ void store128cs(T* p, const Packed128<T>& v) {
     __stcs(reinterpret_cast<int4*>(p), *reinterpret_cast<const int4*>(&v));
 }
 
-// W consecutive elements of T as floats. W * sizeof(T) == 16 uses one 128-bit access (p must be
-// 16-byte aligned); any other W uses scalar accesses.
+// W consecutive elements of T as floats. W * sizeof(T) == 16, 8 or 4 uses one 128-, 64- or 32-bit
+// access (p must be aligned to that size); any other W uses scalar accesses.
 template <int W, class T>
 __device__ __forceinline__ void load_f(float (&f)[W], const T* p) {
     if constexpr (W * sizeof(T) == 16) {
         Packed128<T> v = load128(p);
 #pragma unroll
         for (int k = 0; k < W; k++) f[k] = to_float(v[k]);
+    } else if constexpr (W * sizeof(T) == 8 || W * sizeof(T) == 4) {
+        using V = typename std::conditional<W * sizeof(T) == 8, uint2, uint32_t>::type;
+        union { V v; T e[W]; } u;
+        u.v = *reinterpret_cast<const V*>(p);
+#pragma unroll
+        for (int k = 0; k < W; k++) f[k] = to_float(u.e[k]);
     } else {
 #pragma unroll
         for (int k = 0; k < W; k++) f[k] = to_float(p[k]);
@@ -55,6 +62,12 @@ __device__ __forceinline__ void store_f(T* p, const float (&f)[W]) {
 #pragma unroll
         for (int k = 0; k < W; k++) v[k] = from_float<T>(f[k]);
         store128(p, v);
+    } else if constexpr (W * sizeof(T) == 8 || W * sizeof(T) == 4) {
+        using V = typename std::conditional<W * sizeof(T) == 8, uint2, uint32_t>::type;
+        union { V v; T e[W]; } u;
+#pragma unroll
+        for (int k = 0; k < W; k++) u.e[k] = from_float<T>(f[k]);
+        *reinterpret_cast<V*>(p) = u.v;
     } else {
 #pragma unroll
         for (int k = 0; k < W; k++) p[k] = from_float<T>(f[k]);
