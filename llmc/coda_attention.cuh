@@ -857,10 +857,10 @@ static inline int ca_use_ws(const CodaAttnShape* s) {
 }
 // The one-pass backward (coda_attention_fused_bwd.cuh): causal key sets at Dh 128, asked for by
 // CA_IMPL_FUSED, or AUTO's choice where it is the faster one (CA_FUSED_BWD_AUTO 0 turns that off).
-// Measured at the 7B head shape (H200, dev/PERF.md session 14, blocks launched heaviest first): CoDA
-// 0.61 ms against the two-pass 0.64 at T = 2048, 1.93 against 2.17 at 4096, 6.96 against 7.95 at 8192;
-// 0.23 against 0.22 at 1024 and equal at 512. GQA keeps the two-pass backward at every length (0.41
-// against 0.39 at 2048). So AUTO takes it for CoDA's two streams above T = 1024.
+// Measured at the 7B head shape (H200, dev/PERF.md session 14): CoDA 0.59 ms against the two-pass
+// 0.65 at T = 2048 and 6.52 against 8.13 at 8192 (the final launch order); with the first heaviest-first
+// order 1.93 against 2.17 at 4096, 0.23 against 0.22 at 1024 and equal at 512. GQA keeps the two-pass
+// backward at every length (0.41 against 0.40 at 2048). So AUTO takes it for CoDA above T = 1024.
 #ifndef CA_FUSED_BWD_AUTO
 #define CA_FUSED_BWD_AUTO 1
 #endif
