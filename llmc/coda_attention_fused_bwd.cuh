@@ -200,9 +200,9 @@ __host__ __device__ __forceinline__ int ca_fb_nkb(int T) { return (T + CA_FB_BKV
 // (at least 1): within group g (heads gG .., the last group may be smaller) block index gG nkb + n gsize + i
 // is key block n of head gG + i. Block (bh, n) waits only for (bh, n - 1), which has a smaller index
 // (the deadlock argument below); CA_FB_GROUP_ROWS = 16384: the group's Q, noise Q, d o tiles and fp32 dq
-// accumulators (1.75 KB a query row with two streams: ~29 MB) fit in an H100's or H200's 50 MB of L2, and
-// by a simulation of the schedule (132 SMs, 32 heads) groups of 16384 rows still finish within 0.3% of
-// the work / SMs at T >= 4096 and 3% at 2048.
+// accumulators (1.75 KB a query row with two streams: ~29 MB) fit in an H100's 50 MB of L2 (H200: 60),
+// and by a simulation of the schedule (dev/cuda/fb_schedule.py; 132 SMs, 32 heads) groups of 16384 rows
+// finish within 0.3% of the work / SMs at T >= 4096 and 3% at 2048.
 #ifndef CA_FB_GROUP_ROWS
 #define CA_FB_GROUP_ROWS 16384
 #endif
