@@ -160,8 +160,7 @@ static void bench_table(const char* name, const AdamWTable* t, size_t n, size_t 
 }
 
 int main(int argc, char** argv) {
-    const int version = argc > 1 ? atoi(argv[1]) : 0;
-    if (version < 0 || version > 2) { fprintf(stderr, "usage: %s [1|2]  (1: per-segment launches, 2: one launch; none: both)\n", argv[0]); return 1; }
+    const int version = bench_int_arg(argc, argv, 1, "version (1: per-segment launches, 2: one launch, 0: both)", 0, 0, 2);
     bench_init();
     if (cpu_check() != 0) return 1;
 

@@ -20,7 +20,7 @@ static const GbCase* find_case(const GbCase* cases, int n, const char* name) {
 }
 
 int main(int argc, char** argv) {
-    const int reps = argc > 1 ? atoi(argv[1]) : 20;
+    const int reps = bench_int_arg(argc, argv, 1, "reps", 20, 1, 100000);
     bench_init();
     GpuContext* ctx = &g_ctx;
 

@@ -4,12 +4,27 @@
 #pragma once
 #include <algorithm>
 #include <vector>
+#include "llmc/cli.h"
 #include "llmc/cpu/reference.h"
 #include "llmc/cuda_common.cuh"
 
 static GpuContext g_ctx;
 static void* g_flush_buf = NULL;
 static size_t g_flush_bytes = 256u << 20;  // > L2 of H100 (50 MB) and H200 (60 MB)
+
+// Positional argument i of a benchmark as an integer in [lo, hi], def when absent. Malformed or out of
+// range (atoi would have read "1e3" as 1 and "x" as 0) ends the program with llmc/cli.h's message.
+static int bench_int_arg(int argc, char** argv, int i, const char* name, int def, long long lo, long long hi) {
+    if (argc <= i) return def;
+    int v = def;
+    const CliFlag f = cli_int(name, &v, lo, hi, "N", "");
+    CodaError err;
+    if (cli_parse_value(&f, argv[i], &err) != 0) {
+        fprintf(stderr, "%s: argument %d (%s)\n", argv[0], i, err.msg);
+        exit(2);
+    }
+    return v;
+}
 
 static void bench_init(void) {
     gpu_context_init(&g_ctx);

@@ -10,7 +10,7 @@
 #include "dev/test/test_gpu_attention.cuh"
 
 int main(int argc, char** argv) {
-    int reps = argc > 1 ? atoi(argv[1]) : 10;
+    const int reps = bench_int_arg(argc, argv, 1, "reps", 10, 1, 100000);
     bench_init();
     GpuContext* ctx = &g_ctx;
     {

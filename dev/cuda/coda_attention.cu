@@ -34,8 +34,15 @@
 #include "dev/test/test_gpu_attention.cuh"
 
 int main(int argc, char** argv) {
-    int reps = argc > 1 ? atoi(argv[1]) : 5;
-    int fma_baseline = argc > 2 ? atoi(argv[2]) : 1;  // 0: skip timing the (slow) fp32-FMA kernels
+    const int reps = bench_int_arg(argc, argv, 1, "reps", 5, 1, 100000);
+    const int fma_baseline = bench_int_arg(argc, argv, 2, "time the fp32-FMA baseline", 1, 0, 1);  // 0: skip the slow kernels
+    int* lens = NULL;  // the third argument: lengths of the 7B head shape instead of the default shapes
+    int n_lens = 0;
+    CodaError err;
+    if (argc > 4 || (argc > 3 && cli_parse_int_list("lengths", argv[3], 1, &lens, &n_lens, &err) != 0)) {
+        fprintf(stderr, "coda_attention: %s\nusage: %s [reps] [0|1] [T,T,..]\n", argc > 4 ? "too many arguments" : err.msg, argv[0]);
+        return 2;
+    }
     bench_init();
     GpuContext* ctx = &g_ctx;
     // 1. CPU check at a small Mistral-like shape, each implementation
@@ -66,20 +73,11 @@ int main(int argc, char** argv) {
     struct BenchShape { const char* name; int B, T, H, Hkv, Dh; };
     std::vector<BenchShape> shapes = {
         {"Mistral-7B", 1, 2048, 32, 8, 128}, {"Mistral-7B", 1, 8192, 32, 8, 128}, {"SmolLM2-135M", 8, 2048, 9, 3, 64}};
-    if (argc > 3) {
+    if (n_lens > 0) {
         shapes.clear();
-        for (const char* p = argv[3]; *p;) {
-            char* end;
-            long T = strtol(p, &end, 10);
-            if (end == p || T < 1 || T > (1 << 20) || (*end && *end != ',')) {
-                fprintf(stderr, "coda_attention: the lengths must be a comma-separated list of integers 1 .. 1048576, got '%s'\n", argv[3]);
-                return 1;
-            }
-            shapes.push_back({"Mistral-7B", 1, (int)T, 32, 8, 128});
-            p = *end ? end + 1 : end;
-        }
+        for (int i = 0; i < n_lens; i++) shapes.push_back({"Mistral-7B", 1, lens[i], 32, 8, 128});
     }
-    for (const auto& shp : shapes) {
+for (const auto& shp : shapes) {
         for (int diff = 1; diff >= 0; diff--) {
             for (CodaAttnImpl impl : impls) {
                 if (impl == CA_IMPL_FMA && fma_baseline == 0) continue;
@@ -139,5 +137,6 @@ int main(int argc, char** argv) {
             }
         }
     }
+    free(lens);
     return 0;
 }

@@ -111,7 +111,7 @@ static double time_attention(GpuDecoder* d, int n_keys) {
 
 int main(int argc, char** argv) {
     const char* ctx_list = argc > 1 ? argv[1] : "2048,8192,32768,131072";
-    const int steps = argc > 2 ? atoi(argv[2]) : 64;
+    const int steps = bench_int_arg(argc, argv, 2, "steps", 64, 1, 100000);
     const int step_only = argc > 3 && strcmp(argv[3], "step-only") == 0;
     if (argc > 3 && !step_only) { fprintf(stderr, "decode: the third argument can only be step-only (got %s)\n", argv[3]); return 1; }
     bench_init();
