@@ -483,16 +483,17 @@ static void decode_write_one(const GpuContext* ctx, const DecodeWriteArgs* w, in
 // RoPE of q and k, the write gate and the routing scores of one layer in one launch (the fused step),
 // and with a ticket the write itself. CTAs by role:
 //   0                   the write gate, by warp 0 as write_gate_forward_kernel forms it (lane-strided fp32
-//                       sums in index order, warp_sum, the same sigmoid: the same bits); each lane's
-//                       products are loaded DEC_GATE_UNROLL at a time before they are summed, so the
-//                       sum is the same but the loads are not a chain of D/32 round trips
+//                       sums in index order, warp_sum, the same sigmoid: the same bits). All 256 threads
+//                       first stage DEC_GATE_CHUNK elements of x and w in shared memory with 16-byte
+//                       loads, so a 4096-wide gate is one round trip to memory, not the D/32 / 16 = 8
+//                       of one warp's 2-byte loads (the slowest CTA of the launch when it was)
 //   1 .. n_rope         RoPE, one rotation pair per thread, each as decode_rope_kernel rotates it
 //                       (rope_cos_sin, rope_rotate: which thread does a pair changes nothing)
 //   then n_score        decode_score_slot: it reads only the state that the previous step left (the
 //                       slot this token evicts, the bank rows), never this token's k or v
 // ticket (bounded, or NULL): every CTA counts itself in when done; the last one runs decode_write_body
 // (which reads the others' results) and resets the ticket for the next layer: one launch fewer a layer.
-#define DEC_GATE_UNROLL 16
+#define DEC_GATE_CHUNK 4096  // elements of x and of w staged per pass (16 KB of bf16, 32 KB of fp32)
 typedef struct {
     floatX *q, *k;             // [H*Dh], [Hkv*Dh] rotated in place
     const long long* pos;
@@ -510,23 +511,31 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_rope_gate_score_kernel(con
     pdl_trigger();
     const int tid = threadIdx.x, lane = tid % 32, half = a.Dh / 2, n_rope = decode_rope_ctas(a.H, a.Hkv, a.Dh);
     if (blockIdx.x == 0) {
-        if (a.gate && tid < 32) {
+        if (a.gate) {
+            __shared__ __align__(16) floatX gx[DEC_GATE_CHUNK], gw[DEC_GATE_CHUNK];
+            constexpr int V = 16 / (int)sizeof(floatX);
+            const int vec = a.D % V == 0 && ((uintptr_t)a.hn | (uintptr_t)a.gate_w) % 16 == 0;
             float s = 0.f;
-            if (a.gated)
-                for (int i0 = lane; i0 < a.D; i0 += 32 * DEC_GATE_UNROLL) {
-                    float x[DEC_GATE_UNROLL], wt[DEC_GATE_UNROLL];
-#pragma unroll
-                    for (int u = 0; u < DEC_GATE_UNROLL; u++) {
-                        const int i = i0 + 32 * u;
-                        x[u] = i < a.D ? to_float(a.hn[i]) : 0.f;
-                        wt[u] = i < a.D ? to_float(a.gate_w[i]) : 0.f;
+            for (int c0 = 0; a.gated && c0 < a.D; c0 += DEC_GATE_CHUNK) {  // chunks: a multiple of 32, so each
+                const int n = min(DEC_GATE_CHUNK, a.D - c0);                 // element keeps its lane and order
+                if (vec) {
+#pragma unroll 4
+                    for (int j = tid * V; j < n; j += DEC_THREADS * V) {
+                        store128(gx + j, load128(a.hn + c0 + j));
+                        store128(gw + j, load128(a.gate_w + c0 + j));
                     }
-#pragma unroll
-                    for (int u = 0; u < DEC_GATE_UNROLL; u++)
-                        if (i0 + 32 * u < a.D) s += x[u] * wt[u];
+                } else {
+                    for (int j = tid; j < n; j += DEC_THREADS) gx[j] = a.hn[c0 + j], gw[j] = a.gate_w[c0 + j];
                 }
-            s = warp_sum(s);
-            if (lane == 0) a.gate[0] = a.gated ? 1.0f / (1.0f + expf(-(s + to_float(a.gate_b[0])))) : 1.0f;
+                __syncthreads();
+                if (tid < 32)
+                    for (int j = lane; j < n; j += 32) s += to_float(gx[j]) * to_float(gw[j]);
+                __syncthreads();  // before the next chunk overwrites gx, gw
+            }
+            if (tid < 32) {
+                s = warp_sum(s);
+                if (lane == 0) a.gate[0] = a.gated ? 1.0f / (1.0f + expf(-(s + to_float(a.gate_b[0])))) : 1.0f;
+            }
         }
     } else if (blockIdx.x <= n_rope) {
         const int item = (blockIdx.x - 1) * DEC_THREADS + tid, h = item / half, i = item % half;
@@ -562,8 +571,10 @@ static inline size_t decode_rope_gate_score_smem(const DecodeRopeGateArgs* a) {
 // A_noise and the head norm: run by decode_combine_kernel (one CTA per head) or, with a ticket, by the
 // last of a KV head's split CTAs to finish (its G heads). Either way each output is formed by the same
 // arithmetic, the splits in a fixed order (deterministic). The partials are read through L2 (__ldcg:
-// other CTAs' stores) and each split's three loads are issued before its branch, so that the loop is
-// not a chain of dependent round trips (11 us a layer at the 7B shape when it was).
+// other CTAs' stores). Up to DEC_COMBINE_HELD splits (the bounded states; 12 for the medium one at
+// the 7B shape) every load of both streams is issued at once; beyond, each split's three loads are
+// issued before its branch, so that the loop is not a chain of dependent round trips (11 us a layer
+// at the 7B shape when it was).
 typedef struct {
     const float* part;
     const floatX* lam_logit;   // [H] (differential)
@@ -573,14 +584,49 @@ typedef struct {
     int H, Hkv, differential, splits;
 } DecodeCombineArgs;
 
+#define DEC_COMBINE_HELD 16  // splits whose partials a thread loads all at once (more: the loop below)
 template <int DH>
 __device__ __forceinline__ float decode_combine_value(const DecodeCombineArgs& a, int h, int d) {
     const int G = a.H / a.Hkv, g = h / G, NS = a.differential ? 2 : 1, nq = G * NS;
+    const size_t split_stride = (size_t)nq * (DH + 2);
     float o[2] = {0.f, 0.f};
+    if (a.splits <= DEC_COMBINE_HELD) {
+        // Every partial of both streams is loaded before any is used: one round trip, not one per
+        // group of splits per stream. The arithmetic below is the loop's (max, then the splits
+        // added in order, empty ones skipped), so the bits are the same whichever path runs.
+        float mp[2][DEC_COMBINE_HELD], lp[2][DEC_COMBINE_HELD], xp[2][DEC_COMBINE_HELD];
+#pragma unroll
+        for (int s = 0; s < 2; s++) {
+            const float* p0 = a.part + ((size_t)g * a.splits * nq + s * G + h % G) * (DH + 2);
+#pragma unroll
+            for (int sp = 0; sp < DEC_COMBINE_HELD; sp++) {
+                const bool on = s < NS && sp < a.splits;
+                const float* pp = p0 + sp * split_stride;
+                mp[s][sp] = on ? __ldcg(pp + DH) : -INFINITY;
+                lp[s][sp] = on ? __ldcg(pp + DH + 1) : 0.f;
+                xp[s][sp] = on ? __ldcg(pp + d) : 0.f;
+            }
+        }
+#pragma unroll
+        for (int s = 0; s < 2; s++) {
+            float M = -INFINITY, L = 0.f, x = 0.f;
+#pragma unroll
+            for (int sp = 0; sp < DEC_COMBINE_HELD; sp++) M = fmaxf(M, mp[s][sp]);
+            if (M == -INFINITY) continue;  // nothing to attend to (or no second stream): zeros
+#pragma unroll
+            for (int sp = 0; sp < DEC_COMBINE_HELD; sp++) {
+                if (mp[s][sp] == -INFINITY) continue;
+                const float w = exp2f(mp[s][sp] - M);
+                L += w * lp[s][sp];
+                x += w * xp[s][sp];
+            }
+            o[s] = x / L;
+        }
+        return a.differential ? o[0] - ca_sigmoid(to_float(a.lam_logit[h])) * o[1] : o[0];
+    }
     for (int s = 0; s < NS; s++) {
         const int qi = s * G + h % G;
         const float* p0 = a.part + ((size_t)g * a.splits * nq + qi) * (DH + 2);
-        const size_t split_stride = (size_t)nq * (DH + 2);
         float M = -INFINITY;
 #pragma unroll 4
         for (int sp = 0; sp < a.splits; sp++) M = fmaxf(M, __ldcg(p0 + sp * split_stride + DH));

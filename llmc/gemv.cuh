@@ -22,7 +22,8 @@
 //             predecessor, so the ramp of a gemv's loads overlaps the tail of the kernel before it.
 //             The device instructions are there in every launch; without the attribute they are no-ops.
 //   preload   a step's weights are loaded during the step before (step 0's before the PDL wait);
-//             off: the v3 loop, x and the weights of a step loaded together
+//             off: the v3 loop, x and the weights of a step loaded together, but step 0's weights
+//             before the PDL wait and the fused norm (decode v6: they waited behind the norm's loads)
 //   l2_ahead  each warp prefetches its rows into L2 (prefetch.global.L2) that many load steps ahead of
 //             its demand loads: bytes in flight that cost no registers (the 4096-row matmuls were
 //             latency-bound at ~2 TB/s with U = 4 loads a lane in flight)
@@ -189,7 +190,18 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
     pdl_trigger();  // the next kernel's CTAs may take the SMs our CTAs leave (it waits for our end itself)
     // before the wait: only weights (no kernel writes them). Step 0 by demand loads, steps 1..ahead by prefetch.
     const bool preload = op.preload;  // else the v3 loop: each step's weights loaded with its x
+    const bool v3 = !preload && ahead == 0;
+    floatX w3[NM][ROWS][U][V];  // the v3 loop's weights of a step; step 0's are loaded here, before the
+                                // wait and the fused norm, so that they are not behind the norm's round trips
     if (active && n_steps > 0 && preload) load_w(0);
+    if (active && n_steps > 0 && v3) {
+#pragma unroll
+        for (int u = 0; u < U; u++)
+#pragma unroll
+            for (int m = 0; m < NM; m++)
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + (u * 32 + lane) * V, w3[m][r][u]);
+    }
     if (active)
         for (int t = 1; t <= ahead && t < n_steps; t++) prefetch_step(t);
     pdl_wait();
@@ -200,19 +212,20 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
     }
     if (!active) return;
     int i0 = 0;
-    if (!preload && ahead == 0) {
+    if (v3) {
         // the v3 loop: per step, x and the weights loaded together, then the products; on an H200 the
         // faster of the two (dev/PERF.md, decode v4: the down projection 40-50 us against 54)
         for (; i0 + STEP <= I; i0 += STEP) {
-            floatX xv[U][V], w3[NM][ROWS][U][V];
+            floatX xv[U][V];
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 const int i = i0 + (u * 32 + lane) * V;
                 gemv_load<V>(x + i, xv[u]);
+                if (i0 > 0)  // step 0's came before the wait
 #pragma unroll
-                for (int m = 0; m < NM; m++)
+                    for (int m = 0; m < NM; m++)
 #pragma unroll
-                    for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + i, w3[m][r][u]);
+                        for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + i, w3[m][r][u]);
             }
 #pragma unroll
             for (int u = 0; u < U; u++)
