@@ -585,12 +585,15 @@ typedef struct {
 } DecodeCombineArgs;
 
 #define DEC_COMBINE_HELD 16  // splits whose partials a thread loads all at once (more: the loop below)
-template <int DH>
+// HOLD: the held path is compiled in. Only the combine kernel takes it: its 96 registers, inlined into
+// the attention kernel for the ticket path, cut that kernel's occupancy and slowed the KV-cache
+// decode's attention by 20-25% at 32K-128K keys (H200, decode v6).
+template <int DH, bool HOLD>
 __device__ __forceinline__ float decode_combine_value(const DecodeCombineArgs& a, int h, int d) {
     const int G = a.H / a.Hkv, g = h / G, NS = a.differential ? 2 : 1, nq = G * NS;
     const size_t split_stride = (size_t)nq * (DH + 2);
     float o[2] = {0.f, 0.f};
-    if (a.splits <= DEC_COMBINE_HELD) {
+    if (HOLD && a.splits <= DEC_COMBINE_HELD) {
         // Every partial of both streams is loaded before any is used: one round trip, not one per
         // group of splits per stream. The arithmetic below is the loop's (max, then the splits
         // added in order, empty ones skipped), so the bits are the same whichever path runs.
@@ -647,12 +650,12 @@ __device__ __forceinline__ float decode_combine_value(const DecodeCombineArgs& a
 }
 // Heads [h0, h0 + nh) by this CTA: thread t serves dim t % DH of every (blockDim / DH)-th head from
 // t / DH. red: blockDim / 32 floats of shared scratch. Every thread of the CTA must call it.
-template <int DH>
+template <int DH, bool HOLD>
 __device__ __forceinline__ void decode_combine_heads(const DecodeCombineArgs& a, int h0, int nh, float* red) {
     const int groups = blockDim.x / DH, j = threadIdx.x / DH, d = threadIdx.x % DH;
     for (int base = 0; base < nh; base += groups) {
         const int hi = base + j, active = j < groups && hi < nh;
-        float y = active ? decode_combine_value<DH>(a, h0 + hi, d) : 0.f;
+        float y = active ? decode_combine_value<DH, HOLD>(a, h0 + hi, d) : 0.f;
         if (a.head_norm) {  // the head's DH/32 warp sums added in warp order
             float ss = warp_sum(y * y);
             if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
@@ -670,7 +673,7 @@ __global__ void __launch_bounds__(DH) decode_combine_kernel(DecodeCombineArgs a)
     __shared__ float red[DH / 32];
     pdl_wait();
     pdl_trigger();
-    decode_combine_heads<DH>(a, blockIdx.x, 1, red);
+    decode_combine_heads<DH, true>(a, blockIdx.x, 1, red);
 }
 
 // Attention of one token's query (both streams) over n keys.
@@ -804,7 +807,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_attention_kernel(DecodeAtt
     if (!last) return;
     __threadfence();
     __shared__ float red[DEC_THREADS / 32];
-    decode_combine_heads<DH>(cb, g * G, G, red);
+    decode_combine_heads<DH, false>(cb, g * G, G, red);
     if (tid == 0) a.combine_ticket[g] = 0u;
 }
 

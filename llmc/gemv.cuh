@@ -84,40 +84,6 @@ typedef struct {
     floatX* norm_out;      // [I] the normed row (stored by CTA 0), or NULL
 } GemvOpts;
 
-// The fused norm's part of a CTA: xs = rmsnorm(x) * w as rmsnorm_forward_kernel<V> forms it (warp 0
-// sums the squares lane by lane in that kernel's order), every thread then forms its share of the row.
-template <int V>
-__device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, const GemvOpts& op, int I) {
-    __shared__ float r_s;
-    const int tid = threadIdx.x;
-    if (tid < 32) {
-        float ss = 0.0f;
-#pragma unroll 8
-        for (int c = tid * V; c < I; c += 32 * V) {
-            float f[V];
-            load_f<V>(f, x + c);
-#pragma unroll
-            for (int k = 0; k < V; k++) ss += f[k] * f[k];
-        }
-        ss = warp_sum(ss);
-        const float t = ss / (float)I + op.norm_eps;
-        if (tid == 0) r_s = (float)(1.0 / sqrt((double)t));
-    }
-    __syncthreads();
-    const float r = r_s;
-    floatX* gout = blockIdx.x == 0 ? op.norm_out : NULL;
-    for (int c = tid * V; c < I; c += blockDim.x * V) {
-        float f[V], w[V];
-        load_f<V>(f, x + c);
-        load_f<V>(w, op.norm_w + c);
-#pragma unroll
-        for (int k = 0; k < V; k++) f[k] = f[k] * r * w[k];
-        store_f<V>(xs + c, f);
-        if (gout) store_f<V>(gout + c, f);
-    }
-    __syncthreads();
-}
-
 // N consecutive elements, raw (16 bytes at once when N * sizeof(floatX) == 16): converted at use,
 // so that a load in flight costs its 16 bytes of registers, not 32 of fp32.
 template <int N>
@@ -128,6 +94,67 @@ __device__ __forceinline__ void gemv_load(const floatX* p, floatX (&v)[N]) {
 #pragma unroll
         for (int k = 0; k < N; k++) v[k] = p[k];
     }
+}
+
+// The fused norm's part of a CTA: xs = rmsnorm(x) * w as rmsnorm_forward_kernel<V> forms it (warp 0
+// sums the squares lane by lane in that kernel's order), every thread then forms its share of the row.
+// All threads first copy x into xs and load their first GEMV_NORM_HELD chunks of w, so the norm costs
+// one round trip to memory; warp 0's sum then reads shared memory (decode v6: it was three).
+#define GEMV_NORM_HELD 4  // chunks of w a thread holds in registers (the rest are loaded in the scale pass)
+template <int V>
+__device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, const GemvOpts& op, int I) {
+    __shared__ float r_s;
+    const int tid = threadIdx.x, nt = blockDim.x;
+    float wr[GEMV_NORM_HELD][V];
+#pragma unroll
+    for (int k = 0; k < GEMV_NORM_HELD; k++) {
+        const int c = (tid + k * nt) * V;
+        if (c < I) {
+            floatX raw[V];
+            gemv_load<V>(x + c, raw);
+            load_f<V>(wr[k], op.norm_w + c);
+            *(Packed128<floatX>*)(xs + c) = *(const Packed128<floatX>*)raw;
+        }
+    }
+    for (int c = (tid + GEMV_NORM_HELD * nt) * V; c < I; c += nt * V) {
+        floatX raw[V];
+        gemv_load<V>(x + c, raw);
+        *(Packed128<floatX>*)(xs + c) = *(const Packed128<floatX>*)raw;
+    }
+    __syncthreads();
+    if (tid < 32) {
+        float ss = 0.0f;
+#pragma unroll 8
+        for (int c = tid * V; c < I; c += 32 * V) {
+            float f[V];
+            load_f<V>(f, xs + c);
+#pragma unroll
+            for (int k = 0; k < V; k++) ss += f[k] * f[k];
+        }
+        ss = warp_sum(ss);
+        const float t = ss / (float)I + op.norm_eps;
+        if (tid == 0) r_s = (float)(1.0 / sqrt((double)t));
+    }
+    __syncthreads();
+    const float r = r_s;
+    floatX* gout = blockIdx.x == 0 ? op.norm_out : NULL;
+    auto scale = [&](int c, const float (&w)[V]) {
+        float f[V];
+        load_f<V>(f, xs + c);
+#pragma unroll
+        for (int k = 0; k < V; k++) f[k] = f[k] * r * w[k];
+        store_f<V>(xs + c, f);
+        if (gout) store_f<V>(gout + c, f);
+    };
+#pragma unroll
+    for (int k = 0; k < GEMV_NORM_HELD; k++)
+        if ((tid + k * nt) * V < I) scale((tid + k * nt) * V, wr[k]);
+    for (int c = (tid + GEMV_NORM_HELD * nt) * V; c < I; c += nt * V) {
+        float w[V];
+        load_f<V>(w, op.norm_w + c);
+        scale(c, w);
+    }
+    __syncthreads();
 }
 
 __device__ __forceinline__ float gemv_silu(float g) { return g / (1.0f + expf(-g)); }
