@@ -584,6 +584,13 @@ typedef struct {
     int H, Hkv, differential, splits;
 } DecodeCombineArgs;
 
+// One split's share of the merge (skipped when it saw no key), by both paths below: the same bits.
+__device__ __forceinline__ void decode__merge_split(float M, float mp, float lp, float xp, float& L, float& x) {
+    if (mp == -INFINITY) return;
+    const float w = exp2f(mp - M);
+    L += w * lp;
+    x += w * xp;
+}
 #define DEC_COMBINE_HELD 16  // splits whose partials a thread loads all at once (more: the loop below)
 // HOLD: the held path is compiled in. Only the combine kernel takes it: its 96 registers, inlined into
 // the attention kernel for the ticket path, cut that kernel's occupancy and slowed the KV-cache
@@ -617,12 +624,7 @@ __device__ __forceinline__ float decode_combine_value(const DecodeCombineArgs& a
             for (int sp = 0; sp < DEC_COMBINE_HELD; sp++) M = fmaxf(M, mp[s][sp]);
             if (M == -INFINITY) continue;  // nothing to attend to (or no second stream): zeros
 #pragma unroll
-            for (int sp = 0; sp < DEC_COMBINE_HELD; sp++) {
-                if (mp[s][sp] == -INFINITY) continue;
-                const float w = exp2f(mp[s][sp] - M);
-                L += w * lp[s][sp];
-                x += w * xp[s][sp];
-            }
+            for (int sp = 0; sp < DEC_COMBINE_HELD; sp++) decode__merge_split(M, mp[s][sp], lp[s][sp], xp[s][sp], L, x);
             o[s] = x / L;
         }
         return a.differential ? o[0] - ca_sigmoid(to_float(a.lam_logit[h])) * o[1] : o[0];
@@ -638,11 +640,7 @@ __device__ __forceinline__ float decode_combine_value(const DecodeCombineArgs& a
 #pragma unroll 4
         for (int sp = 0; sp < a.splits; sp++) {
             const float* pp = p0 + sp * split_stride;
-            const float mp = __ldcg(pp + DH), lp = __ldcg(pp + DH + 1), xp = __ldcg(pp + d);
-            if (mp == -INFINITY) continue;
-            const float w = exp2f(mp - M);
-            L += w * lp;
-            x += w * xp;
+            decode__merge_split(M, __ldcg(pp + DH), __ldcg(pp + DH + 1), __ldcg(pp + d), L, x);
         }
         o[s] = x / L;
     }

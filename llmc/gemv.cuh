@@ -110,17 +110,11 @@ __device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, c
     for (int k = 0; k < GEMV_NORM_HELD; k++) {
         const int c = (tid + k * nt) * V;
         if (c < I) {
-            floatX raw[V];
-            gemv_load<V>(x + c, raw);
+            store128(xs + c, load128(x + c));
             load_f<V>(wr[k], op.norm_w + c);
-            *(Packed128<floatX>*)(xs + c) = *(const Packed128<floatX>*)raw;
         }
     }
-    for (int c = (tid + GEMV_NORM_HELD * nt) * V; c < I; c += nt * V) {
-        floatX raw[V];
-        gemv_load<V>(x + c, raw);
-        *(Packed128<floatX>*)(xs + c) = *(const Packed128<floatX>*)raw;
-    }
+    for (int c = (tid + GEMV_NORM_HELD * nt) * V; c < I; c += nt * V) store128(xs + c, load128(x + c));
     __syncthreads();
     if (tid < 32) {
         float ss = 0.0f;
@@ -218,17 +212,8 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
     // before the wait: only weights (no kernel writes them). Step 0 by demand loads, steps 1..ahead by prefetch.
     const bool preload = op.preload;  // else the v3 loop: each step's weights loaded with its x
     const bool v3 = !preload && ahead == 0;
-    floatX w3[NM][ROWS][U][V];  // the v3 loop's weights of a step; step 0's are loaded here, before the
-                                // wait and the fused norm, so that they are not behind the norm's round trips
-    if (active && n_steps > 0 && preload) load_w(0);
-    if (active && n_steps > 0 && v3) {
-#pragma unroll
-        for (int u = 0; u < U; u++)
-#pragma unroll
-            for (int m = 0; m < NM; m++)
-#pragma unroll
-                for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + (u * 32 + lane) * V, w3[m][r][u]);
-    }
+    // step 0's weights before the wait (and the fused norm) in the preload and the v3 loops
+    if (active && n_steps > 0 && (preload || v3)) load_w(0);
     if (active)
         for (int t = 1; t <= ahead && t < n_steps; t++) prefetch_step(t);
     pdl_wait();
@@ -252,7 +237,7 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
 #pragma unroll
                     for (int m = 0; m < NM; m++)
 #pragma unroll
-                        for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + i, w3[m][r][u]);
+                        for (int r = 0; r < ROWS; r++) gemv_load<V>(rows[m][r] + i, wv[m][r][u]);
             }
 #pragma unroll
             for (int u = 0; u < U; u++)
@@ -262,7 +247,7 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
 #pragma unroll
                     for (int m = 0; m < NM; m++)
 #pragma unroll
-                        for (int r = 0; r < ROWS; r++) acc[m][r] += to_float(w3[m][r][u][k]) * xk;
+                        for (int r = 0; r < ROWS; r++) acc[m][r] += to_float(wv[m][r][u][k]) * xk;
                 }
         }
     } else {
