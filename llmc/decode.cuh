@@ -44,7 +44,13 @@
 //                left it, so they need not wait for this token's k): 8 launches a layer instead of 12;
 //                bit 4 (with 2, bounded): the write in the last CTA of that launch to finish (a ticket),
 //                bit 8: the combine in the last split CTA of each KV head (a ticket per KV head):
-//                6 launches a layer with all four bits. Measured slower (dev/PERF.md, v5): off by default
+//                6 launches a layer with all four bits. Measured slower (dev/PERF.md, v5): off by default.
+//                bit 16 (with 2, not 4, bounded): the write split in two (docs/spec.md §3.2's write_one
+//                decides and evicts from the state the previous step left; only the new token's slot
+//                needs its k, v and gate): the routing scores and decode_evict_kernel of every layer run
+//                on a second stream from the step's start, overlapped with the main chain, and the RoPE
+//                launch puts the token into the slot they chose; the single-CTA write (9.5 us a layer)
+//                leaves the critical path. On by default (v7)
 //   use_pdl      every launch of the step with Programmatic Dependent Launch (gemv.cuh's pdl_launch): each
 //                kernel's CTAs are placed while the one before drains and wait (griddepcontrol.wait) only
 //                before their first read of its results; the gemvs load weights before that wait
@@ -52,10 +58,13 @@
 //                is otherwise idle from the write to the combine), so the o-proj gemv reads them from L2
 //   gemv_l2_ahead  the gemvs' L2 prefetch distance in load steps (GemvOpts.l2_ahead)
 //   gemv_preload   the gemvs load a step's weights one step ahead, step 0's before the PDL wait
+//   gemv_rows    rows per warp of the q/k/v/lambda, o-proj, gate+up and down gemvs (0: gemv_rows_for); the
+//                q/k/v/lambda launch takes 1 by default: with the fused norm 2 rows cost 102 registers, two
+//                CTAs an SM and a second wave; 1 row, 80 and three (v7: 0.07 ms a token faster)
 // Environment overrides for A/B runs: CODA_DECODE_PDL, CODA_DECODE_FUSED, CODA_DECODE_L2_O,
-// CODA_GEMV_L2_AHEAD, CODA_GEMV_PRELOAD (integers). Measured (dev/PERF.md, v4 and v5): fusions 1 and 2
-// and PDL pay; the tickets (fusions 4 and 8), the two L2 prefetches and the preload loop do not (off
-// by default).
+// CODA_GEMV_L2_AHEAD, CODA_GEMV_PRELOAD, CODA_GEMV_ROWS_QKV / _O / _MLP / _DOWN (integers). Measured
+// (dev/PERF.md, v4, v5 and v7): fusions 1, 2 and 16 and PDL pay; the tickets (fusions 4 and 8), the two
+// L2 prefetches and the preload loop do not (off by default).
 #pragma once
 #include "bank_scan.cuh"
 #include "coda_attention.cuh"
@@ -237,6 +246,7 @@ typedef struct {
     const float* gate;            // [1] its write gate (1 with write policy none)
     const floatX* eta_logit;      // [Hkv]
     float* scores;                // [Me + Ms] scratch: the evicted token's routing score against each bank slot
+    long long* ins;               // [2] (p, slot) of this token, published by decode_evict_kernel (bit 16)
     int W, Me, Ms, Hkv, Dh;
     int policy_none, refresh_on_hit, overwrite_on_insert;
     float thr_e, thr_s, match_thr, novelty_thr;
@@ -386,17 +396,20 @@ __device__ __forceinline__ int decode__summary_decision(const DecodeWriteArgs& a
 
 // Dynamic smem: ek, ev [Hkv*Dh] (the evicted token).
 static inline size_t decode_write_smem(int Hkv, int Dh) { return sizeof(float) * 2 * (size_t)Hkv * Dh; }
-// The body runs in its own kernel or in the last CTA of decode_rope_gate_score_kernel to finish (then
-// the scores, the gate and the rotated k are other CTAs' stores of the same grid: read through L2,
-// __ldcg, never a stale L1 line).
-__device__ __forceinline__ void decode_write_body(const DecodeWriteArgs& a, float* sm) {
+// The half of write_one that does not depend on this token: which slot the token takes (the oldest
+// ring slot, or the next free one), and, when the ring is full, the evicted token's routing into the
+// exact bank (§3.5) and its EMA into a summary slot (§3.6). It reads only the state the previous step
+// left and the routing scores (formed from that state as well). Every thread returns with the slot
+// and the position p; every thread has read the counters and the evicted token when it returns.
+// (In the write body, or on its own in decode_evict_kernel, a step ahead of this token's k and v.)
+__device__ __forceinline__ int decode_evict_body(const DecodeWriteArgs& a, float* sm, long long* p_out) {
     static_assert(DEC_THREADS >= 64, "the write's two decisions take a warp each");
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me, Ms = a.Ms, kvd = Hkv * Dh;
     const int slots = W + Me + Ms, lf = Dh / 2, s0 = W + Me;
     float *ek = sm, *ev = ek + kvd;
     __shared__ int sh_exact, sh_summary;
     const int filled = a.ring[1], oldest = a.ring[0];
-    const long long p = *a.pos;
+    *p_out = *a.pos;
     auto K = [&](int g, int slot) { return a.k + ((size_t)g * slots + slot) * Dh; };
     auto V = [&](int g, int slot) { return a.v + ((size_t)g * slots + slot) * Dh; };
     const int evict = filled >= W;
@@ -435,16 +448,33 @@ __device__ __forceinline__ void decode_write_body(const DecodeWriteArgs& a, floa
         }
     }
     __syncthreads();  // every thread has read the counters and the evicted token
+    return slot;
+}
+// The slot's bookkeeping for the token at position p (thread 0, after decode_evict_body): the slot in
+// use, its source position, the counters advanced. The gate goes into g_ring[slot] by whoever has it.
+__device__ __forceinline__ void decode__take_slot(const DecodeWriteArgs& a, int slot, long long p) {
+    a.allowed[slot] = 1;
+    a.src[slot] = p;
+    *a.pos = p + 1;
+    if (a.ring[1] >= a.W) a.ring[0] = (slot + 1) % a.W;
+    else a.ring[1] = a.ring[1] + 1;
+}
+// The whole write_one (its own kernel, or the last CTA of decode_rope_gate_score_kernel to finish:
+// then the scores, the gate and the rotated k are other CTAs' stores of the same grid, read through
+// L2, __ldcg, never a stale L1 line).
+__device__ __forceinline__ void decode_write_body(const DecodeWriteArgs& a, float* sm) {
+    const int tid = threadIdx.x, Dh = a.Dh, kvd = a.Hkv * Dh, slots = a.W + a.Me + a.Ms;
+    long long p;
+    const int slot = decode_evict_body(a, sm, &p);
     decode__staged(
         kvd, [&](int i) { return make_float2(to_float(__ldcg(a.k_new + i)), to_float(__ldcg(a.v_new + i))); },
-        [&](int i, float2 x) { K(i / Dh, slot)[i % Dh] = x.x; V(i / Dh, slot)[i % Dh] = x.y; });
+        [&](int i, float2 x) {
+            a.k[((size_t)(i / Dh) * slots + slot) * Dh + i % Dh] = x.x;
+            a.v[((size_t)(i / Dh) * slots + slot) * Dh + i % Dh] = x.y;
+        });
     if (tid == 0) {
-        a.allowed[slot] = 1;
         a.g_ring[slot] = __ldcg(a.gate);
-        a.src[slot] = p;
-        *a.pos = p + 1;
-        if (evict) a.ring[0] = (slot + 1) % W;
-        else a.ring[1] = filled + 1;
+        decode__take_slot(a, slot, p);
     }
 }
 __global__ void __launch_bounds__(DEC_THREADS) decode_write_kernel(DecodeWriteArgs a) {
@@ -452,6 +482,20 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_write_kernel(DecodeWriteAr
     pdl_wait();
     pdl_trigger();
     decode_write_body(a, sm);
+}
+// The token-independent half on its own (use_fused bit 16): run on a second stream while the step
+// computes this token's k and v; it publishes (p, slot) in a.ins for the RoPE kernel, which writes
+// the token's k, v and gate into the slot (decode_rope_gate_score_kernel with ins).
+__global__ void __launch_bounds__(DEC_THREADS) decode_evict_kernel(DecodeWriteArgs a) {
+    extern __shared__ float sm[];
+    pdl_wait();
+    long long p;
+    const int slot = decode_evict_body(a, sm, &p);
+    if (threadIdx.x == 0) {
+        a.ins[0] = p;
+        a.ins[1] = slot;
+        decode__take_slot(a, slot, p);
+    }
 }
 
 // The write of one token into layer l's state (k_new RoPE'd, gate on the device).
@@ -491,6 +535,10 @@ static void decode_write_one(const GpuContext* ctx, const DecodeWriteArgs* w, in
 //                       (rope_cos_sin, rope_rotate: which thread does a pair changes nothing)
 //   then n_score        decode_score_slot: it reads only the state that the previous step left (the
 //                       slot this token evicts, the bank rows), never this token's k or v
+// ins (bounded, use_fused bit 16, or NULL): decode_evict_kernel has already made the write's
+// token-independent half on the second stream and published (p, slot); this launch then also writes
+// the token into that slot (the gate CTA its gate, each k-head rotation pair its k and v, in fp32 as
+// decode_write_body converts them), and takes p from ins (pos[l] is already p + 1). No scores then.
 // ticket (bounded, or NULL): every CTA counts itself in when done; the last one runs decode_write_body
 // (which reads the others' results) and resets the ticket for the next layer: one launch fewer a layer.
 #define DEC_GATE_CHUNK 4096  // elements of x and of w staged per pass (16 KB of bf16, 32 KB of fp32)
@@ -502,6 +550,7 @@ typedef struct {
     const floatX *hn, *gate_w, *gate_b;  // the normed input [D], write_proj [D], its bias [1]
     int D, gated, n_score;     // n_score: Me + Ms score CTAs after the RoPE CTAs (0: none)
     unsigned* ticket;          // [1], zero between launches, or NULL: the write is a launch of its own
+    const long long* ins;      // [2] (p, slot) from decode_evict_kernel, or NULL (see above)
 } DecodeRopeGateArgs;
 __host__ __device__ inline int decode_rope_ctas(int H, int Hkv, int Dh) { return ((H + Hkv) * (Dh / 2) + DEC_THREADS - 1) / DEC_THREADS; }
 __global__ void __launch_bounds__(DEC_THREADS) decode_rope_gate_score_kernel(const DecodeRopeGateArgs a, const DecodeWriteArgs w,
@@ -534,17 +583,30 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_rope_gate_score_kernel(con
             }
             if (tid < 32) {
                 s = warp_sum(s);
-                if (lane == 0) a.gate[0] = a.gated ? 1.0f / (1.0f + expf(-(s + to_float(a.gate_b[0])))) : 1.0f;
+                if (lane == 0) {
+                    const float g = a.gated ? 1.0f / (1.0f + expf(-(s + to_float(a.gate_b[0])))) : 1.0f;
+                    a.gate[0] = g;
+                    if (a.ins) w.g_ring[a.ins[1]] = g;
+                }
             }
         }
     } else if (blockIdx.x <= n_rope) {
         const int item = (blockIdx.x - 1) * DEC_THREADS + tid, h = item / half, i = item % half;
         if (h < a.H + a.Hkv) {
             float c, s;
-            rope_cos_sin(*a.pos, freqs.inv_freq[i], a.bf16_positions, 1.0f, c, s);
+            rope_cos_sin(a.ins ? a.ins[0] : *a.pos, freqs.inv_freq[i], a.bf16_positions, 1.0f, c, s);
             const int ia = a.interleaved ? 2 * i : i, ib = a.interleaved ? 2 * i + 1 : i + half;
             floatX* row = h < a.H ? a.q + h * a.Dh : a.k + (h - a.H) * a.Dh;
             rope_rotate(row[ia], row[ib], c, s);
+            if (a.ins && h >= a.H) {  // this pair of the token's k (rotated) and v into its slot
+                const int g = h - a.H;
+                const size_t at = ((size_t)g * (w.W + w.Me + w.Ms) + a.ins[1]) * a.Dh;
+                const floatX* vrow = w.v_new + g * a.Dh;
+                w.k[at + ia] = to_float(row[ia]);
+                w.k[at + ib] = to_float(row[ib]);
+                w.v[at + ia] = to_float(vrow[ia]);
+                w.v[at + ib] = to_float(vrow[ib]);
+            }
         }
     } else {
         decode_score_slot(w, blockIdx.x - 1 - n_rope, sm);
@@ -839,6 +901,7 @@ static void decode_attention(const GpuContext* ctx, const DecodeAttnArgs* a, con
 typedef struct {
     floatX *x, *hn, *q, *k, *v, *lam, *attn_out, *mid, *fg, *fu, *fa, *hf, *logits;  // one token's rows
     float *rstd, *gate, *logits_f32, *part, *scores;
+    long long* ins;    // [L][2] (p, slot) of this token per layer, from decode_evict_kernel (use_fused bit 16)
     int* token;
     unsigned* ticket;  // [1 + Hkv] the fused kernels' "last CTA" counters (the write's, then one per KV head for
                        // the combine), zero between launches
@@ -851,11 +914,16 @@ typedef struct {
     int splits, use_graph, n_steps;
     int use_cublas;       // the step's matmuls on cuBLASLt instead of gemv.cuh (the benchmark's baseline)
     int use_fused;        // bits (gemv path only): 1 the norms fused into the gemvs, 2 RoPE + write gate + scores in one kernel,
-                          // 4 the write in that kernel's last CTA, 8 the combine in the attention's last split CTAs
+                          // 4 the write in that kernel's last CTA, 8 the combine in the attention's last split CTAs,
+                          // 16 (with 2, not 4, bounded) the write's token-independent half a step ahead on `side`
+    cudaStream_t side;    // bounded: the second stream of bit 16 (scores + evictions of every layer)
+    cudaEvent_t fork;     // recorded on the model's stream where the step starts; `side` waits on it
+    cudaEvent_t* evicted; // [L]: layer l's eviction done; the model's stream waits on it before layer l's RoPE
     int use_pdl;          // the step's kernels with Programmatic Dependent Launch
     int l2_prefetch_o;    // the attention kernel prefetches the o-proj weights into L2
     int gemv_l2_ahead;    // the gemvs' L2 prefetch distance (load steps; 0: none)
     int gemv_preload;     // the gemvs load a step's weights one step ahead, step 0's before the PDL wait (GemvOpts.preload)
+    int gemv_rows[4];     // rows per warp of the q/k/v/lambda, o-proj, gate+up and down gemvs (0: by shape)
     long long pos;        // tokens held (the device's pos[l] of every layer, mirrored)
     cudaGraph_t graph;
     cudaGraphExec_t exec;
@@ -880,12 +948,14 @@ static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_gr
     d->m = m;
     d->use_graph = use_graph;
     // the fast step's switches (read when a step is enqueued: set them before the first step to A/B a decoder)
-    d->use_fused = decode__env_int("CODA_DECODE_FUSED", 3);
+    d->use_fused = decode__env_int("CODA_DECODE_FUSED", 19);
     d->use_pdl = decode__env_int("CODA_DECODE_PDL", 1);
     // measured on an H200 (dev/PERF.md, v4): neither L2 prefetch pays, so both are off by default
     d->l2_prefetch_o = decode__env_int("CODA_DECODE_L2_O", 0);
     d->gemv_l2_ahead = decode__env_int("CODA_GEMV_L2_AHEAD", 0);
     d->gemv_preload = decode__env_int("CODA_GEMV_PRELOAD", 0);  // measured slower too (v4c)
+    const char* rows_env[4] = {"CODA_GEMV_ROWS_QKV", "CODA_GEMV_ROWS_O", "CODA_GEMV_ROWS_MLP", "CODA_GEMV_ROWS_DOWN"};
+    for (int j = 0; j < 4; j++) d->gemv_rows[j] = decode__env_int(rows_env[j], j == 0 ? 1 : 0);
     {
         int dev = 0, major = 0;
         cudaCheck(cudaGetDevice(&dev));
@@ -924,6 +994,14 @@ static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_gr
     a->ticket = (unsigned*)cuda_malloc_or_die(sizeof(unsigned) * (1 + c->n_kv_heads), w);
     cudaCheck(cudaMemset(a->ticket, 0, sizeof(unsigned) * (1 + c->n_kv_heads)));
     a->scores = (float*)cuda_malloc_or_die(sizeof(float) * (c->n_exact + c->n_summary + 1), w);
+    a->ins = (long long*)cuda_malloc_or_die(sizeof(long long) * 2 * c->n_layers, w);
+    if (c->bounded) {
+        cudaCheck(cudaStreamCreateWithFlags(&d->side, cudaStreamNonBlocking));
+        cudaCheck(cudaEventCreateWithFlags(&d->fork, cudaEventDisableTiming));
+        d->evicted = (cudaEvent_t*)malloc(sizeof(cudaEvent_t) * c->n_layers);
+        if (!d->evicted) coda_fatal("GPU decode: out of host memory");
+        for (int l = 0; l < c->n_layers; l++) cudaCheck(cudaEventCreateWithFlags(&d->evicted[l], cudaEventDisableTiming));
+    }
     cudaCheck(cudaMallocHost((void**)&d->token_host, sizeof(int)));
     cudaCheck(cudaMallocHost((void**)&d->logits_host, sizeof(float) * V));
 }
@@ -933,8 +1011,14 @@ static void gpu_decoder_free(GpuDecoder* d) {
     if (d->graph) cudaCheck(cudaGraphDestroy(d->graph));
     DecodeActs* a = &d->a;
     void* ptrs[] = {a->x, a->hn, a->hf, a->mid, a->q, a->attn_out, a->k, a->v, a->lam, a->fg, a->fu, a->fa, a->logits, a->logits_f32,
-                    a->rstd, a->gate, a->part, a->token, a->scores, a->ticket};
+                    a->rstd, a->gate, a->part, a->token, a->scores, a->ins, a->ticket};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
+    if (d->side) {
+        for (int l = 0; l < d->m->cfg.n_layers; l++) cudaCheck(cudaEventDestroy(d->evicted[l]));
+        free(d->evicted);
+        cudaCheck(cudaEventDestroy(d->fork));
+        cudaCheck(cudaStreamDestroy(d->side));
+    }
     cudaCheck(cudaFreeHost(d->token_host));
     cudaCheck(cudaFreeHost(d->logits_host));
     gpu_decode_state_free(&d->st);
@@ -942,7 +1026,7 @@ static void gpu_decoder_free(GpuDecoder* d) {
 }
 
 // The gemv options of this decoder's step (norm_w: the RMSNorm fused into the gemv, or NULL).
-static GemvOpts decoder__gemv_opts(const GpuDecoder* d, const floatX* norm_w, floatX* norm_out) {
+static GemvOpts decoder__gemv_opts(const GpuDecoder* d, const floatX* norm_w, floatX* norm_out, int rows = 0) {
     GemvOpts o;
     memset(&o, 0, sizeof(o));
     o.pdl = d->use_pdl;
@@ -951,15 +1035,16 @@ static GemvOpts decoder__gemv_opts(const GpuDecoder* d, const floatX* norm_w, fl
     o.norm_w = norm_w;
     o.norm_eps = d->m->cfg.norm_eps;
     o.norm_out = norm_out;
+    o.rows = rows;
     return o;
 }
 
 // out = (res ? res : 0) + x · Wᵀ (+ bias) for one row: gemv.cuh, or cuBLASLt (+ a residual add).
 static void decoder__linear(const GpuDecoder* d, floatX* out, const floatX* x, const floatX* W, const floatX* bias, const floatX* res, int I,
-                            int O) {
+                            int O, int rows = 0) {
     const GpuContext* ctx = &d->m->ctx;
     if (!d->use_cublas) {
-        const GemvOpts o = decoder__gemv_opts(d, NULL, NULL);
+        const GemvOpts o = decoder__gemv_opts(d, NULL, NULL, rows);
         gemv_forward(ctx, out, x, W, bias, res, I, O, &o);
         return;
     }
@@ -997,6 +1082,20 @@ static void decoder__enqueue_step(GpuDecoder* d) {
     const int fused = (d->use_fused & 1) && !d->use_cublas, fused_rope = (d->use_fused & 2) && !d->use_cublas;
     const int pdl = d->use_pdl && !d->use_cublas;
     const int write_fused = c->bounded && fused_rope && (d->use_fused & 4);  // the write in the last CTA of the RoPE launch
+    const int write_ahead = c->bounded && fused_rope && !write_fused && (d->use_fused & 16);
+    if (write_ahead) {  // every layer's scores and eviction on `side`, from the state the previous step left
+        cudaCheck(cudaEventRecord(d->fork, ctx->stream));
+        cudaCheck(cudaStreamWaitEvent(d->side, d->fork, 0));
+        for (int l = 0; l < c->n_layers; l++) {
+            DecodeWriteArgs w = decode_write_args(st, c, l, a->k, a->v, a->gate, gm_param(m, PK_ETA, l), a->scores);
+            w.ins = a->ins + 2 * l;
+            // without PDL: a launch placed early would hold SMs while it waits, under the step's gemvs
+            if (st->Me + st->Ms > 0)
+                pdl_launch(0, decode_score_kernel, st->Me + st->Ms, DEC_THREADS, decode_score_smem(w.Hkv, w.Dh), d->side, "decode_score_kernel", w);
+            pdl_launch(0, decode_evict_kernel, 1, DEC_THREADS, decode_write_smem(w.Hkv, w.Dh), d->side, "decode_evict_kernel", w);
+            cudaCheck(cudaEventRecord(d->evicted[l], d->side));
+        }
+    }
     encoder_forward(ctx, a->x, a->token, gm_param(m, PK_EMBED, 0), 1, D);
     for (int l = 0; l < c->n_layers; l++) {
         // attention: q, k, v (and lam) of the normed input, RoPE at pos[l]
@@ -1015,7 +1114,7 @@ static void decoder__enqueue_step(GpuDecoder* d) {
             bt.n = c->differential ? 4 : 3;
             for (int j = 0; j < bt.n; j++) { bt.out[j] = outs[j]; bt.W[j] = gm_param(m, kinds[j], l); bt.O[j] = Os[j]; }
             if (c->differential) bt.bias[3] = gm_param(m, PK_LAMBDA_B, l);
-            const GemvOpts o = decoder__gemv_opts(d, fused ? gm_param(m, PK_ATTN_NORM, l) : NULL, a->hn);
+            const GemvOpts o = decoder__gemv_opts(d, fused ? gm_param(m, PK_ATTN_NORM, l) : NULL, a->hn, d->gemv_rows[0]);
             gemv_batch(ctx, &bt, fused ? a->x : a->hn, D, &o);
         }
         long long* pos = st->pos + l;
@@ -1029,9 +1128,14 @@ static void decoder__enqueue_step(GpuDecoder* d) {
             rg.interleaved = c->rope_layout == ROPE_INTERLEAVED; rg.bf16_positions = c->rope_bf16_positions;
             if (c->bounded) {
                 rg.gate = a->gate; rg.hn = a->hn; rg.gate_w = gm_param(m, PK_WRITE_W, l); rg.gate_b = gm_param(m, PK_WRITE_B, l);
-                rg.D = D; rg.gated = c->write_policy == WRITE_POLICY_GATED; rg.n_score = st->Me + st->Ms;
+                rg.D = D; rg.gated = c->write_policy == WRITE_POLICY_GATED; rg.n_score = write_ahead ? 0 : st->Me + st->Ms;
             }
             if (write_fused) rg.ticket = a->ticket;
+            if (write_ahead) {  // the slot is chosen and the banks written: this launch puts the token in
+                rg.ins = a->ins + 2 * l;
+                w.ins = a->ins + 2 * l;
+                cudaCheck(cudaStreamWaitEvent(ctx->stream, d->evicted[l], 0));
+            }
             pdl_launch(pdl, decode_rope_gate_score_kernel, 1 + decode_rope_ctas(H, c->n_kv_heads, Dh) + rg.n_score, DEC_THREADS,
                        decode_rope_gate_score_smem(&rg), ctx->stream, "decode_rope_gate_score_kernel", rg, w, fr);
         } else {
@@ -1049,7 +1153,7 @@ static void decoder__enqueue_step(GpuDecoder* d) {
             if (!fused_rope)
                 write_gate_forward(ctx, a->gate, a->hn, gm_param(m, PK_WRITE_W, l), gm_param(m, PK_WRITE_B, l), 1, D,
                                    c->write_policy == WRITE_POLICY_GATED);
-            if (!write_fused) decode_write_one(ctx, &w, pdl, fused_rope);
+            if (!write_fused && !write_ahead) decode_write_one(ctx, &w, pdl, fused_rope);
             at.k = w.k; at.v = w.v; at.head_stride = (size_t)st->slots * Dh; at.key_stride = Dh;
             at.allowed = c->mask_unused_memory ? w.allowed : NULL;
             at.n_fixed = st->slots;
@@ -1064,7 +1168,7 @@ static void decoder__enqueue_step(GpuDecoder* d) {
                                 c->differential && c->head_norm == HEAD_NORM_FULL ? gm_param(m, PK_HEAD_NORM, l) : NULL,
                                 c->head_norm_eps, a->attn_out, H, c->n_kv_heads, c->differential, d->splits};
         decode_attention(ctx, &at, &cb, Dh, c->bounded, pdl);
-        decoder__linear(d, a->mid, a->attn_out, gm_param(m, PK_O, l), NULL, a->x, QD, D);  // mid = x + o_proj(attention)
+        decoder__linear(d, a->mid, a->attn_out, gm_param(m, PK_O, l), NULL, a->x, QD, D, d->gemv_rows[1]);  // mid = x + o_proj(attention)
         // MLP: x = mid + down(swiglu(gate, up)(rmsnorm(mid)))
         if (!fused) rmsnorm_forward(ctx, a->hn, a->rstd, a->mid, gm_param(m, PK_MLP_NORM, l), 1, D, c->norm_eps);
         if (d->use_cublas) {
@@ -1072,10 +1176,10 @@ static void decoder__enqueue_step(GpuDecoder* d) {
             matmul_forward(ctx, a->fu, a->hn, gm_param(m, PK_UP, l), NULL, 1, D, F);
             swiglu_forward(ctx, a->fa, a->fg, a->fu, F);
         } else {
-            const GemvOpts o = decoder__gemv_opts(d, fused ? gm_param(m, PK_MLP_NORM, l) : NULL, a->hn);
+            const GemvOpts o = decoder__gemv_opts(d, fused ? gm_param(m, PK_MLP_NORM, l) : NULL, a->hn, d->gemv_rows[2]);
             gemv_swiglu(ctx, a->fa, fused ? a->mid : a->hn, gm_param(m, PK_GATE, l), gm_param(m, PK_UP, l), D, F, &o);
         }
-        decoder__linear(d, a->x, a->fa, gm_param(m, PK_DOWN, l), NULL, a->mid, F, D);
+        decoder__linear(d, a->x, a->fa, gm_param(m, PK_DOWN, l), NULL, a->mid, F, D, d->gemv_rows[3]);
     }
     decoder__logits(d, a->x);
 }

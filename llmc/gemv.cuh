@@ -82,6 +82,7 @@ typedef struct {
     const floatX* norm_w;  // [I] fused RMSNorm weight, or NULL: x is used as it is
     float norm_eps;
     floatX* norm_out;      // [I] the normed row (stored by CTA 0), or NULL
+    int rows;              // output rows per warp: 1, 2 or 4; 0: by shape (gemv_rows_for)
 } GemvOpts;
 
 // N consecutive elements, raw (16 bytes at once when N * sizeof(floatX) == 16): converted at use,
@@ -336,6 +337,12 @@ static inline int gemv_rows_for(const GpuContext* ctx, int O) {  // at least ~2 
     return O >= min_ctas * GEMV_WARPS * 4 ? 4 : O >= min_ctas * GEMV_WARPS * 2 ? 2 : 1;
 }
 
+static inline int gemv__rows(const GpuContext* ctx, const GemvOpts* op, int O) {
+    if (op->rows == 0) return gemv_rows_for(ctx, O);
+    if (op->rows != 1 && op->rows != 2 && op->rows != 4) coda_fatal("gemv: %d rows per warp (1, 2 or 4)", op->rows);
+    return op->rows;
+}
+
 // The options as the kernels take them: the fused norm only where the vector path runs and the row fits
 // in the default shared memory; otherwise the norm runs first (rmsnorm_forward into op->norm_out, which
 // must then be given) and the gemv reads that. Returns the x the kernel reads; *norm: fused.
@@ -362,7 +369,7 @@ static void gemv_launch(const GpuContext* ctx, floatX* out, const floatX* x, con
     GemvOpts op;
     int norm;
     x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
-    const int rows = gemv_rows_for(ctx, O);
+    const int rows = gemv__rows(ctx, &op, O);
     const unsigned grid = (unsigned)ceil_div(O, GEMV_WARPS * rows);
     const size_t smem = norm ? (size_t)I * sizeof(floatX) : 0;
 #define GEMV_GO(R, VC, NR) \
@@ -394,14 +401,14 @@ static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, in
     const int V = 16 / (int)sizeof(floatX);
     int total = 0, vec = I % V == 0 && is_aligned16(x);
     for (int j = 0; j < bt->n; j++) { total += bt->O[j]; vec &= is_aligned16(bt->W[j]); }
-    const int rows = gemv_rows_for(ctx, total);
+    GemvOpts op;
+    int norm;
+    x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
+    const int rows = gemv__rows(ctx, &op, total);
     bt->block0[0] = 0;
     for (int j = 0; j < bt->n; j++) bt->block0[j + 1] = bt->block0[j] + ceil_div(bt->O[j], GEMV_WARPS * rows);
     const unsigned grid = (unsigned)bt->block0[bt->n];
     if (grid == 0) return;
-    GemvOpts op;
-    int norm;
-    x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
     const size_t smem = norm ? (size_t)I * sizeof(floatX) : 0;
 #define GEMV_GO(R, VC, NR) \
     pdl_launch(op.pdl, gemv_batch_kernel<R, VC, NR>, grid, GEMV_WARPS * 32, smem, ctx->stream, "gemv_batch_kernel", *bt, x, I, op)

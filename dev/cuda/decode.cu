@@ -22,10 +22,13 @@
 //      variants in the same call (GpuDecoder's switches, llmc/decode.cuh):
 //        v3        use_fused 0, use_pdl 0, l2_prefetch_o 0, gemv_l2_ahead 0, gemv_preload 0 (the 04:27 kernels)
 //        v4a       + fused norms / RoPE+gate+scores (use_fused 3)
-//        v4b       + Programmatic Dependent Launch (use_pdl; the defaults)
+//        v4b       + Programmatic Dependent Launch (use_pdl)
 //        v5a       + the write in the last CTA of the RoPE/gate/score launch (use_fused 7)
 //        v5b       + the combine in the last split CTA of each KV head (use_fused 15)
 //        v5c       v4b + the combine only (use_fused 11)
+//        v7a       v4b + the write's token-independent half (scores, evictions) of every layer on a second
+//                  stream from the step's start, the token into its slot in the RoPE launch (use_fused 19)
+//        v7        v7a + the q/k/v/lambda gemv at one row a warp (gemv_rows[0] = 1; the defaults)
 //        v4c       + the gemvs' weights loaded a step ahead, step 0 before the PDL wait (gemv_preload)
 //        v4d       + o-proj weights prefetched into L2 during the attention (l2_prefetch_o)
 //        v4e       + the gemvs' L2 prefetch 2 load steps ahead (gemv_l2_ahead)
@@ -223,22 +226,24 @@ int main(int argc, char** argv) {
             const double att = time_attention(&d, 0);
             const double att_bytes = sb / cb.n_layers;
             if (i == 0 && !step_only) {  // the step's variants, same weights, same prefill, same tokens (see the top of the file)
-                struct { const char* name; int fused, pdl, l2o, ahead, preload; } vs[] = {
-                    {"v3 (no fusion, no PDL, no prefetch, v3 gemv loop)", 0, 0, 0, 0, 0},
-                    {"v4a + fused norms, RoPE+gate+scores", 3, 0, 0, 0, 0},
-                    {"v4b + PDL (defaults)", 3, 1, 0, 0, 0},
-                    {"v5a + the write in the RoPE launch", 7, 1, 0, 0, 0},
-                    {"v5b + the combine in the attention", 15, 1, 0, 0, 0},
-                    {"v5c the combine in the attention, not the write", 11, 1, 0, 0, 0},
-                    {"v4c + gemv preload loop", 3, 1, 0, 0, 1},
-                    {"v4d + o-proj L2 prefetch", 3, 1, 1, 0, 1},
-                    {"v4e + gemv L2 ahead 2", 3, 1, 0, 2, 1},
-                    {"v4f PDL only (unfused, v3 loop)", 0, 1, 0, 0, 0}};
+                struct { const char* name; int fused, pdl, l2o, ahead, preload, qkv_rows; } vs[] = {
+                    {"v3 (no fusion, no PDL, no prefetch, v3 gemv loop)", 0, 0, 0, 0, 0, 0},
+                    {"v4a + fused norms, RoPE+gate+scores", 3, 0, 0, 0, 0, 0},
+                    {"v4b + PDL", 3, 1, 0, 0, 0, 0},
+                    {"v5a + the write in the RoPE launch", 7, 1, 0, 0, 0, 0},
+                    {"v5b + the combine in the attention", 15, 1, 0, 0, 0, 0},
+                    {"v5c the combine in the attention, not the write", 11, 1, 0, 0, 0, 0},
+                    {"v7a + the write's token-independent half ahead on a second stream", 19, 1, 0, 0, 0, 0},
+                    {"v7 + the q/k/v/lambda gemv at one row a warp (defaults)", 19, 1, 0, 0, 0, 1},
+                    {"v4c + gemv preload loop", 3, 1, 0, 0, 1, 0},
+                    {"v4d + o-proj L2 prefetch", 3, 1, 1, 0, 1, 0},
+                    {"v4e + gemv L2 ahead 2", 3, 1, 0, 2, 1, 0},
+                    {"v4f PDL only (unfused, v3 loop)", 0, 1, 0, 0, 0, 0}};
                 std::vector<float> ref_logits;
                 for (const auto& v : vs) {
                     GpuDecoder e;
                     gpu_decoder_init(&e, &mb, 0, 1);
-                    e.use_fused = v.fused; e.use_pdl = v.pdl; e.l2_prefetch_o = v.l2o; e.gemv_l2_ahead = v.ahead; e.gemv_preload = v.preload;
+                    e.use_fused = v.fused; e.use_pdl = v.pdl; e.l2_prefetch_o = v.l2o; e.gemv_l2_ahead = v.ahead; e.gemv_preload = v.preload; e.gemv_rows[0] = v.qkv_rows;
                     gpu_decoder_reset(&e, 42);
                     if (gpu_decoder_prefill(&e, tok.data(), N, N > 8192, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
                     const double ms_v = time_steps(&e, steps, 1);

@@ -313,7 +313,8 @@ GPU_TEST(gpu_decode_unbounded_kv_cache_matches_cpu_forward) {
 
 // The step's switches (GpuDecoder.use_fused, use_pdl) change launches, never results: every variant's
 // logits at every step and its final state are the plain step's bits (decode.cuh promises it; the
-// tickets of use_fused 4/8 move the write and the combine into the last CTA of another launch).
+// tickets of use_fused 4/8 move the write and the combine into the last CTA of another launch; bit 16
+// splits the write over a second stream and the RoPE launch).
 static void dec_variants_same_bits(ModelConfig c, int P, int steps, uint64_t seed, const char* name) {
     Model_f32 cpu;
     GpuModel g;
@@ -321,7 +322,9 @@ static void dec_variants_same_bits(ModelConfig c, int P, int steps, uint64_t see
     const int V = c.vocab_size;
     int* tok = (int*)malloc(sizeof(int) * (P + steps));
     random_tokens(tok, P + steps, V, seed + 2);
-    const struct { int fused, pdl, graph; } vs[] = {{0, 0, 0}, {3, 1, 1}, {7, 1, 1}, {11, 0, 1}, {15, 1, 1}, {15, 0, 0}};
+    // rows: the q/k/v/lambda gemv's rows per warp (0: by shape; the decoder's default is 1)
+    const struct { int fused, pdl, graph, rows; } vs[] = {{0, 0, 0, 1}, {3, 1, 1, 1}, {7, 1, 1, 1}, {11, 0, 1, 1}, {15, 1, 1, 1}, {15, 0, 0, 1},
+                                                           {19, 1, 1, 1}, {19, 0, 0, 1}, {27, 1, 1, 1}, {19, 1, 1, 0}, {19, 1, 1, 4}};
     const int nv = (int)(sizeof(vs) / sizeof(vs[0]));
     float* ref = (float*)malloc(sizeof(float) * V * steps);
     BankState_f32 *ref_st = c.bounded ? layer_states_alloc(&c) : NULL, *st = c.bounded ? layer_states_alloc(&c) : NULL;
@@ -331,7 +334,7 @@ static void dec_variants_same_bits(ModelConfig c, int P, int steps, uint64_t see
     for (int v = 0; v < nv; v++) {
         GpuDecoder d;
         gpu_decoder_init(&d, &g, P + steps + 1, vs[v].graph);
-        d.use_fused = vs[v].fused; d.use_pdl = vs[v].pdl;
+        d.use_fused = vs[v].fused; d.use_pdl = vs[v].pdl; d.gemv_rows[0] = vs[v].rows;
         gpu_decoder_reset(&d, 42);
         CHECK(gpu_decoder_prefill(&d, tok, P, 0, &err) == 0, "%s", err.msg);
         for (int t = 0; t < steps; t++) {
