@@ -70,8 +70,19 @@ static double copy_bandwidth_gbs(void) {
 }
 
 // Median ms per decode step over `steps` steps (each synchronised: what generation sees per token).
+// Before a timed row: the device idle for a second. A long prefill (4 s at 128K) runs the card at its
+// power cap (H200: SM clocks 1.4-1.8 GHz, clocks_event_reasons sw_power_cap), and the clocks stay
+// lower for a few hundred ms after it: the median of 64 steps taken at once fell into that transient
+// in some runs and not in others (dev/PERF.md, decode v7: 4.5 or 4.8 ms at 128K, run to run).
+static void settle(void) {
+    cudaCheck(cudaDeviceSynchronize());
+    const double t0 = now_seconds();
+    while (now_seconds() - t0 < 1.0) {}
+}
+
 static double time_steps(GpuDecoder* d, int steps, uint32_t seed) {
     CodaError err;
+    settle();
     std::vector<double> t;
     for (int i = 0; i < steps + 2; i++) {
         const int tok = (int)((seed * 2654435761u + 977u * i) % (uint32_t)d->m->cfg.vocab_size);
