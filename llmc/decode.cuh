@@ -1133,7 +1133,6 @@ static void decoder__enqueue_step(GpuDecoder* d) {
             if (write_fused) rg.ticket = a->ticket;
             if (write_ahead) {  // the slot is chosen and the banks written: this launch puts the token in
                 rg.ins = a->ins + 2 * l;
-                w.ins = a->ins + 2 * l;
                 cudaCheck(cudaStreamWaitEvent(ctx->stream, d->evicted[l], 0));
             }
             pdl_launch(pdl, decode_rope_gate_score_kernel, 1 + decode_rope_ctas(H, c->n_kv_heads, Dh) + rg.n_score, DEC_THREADS,
