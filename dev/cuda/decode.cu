@@ -8,7 +8,8 @@
 //    the CPU session (dev/test/test_gpu_decode.cuh's cases).
 // 2. The card's copy bandwidth (cudaMemcpy device to device of 4 GiB; read + write counted); one row
 //    times each Mistral-7B weight shape, gemv.cuh next to cuBLASLt (and the MLP's fused gate+up+SwiGLU
-//    next to two matmuls and the SwiGLU kernel).
+//    next to two matmuls and the SwiGLU kernel), and a plain read of the same bytes (the ceiling of
+//    one launch).
 // 3. Per context length N, at the Mistral-7B shape (CoDA, B = 1, bf16 weights drawn on the device):
 //    * bounded (the paper's medium state W=256 Me=64 Ms=64, block 256): prefill N random tokens
 //      through the model (the chunked prefill), then `steps` decode steps (the CUDA graph);
@@ -57,6 +58,29 @@ static void bench_model_init(GpuModel* m, uint32_t seed) {
         }
     }
     cudaCheck(cudaDeviceSynchronize());
+}
+
+// The ceiling of any kernel that reads n bytes once: a plain read, 16-byte loads, 4 in flight per
+// thread, 4 CTAs an SM, the words XOR-folded into a sink (decode v7: each gemv ran at this rate for
+// its size, so the gap to the copy-bandwidth bound is in the launches, not in the gemv loops).
+__global__ void read_only_kernel(const uint4* __restrict__ p, size_t n16, unsigned* sink) {
+    unsigned acc = 0;
+    const size_t stride = (size_t)gridDim.x * blockDim.x * 4;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x * 4 + threadIdx.x; i < n16; i += stride) {
+        uint4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) v[u] = i + u * blockDim.x < n16 ? p[i + u * blockDim.x] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < 4; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    if (acc == 0x9e3779b9u) *sink = acc;  // never in practice; keeps the loads
+}
+static double read_only_ms(const void* p, size_t bytes, unsigned* sink) {
+    const unsigned grid = 4u * (unsigned)(g_ctx.sm_count > 0 ? g_ctx.sm_count : 132);
+    return bench_ms([&] {
+        read_only_kernel<<<grid, 256, 0, g_ctx.stream>>>((const uint4*)p, bytes / 16, sink);
+        cudaCheck(cudaGetLastError());
+    });
 }
 
 static double copy_bandwidth_gbs(void) {
@@ -147,9 +171,12 @@ int main(int argc, char** argv) {
     // 2b. one row times a 7B weight: gemv.cuh vs cuBLASLt, same buffers
     if (!step_only) {
         const int shapes[][2] = {{4096, 4096}, {4096, 1024}, {14336, 4096}, {4096, 14336}, {32768, 4096}};
-        printf("\ngemv (one row) vs cuBLASLt matmul_forward at N=1, Mistral-7B weights (O x I), L2 flushed:\n");
-        printf("| O x I | cuBLASLt us | GB/s | gemv (v3 loop) us | GB/s | speedup | preload loop us | GB/s | preload + L2 ahead 2 us | GB/s |\n"
-               "|---|---|---|---|---|---|---|---|---|---|\n");
+        printf("\ngemv (one row) vs cuBLASLt matmul_forward at N=1, Mistral-7B weights (O x I), L2 flushed; last: a plain read of the\n"
+               "same bytes (read_only_kernel, the ceiling of one launch):\n");
+        printf("| O x I | cuBLASLt us | GB/s | gemv (v3 loop) us | GB/s | speedup | preload loop us | GB/s | preload + L2 ahead 2 us | GB/s |"
+               " read-only us | GB/s |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        unsigned* sink = (unsigned*)cuda_malloc_or_die(sizeof(unsigned), "read-only sink");
         for (const auto& sh : shapes) {
             const int O = sh[0], I = sh[1];
             floatX *W = bench_alloc<floatX>((size_t)O * I, 5, 0.02f), *x = bench_alloc<floatX>(I, 6), *y = bench_alloc<floatX>(O, 7);
@@ -161,9 +188,10 @@ int main(int argc, char** argv) {
             ahead.l2_ahead = 2;
             const double tp = bench_ms([&] { gemv_forward(&g_ctx, y, x, W, NULL, NULL, I, O, &pre); });
             const double ta = bench_ms([&] { gemv_forward(&g_ctx, y, x, W, NULL, NULL, I, O, &ahead); });
+            const double tr = read_only_ms(W, (size_t)O * I * sizeof(floatX), sink);
             const double gb = (double)O * I * sizeof(floatX) / 1e9;
-            printf("| %d x %d | %.1f | %.0f | %.1f | %.0f | %.2fx | %.1f | %.0f | %.1f | %.0f |\n", O, I, tc * 1e3, gb / (tc * 1e-3), tg * 1e3,
-                   gb / (tg * 1e-3), tc / tg, tp * 1e3, gb / (tp * 1e-3), ta * 1e3, gb / (ta * 1e-3));
+            printf("| %d x %d | %.1f | %.0f | %.1f | %.0f | %.2fx | %.1f | %.0f | %.1f | %.0f | %.1f | %.0f |\n", O, I, tc * 1e3, gb / (tc * 1e-3),
+                   tg * 1e3, gb / (tg * 1e-3), tc / tg, tp * 1e3, gb / (tp * 1e-3), ta * 1e3, gb / (ta * 1e-3), tr * 1e3, gb / (tr * 1e-3));
             cudaCheck(cudaFree(W)); cudaCheck(cudaFree(x)); cudaCheck(cudaFree(y));
         }
         const int F = 14336, D = 4096;
@@ -176,8 +204,12 @@ int main(int argc, char** argv) {
         });
         const double tg = bench_ms([&] { gemv_swiglu(&g_ctx, act, x, Wg, Wu, D, F); });
         const double gb = 2.0 * F * D * sizeof(floatX) / 1e9;
-        printf("| MLP gate+up+SwiGLU 2 x %d x %d | %.1f | %.0f | %.1f (fused) | %.0f | %.2fx |\n", F, D, tc * 1e3, gb / (tc * 1e-3), tg * 1e3,
-               gb / (tg * 1e-3), tc / tg);
+        // the read ceiling of both matrices in one launch: one buffer of their size
+        floatX* both = bench_alloc<floatX>((size_t)2 * F * D, 14, 0.02f);
+        const double tr = read_only_ms(both, (size_t)2 * F * D * sizeof(floatX), sink);
+        cudaCheck(cudaFree(both));
+        printf("| MLP gate+up+SwiGLU 2 x %d x %d | %.1f | %.0f | %.1f (fused) | %.0f | %.2fx | - | - | - | - | %.1f | %.0f |\n", F, D, tc * 1e3,
+               gb / (tc * 1e-3), tg * 1e3, gb / (tg * 1e-3), tc / tg, tr * 1e3, gb / (tr * 1e-3));
         for (floatX* p : {Wg, Wu, x, g, u, act}) cudaCheck(cudaFree(p));
         // q, k, v, lambda: four launches vs one gemv_batch
         const int Os[4] = {4096, 1024, 1024, 32};
@@ -198,6 +230,7 @@ int main(int argc, char** argv) {
                t4 * 1e3, bytes / 1e9 / (t4 * 1e-3), tb * 1e3, bytes / 1e9 / (tb * 1e-3), t4 / tb);
         for (int j = 0; j < 4; j++) { cudaCheck(cudaFree((void*)bt.W[j])); cudaCheck(cudaFree(bt.out[j])); }
         cudaCheck(cudaFree(xq));
+        cudaCheck(cudaFree(sink));
     }
 
     // 3. Mistral-7B decode
