@@ -252,6 +252,11 @@ typedef struct {
     float thr_e, thr_s, match_thr, novelty_thr;
 } DecodeWriteArgs;
 
+// Element offset of KV head g's row in slot `slot` of a layer's k or v ([Hkv][slots][Dh]).
+__device__ __forceinline__ size_t decode__row(const DecodeWriteArgs& a, int g, int slot) {
+    return ((size_t)g * (a.W + a.Me + a.Ms) + slot) * a.Dh;
+}
+
 // cos(a, b) over n dims as llmc/cpu/banks.h's cosine(): three sums in index order, no FMA.
 __device__ __forceinline__ float decode_cosine(const float* a, const float* b, int n) {
     float aa = 0.f, bb = 0.f, ab = 0.f;
@@ -293,7 +298,7 @@ __device__ __forceinline__ void decode__staged(int n, Ld ld, St st) {
 // (The body is a device function: decode_rope_gate_score_kernel runs it in its CTAs 1..Me+Ms.)
 __device__ __forceinline__ void decode_score_slot(const DecodeWriteArgs& a, int m, float* sm) {
     const int tid = threadIdx.x, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me;
-    const int slots = W + Me + a.Ms, lf = Dh / 2, exact = m < Me;
+    const int lf = Dh / 2, exact = m < Me;
     if (a.ring[1] < W) return;  // the ring is not full: nothing is evicted
     if (exact && !a.allowed[W + m]) return;  // an unused exact slot is not scored
     const int slot = a.ring[0], d0 = exact ? 0 : lf, n = Dh - d0, bslot = W + m;
@@ -303,7 +308,7 @@ __device__ __forceinline__ void decode_score_slot(const DecodeWriteArgs& a, int 
         Hkv * n,
         [&](int i) {
             const int g = i / n, d = d0 + i % n;
-            return make_float2(src_tok[((size_t)g * slots + slot) * Dh + d], src_tok[((size_t)g * slots + bslot) * Dh + d]);
+            return make_float2(src_tok[decode__row(a, g, slot) + d], src_tok[decode__row(a, g, bslot) + d]);
         },
         [&](int i, float2 x) { tok[i] = x.x; row[i] = x.y; });
     __syncthreads();
@@ -405,13 +410,13 @@ static inline size_t decode_write_smem(int Hkv, int Dh) { return sizeof(float) *
 __device__ __forceinline__ int decode_evict_body(const DecodeWriteArgs& a, float* sm, long long* p_out) {
     static_assert(DEC_THREADS >= 64, "the write's two decisions take a warp each");
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, Dh = a.Dh, Hkv = a.Hkv, W = a.W, Me = a.Me, Ms = a.Ms, kvd = Hkv * Dh;
-    const int slots = W + Me + Ms, lf = Dh / 2, s0 = W + Me;
+    const int lf = Dh / 2, s0 = W + Me;
     float *ek = sm, *ev = ek + kvd;
     __shared__ int sh_exact, sh_summary;
     const int filled = a.ring[1], oldest = a.ring[0];
     *p_out = *a.pos;
-    auto K = [&](int g, int slot) { return a.k + ((size_t)g * slots + slot) * Dh; };
-    auto V = [&](int g, int slot) { return a.v + ((size_t)g * slots + slot) * Dh; };
+    auto K = [&](int g, int slot) { return a.k + decode__row(a, g, slot); };
+    auto V = [&](int g, int slot) { return a.v + decode__row(a, g, slot); };
     const int evict = filled >= W;
     const int slot = evict ? oldest : filled;
     if (evict) {
@@ -463,14 +468,14 @@ __device__ __forceinline__ void decode__take_slot(const DecodeWriteArgs& a, int 
 // then the scores, the gate and the rotated k are other CTAs' stores of the same grid, read through
 // L2, __ldcg, never a stale L1 line).
 __device__ __forceinline__ void decode_write_body(const DecodeWriteArgs& a, float* sm) {
-    const int tid = threadIdx.x, Dh = a.Dh, kvd = a.Hkv * Dh, slots = a.W + a.Me + a.Ms;
+    const int tid = threadIdx.x, Dh = a.Dh, kvd = a.Hkv * Dh;
     long long p;
     const int slot = decode_evict_body(a, sm, &p);
     decode__staged(
         kvd, [&](int i) { return make_float2(to_float(__ldcg(a.k_new + i)), to_float(__ldcg(a.v_new + i))); },
         [&](int i, float2 x) {
-            a.k[((size_t)(i / Dh) * slots + slot) * Dh + i % Dh] = x.x;
-            a.v[((size_t)(i / Dh) * slots + slot) * Dh + i % Dh] = x.y;
+            a.k[decode__row(a, i / Dh, slot) + i % Dh] = x.x;
+            a.v[decode__row(a, i / Dh, slot) + i % Dh] = x.y;
         });
     if (tid == 0) {
         a.g_ring[slot] = __ldcg(a.gate);
@@ -600,7 +605,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_rope_gate_score_kernel(con
             rope_rotate(row[ia], row[ib], c, s);
             if (a.ins && h >= a.H) {  // this pair of the token's k (rotated) and v into its slot
                 const int g = h - a.H;
-                const size_t at = ((size_t)g * (w.W + w.Me + w.Ms) + a.ins[1]) * a.Dh;
+                const size_t at = decode__row(w, g, (int)a.ins[1]);
                 const floatX* vrow = w.v_new + g * a.Dh;
                 w.k[at + ia] = to_float(row[ia]);
                 w.k[at + ib] = to_float(row[ib]);
@@ -994,8 +999,8 @@ static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_gr
     a->ticket = (unsigned*)cuda_malloc_or_die(sizeof(unsigned) * (1 + c->n_kv_heads), w);
     cudaCheck(cudaMemset(a->ticket, 0, sizeof(unsigned) * (1 + c->n_kv_heads)));
     a->scores = (float*)cuda_malloc_or_die(sizeof(float) * (c->n_exact + c->n_summary + 1), w);
-    a->ins = (long long*)cuda_malloc_or_die(sizeof(long long) * 2 * c->n_layers, w);
     if (c->bounded) {
+        a->ins = (long long*)cuda_malloc_or_die(sizeof(long long) * 2 * c->n_layers, w);
         cudaCheck(cudaStreamCreateWithFlags(&d->side, cudaStreamNonBlocking));
         cudaCheck(cudaEventCreateWithFlags(&d->fork, cudaEventDisableTiming));
         d->evicted = (cudaEvent_t*)malloc(sizeof(cudaEvent_t) * c->n_layers);

@@ -337,10 +337,12 @@ static inline int gemv_rows_for(const GpuContext* ctx, int O) {  // at least ~2 
     return O >= min_ctas * GEMV_WARPS * 4 ? 4 : O >= min_ctas * GEMV_WARPS * 2 ? 2 : 1;
 }
 
-static inline int gemv__rows(const GpuContext* ctx, const GemvOpts* op, int O) {
-    if (op->rows == 0) return gemv_rows_for(ctx, O);
-    if (op->rows != 1 && op->rows != 2 && op->rows != 4) coda_fatal("gemv: %d rows per warp (1, 2 or 4)", op->rows);
-    return op->rows;
+// The rows per warp of a launch: opts->rows, or by shape when opts is NULL or leaves it 0.
+static inline int gemv__rows(const GpuContext* ctx, const GemvOpts* opts, int O) {
+    const int r = opts ? opts->rows : 0;
+    if (r == 0) return gemv_rows_for(ctx, O);
+    if (r != 1 && r != 2 && r != 4) coda_fatal("gemv: %d rows per warp (1, 2 or 4)", r);
+    return r;
 }
 
 // The options as the kernels take them: the fused norm only where the vector path runs and the row fits
@@ -369,7 +371,7 @@ static void gemv_launch(const GpuContext* ctx, floatX* out, const floatX* x, con
     GemvOpts op;
     int norm;
     x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
-    const int rows = gemv__rows(ctx, &op, O);
+    const int rows = gemv__rows(ctx, opts, O);
     const unsigned grid = (unsigned)ceil_div(O, GEMV_WARPS * rows);
     const size_t smem = norm ? (size_t)I * sizeof(floatX) : 0;
 #define GEMV_GO(R, VC, NR) \
@@ -401,14 +403,14 @@ static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, in
     const int V = 16 / (int)sizeof(floatX);
     int total = 0, vec = I % V == 0 && is_aligned16(x);
     for (int j = 0; j < bt->n; j++) { total += bt->O[j]; vec &= is_aligned16(bt->W[j]); }
-    GemvOpts op;
-    int norm;
-    x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
-    const int rows = gemv__rows(ctx, &op, total);
+    const int rows = gemv__rows(ctx, opts, total);
     bt->block0[0] = 0;
     for (int j = 0; j < bt->n; j++) bt->block0[j + 1] = bt->block0[j] + ceil_div(bt->O[j], GEMV_WARPS * rows);
     const unsigned grid = (unsigned)bt->block0[bt->n];
     if (grid == 0) return;
+    GemvOpts op;
+    int norm;
+    x = gemv__prepare(ctx, opts, &op, &norm, vec, x, I);
     const size_t smem = norm ? (size_t)I * sizeof(floatX) : 0;
 #define GEMV_GO(R, VC, NR) \
     pdl_launch(op.pdl, gemv_batch_kernel<R, VC, NR>, grid, GEMV_WARPS * 32, smem, ctx->stream, "gemv_batch_kernel", *bt, x, I, op)

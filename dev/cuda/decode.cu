@@ -35,6 +35,8 @@
 //        v4e       + the gemvs' L2 prefetch 2 load steps ahead (gemv_l2_ahead)
 //      Every variant's logits are compared with v3's (the same bits expected).
 #include <string.h>
+#include <chrono>
+#include <thread>
 #include <vector>
 #include "dev/cuda/bench_common.cuh"
 #include "dev/test/harness.h"
@@ -100,8 +102,7 @@ static double copy_bandwidth_gbs(void) {
 // in some runs and not in others (dev/PERF.md, decode v7: 4.5 or 4.8 ms at 128K, run to run).
 static void settle(void) {
     cudaCheck(cudaDeviceSynchronize());
-    const double t0 = now_seconds();
-    while (now_seconds() - t0 < 1.0) {}
+    std::this_thread::sleep_for(std::chrono::seconds(1));
 }
 
 static double time_steps(GpuDecoder* d, int steps, uint32_t seed) {
