@@ -37,13 +37,13 @@
 #pragma once
 #include <stdint.h>
 #include <cuda_bf16.h>
+#include "hopper.cuh"  // defines: ca_smem_u32
 
 typedef __nv_bfloat16 bf16;
 
 // ---------------------------------------------------------------------------------------------
 // PTX wrappers
 
-__device__ __forceinline__ uint32_t ca_smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // 16 bytes global -> shared, asynchronously; zero-fills when !valid (the source is then not read).
 __device__ __forceinline__ void ca_cp_async16(void* smem, const void* gmem, bool valid) {

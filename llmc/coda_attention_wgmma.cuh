@@ -118,12 +118,6 @@ __device__ __forceinline__ void ca_wg_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
-// cp.async (generic proxy) writes -> visible to the tensor cores (async proxy) after the next barrier
-__device__ __forceinline__ void ca_fence_proxy_async() {
-#ifdef CA_WGMMA_DEVICE
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
 // Pin accumulator registers in place around the async products: the compiler must neither read them
 // before the wait nor move writes to them past the fence.
 template <int N>

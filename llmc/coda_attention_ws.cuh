@@ -32,49 +32,7 @@
 // order per row: the outputs are bitwise those of ca_wg_forward_kernel; tested).
 #pragma once
 #include <cudaTypedefs.h>  // CUtensorMap, the type of cuTensorMapEncodeTiled (TMA)
-
-#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define CA_WS_DEVICE 1
-#endif
-
-// ---------------------------------------------------------------------------------------------
-// mbarrier and register-reallocation wrappers (sm_90a; elsewhere the kernel traps, never launched)
-
-__device__ __forceinline__ void ca_mbar_init(uint64_t* bar, unsigned count) {
-#ifdef CA_WS_DEVICE
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(ca_smem_u32(bar)), "r"(count) : "memory");
-#endif
-}
-// arrive (release at CTA scope: this thread's earlier writes are visible to whoever waits on the phase)
-__device__ __forceinline__ void ca_mbar_arrive(uint64_t* bar) {
-#ifdef CA_WS_DEVICE
-    asm volatile("{\n .reg .b64 state;\n mbarrier.arrive.release.cta.shared::cta.b64 state, [%0];\n}\n" ::"r"(ca_smem_u32(bar)) : "memory");
-#endif
-}
-// wait (acquire) until the phase with this parity has completed
-__device__ __forceinline__ void ca_mbar_wait(uint64_t* bar, unsigned parity) {
-#ifdef CA_WS_DEVICE
-    uint32_t done = 0;
-    while (!done)
-        asm volatile(
-            "{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cta.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
-            : "=r"(done)
-            : "r"(ca_smem_u32(bar)), "r"(parity)
-            : "memory");
-#endif
-}
-template <int N>
-__device__ __forceinline__ void ca_setmaxnreg_dec() {
-#ifdef CA_WS_DEVICE
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
-#endif
-}
-template <int N>
-__device__ __forceinline__ void ca_setmaxnreg_inc() {
-#ifdef CA_WS_DEVICE
-    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
-#endif
-}
+#include "hopper.cuh"
 
 // ---------------------------------------------------------------------------------------------
 // TMA, the tensor memory accelerator: one thread asks for a whole box of a tensor, the copy engine
@@ -120,18 +78,6 @@ static CUtensorMap ca_tma_map_heads(const void* base, int B, int T, int heads, i
     }
     return m;
 }
-// one arrival, and `bytes` more to land before the phase may complete
-__device__ __forceinline__ void ca_mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-#ifdef CA_WS_DEVICE
-    asm volatile("mbarrier.arrive.expect_tx.release.cta.shared::cta.b64 _, [%0], %1;\n" ::"r"(ca_smem_u32(bar)), "r"(bytes) : "memory");
-#endif
-}
-// `bytes` more to land before the phase may complete, no arrival (the arrivals come separately)
-__device__ __forceinline__ void ca_mbar_expect_tx(uint64_t* bar, uint32_t bytes) {
-#ifdef CA_WS_DEVICE
-    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(ca_smem_u32(bar)), "r"(bytes) : "memory");
-#endif
-}
 // rows r0 .. r0+ROWS-1 of (head, batch row b) of a CaTmaMaps tensor into a [DH / 64][ROWS][64] tile,
 // counted on bar: DH / 64 boxes (cstride: elements from one 64-column block to the next, ROWS * 64 in a
 // tile of its own, more where the rows are part of a taller tile)
@@ -149,15 +95,6 @@ __device__ __forceinline__ void ca_tma_load_tile(bf16* tile, const CUtensorMap* 
 #else
     __trap();
 #endif
-}
-
-// Named barriers 1 and 2 (0 is __syncthreads), for the consumers' turn-taking: sync waits until the
-// other warpgroup has arrived (256 threads in all), arrive does not wait.
-__device__ __forceinline__ void ca_named_sync(int id, int threads) {
-    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-__device__ __forceinline__ void ca_named_arrive(int id, int threads) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
 // ---------------------------------------------------------------------------------------------
