@@ -51,6 +51,11 @@
 //                on a second stream from the step's start, overlapped with the main chain, and the RoPE
 //                launch puts the token into the slot they chose; the single-CTA write (9.5 us a layer)
 //                leaves the critical path. On by default (v7)
+//                bit 32 (with 1, gemv path, sm_90): the gemvs from each layer's o-proj to the next
+//                layer's q/k/v/lambda (or the LM head) as the four phases of one persistent launch whose
+//                weights stream through shared memory (gemv.cuh's gemv_chain, v9). Measured 4% slower
+//                than the launches it replaces (dev/PERF.md, v9): off by default, kept (tested bitwise)
+//                as the base of the persistent step
 //   use_pdl      every launch of the step with Programmatic Dependent Launch (gemv.cuh's pdl_launch): each
 //                kernel's CTAs are placed while the one before drains and wait (griddepcontrol.wait) only
 //                before their first read of its results; the gemvs load weights before that wait
@@ -61,8 +66,10 @@
 //   gemv_rows    rows per warp of the q/k/v/lambda, o-proj, gate+up and down gemvs (0: gemv_rows_for); the
 //                q/k/v/lambda launch takes 1 by default: with the fused norm 2 rows cost 102 registers, two
 //                CTAs an SM and a second wave; 1 row, 80 and three (v7: 0.07 ms a token faster)
+//   chain_stages, chain_chunk, chain_poll_ns  bit 32's slots a warp, elements a slot, barrier polling
 // Environment overrides for A/B runs: CODA_DECODE_PDL, CODA_DECODE_FUSED, CODA_DECODE_L2_O,
-// CODA_GEMV_L2_AHEAD, CODA_GEMV_PRELOAD, CODA_GEMV_ROWS_QKV / _O / _MLP / _DOWN (integers). Measured
+// CODA_GEMV_L2_AHEAD, CODA_GEMV_PRELOAD, CODA_GEMV_ROWS_QKV / _O / _MLP / _DOWN, CODA_CHAIN_STAGES,
+// CODA_CHAIN_CHUNK (in units of 256 elements), CODA_CHAIN_POLL_NS (integers). Measured
 // (dev/PERF.md, v4, v5 and v7): fusions 1, 2 and 16 and PDL pay; the tickets (fusions 4 and 8), the two
 // L2 prefetches and the preload loop do not (off by default).
 #pragma once
@@ -910,6 +917,7 @@ typedef struct {
     int* token;
     unsigned* ticket;  // [1 + Hkv] the fused kernels' "last CTA" counters (the write's, then one per KV head for
                        // the combine), zero between launches
+    unsigned* chain_bar;  // [GEMV_CHAIN_BAR] gemv_chain's barrier counters (use_fused bit 32), zero between launches
 } DecodeActs;
 
 typedef struct {
@@ -929,6 +937,10 @@ typedef struct {
     int gemv_l2_ahead;    // the gemvs' L2 prefetch distance (load steps; 0: none)
     int gemv_preload;     // the gemvs load a step's weights one step ahead, step 0's before the PDL wait (GemvOpts.preload)
     int gemv_rows[4];     // rows per warp of the q/k/v/lambda, o-proj, gate+up and down gemvs (0: by shape)
+    int chain_stages;     // bit 32: the chain's shared-memory slots a warp, 1-16 (0: gemv.cuh's default, as many as fit)
+    int chain_chunk;      // bit 32: the elements of a slot (0: gemv.cuh's default)
+    int chain_poll_ns;    // bit 32: the chain's barrier polls its counter every that many ns (0: a tight loop)
+    int chained;          // the last step enqueued ran the gemv chain (bit 32 set and every phase able to)
     long long pos;        // tokens held (the device's pos[l] of every layer, mirrored)
     cudaGraph_t graph;
     cudaGraphExec_t exec;
@@ -961,6 +973,9 @@ static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_gr
     d->gemv_preload = decode__env_int("CODA_GEMV_PRELOAD", 0);  // measured slower too (v4c)
     const char* rows_env[4] = {"CODA_GEMV_ROWS_QKV", "CODA_GEMV_ROWS_O", "CODA_GEMV_ROWS_MLP", "CODA_GEMV_ROWS_DOWN"};
     for (int j = 0; j < 4; j++) d->gemv_rows[j] = decode__env_int(rows_env[j], j == 0 ? 1 : 0);
+    d->chain_stages = decode__env_int("CODA_CHAIN_STAGES", 0);
+    d->chain_chunk = decode__env_int("CODA_CHAIN_CHUNK", 0) * 256;  // in 256-element units (bf16: 512 bytes)
+    d->chain_poll_ns = decode__env_int("CODA_CHAIN_POLL_NS", 0);
     {
         int dev = 0, major = 0;
         cudaCheck(cudaGetDevice(&dev));
@@ -998,6 +1013,8 @@ static void gpu_decoder_init(GpuDecoder* d, GpuModel* m, int max_len, int use_gr
     a->token = (int*)cuda_malloc_or_die(sizeof(int), w);
     a->ticket = (unsigned*)cuda_malloc_or_die(sizeof(unsigned) * (1 + c->n_kv_heads), w);
     cudaCheck(cudaMemset(a->ticket, 0, sizeof(unsigned) * (1 + c->n_kv_heads)));
+    a->chain_bar = (unsigned*)cuda_malloc_or_die(sizeof(unsigned) * GEMV_CHAIN_BAR, w);
+    cudaCheck(cudaMemset(a->chain_bar, 0, sizeof(unsigned) * GEMV_CHAIN_BAR));
     a->scores = (float*)cuda_malloc_or_die(sizeof(float) * (c->n_exact + c->n_summary + 1), w);
     if (c->bounded) {
         a->ins = (long long*)cuda_malloc_or_die(sizeof(long long) * 2 * c->n_layers, w);
@@ -1016,7 +1033,7 @@ static void gpu_decoder_free(GpuDecoder* d) {
     if (d->graph) cudaCheck(cudaGraphDestroy(d->graph));
     DecodeActs* a = &d->a;
     void* ptrs[] = {a->x, a->hn, a->hf, a->mid, a->q, a->attn_out, a->k, a->v, a->lam, a->fg, a->fu, a->fa, a->logits, a->logits_f32,
-                    a->rstd, a->gate, a->part, a->token, a->scores, a->ins, a->ticket};
+                    a->rstd, a->gate, a->part, a->token, a->scores, a->ins, a->ticket, a->chain_bar};
     for (size_t i = 0; i < sizeof(ptrs) / sizeof(ptrs[0]); i++) cudaCheck(cudaFree(ptrs[i]));
     if (d->side) {
         for (int l = 0; l < d->m->cfg.n_layers; l++) cudaCheck(cudaEventDestroy(d->evicted[l]));
@@ -1057,12 +1074,15 @@ static void decoder__linear(const GpuDecoder* d, floatX* out, const floatX* x, c
     if (res) residual_add(ctx, out, out, res, O);
 }
 
-// The final norm and the LM head over one hidden row -> a->logits_f32.
-static void decoder__logits(GpuDecoder* d, const floatX* hidden) {
+// The final norm and the LM head over one hidden row -> a->logits_f32 (head_done: a->logits is already
+// formed, by the last layer's gemv chain).
+static void decoder__logits(GpuDecoder* d, const floatX* hidden, int head_done) {
     GpuModel* m = d->m;
     const ModelConfig* c = &m->cfg;
     const GpuContext* ctx = &m->ctx;
-    if ((d->use_fused & 1) && !d->use_cublas) {  // the norm inside the LM head's gemv
+    if (head_done) {
+        // the chain's last phase formed a->logits (and a->hf)
+    } else if ((d->use_fused & 1) && !d->use_cublas) {  // the norm inside the LM head's gemv
         const GemvOpts o = decoder__gemv_opts(d, gm_param(m, PK_FINAL_NORM, 0), d->a.hf);
         gemv_forward(ctx, d->a.logits, hidden, gm_head(m), NULL, NULL, c->dim, c->vocab_size, &o);
     } else {
@@ -1070,6 +1090,52 @@ static void decoder__logits(GpuDecoder* d, const floatX* hidden) {
         decoder__linear(d, d->a.logits, d->a.hf, gm_head(m), NULL, NULL, c->dim, c->vocab_size);
     }
     floatX_to_float(ctx, d->a.logits_f32, d->a.logits, c->vocab_size);
+}
+
+// The q/k/v (and lambda) projections of layer l as one batch of matrices (out, W, bias, O).
+static GemvBatch decoder__qkv_batch(const GpuDecoder* d, int l) {
+    const GpuModel* m = d->m;
+    const ModelConfig* c = &m->cfg;
+    GemvBatch bt;
+    memset(&bt, 0, sizeof(bt));
+    floatX* outs[4] = {d->a.q, d->a.k, d->a.v, d->a.lam};
+    const ParamKind kinds[4] = {PK_Q, PK_K, PK_V, PK_LAMBDA_W};
+    const int Os[4] = {config_qdim(c), config_kvdim(c), config_kvdim(c), c->n_heads};
+    bt.n = c->differential ? 4 : 3;
+    for (int j = 0; j < bt.n; j++) { bt.out[j] = outs[j]; bt.W[j] = gm_param(m, kinds[j], l); bt.O[j] = Os[j]; }
+    if (c->differential) bt.bias[3] = gm_param(m, PK_LAMBDA_B, l);
+    return bt;
+}
+
+// use_fused bit 32: layer l's gemvs after the attention as one chain (gemv.cuh's gemv_chain):
+//   mid = x + o_proj(attn_out);  fa = swiglu(gate, up)(rmsnorm(mid));  x = mid + down(fa);
+//   then layer l + 1's q, k, v, lambda of rmsnorm(x), or, after the last layer, the LM head of the final norm.
+// Returns 0 when a phase cannot take the chain's vector path (the step then launches the gemvs one by one).
+static int decoder__chain(const GpuDecoder* d, int l, GemvChain* ch) {
+    GpuModel* m = d->m;
+    const ModelConfig* c = &m->cfg;
+    const DecodeActs* a = &d->a;
+    memset(ch, 0, sizeof(*ch));
+    ch->n = 4;
+    ch->norm_eps = c->norm_eps;
+    ch->bar = a->chain_bar;
+    ch->poll_ns = d->chain_poll_ns;
+    auto plain = [&](GemvPhase* ph, floatX* out, const floatX* W, int O, const floatX* x, int I, const floatX* res) {
+        ph->bt.n = 1; ph->bt.out[0] = out; ph->bt.W[0] = W; ph->bt.O[0] = O; ph->x = x; ph->I = I; ph->res = res;
+    };
+    GemvPhase* ph = ch->ph;
+    plain(&ph[0], a->mid, gm_param(m, PK_O, l), c->dim, a->attn_out, config_qdim(c), a->x);
+    plain(&ph[1], a->fa, gm_param(m, PK_GATE, l), c->ffn_dim, a->mid, c->dim, NULL);
+    ph[1].W2 = gm_param(m, PK_UP, l); ph[1].norm_w = gm_param(m, PK_MLP_NORM, l); ph[1].norm_out = a->hn;
+    plain(&ph[2], a->x, gm_param(m, PK_DOWN, l), c->dim, a->fa, c->ffn_dim, a->mid);
+    if (l + 1 < c->n_layers) {
+        ph[3].bt = decoder__qkv_batch(d, l + 1); ph[3].x = a->x; ph[3].I = c->dim;
+        ph[3].norm_w = gm_param(m, PK_ATTN_NORM, l + 1); ph[3].norm_out = a->hn;
+    } else {
+        plain(&ph[3], a->logits, gm_head(m), c->vocab_size, a->x, c->dim, NULL);
+        ph[3].norm_w = gm_param(m, PK_FINAL_NORM, 0); ph[3].norm_out = a->hf;
+    }
+    return gemv_chain_stages(ch, d->chain_stages, d->chain_chunk) > 0;
 }
 
 // One step's kernels on the model's stream, the token read from a.token (the body of the graph).
@@ -1088,6 +1154,12 @@ static void decoder__enqueue_step(GpuDecoder* d) {
     const int pdl = d->use_pdl && !d->use_cublas;
     const int write_fused = c->bounded && fused_rope && (d->use_fused & 4);  // the write in the last CTA of the RoPE launch
     const int write_ahead = c->bounded && fused_rope && !write_fused && (d->use_fused & 16);
+    int chain = fused && (d->use_fused & 32);  // the gemvs after each layer's attention in one launch
+    for (int l = 0; chain && l < c->n_layers; l++) {
+        GemvChain ch;
+        chain = decoder__chain(d, l, &ch);
+    }
+    d->chained = chain;
     if (write_ahead) {  // every layer's scores and eviction on `side`, from the state the previous step left
         cudaCheck(cudaEventRecord(d->fork, ctx->stream));
         cudaCheck(cudaStreamWaitEvent(d->side, d->fork, 0));
@@ -1110,15 +1182,8 @@ static void decoder__enqueue_step(GpuDecoder* d) {
             decoder__linear(d, a->k, a->hn, gm_param(m, PK_K, l), NULL, NULL, D, KVD);
             decoder__linear(d, a->v, a->hn, gm_param(m, PK_V, l), NULL, NULL, D, KVD);
             if (c->differential) decoder__linear(d, a->lam, a->hn, gm_param(m, PK_LAMBDA_W, l), gm_param(m, PK_LAMBDA_B, l), NULL, D, H);
-        } else {  // one launch for the four projections (fused: of rmsnorm(x), hn stored for the write gate)
-            GemvBatch bt;
-            memset(&bt, 0, sizeof(bt));
-            floatX* outs[4] = {a->q, a->k, a->v, a->lam};
-            const ParamKind kinds[4] = {PK_Q, PK_K, PK_V, PK_LAMBDA_W};
-            const int Os[4] = {QD, KVD, KVD, H};
-            bt.n = c->differential ? 4 : 3;
-            for (int j = 0; j < bt.n; j++) { bt.out[j] = outs[j]; bt.W[j] = gm_param(m, kinds[j], l); bt.O[j] = Os[j]; }
-            if (c->differential) bt.bias[3] = gm_param(m, PK_LAMBDA_B, l);
+        } else if (!chain || l == 0) {  // one launch for the four projections (fused: of rmsnorm(x), hn stored for the write gate)
+            GemvBatch bt = decoder__qkv_batch(d, l);
             const GemvOpts o = decoder__gemv_opts(d, fused ? gm_param(m, PK_ATTN_NORM, l) : NULL, a->hn, d->gemv_rows[0]);
             gemv_batch(ctx, &bt, fused ? a->x : a->hn, D, &o);
         }
@@ -1172,6 +1237,12 @@ static void decoder__enqueue_step(GpuDecoder* d) {
                                 c->differential && c->head_norm == HEAD_NORM_FULL ? gm_param(m, PK_HEAD_NORM, l) : NULL,
                                 c->head_norm_eps, a->attn_out, H, c->n_kv_heads, c->differential, d->splits};
         decode_attention(ctx, &at, &cb, Dh, c->bounded, pdl);
+        if (chain) {  // o-proj, MLP, and the next layer's q/k/v/lambda (or the LM head) in one launch
+            GemvChain ch;
+            decoder__chain(d, l, &ch);
+            gemv_chain(ctx, &ch, d->chain_stages, d->chain_chunk, pdl);
+            continue;
+        }
         decoder__linear(d, a->mid, a->attn_out, gm_param(m, PK_O, l), NULL, a->x, QD, D, d->gemv_rows[1]);  // mid = x + o_proj(attention)
         // MLP: x = mid + down(swiglu(gate, up)(rmsnorm(mid)))
         if (!fused) rmsnorm_forward(ctx, a->hn, a->rstd, a->mid, gm_param(m, PK_MLP_NORM, l), 1, D, c->norm_eps);
@@ -1185,7 +1256,7 @@ static void decoder__enqueue_step(GpuDecoder* d) {
         }
         decoder__linear(d, a->x, a->fa, gm_param(m, PK_DOWN, l), NULL, a->mid, F, D, d->gemv_rows[3]);
     }
-    decoder__logits(d, a->x);
+    decoder__logits(d, a->x, chain);
 }
 
 // Feeds one token: the next-token logits land in d->logits_host (fp32, [V]). The first step runs
@@ -1378,7 +1449,7 @@ static int gpu_decoder_prefill(GpuDecoder* d, const int* ids, int n, int recompu
         decode_set_pos_kernel<<<1, 256, 0, m->ctx.stream>>>(d->st.pos, c->n_layers, n);
         cudaCheckLaunch("decode_set_pos_kernel");
     }
-    decoder__logits(d, m->resid + ((size_t)c->n_layers * n + (n - 1)) * c->dim);
+    decoder__logits(d, m->resid + ((size_t)c->n_layers * n + (n - 1)) * c->dim, 0);
     cudaCheck(cudaMemcpyAsync(d->logits_host, d->a.logits_f32, sizeof(float) * c->vocab_size, cudaMemcpyDeviceToHost, m->ctx.stream));
     cudaCheck(cudaStreamSynchronize(m->ctx.stream));
     gpu_model_free_acts(m);

@@ -3,6 +3,8 @@
 //   out[o] = res[o] + bias[o] + sum_i W[o][i] x[i]          (res, bias optional)
 //   out[o] = silu(W[o]·x) * (W2[o]·x)                       (gemv_swiglu: the MLP's gate and up)
 //   out_j = W_j · x (+ bias_j) for up to 4 matrices         (gemv_batch: q, k, v, lambda in one launch)
+//   up to 4 of these in order in one persistent launch      (gemv_chain: the weights streamed through
+//                                                            shared memory by bulk copies; sm_90a)
 // W is [O][I] row-major (the layout matmul_forward's weight has: out = inp · Wᵀ), floatX; sums in
 // fp32, one rounding of the result to floatX. Why not cuBLASLt at N = 1: on an H200 its kernels for
 // one row read a 7B layer's weights at about half the copy bandwidth (dev/PERF.md); here each warp
@@ -37,6 +39,7 @@
 #pragma once
 #include <utility>
 #include "cuda_common.cuh"
+#include "hopper.cuh"
 #include "rmsnorm.cuh"
 #include "vec128.cuh"
 
@@ -102,21 +105,23 @@ __device__ __forceinline__ void gemv_load(const floatX* p, floatX (&v)[N]) {
 // All threads first copy x into xs and load their first GEMV_NORM_HELD chunks of w, so the norm costs
 // one round trip to memory; warp 0's sum then reads shared memory (decode v6: it was three).
 #define GEMV_NORM_HELD 4  // chunks of w a thread holds in registers (the rest are loaded in the scale pass)
-template <int V>
-__device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, const GemvOpts& op, int I) {
+// tid, nt: this thread among the nt threads that run it (warp 0's lanes are tids 0-31); sync(): their
+// barrier; gout: where the normed row is stored too, or NULL.
+template <int V, class Sync>
+__device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, const GemvOpts& op, int I, int tid, int nt, floatX* gout,
+                                                  Sync&& sync) {
     __shared__ float r_s;
-    const int tid = threadIdx.x, nt = blockDim.x;
-    float wr[GEMV_NORM_HELD][V];
+    Packed128<floatX> wr[GEMV_NORM_HELD];  // raw: 16 bytes of registers a chunk, converted when used
 #pragma unroll
     for (int k = 0; k < GEMV_NORM_HELD; k++) {
         const int c = (tid + k * nt) * V;
         if (c < I) {
             store128(xs + c, load128(x + c));
-            load_f<V>(wr[k], op.norm_w + c);
+            wr[k] = load128(op.norm_w + c);
         }
     }
     for (int c = (tid + GEMV_NORM_HELD * nt) * V; c < I; c += nt * V) store128(xs + c, load128(x + c));
-    __syncthreads();
+    sync();
     if (tid < 32) {
         float ss = 0.0f;
 #pragma unroll 8
@@ -130,14 +135,13 @@ __device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, c
         const float t = ss / (float)I + op.norm_eps;
         if (tid == 0) r_s = (float)(1.0 / sqrt((double)t));
     }
-    __syncthreads();
+    sync();
     const float r = r_s;
-    floatX* gout = blockIdx.x == 0 ? op.norm_out : NULL;
-    auto scale = [&](int c, const float (&w)[V]) {
+    auto scale = [&](int c, const Packed128<floatX>& w) {
         float f[V];
         load_f<V>(f, xs + c);
 #pragma unroll
-        for (int k = 0; k < V; k++) f[k] = f[k] * r * w[k];
+        for (int k = 0; k < V; k++) f[k] = f[k] * r * to_float(w[k]);
         store_f<V>(xs + c, f);
         if (gout) store_f<V>(gout + c, f);
     };
@@ -145,11 +149,9 @@ __device__ __forceinline__ void gemv_norm_to_smem(floatX* xs, const floatX* x, c
     for (int k = 0; k < GEMV_NORM_HELD; k++)
         if ((tid + k * nt) * V < I) scale((tid + k * nt) * V, wr[k]);
     for (int c = (tid + GEMV_NORM_HELD * nt) * V; c < I; c += nt * V) {
-        float w[V];
-        load_f<V>(w, op.norm_w + c);
-        scale(c, w);
+        scale(c, load128(op.norm_w + c));
     }
-    __syncthreads();
+    sync();
 }
 
 __device__ __forceinline__ float gemv_silu(float g) { return g / (1.0f + expf(-g)); }
@@ -220,7 +222,7 @@ __device__ __forceinline__ void gemv_rows(floatX* out, const floatX* x, const fl
     pdl_wait();
     if constexpr (NORM) {
         floatX* xs = (floatX*)gemv_smem;
-        gemv_norm_to_smem<V>(xs, x, op, I);
+        gemv_norm_to_smem<V>(xs, x, op, I, threadIdx.x, blockDim.x, blockIdx.x == 0 ? op.norm_out : NULL, [] { __syncthreads(); });
         x = xs;
     }
     if (!active) return;
@@ -422,4 +424,277 @@ static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, in
         if (rows == 4) GEMV_GO(4, false, false); else if (rows == 2) GEMV_GO(2, false, false); else GEMV_GO(1, false, false);
     }
 #undef GEMV_GO
+}
+
+// ---------------------------------------------------------------------------------------------
+// A chain of gemvs in one persistent launch, the weights streamed through shared memory (decode v9:
+// each layer's o-proj, the MLP's gate + up + SwiGLU, the down projection and the next layer's
+// q/k/v/lambda, or the LM head, as the phases of one kernel; sm_90a).
+// Why: each gemv launch pays a ramp (its CTAs dispatched, the first loads' latency) and a drain (the
+// last warps' tail), and HBM idles between launches and through the attention's small kernels
+// (dev/PERF.md, decode v7: a 34 MB read alone reaches only ~2.3 TB/s). Here the weights wait for
+// nothing: each warp streams its own rows of every phase into shared memory by bulk copies
+// (cp.async.bulk, counted on an mbarrier), starting before the phase's input is ready (before the PDL
+// wait, before the grid-wide barrier), and the bytes in flight cost shared memory, not registers
+// (decode v8, the same chain with register loads, ran at 2 CTAs an SM and was slower than the
+// launches it replaced).
+// Layout: grid = one CTA per SM of GEMV_STREAM_WARPS warps. Phase p's rows are numbered over its
+// matrices in order and cut into gridDim.x contiguous slices, one per CTA; warp w takes its CTA's rows
+// w, w + GEMV_STREAM_WARPS, ... . A row is streamed as chunks of ch.chunk elements (a SwiGLU
+// row: gate chunk c, then up chunk c); a warp's chunks, over all phases, go round its own ring of
+// `stages` slots, and lane 0 issues chunk k + stages as soon as the warp has read chunk k (so a slot
+// is never two uses ahead of its reader, where an mbarrier's parity could not tell them apart):
+//   ring   [GEMV_STREAM_WARPS][stages][chunk] floatX
+//   xs     [max I] floatX          the phase's input row (normed when norm_w is set)
+//   full   [GEMV_STREAM_WARPS][stages] mbarrier   lane 0's arrival + the chunk's bytes landed
+// Sums: lane l adds elements l*V .. l*V+V-1 of every 32*V-element block of the row, blocks in order,
+// then warp_sum: exactly the order of gemv_rows (its steps and its tail visit the same blocks in the same
+// order), so each output is the bits of the launched gemv, and the fused norm is gemv_norm_to_smem.
+// The grid barrier between phases: bar[p] counts the CTAs that have finished phase p - 1 (after their
+// stores and a fence); bar[GEMV_CHAIN_MAX] counts the CTAs that are done, and the last one zeroes the
+// counters for the next launch. Every CTA must be resident at once: one a SM, and the kernel lets its
+// PDL successor launch only after the first barrier.
+#define GEMV_CHAIN_MAX 4
+#define GEMV_CHAIN_BAR (GEMV_CHAIN_MAX + 1)  // unsigned counters gemv_chain needs (zero before the first launch)
+#define GEMV_STREAM_WARPS 8                  // warps a CTA
+#define GEMV_STREAM_CHUNK 4096               // the default elements a slot, and the most
+#define GEMV_STREAM_STAGES 2                 // the default slots a warp (bf16: 16 x 8 KB a CTA; dev/PERF.md, decode v9)
+#define GEMV_STREAM_MAX_STAGES 16
+typedef struct {
+    GemvBatch bt;           // the phase's matrices: out, W, bias, O (n = 1 for a plain or a SwiGLU gemv)
+    const floatX* W2;       // SwiGLU: the up matrix (bt.W[0] is the gate); NULL: a plain gemv
+    const floatX* res;      // a plain gemv with n = 1: the residual row (may be bt.out[0]), or NULL
+    const floatX* x;        // [I] the input row (the raw row when norm_w is set)
+    const floatX* norm_w;   // [I] the fused RMSNorm's weight, or NULL
+    floatX* norm_out;       // [I] the normed row, stored once (CTA 0), or NULL
+    int I;
+    int rows;               // filled by gemv_chain: rows over all matrices
+    int row0[GEMV_MAX_BATCH + 1];
+} GemvPhase;
+typedef struct {
+    int n;
+    float norm_eps;
+    unsigned* bar;  // [GEMV_CHAIN_BAR]
+    int poll_ns;    // the barrier's wait between two reads of its counter (__nanosleep; 0: none)
+    int stages;     // the slots of a warp's ring (filled by gemv_chain)
+    int chunk;      // the elements of a slot: a multiple of 32 * 16 bytes, at most GEMV_STREAM_CHUNK (filled by gemv_chain)
+    int max_I;      // filled by gemv_chain: xs's elements
+    GemvPhase ph[GEMV_CHAIN_MAX];
+} GemvChain;
+
+__device__ __forceinline__ unsigned gemv__load_acquire(const unsigned* p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+// The matrix j of a phase's global row (static indices into the parameters).
+__device__ __forceinline__ int gemv__matrix_of(const GemvPhase& ph, int row) {
+    int j = 0;
+#pragma unroll
+    for (int k = 1; k < GEMV_MAX_BATCH; k++) j += k < ph.bt.n && row >= ph.row0[k];
+    return j;
+}
+template <class T, int N>
+__device__ __forceinline__ T gemv__pick(const T (&a)[N], int j) {  // a[j], j < GEMV_MAX_BATCH
+    T v = a[0];
+#pragma unroll
+    for (int k = 1; k < GEMV_MAX_BATCH; k++)
+        if (j == k) v = a[k];
+    return v;
+}
+__device__ __forceinline__ int gemv__slice(int rows, int b, int G) { return (int)((long long)rows * b / G); }
+
+// A warp's position in its sequence of chunks: phase p, its local row lr (w, w + warps, ...), chunk c,
+// matrix m (SwiGLU: 0 gate, 1 up). The issuing lane walks one ahead of the reading warp.
+struct GemvCursor {
+    int p, lr, c, m;
+    // the first chunk at or after (p, lr) that exists (a phase where this warp has no row is skipped)
+    __device__ __forceinline__ void settle(const GemvChain& ch, int w) {
+        while (p < ch.n) {
+            const GemvPhase& ph = ch.ph[p];
+            if (lr < gemv__slice(ph.rows, blockIdx.x + 1, gridDim.x) - gemv__slice(ph.rows, blockIdx.x, gridDim.x)) return;
+            p++; lr = w; c = 0; m = 0;
+        }
+    }
+    __device__ __forceinline__ void next(const GemvChain& ch, int w) {
+        const GemvPhase& ph = ch.ph[p];
+        if (++m < (ph.W2 ? 2 : 1)) return;
+        m = 0;
+        if (++c < (ph.I + ch.chunk - 1) / ch.chunk) return;
+        c = 0;
+        lr += GEMV_STREAM_WARPS;
+        settle(ch, w);
+    }
+    // issue this chunk into slot (one thread): the mbarrier expects its bytes, the copy engine brings them
+    __device__ __forceinline__ void issue(const GemvChain& ch, floatX* slot, uint64_t* bar) const {
+        const GemvPhase& ph = ch.ph[p];
+        const int row = gemv__slice(ph.rows, blockIdx.x, gridDim.x) + lr, j = gemv__matrix_of(ph, row), o = row - gemv__pick(ph.row0, j);
+        const floatX* W = m ? ph.W2 : gemv__pick(ph.bt.W, j);
+        const int len = min(ch.chunk, ph.I - c * ch.chunk);
+        const uint32_t bytes = (uint32_t)(len * sizeof(floatX));
+        ca_mbar_arrive_expect_tx(bar, bytes);
+        ca_bulk_load(slot, W + (size_t)o * ph.I + (size_t)c * ch.chunk, bytes, bar);
+    }
+};
+
+__global__ void __launch_bounds__(GEMV_STREAM_WARPS * 32, 1) gemv_chain_kernel(const __grid_constant__ GemvChain ch) {
+    constexpr int V = 16 / (int)sizeof(floatX), NT = GEMV_STREAM_WARPS * 32;
+    const int CH = ch.chunk;
+    extern __shared__ __align__(128) unsigned char gemv_stream_smem[];
+    const int SW = ch.stages;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, G = gridDim.x, b = blockIdx.x;
+    floatX* ring = (floatX*)gemv_stream_smem + (size_t)warp * SW * CH;  // this warp's slots
+    floatX* xs = (floatX*)gemv_stream_smem + (size_t)GEMV_STREAM_WARPS * SW * CH;
+    uint64_t* full = (uint64_t*)(xs + ((ch.max_I + 7) / 8) * 8) + warp * SW;
+    GemvCursor ahead = {0, warp, 0, 0};  // the next chunk lane 0 issues
+    if (lane == 0) {
+        for (int i = 0; i < SW; i++) ca_mbar_init(&full[i], 1);
+        ahead.settle(ch, warp);
+        for (int i = 0; i < SW && ahead.p < ch.n; i++, ahead.next(ch, warp)) ahead.issue(ch, ring + (size_t)i * CH, &full[i]);
+    }
+    __syncwarp();
+    int k = 0;  // chunks this warp has read (chunk k sits in slot k % SW, its round k / SW)
+    for (int p = 0; p < ch.n; p++) {
+        const GemvPhase& ph = ch.ph[p];
+        const int nm = ph.W2 ? 2 : 1, nch = (ph.I + CH - 1) / CH, I = ph.I;
+        const int r0 = gemv__slice(ph.rows, b, G), nloc = gemv__slice(ph.rows, b + 1, G) - r0;
+        if (p == 0) {
+            pdl_wait();  // the input of the first phase comes from the kernel before
+        } else {
+            if (threadIdx.x == 0) {
+                while (gemv__load_acquire(ch.bar + p) < (unsigned)G)
+                    if (ch.poll_ns) __nanosleep(ch.poll_ns);
+                __threadfence();
+            }
+            __syncthreads();
+            if (p == 1) pdl_trigger();  // every CTA has reached the first barrier: all are resident
+        }
+        if (ph.norm_w) {
+            GemvOpts op = {};
+            op.norm_w = ph.norm_w; op.norm_eps = ch.norm_eps;
+            gemv_norm_to_smem<V>(xs, ph.x, op, I, threadIdx.x, NT, b == 0 ? ph.norm_out : NULL, [] { __syncthreads(); });
+        } else {
+            for (int c = threadIdx.x * V; c < I; c += NT * V) store128(xs + c, load128(ph.x + c));
+            __syncthreads();
+        }
+        for (int lr = warp; lr < nloc; lr += GEMV_STREAM_WARPS) {
+            const int row = r0 + lr, j = gemv__matrix_of(ph, row), o = row - gemv__pick(ph.row0, j);
+            float acc[2] = {0.f, 0.f};
+            for (int c = 0; c < nch; c++) {
+                const int len = min(CH, I - c * CH);
+                const floatX* xc = xs + (size_t)c * CH;
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    if (m >= nm) break;
+                    const int slot = k % SW;
+                    ca_mbar_wait(&full[slot], (k / SW) & 1);
+                    const floatX* wc = ring + (size_t)slot * CH;
+                    for (int e = lane * V; e < len; e += 32 * V) {
+                        const Packed128<floatX> w = load128(wc + e), xv = load128(xc + e);
+#pragma unroll
+                        for (int kk = 0; kk < V; kk++) {
+                            const float xk = to_float(xv[kk]);
+                            acc[m] += to_float(w[kk]) * xk;
+                        }
+                    }
+                    __syncwarp();  // every lane has read the slot: chunk k + SW may land in it
+                    if (lane == 0 && ahead.p < ch.n) {
+                        ca_fence_proxy_async();
+                        ahead.issue(ch, ring + (size_t)slot * CH, &full[slot]);
+                        ahead.next(ch, warp);
+                    }
+                    k++;
+                }
+            }
+            const float a = warp_sum(acc[0]);
+            const float g = nm == 2 ? warp_sum(acc[1]) : 0.f;
+            if (lane == 0) {
+                float y;
+                if (nm == 2) {
+                    y = gemv_silu(a) * g;
+                } else {
+                    y = a;
+                    const floatX* bias = gemv__pick(ph.bt.bias, j);
+                    if (bias) y += to_float(bias[o]);
+                    if (ph.res) y += to_float(ph.res[o]);
+                }
+                gemv__pick(ph.bt.out, j)[o] = from_float<floatX>(y);
+            }
+        }
+        __syncthreads();  // this CTA's outputs of phase p are stored, and xs is free
+        if (threadIdx.x == 0 && p + 1 < ch.n) {
+            __threadfence();
+            atomicAdd(ch.bar + p + 1, 1u);
+        }
+    }
+    if (ch.n == 1) pdl_trigger();
+    if (threadIdx.x == 0 && atomicAdd(ch.bar + GEMV_CHAIN_MAX, 1u) == (unsigned)G - 1) {
+        // every CTA has passed every barrier: the counters are free for the next launch
+        for (int p = 1; p < ch.n; p++) ch.bar[p] = 0;
+        ch.bar[GEMV_CHAIN_MAX] = 0;
+        __threadfence();
+    }
+}
+
+// Whether gemv_chain can run phase ph: 16-byte aligned rows and input (I a multiple of 16 bytes).
+static int gemv_phase_ok(const GemvPhase* ph) {
+    const int V = 16 / (int)sizeof(floatX);
+    int ok = ph->bt.n >= 1 && ph->bt.n <= GEMV_MAX_BATCH && ph->I > 0 && ph->I % V == 0 && is_aligned16(ph->x);
+    for (int j = 0; j < ph->bt.n; j++) ok &= is_aligned16(ph->bt.W[j]) && ph->bt.O[j] > 0;
+    if (ph->W2) ok &= ph->bt.n == 1 && is_aligned16(ph->W2) && !ph->res && !ph->bt.bias[0];
+    if (ph->res) ok &= ph->bt.n == 1;
+    if (ph->norm_w) ok &= is_aligned16(ph->norm_w) && (!ph->norm_out || is_aligned16(ph->norm_out));
+    return ok;
+}
+// The dynamic shared memory of a chain with `stages` slots of `chunk` elements a warp.
+static size_t gemv_chain_smem(const GemvChain* ch, int stages, int chunk) {
+    int max_I = 0;
+    for (int p = 0; p < ch->n; p++) max_I = ch->ph[p].I > max_I ? ch->ph[p].I : max_I;
+    const size_t S = (size_t)GEMV_STREAM_WARPS * stages;
+    return sizeof(floatX) * (S * chunk + (size_t)(max_I + 7) / 8 * 8) + sizeof(uint64_t) * S;
+}
+// The slots a warp gemv_chain runs ch with, `chunk` elements each (0: GEMV_STREAM_CHUNK): `stages` (0:
+// the most up to GEMV_STREAM_STAGES that fit), or 0 where it cannot run it (not sm_90, a phase not ok, a
+// chunk not a multiple of 16 bytes x 32 lanes, or the ring and the input row do not fit the shared
+// memory of a CTA).
+static int gemv_chain_stages(const GemvChain* ch, int stages, int chunk) {
+    const int C = chunk > 0 ? chunk : GEMV_STREAM_CHUNK;
+    if (C > GEMV_STREAM_CHUNK || C % (32 * (16 / (int)sizeof(floatX))) != 0) return 0;
+    if (ch->n < 1 || ch->n > GEMV_CHAIN_MAX) return 0;
+    for (int p = 0; p < ch->n; p++)
+        if (!gemv_phase_ok(&ch->ph[p])) return 0;
+    int dev = 0, major = 0, optin = 0;
+    cudaCheck(cudaGetDevice(&dev));
+    cudaCheck(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    if (major != 9) return 0;
+    if (stages > 0) return stages <= GEMV_STREAM_MAX_STAGES && gemv_chain_smem(ch, stages, C) <= (size_t)optin ? stages : 0;
+    for (int S = GEMV_STREAM_STAGES; S >= 1; S--)
+        if (gemv_chain_smem(ch, S, C) <= (size_t)optin) return S;
+    return 0;
+}
+
+// Runs the n phases of ch, in order, in one launch (PDL when pdl; ch->bar zeroed before the first launch
+// and left zeroed; gemv_chain_stages(ch, stages, chunk) must be > 0). stages: the slots of each warp's
+// ring (0: as many as fit, up to GEMV_STREAM_STAGES); chunk: the elements of a slot (0: GEMV_STREAM_CHUNK).
+static void gemv_chain(const GpuContext* ctx, GemvChain* ch, int stages, int chunk, int pdl) {
+    ch->stages = gemv_chain_stages(ch, stages, chunk);
+    ch->chunk = chunk > 0 ? chunk : GEMV_STREAM_CHUNK;
+    if (!ch->stages) coda_fatal("gemv_chain: the phases cannot take the chain (sm_90, alignment, %d stages of %d)", stages, chunk);
+    ch->max_I = 0;
+    for (int p = 0; p < ch->n; p++) {
+        GemvPhase* ph = &ch->ph[p];
+        ph->row0[0] = 0;
+        for (int j = 0; j < GEMV_MAX_BATCH; j++) ph->row0[j + 1] = ph->row0[j] + (j < ph->bt.n ? ph->bt.O[j] : 0);
+        ph->rows = ph->row0[ph->bt.n];
+        if (ph->I > ch->max_I) ch->max_I = ph->I;
+    }
+    const size_t smem = gemv_chain_smem(ch, ch->stages, ch->chunk);
+    static size_t smem_set = 0;  // the kernel's dynamic shared memory limit, raised once per size
+    if (smem > 48 * 1024 && smem > smem_set) {
+        cudaCheck(cudaFuncSetAttribute(gemv_chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        smem_set = smem;
+    }
+    const unsigned grid = (unsigned)(ctx->sm_count > 0 ? ctx->sm_count : 1);
+    pdl_launch(pdl, gemv_chain_kernel, grid, GEMV_STREAM_WARPS * 32, smem, ctx->stream, "gemv_chain_kernel", *ch);
 }

@@ -30,6 +30,10 @@
 //        v7a       v4b + the write's token-independent half (scores, evictions) of every layer on a second
 //                  stream from the step's start, the token into its slot in the RoPE launch (use_fused 19)
 //        v7        v7a + the q/k/v/lambda gemv at one row a warp (gemv_rows[0] = 1; the defaults)
+//        v9..v9g   v7 + each layer's o-proj, gate + up + SwiGLU, down and the next layer's q/k/v/lambda (or the
+//                  LM head) as the four phases of one persistent launch whose weights stream through a ring of
+//                  shared-memory slots (use_fused 51, gemv.cuh's gemv_chain) of 8, 4 or 2 KB, 2-12 a warp;
+//                  v9g without the second stream (use_fused 35)
 //        v4c       + the gemvs' weights loaded a step ahead, step 0 before the PDL wait (gemv_preload)
 //        v4d       + o-proj weights prefetched into L2 during the attention (l2_prefetch_o)
 //        v4e       + the gemvs' L2 prefetch 2 load steps ahead (gemv_l2_ahead)
@@ -271,7 +275,7 @@ int main(int argc, char** argv) {
             const double att = time_attention(&d, 0);
             const double att_bytes = sb / cb.n_layers;
             if (i == 0 && !step_only) {  // the step's variants, same weights, same prefill, same tokens (see the top of the file)
-                struct { const char* name; int fused, pdl, l2o, ahead, preload, qkv_rows; } vs[] = {
+                struct { const char* name; int fused, pdl, l2o, ahead, preload, qkv_rows, chain_stages, chain_chunk; } vs[] = {
                     {"v3 (no fusion, no PDL, no prefetch, v3 gemv loop)", 0, 0, 0, 0, 0, 0},
                     {"v4a + fused norms, RoPE+gate+scores", 3, 0, 0, 0, 0, 0},
                     {"v4b + PDL", 3, 1, 0, 0, 0, 0},
@@ -279,7 +283,14 @@ int main(int argc, char** argv) {
                     {"v5b + the combine in the attention", 15, 1, 0, 0, 0, 0},
                     {"v5c the combine in the attention, not the write", 11, 1, 0, 0, 0, 0},
                     {"v7a + the write's token-independent half ahead on a second stream", 19, 1, 0, 0, 0, 0},
-                    {"v7 + the q/k/v/lambda gemv at one row a warp (defaults)", 19, 1, 0, 0, 0, 1},
+                    {"v7 + the q/k/v/lambda gemv at one row a warp", 19, 1, 0, 0, 0, 1},
+                    {"v9 + o-proj .. next q/k/v as one persistent chain, weights streamed through smem (2 x 8 KB a warp)", 51, 1, 0, 0, 0, 1, 0, 0},
+                    {"v9b chain, 3 x 8 KB a warp", 51, 1, 0, 0, 0, 1, 3, 4096},
+                    {"v9c chain, 4 x 4 KB a warp", 51, 1, 0, 0, 0, 1, 4, 2048},
+                    {"v9d chain, 6 x 4 KB a warp", 51, 1, 0, 0, 0, 1, 6, 2048},
+                    {"v9e chain, 8 x 2 KB a warp", 51, 1, 0, 0, 0, 1, 8, 1024},
+                    {"v9f chain, 12 x 2 KB a warp", 51, 1, 0, 0, 0, 1, 12, 1024},
+                    {"v9g chain, 2 x 8 KB, the write inline (no second stream)", 35, 1, 0, 0, 0, 1, 0, 0},
                     {"v4c + gemv preload loop", 3, 1, 0, 0, 1, 0},
                     {"v4d + o-proj L2 prefetch", 3, 1, 1, 0, 1, 0},
                     {"v4e + gemv L2 ahead 2", 3, 1, 0, 2, 1, 0},
@@ -289,6 +300,7 @@ int main(int argc, char** argv) {
                     GpuDecoder e;
                     gpu_decoder_init(&e, &mb, 0, 1);
                     e.use_fused = v.fused; e.use_pdl = v.pdl; e.l2_prefetch_o = v.l2o; e.gemv_l2_ahead = v.ahead; e.gemv_preload = v.preload; e.gemv_rows[0] = v.qkv_rows;
+                    e.chain_stages = v.chain_stages; e.chain_chunk = v.chain_chunk;
                     gpu_decoder_reset(&e, 42);
                     if (gpu_decoder_prefill(&e, tok.data(), N, N > 8192, &err) != 0) { fprintf(stderr, "%s\n", err.msg); return 1; }
                     const double ms_v = time_steps(&e, steps, 1);

@@ -322,9 +322,12 @@ static void dec_variants_same_bits(ModelConfig c, int P, int steps, uint64_t see
     const int V = c.vocab_size;
     int* tok = (int*)malloc(sizeof(int) * (P + steps));
     random_tokens(tok, P + steps, V, seed + 2);
-    // rows: the q/k/v/lambda gemv's rows per warp (0: by shape; the decoder's default is 1)
-    const struct { int fused, pdl, graph, rows; } vs[] = {{0, 0, 0, 1}, {3, 1, 1, 1}, {7, 1, 1, 1}, {11, 0, 1, 1}, {15, 1, 1, 1}, {15, 0, 0, 1},
-                                                           {19, 1, 1, 1}, {19, 0, 0, 1}, {27, 1, 1, 1}, {19, 1, 1, 0}, {19, 1, 1, 4}};
+    // rows: the q/k/v/lambda gemv's rows per warp (0: by shape; the decoder's default is 1); bit 32 (the gemv
+    // chain): stages the slots of each warp's ring (0: the default)
+    const struct { int fused, pdl, graph, rows, stages; } vs[] = {
+        {0, 0, 0, 1, 0},  {3, 1, 1, 1, 0},  {7, 1, 1, 1, 0},  {11, 0, 1, 1, 0}, {15, 1, 1, 1, 0}, {15, 0, 0, 1, 0},
+        {19, 1, 1, 1, 0}, {19, 0, 0, 1, 0}, {27, 1, 1, 1, 0}, {19, 1, 1, 0, 0}, {19, 1, 1, 4, 0}, {51, 1, 1, 1, 0},
+        {51, 0, 0, 1, 1}, {51, 1, 1, 1, 1}, {35, 1, 1, 1, 0}, {59, 1, 1, 1, 0}};
     const int nv = (int)(sizeof(vs) / sizeof(vs[0]));
     float* ref = (float*)malloc(sizeof(float) * V * steps);
     BankState_f32 *ref_st = c.bounded ? layer_states_alloc(&c) : NULL, *st = c.bounded ? layer_states_alloc(&c) : NULL;
@@ -335,10 +338,14 @@ static void dec_variants_same_bits(ModelConfig c, int P, int steps, uint64_t see
         GpuDecoder d;
         gpu_decoder_init(&d, &g, P + steps + 1, vs[v].graph);
         d.use_fused = vs[v].fused; d.use_pdl = vs[v].pdl; d.gemv_rows[0] = vs[v].rows;
+        d.chain_stages = vs[v].stages;
         gpu_decoder_reset(&d, 42);
         CHECK(gpu_decoder_prefill(&d, tok, P, 0, &err) == 0, "%s", err.msg);
         for (int t = 0; t < steps; t++) {
             CHECK(gpu_decoder_step(&d, tok[P + t], &err) == 0, "%s", err.msg);
+            // the chain must have run where it was asked for (these models' rows are all aligned; one slot
+            // a warp: every chunk waits for the one before; FP32: the default is one slot too)
+            CHECK(d.chained == ((vs[v].fused & 33) == 33), "%s: variant %d (fused %d) chained %d", name, v, vs[v].fused, d.chained);
             if (v == 0) memcpy(ref + (size_t)t * V, d.logits_host, sizeof(float) * V);
             else if (memcmp(ref + (size_t)t * V, d.logits_host, sizeof(float) * V) != 0) {
                 differing++;
