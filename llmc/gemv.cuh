@@ -452,7 +452,7 @@ static void gemv_batch(const GpuContext* ctx, GemvBatch* bt, const floatX* x, in
 // order), so each output is the bits of the launched gemv, and the fused norm is gemv_norm_to_smem.
 // The grid barrier between phases: bar[p] counts the CTAs that have finished phase p - 1 (after their
 // stores and a fence); bar[GEMV_CHAIN_MAX] counts the CTAs that are done, and the last one zeroes the
-// counters for the next launch. Every CTA must be resident at once: one a SM, and the kernel lets its
+// counters for the next launch. Every CTA must be resident at once: one per SM, and the kernel lets its
 // PDL successor launch only after the first barrier.
 #define GEMV_CHAIN_MAX 4
 #define GEMV_CHAIN_BAR (GEMV_CHAIN_MAX + 1)  // unsigned counters gemv_chain needs (zero before the first launch)
@@ -505,7 +505,7 @@ __device__ __forceinline__ T gemv__pick(const T (&a)[N], int j) {  // a[j], j < 
 __device__ __forceinline__ int gemv__slice(int rows, int b, int G) { return (int)((long long)rows * b / G); }
 
 // A warp's position in its sequence of chunks: phase p, its local row lr (w, w + warps, ...), chunk c,
-// matrix m (SwiGLU: 0 gate, 1 up). The issuing lane walks one ahead of the reading warp.
+// matrix m (SwiGLU: 0 gate, 1 up). Lane 0 keeps one, `stages` chunks ahead of what the warp reads.
 struct GemvCursor {
     int p, lr, c, m;
     // the first chunk at or after (p, lr) that exists (a phase where this warp has no row is skipped)
